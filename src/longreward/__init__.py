@@ -1,0 +1,23 @@
+"""longreward: an off-the-shelf LLM as a reward for long-context answers (LongReward,
+arXiv 2410.21252), preference pairs built from it, and DPO training on them.
+
+The public API is what this module exports; submodules with a leading underscore are private.
+"""
+
+from __future__ import annotations
+
+from .config import JudgeOptions, RetrievalOptions, ScoreOptions
+from .data.records import Candidate, FieldMap, PromptRecord
+from .dimensions import DIMENSIONS, DimensionResult, combine_reward
+from .errors import LongRewardError, MissingDependencyError, RecordError
+from .judge import GenerateConfig, ModelClient, create_apis
+from .scorer import LongReward, ScoredAnswer, ScoreSummary, score_file
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DIMENSIONS", "Candidate", "DimensionResult", "FieldMap", "GenerateConfig", "JudgeOptions",
+    "LongReward", "LongRewardError", "MissingDependencyError", "ModelClient", "PromptRecord",
+    "RecordError", "RetrievalOptions", "ScoreOptions", "ScoreSummary", "ScoredAnswer",
+    "combine_reward", "create_apis", "score_file", "__version__",
+]

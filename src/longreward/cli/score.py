@@ -1,0 +1,197 @@
+"""``longreward score``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from .._progress import stage_progress, summary_table
+from ..config import ScoreOptions, deep_merge, load_config_file
+from ._app import app
+
+err = Console(stderr=True)
+
+
+def _flag_overrides(**flags: Any) -> dict[str, Any]:
+    """CLI flags that were given, as a nested dict shaped like ``ScoreOptions``."""
+    out: dict[str, Any] = {}
+    for dotted, value in flags.items():
+        if value is None or value == [] or value == {}:
+            continue
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _kv(items: list[str] | None, what: str) -> dict[str, str] | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"{what} must look like KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def build_score_options(config: Path | None, overrides: dict[str, Any],
+                        section: str | None = None) -> ScoreOptions:
+    """Config file (optionally one section of it) + CLI overrides → validated options."""
+    base: dict[str, Any] = {}
+    if config is not None:
+        data = load_config_file(config)
+        base = data.get(section, {}) if section else data
+    try:
+        return ScoreOptions.model_validate(deep_merge(base, overrides))
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise typer.BadParameter("invalid options:\n" + "\n".join(lines)) from None
+
+
+@app.command("score")
+def score_command(
+    input: Annotated[Path, typer.Argument(help="JSONL, JSON or Parquet: flat rows (id, context, query, response) or grouped rows (id, context, query, candidates).", exists=True, dir_okay=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output JSONL, one row per answer.")],
+    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML/TOML file with the same options (flags win).", exists=True)] = None,
+    run_dir: Annotated[Optional[Path], typer.Option(help="Run directory (SQLite cache + state). Default: OUTPUT.run/")] = None,
+    provider: Annotated[Optional[str], typer.Option("--provider", help="Judge provider: openai_compatible, dry_run, transformers, vllm.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Judge model name (or local path for transformers).")] = None,
+    base_url: Annotated[Optional[list[str]], typer.Option("--base-url", help="OpenAI-compatible base URL; repeat to spread calls over several servers.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Use the offline dry-run judge (deterministic placeholders, not judgments).")] = False,
+    api_key_env: Annotated[Optional[str], typer.Option(help="Env var holding the API key (default: LONGREWARD_API_KEY, then OPENAI_API_KEY).")] = None,
+    temperature: Annotated[Optional[float], typer.Option(help="Judge temperature (first attempt).")] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(help="Max tokens per judge reply.")] = None,
+    timeout: Annotated[Optional[float], typer.Option(help="Per-call timeout, seconds.")] = None,
+    concurrency: Annotated[Optional[int], typer.Option(help="Max requests in flight per endpoint.")] = None,
+    rpm: Annotated[Optional[float], typer.Option(help="Requests-per-minute limit.")] = None,
+    tpm: Annotated[Optional[float], typer.Option(help="Tokens-per-minute limit.")] = None,
+    max_retries: Annotated[Optional[int], typer.Option(help="Retries of a failed request (429, 5xx, timeouts).")] = None,
+    structured_output: Annotated[Optional[str], typer.Option(help="auto (JSON schema, text fallback), json or text.")] = None,
+    header: Annotated[Optional[list[str]], typer.Option("--header", help="Extra HTTP header KEY=VALUE (repeatable).")] = None,
+    dimensions: Annotated[Optional[str], typer.Option(help="Comma-separated subset of helpfulness,logicality,faithfulness,completeness.")] = None,
+    weight: Annotated[Optional[list[str]], typer.Option("--weight", help="Reward weight DIM=W (repeatable).")] = None,
+    language: Annotated[Optional[str], typer.Option(help="auto, en or zh: language of the judge prompts.")] = None,
+    tokenizer: Annotated[Optional[str], typer.Option(help="HF tokenizer name or path for chunking (default: built-in, no download).")] = None,
+    retrieval: Annotated[Optional[str], typer.Option(help="bm25 (default), dense, api or hybrid.")] = None,
+    retrieval_model: Annotated[Optional[str], typer.Option(help="Embedding model for dense/api/hybrid retrieval.")] = None,
+    top_k: Annotated[Optional[int], typer.Option(help="Evidence chunks per statement (paper: 5).")] = None,
+    chunk_tokens: Annotated[Optional[int], typer.Option(help="Retrieval chunk size in tokens (paper: 128).")] = None,
+    completeness_chunk_tokens: Annotated[Optional[int], typer.Option(help="Extraction chunk size in tokens (paper: 4096).")] = None,
+    max_context_tokens: Annotated[Optional[int], typer.Option(help="Reject documents longer than this.")] = None,
+    prompt_concurrency: Annotated[Optional[int], typer.Option(help="Prompts scored at once.")] = None,
+    keep_context: Annotated[Optional[bool], typer.Option("--keep-context/--no-keep-context", help="Copy the document into each output row.")] = None,
+    field_id: Annotated[Optional[str], typer.Option(help="Input field holding the id.")] = None,
+    field_prompt_id: Annotated[Optional[str], typer.Option(help="Input field holding the prompt id (flat rows).")] = None,
+    field_context: Annotated[Optional[str], typer.Option(help="Input field holding the document.")] = None,
+    field_query: Annotated[Optional[str], typer.Option(help="Input field holding the question.")] = None,
+    field_response: Annotated[Optional[str], typer.Option(help="Input field holding the answer (flat rows).")] = None,
+    field_candidates: Annotated[Optional[str], typer.Option(help="Input field holding the candidate list (grouped rows).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Score answers to long-context questions on helpfulness, logicality, faithfulness and
+    completeness. Resumable: rerun the same command after a crash and it goes on."""
+    overrides = _flag_overrides(**{
+        "judge.provider": "dry_run" if dry_run else provider,
+        "judge.model": model, "judge.base_urls": base_url, "judge.api_key_env": api_key_env,
+        "judge.temperature": temperature, "judge.max_tokens": max_tokens,
+        "judge.timeout": timeout, "judge.max_concurrency": concurrency, "judge.rpm": rpm,
+        "judge.tpm": tpm, "judge.max_retries": max_retries,
+        "judge.structured_output": structured_output,
+        "judge.extra_headers": _kv(header, "--header"),
+        "dimensions": [d.strip() for d in dimensions.split(",")] if dimensions else None,
+        "weights": {k: float(v) for k, v in (_kv(weight, "--weight") or {}).items()} or None,
+        "language": language, "tokenizer": tokenizer,
+        "retrieval.method": retrieval, "retrieval.model": retrieval_model,
+        "retrieval.top_k": top_k, "retrieval.chunk_tokens": chunk_tokens,
+        "completeness_chunk_tokens": completeness_chunk_tokens,
+        "max_context_tokens": max_context_tokens, "prompt_concurrency": prompt_concurrency,
+        "keep_context": keep_context,
+        "fields.id": field_id, "fields.prompt_id": field_prompt_id,
+        "fields.context": field_context, "fields.query": field_query,
+        "fields.response": field_response, "fields.candidates": field_candidates,
+    })
+    options = build_score_options(config, overrides)
+    raise typer.Exit(run_score(input, output, options, run_dir=run_dir, progress=progress))
+
+
+def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path | None = None,
+              progress: bool = True, console: Console | None = None) -> int:
+    """Run the score stage with a progress bar and a summary; returns the exit code."""
+    from ..errors import MissingDependencyError
+    from ..judge import DRY_RUN_BANNER
+    from ..scorer import LongReward, build_client, default_run_dir, rejected_path, score_file
+
+    console = console or err
+    if options.judge.provider in ("dry_run", "dry-run"):
+        console.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
+    run_dir = run_dir or default_run_dir(output)
+
+    async def main() -> Any:
+        try:
+            # score_file attaches the run's store as the call cache.
+            scorer = LongReward(build_client(options), options=options)
+        except (MissingDependencyError, ValueError) as exc:
+            console.print(f"[red]error:[/] {exc}")
+            return None
+        with stage_progress("score", console=console, enabled=progress,
+                            stats=scorer.client.snapshot) as bar:
+            try:
+                return await score_file(
+                    input, output, options, run_dir=run_dir, scorer=scorer,
+                    on_start=lambda total, done: bar.start(total, done),
+                    on_answer=lambda row: bar.advance())
+            finally:
+                await scorer.aclose()
+
+    try:
+        summary = asyncio.run(main())
+    except KeyboardInterrupt:
+        console.print("[yellow]interrupted: finished answers are saved; rerun the same "
+                      "command to continue.[/]")
+        return 130
+    if summary is None:
+        return 2
+    for e in summary.rejected[:20]:
+        console.print(f"[red]rejected[/] {e}")
+    if len(summary.rejected) > 20:
+        console.print(f"… and {len(summary.rejected) - 20} more")
+    if summary.rejected:
+        console.print(f"rejected records listed in {rejected_path(output)}")
+    s = summary.stats
+    rows: list[tuple[str, Any]] = [
+        ("answers", summary.answers_total),
+        ("already done (resumed)", summary.answers_done_before),
+        ("scored this run", summary.answers_scored),
+        ("unscored on every dimension", summary.all_unscored),
+        ("records rejected", len(summary.rejected)),
+    ]
+    for name in options.dimensions:
+        n = summary.score_counts.get(name, 0)
+        mean = f"{summary.score_sums[name] / n:.2f}" if n else "–"
+        rows.append((f"{name} mean (unscored)",
+                     f"{mean} ({summary.unscored_by_dimension.get(name, 0)})"))
+    if summary.reward_count:
+        rows.append(("reward mean", f"{summary.reward_sum / summary.reward_count:.2f}"))
+    rows += [("judge requests", s.get("requests", 0)), ("cache hits", s.get("cache_hits", 0)),
+             ("retries", s.get("retries", 0)),
+             ("tokens in / out / cached", f"{s.get('prompt_tokens', 0):,} / "
+              f"{s.get('completion_tokens', 0):,} / {s.get('cached_tokens', 0):,}"),
+             ("wall time", f"{summary.wall_seconds:.1f}s"), ("output", str(output))]
+    if s.get("cost_usd") is not None:
+        rows.append(("estimated cost", f"${s['cost_usd']:.4f}"))
+    console.print(summary_table("longreward score", rows))
+    (Path(run_dir) / "summary.json").write_text(json.dumps({
+        "answers": summary.answers_total, "scored": summary.answers_scored,
+        "all_unscored": summary.all_unscored, "rejected": len(summary.rejected),
+        "stats": s}, indent=2))
+    return summary.exit_code

@@ -1,0 +1,145 @@
+"""Typed, validated options. A YAML/TOML config file and the CLI flags fill the same models,
+so a run is described the same way whichever way it was started."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from .data.records import FieldMap
+from .judge import Price
+
+DIMENSION_NAMES = ("helpfulness", "logicality", "faithfulness", "completeness")
+
+
+class JudgeOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    provider: str = "openai_compatible"
+    model: str | None = None
+    base_urls: list[str] = Field(default_factory=list)
+    #: name of the environment variable holding the key. The key itself is never accepted in
+    #: a config file, so it cannot end up in a run directory or a shared YAML.
+    api_key_env: str | None = None
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int | None = Field(default=2048, ge=1)
+    timeout: float = Field(default=300.0, gt=0)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    rpm: float | None = Field(default=None, gt=0)
+    tpm: float | None = Field(default=None, gt=0)
+    max_retries: int = Field(default=6, ge=0)
+    #: unparsable replies are re-asked up to this many times in all (paper's code: 5)
+    attempts: int = Field(default=5, ge=1)
+    #: temperature for re-asks after an unparsable reply (paper's code: 0.95)
+    retry_temperature: float = Field(default=0.95, ge=0)
+    structured_output: Literal["auto", "json", "text"] = "auto"
+    extra_headers: dict[str, str] = Field(default_factory=dict)
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+    #: USD per million tokens, for the cost estimate
+    prices: Price | None = None
+    #: provider-specific settings, e.g. ``device`` for the transformers provider
+    provider_options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("base_urls", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    def api_key(self) -> str | None:
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise ValueError(f"api_key_env names ${self.api_key_env}, which is not set")
+            return key
+        return None  # the provider falls back to LONGREWARD_API_KEY / OPENAI_API_KEY
+
+
+class RetrievalOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    method: Literal["bm25", "dense", "api", "hybrid"] = "bm25"
+    #: sentence-transformers model (dense) or embedding model name (api)
+    model: str | None = None
+    base_url: str | None = None
+    api_key_env: str | None = None
+    #: for hybrid: which dense side to fuse with BM25
+    hybrid_with: Literal["dense", "api"] = "dense"
+    top_k: int = Field(default=5, ge=1)
+    chunk_tokens: int = Field(default=128, ge=16)
+
+
+class ScoreOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    judge: JudgeOptions = Field(default_factory=JudgeOptions)
+    dimensions: list[str] = Field(default_factory=lambda: list(DIMENSION_NAMES))
+    weights: dict[str, float] | None = None
+    language: Literal["auto", "en", "zh"] = "auto"
+    #: Hugging Face tokenizer name or local path used to count tokens for chunking;
+    #: None uses a built-in approximate tokenizer that downloads nothing
+    tokenizer: str | None = None
+    retrieval: RetrievalOptions = Field(default_factory=RetrievalOptions)
+    completeness_chunk_tokens: int = Field(default=4096, ge=64)
+    #: reject documents longer than this many tokens (None: no limit)
+    max_context_tokens: int | None = Field(default=None, ge=1)
+    fields: FieldMap = Field(default_factory=FieldMap)
+    #: prompts scored at once; the judge client caps requests per endpoint separately
+    prompt_concurrency: int = Field(default=8, ge=1)
+    #: copy the document into every output row (needed by ``pairs`` without --prompts)
+    keep_context: bool = False
+
+    @field_validator("dimensions")
+    @classmethod
+    def _known_dimensions(cls, v: list[str]) -> list[str]:
+        bad = [d for d in v if d not in DIMENSION_NAMES]
+        if bad:
+            raise ValueError(f"unknown dimension(s) {bad}; choose from {list(DIMENSION_NAMES)}")
+        if not v:
+            raise ValueError("at least one dimension is needed")
+        return list(dict.fromkeys(v))
+
+    @model_validator(mode="after")
+    def _weights_match(self) -> ScoreOptions:
+        if self.weights is not None:
+            extra = set(self.weights) - set(self.dimensions)
+            if extra:
+                raise ValueError(f"weights given for dimensions not scored: {sorted(extra)}")
+            if any(w < 0 for w in self.weights.values()):
+                raise ValueError("weights must be ≥ 0")
+            self.weights = {d: float(self.weights.get(d, 0.0)) for d in self.dimensions}
+            if not any(self.weights.values()):
+                raise ValueError("at least one weight must be > 0")
+        return self
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or TOML file into a dict (validated by the caller's model)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".toml":
+        try:
+            import tomllib
+        except ModuleNotFoundError:  # Python 3.10
+            import tomli as tomllib  # type: ignore[no-redef]
+        data = tomllib.loads(text)
+    else:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: the config must be a mapping at the top level")
+    return data
+
+
+def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """``override`` wins; nested mappings merge (CLI flags over a config file)."""
+    out = dict(base)
+    for k, v in override.items():
+        if isinstance(v, dict) and isinstance(out.get(k), dict):
+            out[k] = deep_merge(out[k], v)
+        else:
+            out[k] = v
+    return out

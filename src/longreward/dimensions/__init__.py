@@ -1,0 +1,37 @@
+"""The four LongReward dimensions, each in its own module with its prompts in ``prompts/``."""
+
+from __future__ import annotations
+
+from ._base import DimensionResult, JudgeSettings
+from ._prompts import MissingVariablesError, PromptTemplate, load_prompt
+from ._shared import DocumentWork, PromptWork
+from .completeness import extract_points, score_completeness
+from .faithfulness import faithfulness_score, score_faithfulness
+from .helpfulness import score_helpfulness
+from .logicality import score_logicality
+
+DIMENSIONS: tuple[str, ...] = ("helpfulness", "logicality", "faithfulness", "completeness")
+
+
+def combine_reward(results: dict[str, DimensionResult],
+                   weights: dict[str, float] | None = None) -> tuple[float | None, list[str]]:
+    """Weighted mean of the scored dimensions (equal weights by default) and the names that
+    went in. The paper averages the four scores; its reference code sums them (0–40), which
+    ranks answers the same way only when every answer has all four — a mean over the
+    dimensions actually scored keeps rewards comparable, and each row records which ones."""
+    used = [n for n, r in results.items() if r.score is not None and
+            (weights is None or weights.get(n, 0.0) > 0)]
+    if not used:
+        return None, []
+    w = {n: (1.0 if weights is None else weights[n]) for n in used}
+    total = sum(w.values())
+    reward = sum(w[n] * float(results[n].score) for n in used) / total  # type: ignore[arg-type]
+    return reward, used
+
+
+__all__ = [
+    "DIMENSIONS", "DimensionResult", "DocumentWork", "JudgeSettings", "MissingVariablesError",
+    "PromptTemplate", "PromptWork", "combine_reward", "extract_points", "faithfulness_score",
+    "load_prompt", "score_completeness", "score_faithfulness", "score_helpfulness",
+    "score_logicality",
+]

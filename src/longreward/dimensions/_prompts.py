@@ -1,0 +1,80 @@
+"""Prompt files: one per judge step and language, beside the dimension modules.
+
+A file holds four sections, each opened by a marker line::
+
+    <!-- system -->      static instructions and few-shot examples
+    <!-- user -->        the per-call part, with $placeholders
+    <!-- reply:json -->  how to reply when a JSON schema is requested
+    <!-- reply:text -->  how to reply in tagged text when the endpoint has no schemas
+
+The system message is system + the reply section of the mode in use, so everything before
+the document/candidate is static and endpoints can reuse their prefix cache. Filling is
+strict: a missing or unexpected variable raises ``MissingVariablesError``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from string import Template
+from typing import Literal
+
+from ..judge import Message, ReplyMode
+
+Language = Literal["en", "zh"]
+
+
+_MARKERS = ("<!-- system -->", "<!-- user -->", "<!-- reply:json -->", "<!-- reply:text -->")
+
+
+class MissingVariablesError(KeyError):
+    pass
+
+
+@dataclass(frozen=True)
+class PromptTemplate:
+    name: str
+    language: str
+    system: str
+    user: Template
+    reply: dict[str, str]
+    variables: frozenset[str]
+
+    def messages(self, mode: ReplyMode, **variables: str) -> list[Message]:
+        given = set(variables)
+        if given != self.variables:
+            missing = sorted(self.variables - given)
+            extra = sorted(given - self.variables)
+            raise MissingVariablesError(
+                f"prompt {self.name}.{self.language}: missing {missing}, unexpected {extra}")
+        system = f"{self.system}\n\n{self.reply[mode]}".strip()
+        return [Message(role="system", content=system),
+                Message(role="user", content=self.user.substitute(variables).strip())]
+
+    def static_text(self) -> str:
+        """Every fixed line of the prompt; the text parsers ignore reply lines that merely
+        repeat it, so an echoing judge cannot be read as scoring."""
+        return "\n".join([self.system, self.user.template, *self.reply.values()])
+
+
+def parse_prompt_file(name: str, language: str, text: str) -> PromptTemplate:
+    positions = [text.find(m) for m in _MARKERS]
+    if any(p < 0 for p in positions) or positions != sorted(positions):
+        raise ValueError(f"prompt {name}.{language}: needs the sections {', '.join(_MARKERS)} "
+                         "in that order")
+    parts = []
+    for i, marker in enumerate(_MARKERS):
+        end = positions[i + 1] if i + 1 < len(_MARKERS) else len(text)
+        parts.append(text[positions[i] + len(marker):end].strip())
+    user = Template(parts[1])
+    return PromptTemplate(name=name, language=language, system=parts[0], user=user,
+                          reply={"json": parts[2], "text": parts[3]},
+                          variables=frozenset(user.get_identifiers()))
+
+
+@lru_cache(maxsize=None)
+def load_prompt(name: str, language: str) -> PromptTemplate:
+    lang = language if language in ("en", "zh") else "en"
+    path = resources.files("longreward.dimensions").joinpath("prompts", f"{name}.{lang}.md")
+    return parse_prompt_file(name, lang, path.read_text(encoding="utf-8"))

@@ -1,0 +1,79 @@
+"""Work that depends on the document (or on document + question), not on the answer.
+
+The reference implementation re-chunks, re-embeds and re-extracts for every answer. Here a
+``DocumentWork`` is built once per distinct document in a run and a ``PromptWork`` once per
+(document, question); every candidate of the prompt reuses them:
+- the 128-token chunks and their retrieval index (faithfulness),
+- the grade of each distinct statement (its evidence is fixed by the statement, so the
+  verdict carries over between answers),
+- the per-chunk extraction of query-relevant information (completeness).
+Concurrent answers await the same ``asyncio.Task``, so each piece of work runs once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from ..retrieval import RetrievalIndex, Retriever
+from ..text import Chunk, Tokenizer, chunk_text
+
+T = TypeVar("T")
+
+
+def once(tasks: dict[str, asyncio.Task[Any]], key: str,
+         factory: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+    """The task for ``key``, started on first request and shared by later ones."""
+    task = tasks.get(key)
+    if task is None:
+        task = asyncio.ensure_future(factory())
+        tasks[key] = task
+    return task
+
+
+@dataclass
+class DocumentWork:
+    context: str
+    tokenizer: Tokenizer
+    retriever: Retriever
+    retrieval_chunk_tokens: int = 128
+    extraction_chunk_tokens: int = 4096
+    _tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    _retrieval_chunks: list[Chunk] | None = None
+    _extraction_chunks: list[Chunk] | None = None
+
+    @property
+    def retrieval_chunks(self) -> list[Chunk]:
+        if self._retrieval_chunks is None:
+            self._retrieval_chunks = chunk_text(self.context, tokenizer=self.tokenizer,
+                                                chunk_tokens=self.retrieval_chunk_tokens)
+        return self._retrieval_chunks
+
+    @property
+    def extraction_chunks(self) -> list[Chunk]:
+        if self._extraction_chunks is None:
+            self._extraction_chunks = chunk_text(self.context, tokenizer=self.tokenizer,
+                                                 chunk_tokens=self.extraction_chunk_tokens)
+        return self._extraction_chunks
+
+    def index(self) -> asyncio.Task[RetrievalIndex]:
+        return once(self._tasks, "index",
+                    lambda: self.retriever.build([c.text for c in self.retrieval_chunks]))
+
+    def shared(self, key: str, factory: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        """Per-document memo for dimension work (e.g. a statement's grade)."""
+        return once(self._tasks, key, factory)
+
+
+@dataclass
+class PromptWork:
+    doc: DocumentWork
+    query: str
+    language: str
+    _tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+
+    def shared(self, key: str, factory: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+        """Per-(document, question) memo, e.g. the completeness extraction."""
+        return once(self._tasks, key, factory)

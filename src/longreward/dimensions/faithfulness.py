@@ -1,0 +1,132 @@
+"""Faithfulness (LongReward §3.2, "fact-checking"):
+
+1. the judge splits the answer into sentence-level factual statements, dropping functional
+   sentences;
+2. for each statement the top-k (paper: 5) ~128-token chunks of the document are retrieved;
+3. the judge grades each statement fully / partially / not supported (1 / 0.5 / 0);
+4. score = 10 · Σa / n.
+
+Departures from the paper, on purpose:
+- Statement grades are memoised per document: the evidence of a statement depends only on
+  the statement and the document's index, so an identical statement in another answer (or
+  repeated in the same answer) reuses the verdict instead of a new judge call.
+- n = 0 (an answer with no factual statement, e.g. a refusal) is not a division by zero:
+  it scores 10 — nothing in it contradicts the document — and is flagged
+  ``details.no_statements = true`` so users can filter or down-weight such answers.
+- If some statements cannot be graded after the client's retries, the dimension is unscored
+  (with the reason and the grades it did get) rather than averaged over a biased subset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
+from ._parse import parse_choice, parse_tagged_list
+from ._prompts import load_prompt
+from ._shared import PromptWork
+
+NAME = "faithfulness"
+SUPPORT_VALUE = {"fully": 1.0, "partially": 0.5, "not": 0.0}
+
+
+class StatementsReply(BaseModel):
+    statements: list[str]
+
+
+class GradeReply(BaseModel):
+    analysis: str
+    support: Literal["fully", "partially", "not"]
+
+
+def parse_statements_text(reply: str, prompt_text: str) -> StatementsReply:
+    return StatementsReply(statements=parse_tagged_list(reply, prompt_text, "statement"))
+
+
+def parse_grade_text(reply: str, prompt_text: str) -> GradeReply:
+    return GradeReply(analysis=reply.strip(), support=parse_choice(reply, prompt_text))  # type: ignore[arg-type]
+
+
+def faithfulness_score(supports: list[str]) -> float:
+    """10 · Σa / n over the grades; n must be > 0."""
+    return 10.0 * sum(SUPPORT_VALUE[s] for s in supports) / len(supports)
+
+
+def _normalise_statement(s: str) -> str:
+    return " ".join(s.split())
+
+
+def format_evidence(texts: list[str]) -> str:
+    return "\n\n".join(f"[{i}] {t.strip()}" for i, t in enumerate(texts, start=1))
+
+
+async def _grade(work: PromptWork, statement: str, *, settings: JudgeSettings,
+                 top_k: int) -> dict[str, Any]:
+    try:
+        index = await work.doc.index()
+        hits = (await index.search([statement], top_k))[0]
+    except Exception as exc:  # retrieval backends (e.g. an embeddings API) can fail
+        return {"statement": statement, "support": None,
+                "error": f"retrieval failed: {type(exc).__name__}: {exc}"}
+    chunks = work.doc.retrieval_chunks
+    evidence = [chunks[h.chunk].text for h in hits]
+    prompt = load_prompt("faithfulness_grading", work.language)
+    ans = await ask_judge(settings, prompt,
+                          {"evidence": format_evidence(evidence), "statement": statement},
+                          GradeReply, parse_grade_text, tag=f"{NAME}.grade")
+    out: dict[str, Any] = {
+        "statement": statement,
+        "evidence": [{"chunk": h.chunk, "score": round(h.score, 4),
+                      "start": chunks[h.chunk].start, "end": chunks[h.chunk].end}
+                     for h in hits],
+        "usage": usage_dict(ans.usage, ans.calls),
+    }
+    if ans.value is None:
+        out.update(support=None, error=ans.error, raw=ans.raw)
+    else:
+        assert isinstance(ans.value, GradeReply)
+        out.update(support=ans.value.support, analysis=ans.value.analysis)
+    return out
+
+
+async def score_faithfulness(work: PromptWork, response: str, *, settings: JudgeSettings,
+                             top_k: int = 5) -> DimensionResult:
+    prompt = load_prompt("faithfulness_statements", work.language)
+    ans = await ask_judge(settings, prompt, {"query": work.query, "response": response},
+                          StatementsReply, parse_statements_text, tag=f"{NAME}.statements")
+    usage = usage_dict(ans.usage, ans.calls)
+    if ans.value is None:
+        return DimensionResult.unscored(NAME, f"statement extraction failed: {ans.error}",
+                                        raw=ans.raw, usage=usage)
+    assert isinstance(ans.value, StatementsReply)
+    statements = [s for s in (_normalise_statement(x) for x in ans.value.statements) if s]
+    if not statements:
+        return DimensionResult(NAME, 10.0, details={
+            "n_statements": 0, "no_statements": True, "statements": [], "usage": usage,
+            "note": "no factual statement found; scored 10 because nothing contradicts the "
+                    "document (flagged)"})
+
+    def grade_task(statement: str) -> asyncio.Task[dict[str, Any]]:
+        key = "grade:" + hashlib.sha256(statement.encode("utf-8")).hexdigest()
+        return work.doc.shared(key, lambda: _grade(work, statement, settings=settings,
+                                                   top_k=top_k))
+
+    unique = list(dict.fromkeys(statements))
+    graded = dict(zip(unique, await asyncio.gather(*(grade_task(s) for s in unique)),
+                      strict=True))
+    rows = [graded[s] for s in statements]
+    failed = [r for r in rows if r["support"] is None]
+    details: dict[str, Any] = {"n_statements": len(statements),
+                               "n_unique_statements": len(unique),
+                               "statements": rows, "usage": usage}
+    if failed:
+        return DimensionResult.unscored(
+            NAME, f"{len(failed)} of {len(rows)} statements could not be graded: "
+            f"{failed[0].get('error')}", **details)
+    supports = [r["support"] for r in rows]
+    details["counts"] = {k: supports.count(k) for k in SUPPORT_VALUE}
+    return DimensionResult(NAME, faithfulness_score(supports), details=details)

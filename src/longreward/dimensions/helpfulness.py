@@ -1,0 +1,36 @@
+"""Helpfulness (LongReward §3.2): the judge sees only the question and the answer, reads a
+rubric with few-shot examples, analyses, then scores 0–10. The document is deliberately not
+shown: faithfulness and completeness are the dimensions that check against it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
+from ._parse import parse_score
+from ._prompts import load_prompt
+
+NAME = "helpfulness"
+
+
+class ScoredReply(BaseModel):
+    analysis: str
+    score: float = Field(ge=0, le=10)
+
+
+def parse_scored_text(reply: str, prompt_text: str) -> ScoredReply:
+    return ScoredReply(analysis=reply.strip(), score=parse_score(reply, prompt_text))
+
+
+async def score_helpfulness(query: str, response: str, *, language: str,
+                            settings: JudgeSettings) -> DimensionResult:
+    prompt = load_prompt(NAME, language)
+    ans = await ask_judge(settings, prompt, {"query": query, "response": response}, ScoredReply,
+                          parse_scored_text, tag=NAME)
+    usage = usage_dict(ans.usage, ans.calls)
+    if ans.value is None:
+        return DimensionResult.unscored(NAME, ans.error or "no reply", raw=ans.raw, usage=usage)
+    reply = ans.value
+    assert isinstance(reply, ScoredReply)
+    return DimensionResult(NAME, float(reply.score),
+                           details={"analysis": reply.analysis, "usage": usage})

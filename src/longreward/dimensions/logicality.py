@@ -1,0 +1,38 @@
+"""Logicality (LongReward §3.2): the judge first lists the answer's logical errors
+(contradictions, non sequiturs, calculation slips), then scores 0–10. Asking for the errors
+before the score is the paper's way of making the score follow from evidence."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
+from ._parse import parse_bullets, parse_score
+from ._prompts import load_prompt
+
+NAME = "logicality"
+
+
+class LogicReply(BaseModel):
+    errors: list[str]
+    analysis: str
+    score: float = Field(ge=0, le=10)
+
+
+def parse_logic_text(reply: str, prompt_text: str) -> LogicReply:
+    return LogicReply(errors=parse_bullets(reply, prompt_text), analysis=reply.strip(),
+                      score=parse_score(reply, prompt_text))
+
+
+async def score_logicality(query: str, response: str, *, language: str,
+                           settings: JudgeSettings) -> DimensionResult:
+    prompt = load_prompt(NAME, language)
+    ans = await ask_judge(settings, prompt, {"query": query, "response": response}, LogicReply,
+                          parse_logic_text, tag=NAME)
+    usage = usage_dict(ans.usage, ans.calls)
+    if ans.value is None:
+        return DimensionResult.unscored(NAME, ans.error or "no reply", raw=ans.raw, usage=usage)
+    reply = ans.value
+    assert isinstance(reply, LogicReply)
+    return DimensionResult(NAME, float(reply.score), details={
+        "errors": reply.errors, "analysis": reply.analysis, "usage": usage})

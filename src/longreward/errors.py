@@ -1,0 +1,29 @@
+"""Errors shared across the package. Each message tells the user what to do."""
+
+from __future__ import annotations
+
+
+class LongRewardError(Exception):
+    """Base class for errors raised on purpose by longreward."""
+
+
+class MissingDependencyError(LongRewardError, ImportError):
+    """An optional extra is needed for the feature that was asked for."""
+
+    def __init__(self, feature: str, package: str, extra: str) -> None:
+        super().__init__(
+            f"{feature} needs the '{package}' package, which is not installed. "
+            f"Fix: pip install 'longreward[{extra}]'"
+        )
+        self.extra = extra
+
+
+class RecordError(LongRewardError, ValueError):
+    """One input record is unusable. Names the record and the field; the run goes on."""
+
+    def __init__(self, record: str, field: str | None, message: str) -> None:
+        where = f"record {record}" + (f", field '{field}'" if field else "")
+        super().__init__(f"{where}: {message}")
+        self.record = record
+        self.field = field
+        self.reason = message

@@ -1,0 +1,183 @@
+"""Preference-pair formats: the one place that knows how each trainer spells a pair.
+
+Writers (``pair_to_row``) are used by ``longreward pairs``; the reader (``pair_from_row``) is
+used by ``longreward train`` and ``longreward mix``. A pair is always, inside longreward,
+a prompt as chat messages plus two assistant answers.
+
+Formats
+- ``trl``: TRL conversational preference — ``prompt`` is a list of messages, ``chosen`` and
+  ``rejected`` are lists holding one assistant message.
+- ``trl_standard``: TRL standard preference — three strings.
+- ``openrlhf``: OpenRLHF reward/DPO data — three strings under configurable keys
+  (``--prompt_key/--chosen_key/--rejected_key`` in OpenRLHF).
+- ``sharegpt``: LLaMA-Factory sharegpt preference — ``conversations`` (from/value turns),
+  ``chosen`` and ``rejected`` as single ``gpt`` turns, optional ``system``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from string import Template
+from typing import Any, Literal
+
+from .errors import RecordError
+
+PairFormat = Literal["trl", "trl_standard", "openrlhf", "sharegpt"]
+PAIR_FORMATS: tuple[str, ...] = ("trl", "trl_standard", "openrlhf", "sharegpt")
+
+#: default user-turn layout for a long-context prompt: document first, then the question,
+#: which is how LongAlign/LongReward SFT data is laid out.
+DEFAULT_PROMPT_TEMPLATE = "$context\n\n$query"
+
+_SHAREGPT_ROLE = {"human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant",
+                  "system": "system", "observation": "user", "function_call": "assistant"}
+
+
+@dataclass(frozen=True)
+class PairKeys:
+    """Column names for the ``openrlhf`` format."""
+
+    prompt: str = "prompt"
+    chosen: str = "chosen"
+    rejected: str = "rejected"
+
+
+@dataclass
+class PairExample:
+    """A preference pair in longreward's own terms."""
+
+    prompt: list[dict[str, str]]  # chat messages, last one is the user's
+    chosen: str
+    rejected: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+def render_prompt(context: str, query: str, template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
+    """Fill the user-turn layout. ``$context`` and ``$query`` must both appear; filling is
+    strict, so a misspelt variable is an error rather than a silently odd prompt."""
+    tpl = Template(template)
+    names = set(tpl.get_identifiers())
+    missing = {"context", "query"} - names
+    if missing:
+        raise ValueError(f"prompt template must contain ${' and $'.join(sorted(missing))}")
+    return tpl.substitute(context=context, query=query)
+
+
+def pair_to_row(pair: PairExample, fmt: PairFormat, keys: PairKeys | None = None) -> dict[str, Any]:
+    """One output row in ``fmt``; ``pair.meta`` is added as extra columns (TRL, OpenRLHF and
+    LLaMA-Factory ignore columns they do not know)."""
+    keys = keys or PairKeys()
+    if fmt == "trl":
+        row: dict[str, Any] = {
+            "prompt": [dict(m) for m in pair.prompt],
+            "chosen": [{"role": "assistant", "content": pair.chosen}],
+            "rejected": [{"role": "assistant", "content": pair.rejected}],
+        }
+    elif fmt == "trl_standard":
+        row = {"prompt": _flatten_prompt(pair.prompt), "chosen": pair.chosen,
+               "rejected": pair.rejected}
+    elif fmt == "openrlhf":
+        row = {keys.prompt: _flatten_prompt(pair.prompt), keys.chosen: pair.chosen,
+               keys.rejected: pair.rejected}
+    elif fmt == "sharegpt":
+        system = [m["content"] for m in pair.prompt if m["role"] == "system"]
+        turns = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
+                 for m in pair.prompt if m["role"] != "system"]
+        row = {"conversations": turns, "chosen": {"from": "gpt", "value": pair.chosen},
+               "rejected": {"from": "gpt", "value": pair.rejected}}
+        if system:
+            row["system"] = "\n\n".join(system)
+    else:
+        raise ValueError(f"unknown pair format {fmt!r}; choose one of {', '.join(PAIR_FORMATS)}")
+    for k, v in pair.meta.items():
+        row.setdefault(k, v)
+    return row
+
+
+def detect_pair_format(row: dict[str, Any], keys: PairKeys | None = None) -> PairFormat:
+    keys = keys or PairKeys()
+    if "conversations" in row:
+        return "sharegpt"
+    if isinstance(row.get("prompt"), list) or isinstance(row.get("chosen"), list):
+        return "trl"
+    if "prompt" in row and "chosen" in row and "rejected" in row:
+        return "trl_standard"
+    if keys.prompt in row and keys.chosen in row and keys.rejected in row:
+        return "openrlhf"
+    raise ValueError(
+        "cannot tell the pair format: expected prompt/chosen/rejected (TRL, OpenRLHF) or "
+        "conversations/chosen/rejected (LLaMA-Factory sharegpt)"
+    )
+
+
+def pair_from_row(
+    row: dict[str, Any],
+    fmt: PairFormat | Literal["auto"] = "auto",
+    keys: PairKeys | None = None,
+    record: str = "?",
+) -> PairExample:
+    """Parse one row of any supported format. Raises ``RecordError`` naming the record and
+    field when the row is malformed."""
+    keys = keys or PairKeys()
+    if not isinstance(row, dict):
+        raise RecordError(record, None, f"expected an object, got {type(row).__name__}")
+    try:
+        fmt = detect_pair_format(row, keys) if fmt == "auto" else fmt
+    except ValueError as exc:
+        raise RecordError(record, None, str(exc)) from None
+    meta_keys: set[str]
+    if fmt == "sharegpt":
+        turns = row.get("conversations")
+        if not isinstance(turns, list) or not turns:
+            raise RecordError(record, "conversations", "must be a non-empty list of turns")
+        prompt = []
+        if isinstance(row.get("system"), str) and row["system"]:
+            prompt.append({"role": "system", "content": row["system"]})
+        for i, t in enumerate(turns):
+            if not isinstance(t, dict) or not isinstance(t.get("value"), str):
+                raise RecordError(record, f"conversations[{i}]", "each turn needs a string 'value'")
+            prompt.append({"role": _SHAREGPT_ROLE.get(str(t.get("from")), "user"),
+                           "content": t["value"]})
+        chosen = _answer_text(row, "chosen", record)
+        rejected = _answer_text(row, "rejected", record)
+        meta_keys = {"conversations", "system", "chosen", "rejected"}
+    else:
+        pk, ck, rk = ((keys.prompt, keys.chosen, keys.rejected) if fmt == "openrlhf"
+                      else ("prompt", "chosen", "rejected"))
+        raw_prompt = row.get(pk)
+        if isinstance(raw_prompt, str):
+            prompt = [{"role": "user", "content": raw_prompt}]
+        elif isinstance(raw_prompt, list) and raw_prompt:
+            prompt = []
+            for i, m in enumerate(raw_prompt):
+                if not isinstance(m, dict) or not isinstance(m.get("content"), str):
+                    raise RecordError(record, f"{pk}[{i}]", "each message needs 'role' and 'content'")
+                prompt.append({"role": str(m.get("role", "user")), "content": m["content"]})
+        else:
+            raise RecordError(record, pk, "missing or empty prompt")
+        chosen = _answer_text(row, ck, record)
+        rejected = _answer_text(row, rk, record)
+        meta_keys = {pk, ck, rk}
+    if not any(m["content"].strip() for m in prompt if m["role"] == "user"):
+        raise RecordError(record, "prompt", "the prompt has no user text")
+    meta = {k: v for k, v in row.items() if k not in meta_keys}
+    return PairExample(prompt=prompt, chosen=chosen, rejected=rejected, meta=meta)
+
+
+def _answer_text(row: dict[str, Any], key: str, record: str) -> str:
+    value = row.get(key)
+    # TRL conversational keeps the answer as a one-message list; sharegpt as one turn.
+    if isinstance(value, list):
+        texts = [m.get("content", m.get("value")) for m in value if isinstance(m, dict)]
+        value = texts[-1] if texts else None
+    elif isinstance(value, dict):
+        value = value.get("value", value.get("content"))
+    if not isinstance(value, str) or not value.strip():
+        raise RecordError(record, key, "missing or empty answer text")
+    return value
+
+
+def _flatten_prompt(messages: list[dict[str, str]]) -> str:
+    # Standard (string) formats carry only the user text; a system message, if any, is put
+    # first so no information is dropped.
+    return "\n\n".join(m["content"] for m in messages)

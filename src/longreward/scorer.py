@@ -1,0 +1,411 @@
+"""Scoring many answers: runs the four dimensions and shares per-document work.
+
+``LongReward`` is the Python entry point; ``score_file`` is the resumable file-to-file stage
+behind ``longreward score`` (and the score step of ``longreward run``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import ScoreOptions
+from .data.io import ResumableJsonlWriter, iter_rows
+from .data.records import Candidate, PromptRecord, group_records
+from .dimensions import (
+    DocumentWork,
+    DimensionResult,
+    JudgeSettings,
+    PromptWork,
+    combine_reward,
+    score_completeness,
+    score_faithfulness,
+    score_helpfulness,
+    score_logicality,
+)
+from .errors import RecordError
+from .judge import GenerateConfig, ModelAPI, ModelClient, create_apis
+from .retrieval import Retriever, create_retriever
+from .text import Tokenizer, detect_language, get_tokenizer
+
+SCORE_STAGE = "score"
+
+
+@dataclass
+class ScoredAnswer:
+    id: str
+    prompt_id: str
+    query: str
+    response: str
+    language: str
+    results: dict[str, DimensionResult]
+    reward: float | None
+    dimensions: list[str]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def all_unscored(self) -> bool:
+        return not self.dimensions
+
+    def to_row(self, *, judge: dict[str, Any] | None = None, weights: dict[str, float] | None = None,
+               context: str | None = None) -> dict[str, Any]:
+        row: dict[str, Any] = {
+            "id": self.id,
+            "prompt_id": self.prompt_id,
+            "query": self.query,
+            "response": self.response,
+            "reward": self.reward,
+            "scores": {n: r.score for n, r in self.results.items()},
+            "unscored": {n: r.unscored_reason for n, r in self.results.items()
+                         if r.score is None},
+            "dimensions": self.dimensions,
+            "weights": weights,
+            "language": self.language,
+            "details": {n: r.details for n, r in self.results.items()},
+            "judge": judge or {},
+        }
+        if self.meta:
+            row["meta"] = self.meta
+        if context is not None:
+            row["context"] = context
+        return row
+
+
+def build_client(options: ScoreOptions, *, cache: Any = None) -> ModelClient:
+    j = options.judge
+    if j.model is None and j.provider not in ("dry_run", "dry-run"):
+        raise ValueError("no judge model: pass --model NAME (and --base-url URL for a server)")
+    opts: dict[str, Any] = dict(j.provider_options)
+    if j.provider in ("openai_compatible", "openai"):
+        opts.update(api_key=j.api_key(), extra_headers=j.extra_headers or None,
+                    extra_body=j.extra_body or None, timeout=j.timeout)
+    apis = create_apis(j.provider, j.model or "dry-run", base_urls=j.base_urls or None, **opts)
+    return ModelClient(apis, cache=cache, max_concurrency=j.max_concurrency, rpm=j.rpm,
+                       tpm=j.tpm, max_retries=j.max_retries, timeout=j.timeout, prices=j.prices,
+                       structured_output=j.structured_output)
+
+
+def build_retriever(options: ScoreOptions) -> Retriever:
+    r = options.retrieval
+    if r.method == "bm25":
+        return create_retriever("bm25")
+    if r.model is None:
+        raise ValueError(f"--retrieval {r.method} needs --retrieval-model (an embedding model)")
+    embedder = r.hybrid_with if r.method == "hybrid" else r.method
+    opts: dict[str, Any] = {}
+    if embedder == "dense":
+        opts["model_name_or_path"] = r.model
+    else:
+        opts["model"] = r.model
+        opts["base_url"] = r.base_url or (options.judge.base_urls[0]
+                                          if options.judge.base_urls else None)
+        if r.api_key_env:
+            opts["api_key"] = os.environ.get(r.api_key_env)
+    if r.method == "hybrid":
+        opts["embedder"] = embedder
+    return create_retriever(r.method, **opts)
+
+
+class LongReward:
+    """The LongReward scorer.
+
+    >>> scorer = LongReward(judge=ModelClient(create_apis("dry_run", "dry-run")))
+    >>> answer = scorer.score_sync(context, query, response)
+    """
+
+    def __init__(
+        self,
+        judge: ModelClient | ModelAPI | None = None,
+        *,
+        options: ScoreOptions | None = None,
+        retriever: Retriever | None = None,
+        tokenizer: Tokenizer | None = None,
+        max_cached_documents: int = 64,
+    ) -> None:
+        self.options = options or ScoreOptions()
+        if judge is None:
+            judge = build_client(self.options)
+        self.client = judge if isinstance(judge, ModelClient) else ModelClient(judge)
+        self.retriever = retriever or build_retriever(self.options)
+        self.tokenizer = tokenizer or get_tokenizer(self.options.tokenizer)
+        j = self.options.judge
+        self.settings = JudgeSettings(
+            client=self.client,
+            generate=GenerateConfig(temperature=j.temperature, max_tokens=j.max_tokens),
+            attempts=j.attempts, retry_temperature=j.retry_temperature)
+        self._docs: OrderedDict[str, DocumentWork] = OrderedDict()
+        self._prompts: OrderedDict[tuple[str, str], PromptWork] = OrderedDict()
+        self._max_docs = max_cached_documents
+
+    @property
+    def judge_identity(self) -> dict[str, Any]:
+        return self.client.apis[0].cache_identity()
+
+    # -- shared work -------------------------------------------------------------------
+
+    def _prompt_work(self, record: PromptRecord) -> PromptWork:
+        dkey = record.document_key
+        doc = self._docs.get(dkey)
+        if doc is None:
+            doc = DocumentWork(record.context, self.tokenizer, self.retriever,
+                               retrieval_chunk_tokens=self.options.retrieval.chunk_tokens,
+                               extraction_chunk_tokens=self.options.completeness_chunk_tokens)
+            self._docs[dkey] = doc
+        self._docs.move_to_end(dkey)
+        pkey = (dkey, record.query)
+        work = self._prompts.get(pkey)
+        if work is None:
+            work = PromptWork(doc, record.query, self._language(record))
+            self._prompts[pkey] = work
+        self._prompts.move_to_end(pkey)
+        # Bounded: a run over thousands of documents keeps only recent ones in memory.
+        while len(self._docs) > self._max_docs:
+            self._docs.popitem(last=False)
+        while len(self._prompts) > self._max_docs * 4:
+            self._prompts.popitem(last=False)
+        return work
+
+    def _language(self, record: PromptRecord) -> str:
+        if self.options.language != "auto":
+            return self.options.language
+        # The question decides the judge's language; the document breaks near-ties.
+        return detect_language(record.query + "\n" + record.context[:2000])
+
+    # -- scoring -----------------------------------------------------------------------
+
+    async def _score_answer(self, work: PromptWork, record: PromptRecord,
+                            cand: Candidate) -> ScoredAnswer:
+        dims = self.options.dimensions
+        s = self.settings
+        jobs: dict[str, Any] = {}
+        if "helpfulness" in dims:
+            jobs["helpfulness"] = score_helpfulness(record.query, cand.response,
+                                                    language=work.language, settings=s)
+        if "logicality" in dims:
+            jobs["logicality"] = score_logicality(record.query, cand.response,
+                                                  language=work.language, settings=s)
+        if "faithfulness" in dims:
+            jobs["faithfulness"] = score_faithfulness(work, cand.response, settings=s,
+                                                      top_k=self.options.retrieval.top_k)
+        if "completeness" in dims:
+            jobs["completeness"] = score_completeness(work, cand.response, settings=s)
+        done = await asyncio.gather(*jobs.values())
+        results = dict(zip(jobs, done, strict=True))
+        results = {d: results[d] for d in dims}  # stable order in output
+        reward, used = combine_reward(results, self.options.weights)
+        return ScoredAnswer(cand.id, record.prompt_id, record.query, cand.response,
+                            work.language, results, reward, used, cand.extra)
+
+    async def score_prompt(
+        self, record: PromptRecord,
+        on_result: Callable[[ScoredAnswer], None] | None = None,
+    ) -> list[ScoredAnswer]:
+        """Score every candidate of one prompt, sharing the document work between them."""
+        self.check_record(record)
+        work = self._prompt_work(record)
+
+        async def one(c: Candidate) -> ScoredAnswer:
+            ans = await self._score_answer(work, record, c)
+            if on_result is not None:
+                on_result(ans)
+            return ans
+
+        return list(await asyncio.gather(*(one(c) for c in record.candidates)))
+
+    def check_record(self, record: PromptRecord) -> None:
+        limit = self.options.max_context_tokens
+        if limit is not None:
+            n = self.tokenizer.count(record.context)
+            if n > limit:
+                raise RecordError(record.label or record.prompt_id, self.options.fields.context,
+                                  f"document has {n} tokens, above max_context_tokens={limit}; "
+                                  "raise the limit or shorten the document")
+
+    async def score(self, context: str, query: str, response: str, *,
+                    prompt_id: str = "p0", answer_id: str = "a0") -> ScoredAnswer:
+        """Score one answer. Repeated calls on the same document reuse its chunks and index."""
+        rec = PromptRecord(prompt_id, context, query, [Candidate(answer_id, response)])
+        return (await self.score_prompt(rec))[0]
+
+    async def score_many(
+        self, records: Iterable[PromptRecord],
+        on_result: Callable[[ScoredAnswer], None] | None = None,
+    ) -> list[ScoredAnswer]:
+        """Score many prompts, ``options.prompt_concurrency`` at a time."""
+        sem = asyncio.Semaphore(self.options.prompt_concurrency)
+
+        async def run(rec: PromptRecord) -> list[ScoredAnswer]:
+            async with sem:
+                return await self.score_prompt(rec, on_result)
+
+        nested = await asyncio.gather(*(run(r) for r in records))
+        return [a for group in nested for a in group]
+
+    def score_sync(self, context: str, query: str, response: str, **kw: Any) -> ScoredAnswer:
+        """``score`` for code without an event loop."""
+        return asyncio.run(self.score(context, query, response, **kw))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+# ---------------------------------------------------------------------------- file stage
+
+
+@dataclass
+class ScoreSummary:
+    answers_total: int = 0
+    answers_done_before: int = 0
+    answers_scored: int = 0
+    all_unscored: int = 0
+    rejected: list[RecordError] = field(default_factory=list)
+    unscored_by_dimension: dict[str, int] = field(default_factory=dict)
+    score_sums: dict[str, float] = field(default_factory=dict)
+    score_counts: dict[str, int] = field(default_factory=dict)
+    reward_sum: float = 0.0
+    reward_count: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+
+    def add(self, row: dict[str, Any]) -> None:
+        self.answers_scored += 1
+        if not row["dimensions"]:
+            self.all_unscored += 1
+        for name, value in row["scores"].items():
+            if value is None:
+                self.unscored_by_dimension[name] = self.unscored_by_dimension.get(name, 0) + 1
+            else:
+                self.score_sums[name] = self.score_sums.get(name, 0.0) + value
+                self.score_counts[name] = self.score_counts.get(name, 0) + 1
+        if row["reward"] is not None:
+            self.reward_sum += row["reward"]
+            self.reward_count += 1
+
+    @property
+    def exit_code(self) -> int:
+        """Non-zero when a record was rejected or an answer ended unscored on every
+        dimension, so scripts notice."""
+        if self.interrupted:
+            return 130
+        return 1 if (self.rejected or self.all_unscored) else 0
+
+
+def default_run_dir(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".run")
+
+
+def rejected_path(output: str | Path) -> Path:
+    output = Path(output)
+    return output.with_name(output.name + ".rejected.jsonl")
+
+
+async def score_file(
+    input_path: str | Path,
+    output_path: str | Path,
+    options: ScoreOptions,
+    *,
+    run_dir: str | Path | None = None,
+    scorer: LongReward | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_answer: Callable[[dict[str, Any]], None] | None = None,
+) -> ScoreSummary:
+    """Score ``input_path`` into ``output_path`` (JSONL), resumably.
+
+    Each finished answer is committed to the run's SQLite store, then appended to the output.
+    A rerun first appends rows the store has but the output lacks (a kill between the two
+    writes), then skips finished answers; the call cache means no completed judge call is
+    repeated either.
+    """
+    from .store import RunStore
+
+    t0 = time.perf_counter()
+    summary = ScoreSummary()
+    store = RunStore(Path(run_dir) if run_dir else default_run_dir(output_path))
+    own_scorer = scorer is None
+    try:
+        if scorer is None:
+            scorer = LongReward(build_client(options, cache=store), options=options)
+        elif scorer.client.cache is None:
+            scorer.client.cache = store
+        judge_id = scorer.judge_identity
+        weights = options.weights
+        records: list[PromptRecord] = []
+        for item in group_records(iter_rows(input_path, id_field=options.fields.id),
+                                  options.fields):
+            if isinstance(item, RecordError):
+                summary.rejected.append(item)
+            else:
+                records.append(item)
+        _write_rejected(output_path, summary.rejected)
+        summary.answers_total = sum(len(r.candidates) for r in records)
+
+        with ResumableJsonlWriter(output_path) as writer:
+            finished = store.finished_ids(SCORE_STAGE)
+            for row in store.rows(SCORE_STAGE):  # repair: committed but not yet in the file
+                writer.write(row)
+            todo: list[PromptRecord] = []
+            for rec in records:
+                left = [c for c in rec.candidates if c.id not in finished]
+                summary.answers_done_before += len(rec.candidates) - len(left)
+                if left:
+                    todo.append(PromptRecord(rec.prompt_id, rec.context, rec.query, left,
+                                             rec.label))
+            if on_start:
+                on_start(summary.answers_total, summary.answers_done_before)
+
+            contexts = {r.prompt_id: r.context for r in todo} if options.keep_context else {}
+
+            def done(ans: ScoredAnswer) -> None:
+                row = ans.to_row(judge=judge_id, weights=weights,
+                                 context=contexts.get(ans.prompt_id))
+                store.record(SCORE_STAGE, ans.id, row)
+                writer.write(row)
+                summary.add(row)
+                if on_answer:
+                    on_answer(row)
+
+            sem = asyncio.Semaphore(options.prompt_concurrency)
+
+            async def run(rec: PromptRecord) -> None:
+                async with sem:
+                    try:
+                        await scorer.score_prompt(rec, done)
+                    except RecordError as exc:
+                        summary.rejected.append(exc)
+
+            try:
+                await asyncio.gather(*(run(r) for r in todo))
+            except asyncio.CancelledError:
+                summary.interrupted = True
+                raise
+            finally:
+                _write_rejected(output_path, summary.rejected)
+        summary.stats = scorer.client.snapshot()
+    finally:
+        if own_scorer and scorer is not None:
+            await scorer.aclose()
+        store.close()
+        summary.wall_seconds = time.perf_counter() - t0
+    return summary
+
+
+def _write_rejected(output_path: str | Path, errors: list[RecordError]) -> None:
+    """Rejected records go beside the output, so nothing is silently lost."""
+    import json
+
+    path = rejected_path(output_path)
+    if not errors:
+        path.unlink(missing_ok=True)
+        return
+    with open(path, "w", encoding="utf-8") as fh:
+        for e in errors:
+            fh.write(json.dumps({"record": e.record, "field": e.field, "error": e.reason},
+                                ensure_ascii=False) + "\n")

@@ -1,0 +1,64 @@
+"""Append-only schema migrations for the run store.
+
+Each migration is a function registered with ``@migration`` and applied once, in order, in
+its own transaction; the names already applied are kept in ``_migrations``. Never edit or
+reorder a released migration: add a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+Migration = Callable[[sqlite3.Connection], None]
+
+MIGRATIONS: list[Migration] = []
+
+
+def migration(fn: Migration) -> Migration:
+    MIGRATIONS.append(fn)
+    return fn
+
+
+def apply_migrations(db: sqlite3.Connection) -> list[str]:
+    """Apply the pending migrations; return their names. Safe to call on every open.
+
+    ``db`` must be in autocommit mode (``isolation_level=None``) so that the explicit
+    ``BEGIN IMMEDIATE`` below owns the transaction: two processes opening the same new
+    store cannot both run a migration.
+    """
+    db.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)"
+    )
+    applied_now: list[str] = []
+    for fn in MIGRATIONS:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            done = db.execute("SELECT 1 FROM _migrations WHERE name = ?", (fn.__name__,)).fetchone()
+            if done is None:
+                fn(db)
+                db.execute(
+                    "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                    (fn.__name__, time.time()),
+                )
+                applied_now.append(fn.__name__)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+    return applied_now
+
+
+@migration
+def m001_initial(db: sqlite3.Connection) -> None:
+    # calls: the model-call cache (key = sha256 of provider, model, messages, settings).
+    db.execute(
+        "CREATE TABLE calls (key TEXT PRIMARY KEY, output_json TEXT NOT NULL, created_at REAL NOT NULL)"
+    )
+    # items: finished work units per stage (answers, samples, pairs); a rerun skips them.
+    db.execute(
+        "CREATE TABLE items (stage TEXT NOT NULL, item_id TEXT NOT NULL, row_json TEXT NOT NULL,"
+        " created_at REAL NOT NULL, PRIMARY KEY (stage, item_id))"
+    )
+    db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
