@@ -137,6 +137,7 @@ class JudgeDouble:
         self._fault_rng = random.Random(0)
         self._fault_source: Faults | None = None
         self._queued: list[str] = []
+        self._stopping = False
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self.app = self._build_app()
@@ -148,6 +149,7 @@ class JudgeDouble:
         return f"http://{self.host}:{self.port}/v1"
 
     def start(self) -> JudgeDouble:
+        self._stopping = False
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.host, self.port))
@@ -173,6 +175,7 @@ class JudgeDouble:
         return self
 
     def stop(self) -> None:
+        self._stopping = True  # held requests (timeout faults, delay) end now
         if self._server is not None:
             self._server.should_exit = True
         if self._thread is not None:
@@ -318,6 +321,12 @@ class JudgeDouble:
             "prompt_tokens_details": {"cached_tokens": min(cached, prompt_tokens)},
         }
 
+    async def _hold(self, seconds: float) -> None:
+        # Sleep in slices so that stop() does not wait for a held request to finish.
+        deadline = time.monotonic() + seconds
+        while not self._stopping and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(left, 0.05))
+
     async def _complete(self, request: Request, chat: bool) -> JSONResponse:
         try:
             body = await request.json()
@@ -330,7 +339,7 @@ class JudgeDouble:
         if gated is not None:
             return gated
         if self.delay:
-            await asyncio.sleep(self.delay)
+            await self._hold(self.delay)
         fault = self._draw_fault()
         faults = self.faults
         if fault == "429":
@@ -346,7 +355,7 @@ class JudgeDouble:
                 500, "The server had an error while processing your request.", kind="server_error"
             )
         if fault == "timeout":
-            await asyncio.sleep(faults.timeout_s if faults else 2.0)
+            await self._hold(faults.timeout_s if faults else 2.0)
         replies = self._replies(body, chat)
         if fault == "invalid_json":
             replies = ["Sorry, I am not sure about this one {" for _ in replies]

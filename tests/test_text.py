@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import random
+import re
 
 import pytest
 
@@ -96,6 +97,13 @@ def test_get_tokenizer_caches_and_defaults() -> None:
     assert hf is get_tokenizer("/nonexistent/tokenizer")
 
 
+def test_hf_tokenizer_missing_path_says_what_to_pass(tmp_path) -> None:  # noqa: ANN001
+    pytest.importorskip("transformers")
+    tok = HFTokenizer(str(tmp_path / "no-such-tokenizer"))
+    with pytest.raises(ValueError, match="tokenizer.json"):
+        tok.count("hello")
+
+
 def _save_local_hf_tokenizer(path) -> None:  # noqa: ANN001
     tokenizers = pytest.importorskip("tokenizers")
     transformers = pytest.importorskip("transformers")
@@ -167,6 +175,29 @@ def test_chunks_prefer_sentence_and_paragraph_ends() -> None:
         assert c.text[-1] in ".!?", c.text[-40:]
     # Paragraph breaks win over sentence ends when both are in reach.
     assert any(text[c.end : c.end + 2] == "\n\n" for c in chunks[:-1])
+
+
+class _LeadingSpaceTokenizer:
+    """SentencePiece-like offsets: each token carries the whitespace before it ("▁word")."""
+
+    name = "leading-space"
+
+    def spans(self, text: str) -> list[tuple[int, int]]:
+        return [m.span() for m in re.finditer(r"\s*[\w]+|\s*[^\w\s]", text)]
+
+    def count(self, text: str) -> int:
+        return len(self.spans(text))
+
+
+def test_chunks_find_sentences_with_leading_space_offsets() -> None:
+    text = english_document(30)
+    tok = _LeadingSpaceTokenizer()
+    assert isinstance(tok, Tokenizer)
+    chunks = chunk_text(text, tokenizer=tok, chunk_tokens=100)
+    _assert_covers(text, chunks)
+    assert all(c.n_tokens <= 100 for c in chunks)
+    for c in chunks[:-1]:
+        assert c.text[-1] in ".!?", c.text[-40:]
 
 
 def test_chunks_fall_back_to_word_then_hard_cut() -> None:

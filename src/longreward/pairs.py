@@ -491,6 +491,9 @@ def build_pairs(
         pq_path = output_path.with_suffix(".parquet")
         write_parquet_rows(pq_path, rows)
         summary.outputs.append(str(pq_path))
+    from .sampling import write_rejected
+
+    write_rejected(output_path, summary.errors)
     summary.seconds = time.perf_counter() - started
     card = write_card(output_path, options, summary, scored_path=str(scored_path))
     summary.card = str(card)

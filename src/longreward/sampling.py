@@ -49,6 +49,7 @@ __all__ = [
     "SampleOptions",
     "SampleSummary",
     "Truncation",
+    "build_policy_client",
     "default_run_dir",
     "sample_file",
     "truncate_middle",
@@ -205,6 +206,16 @@ def _completion_api_class() -> type:
             await self.inner.aclose()
 
     return _CompletionAPI
+
+
+def build_policy_client(policy: PolicyOptions, *, cache: Any = None) -> Any:
+    """The ``ModelClient`` for the policy (the one call path: cache, retries, limits)."""
+    from .judge import ModelClient
+
+    return ModelClient(
+        _make_apis(policy), cache=cache, max_concurrency=policy.max_concurrency,
+        rpm=policy.rpm, tpm=policy.tpm, max_retries=policy.max_retries, timeout=policy.timeout,
+    )
 
 
 def _make_apis(policy: PolicyOptions) -> list[Any]:
@@ -366,9 +377,32 @@ class SampleSummary:
 
 
 def default_run_dir(output_path: str | Path) -> Path:
-    """Where the store lives when no run directory is given: beside the output."""
+    """Where the store lives when no run directory is given: ``OUTPUT.run/`` beside the
+    output (the same rule as ``longreward score``)."""
     p = Path(output_path)
-    return p.with_name(p.stem + ".run")
+    return p.with_name(p.name + ".run")
+
+
+def rejected_path(output_path: str | Path) -> Path:
+    """Rejected input records are listed in ``OUTPUT.rejected.jsonl``."""
+    p = Path(output_path)
+    return p.with_name(p.name + ".rejected.jsonl")
+
+
+def write_rejected(output_path: str | Path, errors: list[RecordError]) -> None:
+    """List rejected records beside the output (or remove a stale list), so nothing is lost
+    without a trace."""
+    import json
+
+    path = rejected_path(output_path)
+    if not errors:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for e in errors:
+            fh.write(json.dumps({"record": e.record, "field": e.field, "error": e.reason},
+                                ensure_ascii=False) + "\n")
 
 
 def _read_prompts(
@@ -493,15 +527,17 @@ async def sample_file(
     options: SampleOptions,
     *,
     run_dir: str | Path | None = None,
-    progress: bool = False,
     client: Any | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_prompt: Callable[[str], None] | None = None,
 ) -> SampleSummary:
     """Sample ``options.n`` answers for every prompt of ``prompts_path`` into ``output_path``.
 
     Resumable: rerun with the same arguments after a crash and only missing work is done;
-    a rerun with nothing left to do makes no model call.
+    a rerun with nothing left to do makes no model call. ``on_start(total, done_before)`` and
+    ``on_prompt(prompt_id)`` drive a progress bar; ``client`` replaces the one built from
+    ``options.policy`` (its cache is set to the run's store if it has none).
     """
-    from .judge import ModelClient
     from .store import RunStore
 
     started = time.perf_counter()
@@ -527,23 +563,19 @@ async def sample_file(
                 summary.already_done += 1
             else:
                 todo.append((pid, ctx, query))
+        write_rejected(output_path, summary.errors)
+        if on_start:
+            on_start(len(prompts), summary.already_done)
         if not todo:
             summary.seconds = time.perf_counter() - started
             return summary
         renderer = _make_renderer(options)
         summary.window = renderer.window
         if client is None:
-            pol = options.policy
-            client = ModelClient(
-                _make_apis(pol),
-                cache=store,
-                max_concurrency=pol.max_concurrency,
-                rpm=pol.rpm,
-                tpm=pol.tpm,
-                max_retries=pol.max_retries,
-                timeout=pol.timeout,
-            )
-        await _run_all(todo, options, renderer, client, store, writer, done_ids, summary, progress)
+            client = build_policy_client(options.policy, cache=store)
+        elif client.cache is None:
+            client.cache = store
+        await _run_all(todo, options, renderer, client, store, writer, done_ids, summary, on_prompt)
         snap = client.snapshot()["by_tag"].get(STAGE, {})
         summary.requests = snap.get("requests", 0)
         summary.cache_hits = snap.get("cache_hits", 0)
@@ -567,12 +599,11 @@ async def _run_all(
     writer: ResumableJsonlWriter,
     done_ids: set[str],
     summary: SampleSummary,
-    progress: bool,
+    on_prompt: Callable[[str], None] | None,
 ) -> None:
     queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
     for item in todo:
         queue.put_nowait(item)
-    bar = _Bar(progress, "sample", len(todo), client)
 
     async def worker() -> None:
         while True:
@@ -587,55 +618,7 @@ async def _run_all(
                 )
             except ValueError as exc:  # e.g. no room for the document in the window
                 summary.failed[pid] = str(exc)
-            bar.advance()
+            if on_prompt:
+                on_prompt(pid)
 
-    with bar:
-        await asyncio.gather(*(worker() for _ in range(min(options.prompt_concurrency, len(todo)))))
-
-
-class _Bar:
-    """A rich progress bar showing requests and cache hits, or nothing."""
-
-    def __init__(self, enabled: bool, label: str, total: int, client: Any) -> None:
-        self.enabled = enabled
-        self.client = client
-        self._progress: Any = None
-        self._task: Any = None
-        self.label = label
-        self.total = total
-
-    def __enter__(self) -> _Bar:
-        if self.enabled:
-            from rich.progress import (
-                BarColumn,
-                MofNCompleteColumn,
-                Progress,
-                TextColumn,
-                TimeElapsedColumn,
-                TimeRemainingColumn,
-            )
-
-            self._progress = Progress(
-                TextColumn("[bold]{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                TimeRemainingColumn(),
-                TextColumn("{task.fields[info]}"),
-                transient=False,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task(self.label, total=self.total, info="")
-        return self
-
-    def advance(self) -> None:
-        if self._progress is not None:
-            s = self.client.snapshot()
-            self._progress.update(
-                self._task, advance=1,
-                info=f"requests {s['requests']} · cached {s['cache_hits']} · failures {s['failures']}",
-            )
-
-    def __exit__(self, *exc: object) -> None:
-        if self._progress is not None:
-            self._progress.stop()
+    await asyncio.gather(*(worker() for _ in range(min(options.prompt_concurrency, len(todo)))))

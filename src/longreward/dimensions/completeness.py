@@ -44,9 +44,12 @@ def parse_extraction_text(reply: str, prompt_text: str) -> ExtractionReply:
     return ExtractionReply(relevant=bool(points), points=points)
 
 
-# Coverage replies have the same shape as helpfulness ones (analysis + 0–10 score).
-CoverageReply = ScoredReply
-parse_coverage_text = parse_scored_text
+class CoverageReply(ScoredReply):
+    """Same shape as a helpfulness reply; its own class so the schema has its own name."""
+
+
+def parse_coverage_text(reply: str, prompt_text: str) -> CoverageReply:
+    return CoverageReply(**parse_scored_text(reply, prompt_text).model_dump())
 
 
 async def _extract_chunk(work: PromptWork, i: int, *, settings: JudgeSettings) -> dict[str, Any]:
@@ -105,7 +108,7 @@ async def score_completeness(work: PromptWork, response: str, *,
     if ans.value is None:
         return DimensionResult.unscored(NAME, ans.error or "no reply", raw=ans.raw,
                                         points=points_view, usage=usage)
-    assert isinstance(ans.value, ScoredReply)
+    assert isinstance(ans.value, CoverageReply)
     return DimensionResult(NAME, float(ans.value.score), details={
         "analysis": ans.value.analysis, "points": points_view, "n_points": n_points,
         "n_chunks": len(findings), "usage": usage})

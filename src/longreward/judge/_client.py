@@ -399,7 +399,7 @@ class ModelClient:
                     )
                 except asyncio.TimeoutError as exc:
                     raise RetryableError(f"no reply within {self.timeout:g}s") from exc
-                if self._tpm:
+                if self._tpm and out.usage.total_tokens:  # some servers report no usage
                     self._tpm.adjust(out.usage.total_tokens - estimate)
                 self.stats._add_usage(tag, out.usage)
                 return out
@@ -433,6 +433,7 @@ class ModelClient:
         usage = Usage()
         calls = 0
         attempt = 0
+        json_schema = reply_model.model_json_schema()
         self.stats._bump(tag, "asks")
 
         def give_up(reason: str) -> Asked[T]:
@@ -451,7 +452,7 @@ class ModelClient:
             if mode == "json" and self._text_mode:  # another ask found out meanwhile
                 mode = "text"
                 messages = build_messages(mode)
-            schema = reply_model.model_json_schema() if mode == "json" else None
+            schema = json_schema if mode == "json" else None
             settings = (
                 config
                 if attempt == 0

@@ -60,21 +60,31 @@ def _is_cjk(ch: str) -> bool:
 def _boundary_rank(text: str, spans: list[tuple[int, int]], c: int) -> int:
     """How good it is to end a chunk just before token ``c`` (``0 < c < len(spans)``)."""
     prev_start, prev_end = spans[c - 1]
-    next_start = spans[c][0]
+    next_start, next_end = spans[c]
     if next_start < prev_end:
         return _SPLITS_CHAR
-    between = text[prev_start:next_start]  # the previous token and the gap after it
+    # SentencePiece-style offsets put the space (or newline) before a word inside the next
+    # token ("▁word"); count that leading whitespace as part of the gap.
+    next_text = text[next_start:next_end]
+    body = next_text.lstrip()
+    lead = len(next_text) - len(body)
+    prev_raw = text[prev_start:prev_end]
+    prev_body = prev_raw.lstrip()
+    # The previous token and all whitespace after it, but not whitespace before its body: in
+    # "▁\n\nIn", the paragraph break lies before "In", not after it.
+    body_start = prev_end - len(prev_body) if prev_body else prev_start
+    between = text[body_start : next_start + lead]
     if between.count("\n") >= 2:
         return _PARAGRAPH
-    gap = text[prev_end:next_start]
-    prev_text = text[prev_start:prev_end].rstrip()
+    gap = text[prev_end : next_start + lead]
+    prev_text = prev_body.rstrip()
     # Look through a closing quote or bracket to the mark before it: `He left.” Then`.
     if prev_text and prev_text[-1] in _CLOSERS and c >= 2:
         before = text[spans[c - 2][0] : spans[c - 2][1]].rstrip()
         if before:
             prev_text = before
     last = prev_text[-1] if prev_text else ""
-    next_char = text[next_start] if next_start < len(text) else ""
+    next_char = body[:1]
     if "\n" in between:
         return _SENTENCE  # a line break: list items, headings, CJK prose
     if last in _CJK_TERMINATORS:

@@ -101,7 +101,14 @@ class HFTokenizer:
             raise MissingDependencyError(
                 "A Hugging Face tokenizer", "transformers", "local"
             ) from exc
-        tokenizer = AutoTokenizer.from_pretrained(self.name, use_fast=True)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(self.name, use_fast=True)
+        except (OSError, ValueError) as exc:
+            raise ValueError(
+                f"Could not load the tokenizer {self.name!r} ({exc}). Pass a local directory "
+                "that holds a tokenizer.json, a Hugging Face name that is cached or reachable, "
+                "or 'regex' for the built-in approximation."
+            ) from exc
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:
             raise ValueError(

@@ -132,7 +132,7 @@ def pack_pairs(pairs: list[TokenizedPair], pad_id: int = 0) -> PackedBatch:
     if not pairs:
         raise ValueError("pack_pairs needs at least one pair")
     segs = tuple(Segments(len(p.prompt_ids), len(p.chosen_ids), len(p.rejected_ids)) for p in pairs)
-    for p, s in zip(pairs, segs):
+    for p, s in zip(pairs, segs, strict=True):
         if s.prompt_len < 1 or s.chosen_len < 1 or s.rejected_len < 1:
             raise ValueError(f"record {p.record}: prompt and both answers need at least one token")
     T = max(s.length for s in segs)
@@ -142,7 +142,7 @@ def pack_pairs(pairs: list[TokenizedPair], pad_id: int = 0) -> PackedBatch:
     preds: list[int] = []
     targets: list[int] = []
     sides: list[int] = []
-    for b, (p, s) in enumerate(zip(pairs, segs)):
+    for b, (p, s) in enumerate(zip(pairs, segs, strict=True)):
         P, C, R = s.prompt_len, s.chosen_len, s.rejected_len
         ids[b, : s.length] = torch.tensor(p.prompt_ids + p.chosen_ids + p.rejected_ids)
         pos[b, : P + C] = torch.arange(P + C)

@@ -1,0 +1,372 @@
+"""``longreward sample``, ``pairs``, ``mix`` and ``run``: preference data end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+
+from .._progress import stage_progress, summary_table
+from ._app import app
+
+err = Console(stderr=True)
+
+#: at most this many rejected records are printed; all of them go to OUTPUT.rejected.jsonl
+_SHOW_ERRORS = 20
+
+
+def _overrides(**flags: Any) -> dict[str, Any]:
+    """Flags that were given, as a nested dict (``"policy.model"`` → ``{"policy": {"model"}}``)."""
+    out: dict[str, Any] = {}
+    for dotted, value in flags.items():
+        if value is None or value == [] or value == {}:
+            continue
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _validate(model: type[BaseModel], config: Path | None, section: str, flags: dict[str, Any]) -> Any:
+    """Config file section (or the whole file if it has no such section) + flags → model."""
+    from ..config import deep_merge, load_config_file
+
+    base: dict[str, Any] = {}
+    if config is not None:
+        data = load_config_file(config)
+        section_data = data.get(section)
+        base = section_data if isinstance(section_data, dict) else data
+    try:
+        return model.model_validate(deep_merge(base, flags))
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise typer.BadParameter("invalid options:\n" + "\n".join(lines)) from None
+
+
+def _kv(items: list[str] | None, what: str) -> dict[str, str] | None:
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"{what} must look like KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def _report_errors(errors: list[Any], listed_in: Path | None) -> None:
+    for e in errors[:_SHOW_ERRORS]:
+        err.print(f"[red]rejected[/] {e}")
+    if len(errors) > _SHOW_ERRORS:
+        err.print(f"… and {len(errors) - _SHOW_ERRORS} more")
+    if errors and listed_in is not None:
+        err.print(f"rejected records listed in {listed_in}")
+
+
+def _calls(s: Any) -> str:
+    return f"{s.requests} requests, {s.cache_hits} cache hits"
+
+
+def _sample_table(s: Any) -> Any:
+    rows: list[tuple[str, Any]] = [
+        ("prompts", s.prompts),
+        ("already done (resumed)", s.already_done),
+        ("sampled this run", s.sampled),
+        ("failed prompts", len(s.failed)),
+        ("answers written", s.candidates),
+        ("identical answers (duplicate_of)", s.duplicates),
+        ("documents truncated", s.truncated),
+        ("records rejected", len(s.errors)),
+        ("policy calls", _calls(s)),
+        ("tokens in / out", f"{s.prompt_tokens:,} / {s.completion_tokens:,}"),
+        ("wall time", f"{s.seconds:.1f}s"),
+        ("output", s.output),
+    ]
+    return summary_table("longreward sample", rows)
+
+
+def _pairs_table(s: Any) -> Any:
+    rows: list[tuple[str, Any]] = [
+        ("prompts", s.prompts),
+        ("scored answers read", s.answers),
+        ("pairs", s.pairs),
+    ]
+    from ..pairs import SKIP_REASONS
+
+    for reason in SKIP_REASONS:
+        if s.skipped.get(reason):
+            rows.append((f"skipped: {reason}", s.skipped[reason]))
+    if s.empty_responses:
+        rows.append(("empty answers left out", s.empty_responses))
+    rows.append(("records rejected", len(s.errors)))
+    margin = (s.stats or {}).get("margin")
+    if margin:
+        rows.append(("margin mean (min–max)", f"{margin['mean']:.2f} ({margin['min']:.2f}–{margin['max']:.2f})"))
+    rows += [("outputs", ", ".join(s.outputs)), ("dataset card", s.card)]
+    return summary_table("longreward pairs", rows)
+
+
+def _score_table(s: Any) -> Any:
+    st = s.stats or {}
+    rows: list[tuple[str, Any]] = [
+        ("answers", s.answers_total),
+        ("already done (resumed)", s.answers_done_before),
+        ("scored this run", s.answers_scored),
+        ("unscored on every dimension", s.all_unscored),
+        ("records rejected", len(s.rejected)),
+        ("judge calls", f"{st.get('requests', 0)} requests, {st.get('cache_hits', 0)} cache hits"),
+        ("wall time", f"{s.wall_seconds:.1f}s"),
+    ]
+    return summary_table("longreward score", rows)
+
+
+# --------------------------------------------------------------------------- sample
+
+
+@app.command("sample")
+def sample_command(
+    prompts: Annotated[Path, typer.Argument(help="JSONL, JSON or Parquet with id, context, query.", exists=True, dir_okay=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Candidates JSONL (one row per answer; the input of `longreward score`).")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/TOML with the same options (its `sample:` section if present); flags win.", exists=True)] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (SQLite cache + state). Default: OUTPUT.run/")] = None,
+    provider: Annotated[str | None, typer.Option(help="Policy provider: openai_compatible, vllm, transformers, dry_run.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Served model name, or HF name/path for vllm/transformers.")] = None,
+    base_url: Annotated[list[str] | None, typer.Option("--base-url", help="OpenAI-compatible base URL (repeatable).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Offline dry-run policy (placeholder answers, not a model).")] = False,
+    style: Annotated[str | None, typer.Option(help="chat (server applies the chat template) or completion (we apply it).")] = None,
+    api_key_env: Annotated[str | None, typer.Option(help="Env var holding the API key.")] = None,
+    n: Annotated[int | None, typer.Option("-n", "--n", help="Answers per prompt (paper: 10).")] = None,
+    temperature: Annotated[float | None, typer.Option(help="Sampling temperature (paper: 1.0).")] = None,
+    top_p: Annotated[float | None, typer.Option(help="Nucleus sampling p.")] = None,
+    max_new_tokens: Annotated[int | None, typer.Option(help="Max tokens per answer.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Base seed (request k of a prompt uses seed+k).")] = None,
+    n_per_request: Annotated[int | None, typer.Option(help="Answers per request; default all N in one request with n=.")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="System message before each prompt.")] = None,
+    prompt_template: Annotated[str | None, typer.Option(help="User-turn layout with $context and $query.")] = None,
+    max_context_tokens: Annotated[int | None, typer.Option(help="Policy window; longer documents are cut in the middle.")] = None,
+    tokenizer: Annotated[str | None, typer.Option(help="HF tokenizer (name/path) for counting and completion chat templates.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Max requests in flight per endpoint.")] = None,
+    prompt_concurrency: Annotated[int | None, typer.Option(help="Prompts in flight at once.")] = None,
+    rpm: Annotated[float | None, typer.Option(help="Requests-per-minute limit.")] = None,
+    tpm: Annotated[float | None, typer.Option(help="Tokens-per-minute limit.")] = None,
+    max_retries: Annotated[int | None, typer.Option(help="Retries of a failed request.")] = None,
+    timeout: Annotated[float | None, typer.Option(help="Per-request timeout, seconds.")] = None,
+    field_id: Annotated[str | None, typer.Option(help="Input field holding the prompt id.")] = None,
+    field_context: Annotated[str | None, typer.Option(help="Input field holding the document.")] = None,
+    field_query: Annotated[str | None, typer.Option(help="Input field holding the question.")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+) -> None:
+    """Sample N answers per long-context prompt from the policy. Resumable: rerun the same
+    command after a crash and it goes on."""
+    from ..sampling import SampleOptions
+
+    flags = _overrides(**{
+        "policy.provider": "dry_run" if dry_run else provider, "policy.model": model,
+        "policy.base_urls": base_url, "policy.style": style, "policy.api_key_env": api_key_env,
+        "policy.max_concurrency": concurrency, "policy.rpm": rpm, "policy.tpm": tpm,
+        "policy.max_retries": max_retries, "policy.timeout": timeout,
+        "n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
+        "seed": seed, "n_per_request": n_per_request, "system_prompt": system_prompt,
+        "prompt_template": prompt_template, "max_context_tokens": max_context_tokens,
+        "tokenizer": tokenizer, "prompt_concurrency": prompt_concurrency,
+        "field_id": field_id, "field_context": field_context, "field_query": field_query,
+    })
+    options = _validate(SampleOptions, config, "sample", flags)
+    raise typer.Exit(run_sample(prompts, output, options, run_dir=run_dir, progress=progress))
+
+
+def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | None = None,
+               progress: bool = True) -> int:
+    """The sample stage with a progress bar and a summary; returns the exit code."""
+    from ..errors import MissingDependencyError
+    from ..sampling import build_policy_client, default_run_dir, rejected_path, sample_file
+
+    run_dir = run_dir or default_run_dir(output)
+
+    async def main() -> Any:
+        try:
+            client = build_policy_client(options.policy)
+        except (MissingDependencyError, ValueError) as exc:
+            err.print(f"[red]error:[/] {exc}")
+            return None
+        try:
+            with stage_progress("sample", console=err, enabled=progress,
+                                stats=lambda: client.snapshot()["by_tag"].get("sample", {})) as bar:
+                return await sample_file(prompts, output, options, run_dir=run_dir, client=client,
+                                         on_start=bar.start, on_prompt=lambda _p: bar.advance())
+        finally:
+            await client.aclose()
+
+    try:
+        summary = asyncio.run(main())
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted: finished answers are saved; rerun the same command "
+                  "to continue.[/]")
+        return 130
+    if summary is None:
+        return 2
+    _report_errors(summary.errors, rejected_path(output))
+    for pid, why in list(summary.failed.items())[:_SHOW_ERRORS]:
+        err.print(f"[red]failed[/] prompt {pid}: {why}")
+    err.print(_sample_table(summary))
+    return 1 if (summary.errors or summary.failed) else 0
+
+
+# --------------------------------------------------------------------------- pairs
+
+
+@app.command("pairs")
+def pairs_command(
+    scored: Annotated[Path, typer.Argument(help="Scored answers (output of `longreward score`).", exists=True, dir_okay=False)],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Pairs file; writes STEM.jsonl, STEM.parquet and the card STEM.md.")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/TOML (its `pairs:` section if present); flags win.", exists=True)] = None,
+    prompts: Annotated[Path | None, typer.Option(help="Original prompts file, for the document when scored rows lack `context`.", exists=True, dir_okay=False)] = None,
+    format: Annotated[str | None, typer.Option("--format", "-f", help="trl, trl_standard, openrlhf or sharegpt.")] = None,
+    min_candidates: Annotated[int | None, typer.Option(help="Scored answers needed per prompt (paper's code: 5).")] = None,
+    min_margin: Annotated[float | None, typer.Option(help="Skip pairs with a smaller reward gap.")] = None,
+    not_worse_on: Annotated[str | None, typer.Option(help="Comma-separated dimensions where chosen must score ≥ rejected.")] = None,
+    system_prompt: Annotated[str | None, typer.Option(help="System message in each prompt.")] = None,
+    prompt_template: Annotated[str | None, typer.Option(help="User-turn layout with $context and $query.")] = None,
+    prompt_key: Annotated[str | None, typer.Option(help="openrlhf: prompt column.")] = None,
+    chosen_key: Annotated[str | None, typer.Option(help="openrlhf: chosen column.")] = None,
+    rejected_key: Annotated[str | None, typer.Option(help="openrlhf: rejected column.")] = None,
+    parquet: Annotated[bool | None, typer.Option("--parquet/--no-parquet", help="Also write STEM.parquet.")] = None,
+    push_to_hub: Annotated[str | None, typer.Option(help="Upload to this Hub dataset repo (needs `datasets`).")] = None,
+    private: Annotated[bool, typer.Option(help="Make the Hub dataset private.")] = False,
+    field_id: Annotated[str, typer.Option(help="Prompts file: id field.")] = "id",
+    field_context: Annotated[str, typer.Option(help="Prompts file: document field.")] = "context",
+    field_query: Annotated[str, typer.Option(help="Prompts file: question field.")] = "query",
+) -> None:
+    """Turn scored answers into DPO pairs: highest reward chosen, lowest rejected."""
+    from ..errors import MissingDependencyError
+    from ..pairs import PairOptions, build_pairs
+    from ..sampling import rejected_path
+
+    flags = _overrides(**{
+        "format": format, "min_candidates": min_candidates, "min_margin": min_margin,
+        "not_worse_on": [d.strip() for d in not_worse_on.split(",") if d.strip()] if not_worse_on else None,
+        "system_prompt": system_prompt, "prompt_template": prompt_template,
+        "prompt_key": prompt_key, "chosen_key": chosen_key, "rejected_key": rejected_key,
+        "write_parquet": parquet,
+    })
+    options = _validate(PairOptions, config, "pairs", flags)
+    try:
+        summary = build_pairs(
+            scored, output, options, prompts_path=prompts,
+            prompt_fields={"field_id": field_id, "field_context": field_context, "field_query": field_query},
+            push_to_hub=push_to_hub, private=private,
+        )
+    except MissingDependencyError as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    _report_errors(summary.errors, rejected_path(output))
+    err.print(_pairs_table(summary))
+    raise typer.Exit(1 if summary.errors else 0)
+
+
+# --------------------------------------------------------------------------- mix
+
+
+@app.command("mix")
+def mix_command(
+    long: Annotated[Path, typer.Argument(help="Long-context pairs (any supported format).", exists=True, dir_okay=False)],
+    short: Annotated[str, typer.Argument(help="Short-context pairs: a file, a saved dataset dir, or a HF dataset name.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Mixed pairs; writes STEM.jsonl and STEM.parquet.")],
+    ratio: Annotated[float, typer.Option(help="Short pairs per long pair (drawn without replacement).")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Seed for drawing and shuffling.")] = 0,
+    format: Annotated[str | None, typer.Option("--format", "-f", help="Output format (default: the long file's).")] = None,
+    short_split: Annotated[str, typer.Option(help="Split of a HF dataset.")] = "train",
+    short_config: Annotated[str | None, typer.Option(help="Config name of a HF dataset.")] = None,
+    prompt_key: Annotated[str, typer.Option(help="openrlhf: prompt column.")] = "prompt",
+    chosen_key: Annotated[str, typer.Option(help="openrlhf: chosen column.")] = "chosen",
+    rejected_key: Annotated[str, typer.Option(help="openrlhf: rejected column.")] = "rejected",
+    parquet: Annotated[bool, typer.Option("--parquet/--no-parquet", help="Also write STEM.parquet.")] = True,
+) -> None:
+    """Mix long-context pairs with short-context preference data (LongReward §4.1)."""
+    from ..errors import MissingDependencyError
+    from ..formats import PAIR_FORMATS, PairKeys
+    from ..mix import mix_pairs
+    from ..sampling import rejected_path, write_rejected
+
+    if format is not None and format not in PAIR_FORMATS:
+        raise typer.BadParameter(f"unknown format {format!r}; choose one of {', '.join(PAIR_FORMATS)}")
+    try:
+        summary = mix_pairs(
+            long, short, output, ratio=ratio, seed=seed, fmt=format,  # type: ignore[arg-type]
+            keys=PairKeys(prompt_key, chosen_key, rejected_key), short_split=short_split,
+            short_name=short_config, write_parquet=parquet,
+        )
+    except (MissingDependencyError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    write_rejected(output, summary.errors)
+    _report_errors(summary.errors, rejected_path(output))
+    rows = [("long pairs", summary.long), ("short pairs available", summary.short_available),
+            ("short pairs used", summary.short_used)]
+    if summary.shortfall:
+        rows.append(("short pairs missing for the ratio", summary.shortfall))
+    rows += [("total", summary.total), ("format", summary.format),
+             ("records rejected", len(summary.errors)), ("outputs", ", ".join(summary.outputs))]
+    err.print(summary_table("longreward mix", rows))
+    raise typer.Exit(1 if summary.errors else 0)
+
+
+# --------------------------------------------------------------------------- run
+
+
+@app.command("run")
+def run_command(
+    config: Annotated[Path, typer.Argument(help="Run config (YAML/TOML): prompts, run_dir, sample, score, pairs.", exists=True, dir_okay=False)],
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
+) -> None:
+    """sample → score → pairs from one config file. Each stage resumes where it stopped; a
+    rerun with nothing new to do makes no model call."""
+    from ..errors import MissingDependencyError
+    from ..judge import DRY_RUN_BANNER
+    from ..pipeline import load_run_config, run_pipeline
+
+    try:
+        cfg = load_run_config(config)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise typer.BadParameter(f"{config}: invalid config:\n" + "\n".join(lines)) from None
+    if "dry" in cfg.sample.policy.provider or "dry" in cfg.score.judge.provider:
+        err.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
+
+    def bar(name: str, stats: Any) -> Any:
+        return stage_progress(name, console=err, enabled=progress, stats=stats)
+
+    def stage_done(name: str, s: Any) -> None:
+        table = {"sample": _sample_table, "score": _score_table, "pairs": _pairs_table}[name](s)
+        err.print(table)
+
+    try:
+        summary = asyncio.run(run_pipeline(cfg, stage_bar=bar, on_stage_done=stage_done))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted: finished work is saved; rerun the same command to "
+                  "continue.[/]")
+        raise typer.Exit(130) from None
+    except (MissingDependencyError, ValueError) as exc:
+        err.print(f"[red]error:[/] {exc}")
+        raise typer.Exit(2) from None
+    for stage, errors in (("sample", summary.sample.errors if summary.sample else []),
+                          ("score", summary.score.rejected if summary.score else []),
+                          ("pairs", summary.pairs.errors if summary.pairs else [])):
+        for e in errors[:_SHOW_ERRORS]:
+            err.print(f"[red]{stage}: rejected[/] {e}")
+    (Path(cfg.run_dir) / "run_summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
+    err.print(summary_table("longreward run", [
+        *((f"{k} wall time", f"{v:.2f}s") for k, v in summary.seconds.items()),
+        *((f"{k} model calls", v) for k, v in summary.model_calls.items()),
+        ("pairs", summary.pairs.pairs if summary.pairs else 0),
+        ("pairs file", cfg.outputs.pairs),
+    ]))
+    raise typer.Exit(summary.exit_code)

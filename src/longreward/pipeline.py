@@ -1,0 +1,216 @@
+"""``longreward run CONFIG``: sample → score → pairs from one YAML file, resumably.
+
+Every stage keeps its finished work in the one run store (``run_dir/longreward.sqlite``):
+sampling under stage ``sample``, scoring under its own stage, and both share the call cache.
+A run killed at any point is rerun with the same command; a stage that is complete makes no
+model call, and ``pairs`` (no model calls, a pure function of the scored file) is recomputed
+every time, so the pairs of a resumed run equal those of an uninterrupted one.
+
+Relative paths in the config are resolved against the config file's directory, so a config
+and its data can move together.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from .config import ScoreOptions, load_config_file
+from .pairs import PairOptions, PairsSummary, build_pairs
+from .sampling import SampleOptions, SampleSummary, sample_file
+
+__all__ = ["RunConfig", "RunOutputs", "RunSummary", "load_run_config", "run_pipeline"]
+
+
+class RunOutputs(BaseModel):
+    """Output files; relative names are placed inside ``run_dir``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    candidates: str = "candidates.jsonl"
+    scored: str = "scored.jsonl"
+    pairs: str = "pairs.jsonl"
+
+
+class RunConfig(BaseModel):
+    """The whole of a ``longreward run``: one YAML file maps onto this model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompts: str = Field(description="JSONL/JSON/Parquet of id, context, query")
+    run_dir: str = Field("longreward-run", description="store, outputs and summaries")
+    outputs: RunOutputs = Field(default_factory=RunOutputs)
+    sample: SampleOptions = Field(default_factory=SampleOptions)
+    score: ScoreOptions = Field(default_factory=ScoreOptions)
+    pairs: PairOptions = Field(default_factory=PairOptions)
+    #: a Hub dataset id to upload the pairs to (needs the ``hub`` extra)
+    push_to_hub: str | None = None
+
+    @model_validator(mode="after")
+    def _pairs_prompt_as_sampled(self) -> RunConfig:
+        # DPO must see the prompt the answers were sampled from: unless the pairs section
+        # says otherwise, it inherits the sampling system prompt and layout.
+        updates: dict[str, Any] = {}
+        if "system_prompt" not in self.pairs.model_fields_set:
+            updates["system_prompt"] = self.sample.system_prompt
+        if "prompt_template" not in self.pairs.model_fields_set:
+            updates["prompt_template"] = self.sample.prompt_template
+        if updates:
+            self.pairs = self.pairs.model_copy(update=updates)
+        return self
+
+    def resolve(self, base: Path) -> RunConfig:
+        """Paths made absolute against ``base`` (the config file's directory)."""
+        def fix(p: str, root: Path) -> str:
+            path = Path(p).expanduser()
+            return str(path if path.is_absolute() else (root / path))
+
+        run_dir = Path(fix(self.run_dir, base))
+        return self.model_copy(update={
+            "prompts": fix(self.prompts, base),
+            "run_dir": str(run_dir),
+            "outputs": RunOutputs(
+                candidates=fix(self.outputs.candidates, run_dir),
+                scored=fix(self.outputs.scored, run_dir),
+                pairs=fix(self.outputs.pairs, run_dir),
+            ),
+        })
+
+
+def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Read and validate a run config (YAML or TOML); paths resolved against its directory."""
+    from .config import deep_merge
+
+    path = Path(path)
+    data = load_config_file(path)
+    if overrides:
+        data = deep_merge(data, overrides)
+    return RunConfig.model_validate(data).resolve(path.resolve().parent)
+
+
+@dataclass
+class RunSummary:
+    sample: SampleSummary | None = None
+    score: Any = None  # scorer.ScoreSummary
+    pairs: PairsSummary | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+    model_calls: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        bad = bool(
+            (self.sample and (self.sample.errors or self.sample.failed))
+            or (self.score is not None and self.score.exit_code)
+            or (self.pairs and self.pairs.errors)
+        )
+        return 1 if bad else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "sample": self.sample.as_dict() if self.sample else None,
+            "score": None if self.score is None else {
+                "answers": self.score.answers_total,
+                "already_done": self.score.answers_done_before,
+                "scored": self.score.answers_scored,
+                "all_unscored": self.score.all_unscored,
+                "rejected_records": len(self.score.rejected),
+            },
+            "pairs": self.pairs.as_dict() if self.pairs else None,
+            "seconds": {k: round(v, 3) for k, v in self.seconds.items()},
+            "model_calls": self.model_calls,
+        }
+
+
+#: ``stage_bar(name, stats)`` returns a context manager yielding an object with
+#: ``start(total, done)`` and ``advance()``; the CLI passes rich bars, tests pass nothing.
+StageBar = Callable[[str, Callable[[], dict[str, Any]] | None], AbstractContextManager[Any]]
+
+
+class _NoBar:
+    def start(self, total: int, completed: int = 0) -> None:
+        pass
+
+    def advance(self, n: int = 1) -> None:
+        pass
+
+
+def _no_bar(name: str, stats: Callable[[], dict[str, Any]] | None) -> AbstractContextManager[Any]:
+    return nullcontext(_NoBar())
+
+
+async def run_pipeline(
+    config: RunConfig,
+    *,
+    stage_bar: StageBar | None = None,
+    on_stage_done: Callable[[str, Any], None] | None = None,
+) -> RunSummary:
+    """Run sample → score → pairs for an already resolved ``config``."""
+    from .sampling import build_policy_client
+    from .scorer import LongReward, build_client, score_file
+    from .store import RunStore
+
+    bar_for = stage_bar or _no_bar
+    out = config.outputs
+    run_dir = Path(config.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    summary = RunSummary()
+    with RunStore(run_dir) as store:
+        # Kept so a later look at the run dir says how it was made (no secrets: keys are
+        # given by environment variable name only).
+        store.set_meta("run_config", config.model_dump(mode="json"))
+
+    # -- sample
+    t0 = time.perf_counter()
+    client = build_policy_client(config.sample.policy)  # sample_file attaches the store
+    try:
+        with bar_for("sample", client.snapshot) as bar:
+            summary.sample = await sample_file(
+                config.prompts, out.candidates, config.sample, run_dir=run_dir, client=client,
+                on_start=lambda total, done: bar.start(total, done),
+                on_prompt=lambda _pid: bar.advance(),
+            )
+    finally:
+        await client.aclose()
+    summary.seconds["sample"] = time.perf_counter() - t0
+    summary.model_calls["sample"] = summary.sample.requests
+    if on_stage_done:
+        on_stage_done("sample", summary.sample)
+
+    # -- score
+    t0 = time.perf_counter()
+    scorer = LongReward(build_client(config.score), options=config.score)
+    try:
+        with bar_for("score", scorer.client.snapshot) as bar:
+            summary.score = await score_file(
+                out.candidates, out.scored, config.score, run_dir=run_dir, scorer=scorer,
+                on_start=lambda total, done: bar.start(total, done),
+                on_answer=lambda _row: bar.advance(),
+            )
+    finally:
+        await scorer.aclose()
+    summary.seconds["score"] = time.perf_counter() - t0
+    summary.model_calls["score"] = int(summary.score.stats.get("requests", 0))
+    if on_stage_done:
+        on_stage_done("score", summary.score)
+
+    # -- pairs
+    t0 = time.perf_counter()
+    s = config.sample
+    summary.pairs = build_pairs(
+        out.scored, out.pairs, config.pairs,
+        prompts_path=config.prompts,
+        prompt_fields={"field_id": s.field_id, "field_context": s.field_context,
+                       "field_query": s.field_query},
+        push_to_hub=config.push_to_hub,
+    )
+    summary.seconds["pairs"] = time.perf_counter() - t0
+    summary.model_calls["pairs"] = 0
+    if on_stage_done:
+        on_stage_done("pairs", summary.pairs)
+    return summary

@@ -1,0 +1,125 @@
+"""Reference log-probs: computed once, in the same packed layout, and cached on disk.
+
+The reference is frozen, so its answer log-probs are a property of (model, data, tokenisation).
+We compute them before the first step with the policy in eval/no-grad (with LoRA: the base model,
+adapters disabled) instead of keeping a second model in memory, as TRL's
+``precompute_ref_log_probs`` does. The cache file name carries a hash of everything that
+determines the numbers, so a changed model, data file, tokenizer or length limit never reuses
+stale values, and a resumed run reuses them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .config import TrainConfig
+from .data import TokenizedPair
+from .logprobs import answer_logps
+from .packing import pack_pairs
+
+
+def file_digest(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def reference_cache_key(cfg: TrainConfig, model_config: dict[str, Any], tokenizer: Any) -> str:
+    """Hash of what determines reference log-probs (not of training hyper-parameters)."""
+    tok_sig = {"name": getattr(tokenizer, "name_or_path", ""), "vocab": len(tokenizer),
+               "chat_template": getattr(tokenizer, "chat_template", None),
+               "eos": tokenizer.eos_token_id}
+    payload = {
+        "model": cfg.model,
+        "model_config": {k: v for k, v in sorted(model_config.items())
+                         if not k.startswith("_") and k not in {"transformers_version", "use_cache"}},
+        "data": file_digest(cfg.pairs),
+        "format": [cfg.format, cfg.prompt_key, cfg.chosen_key, cfg.rejected_key],
+        "max_length": cfg.max_length, "max_answer_length": cfg.max_answer_length,
+        "tokenizer": tok_sig, "dtype": _ref_dtype_tag(cfg),
+    }
+    blob = json.dumps(payload, sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _ref_dtype_tag(cfg: TrainConfig) -> str:
+    return f"{cfg.model_dtype}/bf16={cfg.bf16}"
+
+
+@contextlib.contextmanager
+def reference_mode(model: torch.nn.Module) -> Iterator[None]:
+    """Eval mode, and adapters disabled when the policy is a PEFT model."""
+    was_training = model.training
+    model.eval()
+    disable = getattr(model, "disable_adapter", None)
+    ctx = disable() if callable(disable) else contextlib.nullcontext()
+    try:
+        with ctx, torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def compute_reference_logps(model: torch.nn.Module, pairs: list[TokenizedPair], backend: str,
+                            device: torch.device, logits_chunk: int = 1024,
+                            accelerator: Any = None,
+                            adapter_model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
+    """``{"chosen": [N], "rejected": [N]}`` summed reference log-probs, one pair at a time.
+
+    Under several processes each rank does a strided share (padded to equal counts, since
+    FSDP/ZeRO-3 forwards are collective) and the shares are summed across ranks.
+    """
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    n = len(pairs)
+    chosen = torch.zeros(n, dtype=torch.float64, device=device)
+    rejected = torch.zeros(n, dtype=torch.float64, device=device)
+    mine = list(range(rank, n, world))
+    per_rank = math.ceil(n / world)
+    with reference_mode(adapter_model if adapter_model is not None else model):
+        for j in range(per_rank):
+            real = j < len(mine)
+            i = mine[j] if real else mine[-1] if mine else 0
+            batch = pack_pairs([pairs[i]]).to(device)
+            autocast = (accelerator.autocast() if accelerator is not None
+                        else contextlib.nullcontext())
+            with autocast:
+                lp = answer_logps(model, batch, backend, logits_chunk)
+            if real:
+                chosen[i] = lp.chosen[0].double()
+                rejected[i] = lp.rejected[0].double()
+    if accelerator is not None and world > 1:
+        chosen = accelerator.reduce(chosen, reduction="sum")
+        rejected = accelerator.reduce(rejected, reduction="sum")
+    return {"chosen": chosen.float().cpu(), "rejected": rejected.float().cpu()}
+
+
+def load_or_compute_reference(path: Path, key: str, pairs: list[TokenizedPair],
+                              compute: Any, is_main: bool = True,
+                              log: Any = print) -> dict[str, torch.Tensor]:
+    """Load the cache at ``path`` if its key and records match; else ``compute()`` and save."""
+    records = [p.record for p in pairs]
+    if path.exists():
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if blob.get("key") == key and blob.get("records") == records:
+            log(f"reference log-probs: reusing {path}")
+            return {"chosen": blob["chosen"], "rejected": blob["rejected"]}
+        log(f"reference log-probs: {path} is for other data or model; recomputing")
+    log(f"reference log-probs: computing for {len(pairs)} pairs")
+    ref = compute()
+    if is_main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        torch.save({"key": key, "records": records, **ref}, tmp)
+        tmp.replace(path)
+    return ref

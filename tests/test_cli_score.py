@@ -1,0 +1,180 @@
+"""``longreward score`` as a user runs it: subprocesses, real HTTP to the judge double,
+SQLite in a temp dir."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+KEY = "sk-test-SECRET-0123456789abcdef"
+
+
+def _doc(tag: str, n: int = 60) -> str:
+    return "\n\n".join(f"Part {i} of {tag}: the {tag} committee approved budget line {i} worth "
+                       f"{i * 1000 + 7} coins on day {i % 28 + 1}." for i in range(n))
+
+
+def write_flat(path: Path, n_prompts: int = 3, n_cands: int = 4) -> list[str]:
+    ids = []
+    with open(path, "w", encoding="utf-8") as fh:
+        for p in range(n_prompts):
+            for k in range(n_cands):
+                cid = f"q{p}-{k}"
+                ids.append(cid)
+                fh.write(json.dumps({"id": cid, "prompt_id": f"q{p}", "context": _doc(f"t{p}"),
+                                     "query": f"What did committee t{p} approve?",
+                                     "response": f"It approved line {k} worth {k * 1000 + 7} "
+                                                 f"coins. Answer variant {k}."}) + "\n")
+    return ids
+
+
+def cli(*args: str, env: dict[str, str] | None = None, **kw) -> subprocess.Popen:
+    full_env = {**os.environ, "NO_COLOR": "1", **(env or {})}
+    full_env.pop("OPENAI_API_KEY", None)
+    return subprocess.Popen([sys.executable, "-m", "longreward", *args], env=full_env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def run_cli(*args: str, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    p = cli(*args, env=env)
+    out, err = p.communicate(timeout=timeout)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err)
+
+
+def judge_args(double, out: Path) -> list[str]:
+    return ["-o", str(out), "--base-url", double.base_url, "--model", "judge-double",
+            "--no-progress", "--timeout", "5"]
+
+
+def read_rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_sigkill_midway_then_rerun_loses_nothing_and_repeats_no_call(judge_double, tmp_path):
+    inp = tmp_path / "in.jsonl"
+    ids = write_flat(inp)
+    env = {"LONGREWARD_API_KEY": KEY}
+    judge_double.required_api_key = KEY
+
+    # Reference: an uninterrupted run, counting its requests.
+    ref_out = tmp_path / "ref.jsonl"
+    r = run_cli("score", str(inp), *judge_args(judge_double, ref_out), env=env)
+    assert r.returncode == 0, r.stderr
+    n_ref = judge_double.count()
+    ref_rows = {row["id"]: row for row in read_rows(ref_out)}
+    assert sorted(ref_rows) == sorted(ids)
+
+    # Killed run: slow judge, SIGKILL once some answers are written.
+    judge_double.reset()
+    judge_double.required_api_key = KEY
+    judge_double.delay = 0.15
+    out = tmp_path / "out.jsonl"
+    p = cli("score", str(inp), *judge_args(judge_double, out), "--concurrency", "2", env=env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if out.exists() and len(out.read_text().splitlines()) >= 3:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    partial = read_rows(out)
+    assert 3 <= len(partial) < len(ids), "kill happened too late to test resuming"
+    db = tmp_path / "out.jsonl.run" / "longreward.sqlite"
+    with sqlite3.connect(db) as con:
+        completed_calls = con.execute("select count(*) from calls").fetchone()[0]
+
+    # Rerun the same command: finishes, no duplicates, no completed call repeated.
+    judge_double.reset()
+    judge_double.required_api_key = KEY
+    r = run_cli("score", str(inp), *judge_args(judge_double, out), env=env)
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert len(rows) == len(ids) and sorted(x["id"] for x in rows) == sorted(ids)
+    assert judge_double.count() == n_ref - completed_calls
+    for row in rows:
+        assert row["scores"] == ref_rows[row["id"]]["scores"]
+
+    # The key never reaches disk.
+    for f in [*tmp_path.rglob("*")]:
+        if f.is_file():
+            assert KEY.encode() not in f.read_bytes(), f
+    assert KEY not in r.stdout + r.stderr
+
+    # A third run has nothing to do: no request at all.
+    judge_double.reset()
+    r = run_cli("score", str(inp), *judge_args(judge_double, out), env=env)
+    assert r.returncode == 0 and judge_double.count() == 0
+    assert len(read_rows(out)) == len(ids)
+
+
+def test_bad_input_is_reported_by_record_and_the_rest_is_scored(judge_double, tmp_path):
+    inp = tmp_path / "bad.jsonl"
+    good = {"id": "ok-1", "context": _doc("a"), "query": "Q?", "response": "fine answer"}
+    with open(inp, "wb") as fh:
+        fh.write((json.dumps(good) + "\n").encode())
+        fh.write(b'{"id": "broken", "context": "x"\n')  # malformed JSON
+        fh.write((json.dumps({"id": "noq", "context": "doc", "response": "r"}) + "\n").encode())
+        fh.write((json.dumps({"id": "empty", "context": "doc", "query": "Q", "response": "  "})
+                  + "\n").encode())
+        fh.write(b'{"id": "latin1", "context": "caf\xe9", "query": "Q", "response": "r"}\n')
+        fh.write((json.dumps({"id": "huge", "context": _doc("b", 400), "query": "Q",
+                              "response": "r"}) + "\n").encode())
+        fh.write((json.dumps({**good, "id": "ok-2", "response": "another"}) + "\n").encode())
+    out = tmp_path / "out.jsonl"
+    r = run_cli("score", str(inp), *judge_args(judge_double, out), "--max-context-tokens", "5000")
+    assert r.returncode == 1, r.stderr  # records were rejected: the exit code says so
+    assert sorted(x["id"] for x in read_rows(out)) == ["ok-1", "ok-2"]
+    rejected = read_rows(tmp_path / "out.jsonl.rejected.jsonl")
+    by_record = {x["record"]: x for x in rejected}
+    assert len(rejected) == 5
+    assert any("bad.jsonl:2" in k and "malformed JSON" in v["error"] for k, v in by_record.items())
+    assert any("noq" in k and v["field"] == "query" for k, v in by_record.items())
+    assert any("empty" in k and v["field"] == "response" for k, v in by_record.items())
+    assert any("bad.jsonl:5" in k and "UTF-8" in v["error"] for k, v in by_record.items())
+    assert any("huge" in k and v["field"] == "context" and "max_context_tokens" in v["error"]
+               for k, v in by_record.items())
+    assert "rejected" in r.stderr and "noq" in r.stderr
+
+
+def test_config_file_and_flags_map_onto_the_same_options(tmp_path):
+    from longreward.cli.score import build_score_options
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("judge:\n  model: m1\n  base_urls: http://x/v1\n  temperature: 0.2\n"
+                   "dimensions: [helpfulness, faithfulness]\nretrieval:\n  top_k: 3\n")
+    opts = build_score_options(cfg, {"judge": {"model": "m2"}})
+    assert opts.judge.model == "m2" and opts.judge.base_urls == ["http://x/v1"]
+    assert opts.judge.temperature == 0.2 and opts.retrieval.top_k == 3
+    assert opts.dimensions == ["helpfulness", "faithfulness"]
+    toml = tmp_path / "c.toml"
+    toml.write_text('dimensions = ["logicality"]\n[judge]\nmodel = "t"\n')
+    assert build_score_options(toml, {}).dimensions == ["logicality"]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("judge:\n  modle: typo\n")
+    import typer
+
+    with pytest.raises(typer.BadParameter, match="modle"):
+        build_score_options(bad, {})
+
+
+def test_dry_run_on_bundled_example_needs_no_network_or_key(tmp_path):
+    from importlib import resources
+
+    example = resources.files("longreward").joinpath("examples", "candidates.jsonl")
+    if not example.is_file():
+        pytest.skip("bundled example not present")
+    out = tmp_path / "scored.jsonl"
+    r = run_cli("score", str(example), "-o", str(out), "--dry-run", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    assert "DRY RUN" in r.stderr
+    rows = read_rows(out)
+    assert rows and all(set(x["scores"]) == {"helpfulness", "logicality", "faithfulness",
+                                             "completeness"} for x in rows)

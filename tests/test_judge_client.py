@@ -1,0 +1,464 @@
+"""ModelClient against the judge double, through the real openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import BaseModel, Field
+
+from judge_double import Faults, JudgeDouble
+from longreward.judge import (
+    Asked,
+    ContextTooLongError,
+    GenerateConfig,
+    Message,
+    ModelClient,
+    OpenAICompatibleAPI,
+    PermanentError,
+    Price,
+    ReplyMode,
+    ReplyParseError,
+    RetryableError,
+    create_apis,
+)
+from longreward.store import RunStore
+
+MODEL = "judge-double"
+SECRET = "sk-test-THIS-KEY-MUST-NOT-LEAK-0123456789"
+
+
+class Verdict(BaseModel):
+    analysis: str
+    score: int = Field(ge=0, le=10)
+
+
+def parse_verdict(text: str) -> Verdict:
+    found = re.findall(r"\[\[(\d+(?:\.\d+)?)\]\]", text)
+    if not found:
+        raise ReplyParseError("no [[score]] in the reply")
+    return Verdict(analysis=text, score=min(10, round(float(found[-1]))))
+
+
+def messages(mode: ReplyMode = "json", question: str = "What did the cat do?") -> list[Message]:
+    ending = "Reply in JSON." if mode == "json" else "End with the score as [[score]]."
+    return [
+        Message(role="system", content=f"You are a careful judge. {ending}"),
+        Message(
+            role="user",
+            content=f"Document: The cat sat on the mat. It was warm. Question: {question} "
+            "Answer: The cat sat on the mat. It purred.",
+        ),
+    ]
+
+
+def client_for(double: JudgeDouble, **options: Any) -> ModelClient:
+    api = OpenAICompatibleAPI(
+        MODEL, base_url=double.base_url, api_key=options.pop("api_key", SECRET)
+    )
+    options.setdefault("backoff_base", 0.01)
+    options.setdefault("timeout", 5.0)
+    return ModelClient(api, **options)
+
+
+def run(coro: Any) -> Any:
+    return asyncio.run(coro)
+
+
+async def ask(client: ModelClient, **kw: Any) -> Asked[Verdict]:
+    question = kw.pop("question", "What did the cat do?")
+    return await client.ask(
+        lambda mode: messages(mode, question), Verdict, parse_verdict, tag=kw.pop("tag", "t"), **kw
+    )
+
+
+# ---------------------------------------------------------------------- success, cache
+
+
+def test_success_with_usage(judge_double: JudgeDouble) -> None:
+    async def go() -> None:
+        async with client_for(judge_double) as client:
+            out = await client.generate(messages(), GenerateConfig(), tag="helpfulness")
+            assert out.text.endswith("]]") and not out.cached
+            assert out.usage.prompt_tokens > 0 and out.usage.completion_tokens > 0
+            three = await client.generate(messages(), GenerateConfig(n=3, temperature=0.7))
+            assert len(three.texts) == 3 and len(set(three.texts)) == 3
+            assert three.usage.cached_tokens > 0  # the double saw this system prompt before
+            snap = client.snapshot()
+            assert snap["requests"] == 2
+            assert snap["by_tag"]["helpfulness"]["prompt_tokens"] == out.usage.prompt_tokens
+            assert snap["prompt_tokens"] == out.usage.prompt_tokens + three.usage.prompt_tokens
+
+    run(go())
+    assert judge_double.count("/chat/completions") == 2
+
+
+def test_complete_text_endpoint(judge_double: JudgeDouble) -> None:
+    async def go() -> None:
+        api = OpenAICompatibleAPI(MODEL, base_url=judge_double.base_url)
+        out = await api.complete_text(
+            "Once there was a cat. It sat. It slept.", GenerateConfig(n=2)
+        )
+        assert len(out.texts) == 2 and out.usage.prompt_tokens > 0
+        await api.aclose()
+
+    run(go())
+    assert judge_double.count("/v1/completions") == 1
+
+
+def test_cache_hit_makes_no_request(judge_double: JudgeDouble, tmp_path: Path) -> None:
+    async def go(store: RunStore) -> None:
+        async with client_for(judge_double, cache=store) as client:
+            first = await client.generate(messages(), GenerateConfig(), tag="a")
+            second = await client.generate(messages(), GenerateConfig(), tag="a")
+            assert second.cached and not first.cached
+            assert second.texts == first.texts
+            assert client.stats.total.cache_hits == 1 and client.stats.total.requests == 1
+            # attempt is part of the key: a re-ask is not served the cached reply
+            await client.generate(messages(), GenerateConfig(), tag="a", attempt=1)
+
+    with RunStore(tmp_path) as store:
+        run(go(store))
+    assert judge_double.count("/chat/completions") == 2
+
+    async def again() -> None:  # a new run on the same store: everything comes from the cache
+        with RunStore(tmp_path) as store:
+            async with client_for(judge_double, cache=store) as client:
+                asked = await ask(client)
+                assert asked.ok
+                out = await client.generate(messages(), GenerateConfig(), tag="a")
+                assert out.cached
+
+    run(again())
+    assert judge_double.count("/chat/completions") == 3  # only the ask was new
+
+
+# ---------------------------------------------------------------------- retries
+
+
+def test_429_retry_after_is_honoured(judge_double: JudgeDouble) -> None:
+    judge_double.faults = Faults(rate=0.0, retry_after=0.4)
+    judge_double.queue_faults("429")
+
+    async def go() -> float:
+        async with client_for(judge_double, backoff_base=0.001) as client:
+            start = time.monotonic()
+            out = await client.generate(messages(), GenerateConfig())
+            assert out.text
+            assert client.stats.total.retries == 1
+            return time.monotonic() - start
+
+    elapsed = run(go())
+    assert elapsed >= 0.4
+    assert judge_double.count("/chat/completions") == 2
+
+
+def test_500_is_retried(judge_double: JudgeDouble) -> None:
+    judge_double.queue_faults("500", "500")
+
+    async def go() -> None:
+        async with client_for(judge_double) as client:
+            assert (await ask(client)).ok
+            assert client.stats.total.retries == 2
+
+    run(go())
+    assert judge_double.count("/chat/completions") == 3
+
+
+def test_timeout_is_retried(judge_double: JudgeDouble) -> None:
+    judge_double.faults = Faults(rate=0.0, timeout_s=1.5)
+    judge_double.queue_faults("timeout")
+
+    async def go() -> None:
+        async with client_for(judge_double, timeout=0.3) as client:
+            out = await client.generate(messages(), GenerateConfig())
+            assert out.text and client.stats.total.retries == 1
+
+    run(go())
+    assert judge_double.count("/chat/completions") == 2
+
+
+def test_retries_exhausted_raise_then_ask_reports(judge_double: JudgeDouble) -> None:
+    judge_double.faults = Faults(rate=1.0, kinds=("500",))
+
+    async def go() -> None:
+        async with client_for(judge_double, max_retries=2) as client:
+            with pytest.raises(RetryableError):
+                await client.generate(messages(), GenerateConfig())
+            asked = await ask(client)
+            assert asked.value is None and "retries exhausted" in (asked.error or "")
+            assert client.stats.total.failures == 2
+
+    run(go())
+    assert judge_double.count("/chat/completions") == 6
+
+
+@pytest.mark.parametrize(
+    ("setup", "status"),
+    [
+        (lambda d: setattr(d, "required_api_key", "another-key"), 401),
+        (lambda d: setattr(d, "models", {"some-other-model"}), 404),
+        (lambda d: setattr(d, "fail_with", (400, "temperature must be at most 2")), 400),
+    ],
+)
+def test_permanent_errors_are_not_retried(
+    judge_double: JudgeDouble, setup: Any, status: int
+) -> None:
+    setup(judge_double)
+
+    async def go() -> None:
+        async with client_for(judge_double) as client:
+            with pytest.raises(PermanentError) as info:
+                await client.generate(messages(), GenerateConfig())
+            assert info.value.status == status
+            assert not isinstance(info.value, ContextTooLongError)
+            assert client.stats.total.retries == 0
+
+    run(go())
+    assert judge_double.count("/chat/completions") == 1
+
+
+def test_context_too_long_is_classified(judge_double: JudgeDouble) -> None:
+    judge_double.context_limit = 5
+
+    async def go() -> None:
+        async with client_for(judge_double) as client:
+            with pytest.raises(ContextTooLongError):
+                await client.generate(messages(), GenerateConfig())
+            asked = await ask(client)
+            assert asked.value is None and "ContextTooLongError" in (asked.error or "")
+
+    run(go())
+    assert judge_double.count("/chat/completions") == 2
+
+
+# ---------------------------------------------------------------------- structured replies
+
+
+def test_schema_rejection_switches_to_text_once(
+    judge_double: JudgeDouble, caplog: pytest.LogCaptureFixture
+) -> None:
+    judge_double.reject_schema = True
+
+    async def go() -> None:
+        async with client_for(judge_double) as client:
+            with caplog.at_level(logging.WARNING, logger="longreward.judge"):
+                first = await ask(client, question="one?")
+                second = await ask(client, question="two?")
+            assert first.ok and second.ok
+            assert first.mode == second.mode == "text" == client.reply_mode
+            assert first.attempts == 1  # the rejected request is not an attempt
+
+    run(go())
+    bodies = [r["body"] for r in judge_double.requests]
+    assert [("response_format" in b) for b in bodies] == [True, False, False]
+    assert "Reply in JSON" not in bodies[1]["messages"][0]["content"]  # text-mode prompt
+    assert len([r for r in caplog.records if "rejected JSON-schema" in r.message]) == 1
+
+
+def test_text_mode_forced_never_sends_a_schema(judge_double: JudgeDouble) -> None:
+    async def go() -> None:
+        async with client_for(judge_double, structured_output="text") as client:
+            assert (await ask(client)).mode == "text"
+
+    run(go())
+    assert all("response_format" not in r["body"] for r in judge_double.requests)
+
+
+def test_json_mode_reply_is_validated(judge_double: JudgeDouble) -> None:
+    async def go() -> None:
+        async with client_for(judge_double) as client:
+            asked = await ask(client)
+            assert asked.ok and asked.mode == "json" and isinstance(asked.value, Verdict)
+            assert 0 <= asked.value.score <= 10
+            assert asked.raw and asked.calls == 1
+
+    run(go())
+    body = judge_double.requests[0]["body"]
+    assert body["response_format"]["type"] == "json_schema"
+    assert body["response_format"]["json_schema"]["schema"]["title"] == "Verdict"
+
+
+def test_unparsable_replies_are_reasked_then_unscored(judge_double: JudgeDouble) -> None:
+    judge_double.responder = lambda body: "I would rather not give a score."
+
+    async def go() -> None:
+        async with client_for(judge_double, structured_output="text") as client:
+            asked = await ask(client, config=GenerateConfig(temperature=0.0), attempts=5)
+            assert asked.value is None
+            assert asked.error and "no parsable reply after 5" in asked.error
+            assert "[[score]]" in asked.error
+            assert asked.raw == ["I would rather not give a score."] * 5
+            assert client.stats.total.unscored == 1 and client.stats.total.unparsable == 5
+
+    run(go())
+    temperatures = [r["body"]["temperature"] for r in judge_double.requests]
+    assert temperatures == [0.0, 0.95, 0.95, 0.95, 0.95]
+
+
+def test_bad_json_then_fenced_json_is_accepted(judge_double: JudgeDouble) -> None:
+    replies = iter(["", "not json {", '```json\n{"analysis": "fine", "score": 7}\n```'])
+    judge_double.responder = lambda body: next(replies)
+
+    async def go() -> None:
+        async with client_for(judge_double) as client:
+            asked = await ask(client)
+            assert asked.ok and asked.value is not None and asked.value.score == 7
+            assert asked.attempts == 3 and len(asked.raw) == 3 and asked.raw[0] == ""
+
+    run(go())
+
+
+def test_out_of_range_json_is_unparsable(judge_double: JudgeDouble) -> None:
+    judge_double.responder = lambda body: '{"analysis": "x", "score": 99}'
+
+    async def go() -> None:
+        async with client_for(judge_double) as client:
+            asked = await ask(client, attempts=2)
+            assert asked.value is None and "Verdict" in (asked.error or "")
+
+    run(go())
+
+
+def test_reasks_at_same_temperature_reach_the_model(
+    judge_double: JudgeDouble, tmp_path: Path
+) -> None:
+    judge_double.responder = lambda body: "no score"
+
+    async def go() -> None:
+        with RunStore(tmp_path) as store:
+            async with client_for(judge_double, cache=store, structured_output="text") as client:
+                asked = await ask(client, attempts=3, retry_temperature=0.0)
+                assert asked.value is None
+
+    run(go())
+    assert judge_double.count() == 3
+
+
+def test_mixed_faults_every_ask_ends_cleanly(judge_double: JudgeDouble) -> None:
+    judge_double.faults = Faults(rate=0.2, seed=1, retry_after=0.01, timeout_s=1.0)
+
+    async def go() -> list[Asked[Verdict]]:
+        async with client_for(judge_double, timeout=0.4, max_retries=4) as client:
+            results = await asyncio.gather(*(ask(client, question=f"q{i}?") for i in range(50)))
+            snap = client.snapshot()
+            assert snap["retries"] > 0 and snap["in_flight"] == 0
+            return list(results)
+
+    results = run(go())
+    assert len(results) == 50
+    for asked in results:
+        assert (asked.value is not None) != (asked.error is not None)
+    assert sum(a.ok for a in results) >= 45
+
+
+# ---------------------------------------------------------------------- scale, limits, cost
+
+
+def test_several_base_urls_share_the_load(judge_double: JudgeDouble) -> None:
+    with JudgeDouble() as other:
+        judge_double.delay = other.delay = 0.05
+
+        async def go() -> None:
+            apis = create_apis("openai", MODEL, base_urls=[judge_double.base_url, other.base_url])
+            async with ModelClient(apis) as client:
+                await asyncio.gather(
+                    *(
+                        client.generate(messages(question=f"q{i}"), GenerateConfig())
+                        for i in range(20)
+                    )
+                )
+
+        run(go())
+        assert judge_double.count() > 3 and other.count() > 3
+        assert judge_double.count() + other.count() == 20
+
+
+def test_rpm_limiter_delays(judge_double: JudgeDouble) -> None:
+    async def timed(**options: Any) -> float:
+        async with client_for(judge_double, **options) as client:
+            start = time.monotonic()
+            await asyncio.gather(
+                *(client.generate(messages(question=f"q{i}"), GenerateConfig()) for i in range(15))
+            )
+            return time.monotonic() - start
+
+    free = run(timed())
+    limited = run(timed(rpm=600))  # 10/s with a burst of 10: the last 5 wait ≈0.5 s
+    assert limited >= 0.4
+    assert free < limited
+
+
+def test_tpm_limiter_delays(judge_double: JudgeDouble) -> None:
+    long_question = "why? " * 400  # ≈500 tokens per request
+
+    async def go() -> float:
+        async with client_for(judge_double, tpm=60_000) as client:  # 1000 tokens/s
+            start = time.monotonic()
+            await asyncio.gather(
+                *(
+                    client.generate(messages(question=f"{i} {long_question}"), GenerateConfig())
+                    for i in range(4)
+                )
+            )
+            return time.monotonic() - start
+
+    assert run(go()) >= 0.5
+
+
+def test_stats_and_cost(judge_double: JudgeDouble) -> None:
+    price = Price(input_per_mtok=2.0, output_per_mtok=8.0, cached_input_per_mtok=0.5)
+
+    async def go() -> None:
+        async with client_for(judge_double, prices=price) as client:
+            for tag in ("helpfulness", "logicality", "helpfulness"):
+                await ask(client, tag=tag, question=f"{tag}?")
+            total = client.stats.total
+            tags = client.stats.by_tag
+            assert tags["helpfulness"].asks == 2 and tags["logicality"].asks == 1
+            assert total.requests == sum(t.requests for t in tags.values()) == 3
+            assert total.usage.prompt_tokens == sum(t.usage.prompt_tokens for t in tags.values())
+            u = total.usage
+            expected = (
+                (u.prompt_tokens - u.cached_tokens) * 2.0
+                + u.cached_tokens * 0.5
+                + u.completion_tokens * 8.0
+            ) / 1e6
+            assert client.cost_usd() == pytest.approx(expected)
+            assert client.snapshot()["cost_usd"] == pytest.approx(expected)
+            assert u.cached_tokens > 0
+        async with client_for(judge_double) as unpriced:
+            assert unpriced.cost_usd() is None
+
+    run(go())
+
+
+def test_api_key_is_never_stored_or_shown(judge_double: JudgeDouble, tmp_path: Path) -> None:
+    judge_double.required_api_key = SECRET
+
+    async def go() -> None:
+        with RunStore(tmp_path) as store:
+            async with client_for(judge_double, cache=store) as client:
+                assert (await ask(client)).ok
+                await client.generate(messages(), GenerateConfig(n=2))
+                assert SECRET not in repr(client.apis[0])
+                store.set_meta("judge", {"model": MODEL, "base_url": judge_double.base_url})
+        # a server that echoes the key back: the error we keep must not carry it
+        judge_double.fail_with = (401, f"Incorrect API key provided: {SECRET}.")
+        async with client_for(judge_double) as client:
+            asked = await ask(client)
+            assert asked.value is None and SECRET not in (asked.error or "")
+
+    run(go())
+    for path in tmp_path.iterdir():
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_endpoints_must_serve_one_model() -> None:
+    with pytest.raises(ValueError, match="same provider and model"):
+        ModelClient([OpenAICompatibleAPI("a"), OpenAICompatibleAPI("b")])
