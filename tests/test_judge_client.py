@@ -462,3 +462,27 @@ def test_api_key_is_never_stored_or_shown(judge_double: JudgeDouble, tmp_path: P
 def test_endpoints_must_serve_one_model() -> None:
     with pytest.raises(ValueError, match="same provider and model"):
         ModelClient([OpenAICompatibleAPI("a"), OpenAICompatibleAPI("b")])
+
+
+def test_identical_calls_in_flight_are_sent_once(judge_double: JudgeDouble, tmp_path: Path) -> None:
+    judge_double.delay = 0.1
+
+    async def go() -> None:
+        with RunStore(tmp_path) as store:
+            async with client_for(judge_double, cache=store) as client:
+                outs = await asyncio.gather(
+                    *(client.generate(messages(), GenerateConfig(), tag="s") for _ in range(5))
+                )
+                assert len({o.text for o in outs}) == 1
+                assert sum(not o.cached for o in outs) == 1
+                assert client.stats.total.cache_hits == 4
+                # a failing leader fails its followers too, with one request
+                judge_double.fail_with = (400, "bad request")
+                results = await asyncio.gather(
+                    *(client.generate(messages(question="x?"), GenerateConfig()) for _ in range(3)),
+                    return_exceptions=True,
+                )
+                assert all(isinstance(r, PermanentError) for r in results)
+
+    run(go())
+    assert judge_double.count() == 2

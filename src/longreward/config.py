@@ -83,6 +83,9 @@ class ScoreOptions(BaseModel):
     tokenizer: str | None = None
     retrieval: RetrievalOptions = Field(default_factory=RetrievalOptions)
     completeness_chunk_tokens: int = Field(default=4096, ge=64)
+    #: statements graded per judge call (1 = the paper's one call per statement; larger
+    #: values batch an answer's statements against the union of their evidence)
+    grade_batch_size: int = Field(default=1, ge=1, le=64)
     #: reject documents longer than this many tokens (None: no limit)
     max_context_tokens: int | None = Field(default=None, ge=1)
     fields: FieldMap = Field(default_factory=FieldMap)

@@ -192,7 +192,8 @@ class LongReward:
                                                   language=work.language, settings=s)
         if "faithfulness" in dims:
             jobs["faithfulness"] = score_faithfulness(work, cand.response, settings=s,
-                                                      top_k=self.options.retrieval.top_k)
+                                                      top_k=self.options.retrieval.top_k,
+                                                      grade_batch_size=self.options.grade_batch_size)
         if "completeness" in dims:
             jobs["completeness"] = score_completeness(work, cand.response, settings=s)
         done = await asyncio.gather(*jobs.values())

@@ -17,7 +17,7 @@ def test_cut_middle_keeps_head_and_tail():
 
 
 def test_overlong_prompt_is_cut_in_the_middle_of_the_document(tmp_path, tokenizer):
-    doc = " ".join(f"w{i % 150}" for i in range(300))
+    doc = " ".join(["w10"] * 150 + ["w20"] * 150)
     row = {"prompt": [{"role": "system", "content": "w160 w161"},
                       {"role": "user", "content": doc + " ? w177 w178"}],
            "chosen": "w3 w4", "rejected": "w5 w6 w7"}
@@ -29,9 +29,12 @@ def test_overlong_prompt_is_cut_in_the_middle_of_the_document(tmp_path, tokenize
     assert len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) <= 120
     assert report.n_truncated_tokens == p.truncated_tokens > 0
     text = tokenizer.decode(p.prompt_ids)
-    assert text.startswith("<bos><|system|> w160 w161 <|user|> w0 w1 w2")  # head kept
-    assert "? w177 w178 <|assistant|>" in text  # the question at the tail survives
-    assert "w149" not in text.split("?")[0][-60:] or True
+    assert text.startswith("<bos> <|system|> w160 w161 <|user|> w10 w10")  # head kept
+    assert "w20 w20 ? w177 w178 <|assistant|>" in text  # the question at the tail survives
+    kept = text.count("w10") + text.count("w20")
+    assert 300 - kept == p.truncated_tokens  # only document tokens were removed
+    # cut in the middle of the message: head = tail (the tail also holds "? w177 w178")
+    assert abs(text.count("w10") - (text.count("w20") + 3)) <= 1
     assert p.chosen_ids[-1] == tokenizer.eos_token_id
 
 
@@ -52,7 +55,7 @@ def test_malformed_rows_are_reported_by_record(tmp_path, tokenizer):
     by_record = dict(report.rejected)
     assert set(by_record) == {"bad.jsonl:2", "bad.jsonl:3", "bad.jsonl:4", "bad.jsonl:5"}
     assert "not valid JSON" in by_record["bad.jsonl:2"]
-    assert "field 'rejected'" in by_record["bad.jsonl:3"]
+    assert "cannot tell the pair format" in by_record["bad.jsonl:3"]
     assert "identical" in by_record["bad.jsonl:4"]
     assert "max_length=150" in by_record["bad.jsonl:5"]
 

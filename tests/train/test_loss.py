@@ -48,6 +48,6 @@ def test_dpo_ce_loss_combines_with_token_mean_nll():
     assert m["reward_chosen"] == pytest.approx(0.15 * (0.5 + 0.0) / 2)
     assert m["reward_rejected"] == pytest.approx(0.15 * (-1.0 + 0.5) / 2)
     assert m["margin"] == pytest.approx(m["reward_chosen"] - m["reward_rejected"])
-    assert m["accuracy"] == 1.0
+    assert m["accuracy"] == 0.5  # pair 1 has margin 0 - 0.075 < 0
     out.loss.backward()
     assert pc.grad is not None and torch.isfinite(pc.grad).all()

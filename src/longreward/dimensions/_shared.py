@@ -66,6 +66,9 @@ class DocumentWork:
         """Per-document memo for dimension work (e.g. a statement's grade)."""
         return once(self._tasks, key, factory)
 
+    def has(self, key: str) -> bool:
+        return key in self._tasks
+
 
 @dataclass
 class PromptWork:

@@ -15,18 +15,24 @@ Departures from the paper, on purpose:
   ``details.no_statements = true`` so users can filter or down-weight such answers.
 - If some statements cannot be graded after the client's retries, the dimension is unscored
   (with the reason and the grades it did get) rather than averaged over a biased subset.
+- Optional batching (``grade_batch_size > 1``, off by default): the statements of one answer
+  are graded B at a time in one call, against the union of their top-k excerpts (each
+  excerpt shown once). This cuts judge calls and prompt tokens several-fold; each statement
+  still gets its own verdict, and a statement the judge skips is graded on its own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
-from ._parse import parse_choice, parse_tagged_list
+from ..judge import ReplyParseError
+from ._parse import parse_choice, parse_tagged_list, strip_echo
 from ._prompts import load_prompt
 from ._shared import PromptWork
 
@@ -43,12 +49,34 @@ class GradeReply(BaseModel):
     support: Literal["fully", "partially", "not"]
 
 
+class BatchGrade(BaseModel):
+    statement: int
+    analysis: str
+    support: Literal["fully", "partially", "not"]
+
+
+class BatchGradeReply(BaseModel):
+    grades: list[BatchGrade]
+
+
 def parse_statements_text(reply: str, prompt_text: str) -> StatementsReply:
     return StatementsReply(statements=parse_tagged_list(reply, prompt_text, "statement"))
 
 
 def parse_grade_text(reply: str, prompt_text: str) -> GradeReply:
     return GradeReply(analysis=reply.strip(), support=parse_choice(reply, prompt_text))  # type: ignore[arg-type]
+
+
+_BATCH_VERDICT = re.compile(r"\[\[\s*(\d+)\s*[:：]\s*(fully|partially|not)\s*\]\]", re.I)
+
+
+def parse_batch_grade_text(reply: str, prompt_text: str) -> BatchGradeReply:
+    text = strip_echo(reply, prompt_text)
+    grades = {int(k): v.lower() for k, v in _BATCH_VERDICT.findall(text)}  # last one wins
+    if not grades:
+        raise ReplyParseError("no [[K: VERDICT]] lines found in the reply")
+    return BatchGradeReply(grades=[BatchGrade(statement=k, analysis="", support=v)  # type: ignore[arg-type]
+                                   for k, v in sorted(grades.items())])
 
 
 def faithfulness_score(supports: list[str]) -> float:
@@ -58,6 +86,11 @@ def faithfulness_score(supports: list[str]) -> float:
 
 def _normalise_statement(s: str) -> str:
     return " ".join(s.split())
+
+
+async def _pick(batch: asyncio.Task[dict[str, dict[str, Any]]], statement: str
+                ) -> dict[str, Any]:
+    return (await batch)[statement]
 
 
 def format_evidence(texts: list[str]) -> str:
@@ -80,9 +113,7 @@ async def _grade(work: PromptWork, statement: str, *, settings: JudgeSettings,
                           GradeReply, parse_grade_text, tag=f"{NAME}.grade")
     out: dict[str, Any] = {
         "statement": statement,
-        "evidence": [{"chunk": h.chunk, "score": round(h.score, 4),
-                      "start": chunks[h.chunk].start, "end": chunks[h.chunk].end}
-                     for h in hits],
+        "evidence": _evidence_rows(work, hits),
         "usage": usage_dict(ans.usage, ans.calls),
     }
     if ans.value is None:
@@ -93,8 +124,47 @@ async def _grade(work: PromptWork, statement: str, *, settings: JudgeSettings,
     return out
 
 
+def _evidence_rows(work: PromptWork, hits: list[Any]) -> list[dict[str, Any]]:
+    chunks = work.doc.retrieval_chunks
+    return [{"chunk": h.chunk, "score": round(h.score, 4), "start": chunks[h.chunk].start,
+             "end": chunks[h.chunk].end} for h in hits]
+
+
+async def _grade_batch(work: PromptWork, statements: list[str], *, settings: JudgeSettings,
+                       top_k: int) -> dict[str, dict[str, Any]]:
+    try:
+        index = await work.doc.index()
+        hits = await index.search(statements, top_k)
+    except Exception as exc:  # retrieval backends (e.g. an embeddings API) can fail
+        reason = f"retrieval failed: {type(exc).__name__}: {exc}"
+        return {s: {"statement": s, "support": None, "error": reason} for s in statements}
+    chunks = work.doc.retrieval_chunks
+    union = sorted({h.chunk for hs in hits for h in hs})  # document order, each excerpt once
+    listing = "\n".join(f"({i}) {s}" for i, s in enumerate(statements, start=1))
+    prompt = load_prompt("faithfulness_grading_batch", work.language)
+    ans = await ask_judge(settings, prompt,
+                          {"evidence": format_evidence([chunks[c].text for c in union]),
+                           "statements": listing},
+                          BatchGradeReply, parse_batch_grade_text, tag=f"{NAME}.grade_batch")
+    usage = usage_dict(ans.usage, ans.calls)
+    by_number: dict[int, BatchGrade] = {}
+    if ans.value is not None:
+        assert isinstance(ans.value, BatchGradeReply)
+        by_number = {g.statement: g for g in ans.value.grades}
+    out: dict[str, dict[str, Any]] = {}
+    for i, (s, hs) in enumerate(zip(statements, hits, strict=True), start=1):
+        g = by_number.get(i)
+        if g is None:
+            # Skipped by the judge (or the batch failed): grade this one on its own.
+            out[s] = await _grade(work, s, settings=settings, top_k=top_k)
+            continue
+        out[s] = {"statement": s, "evidence": _evidence_rows(work, hs), "support": g.support,
+                  "analysis": g.analysis, "batch_usage": usage, "batch_size": len(statements)}
+    return out
+
+
 async def score_faithfulness(work: PromptWork, response: str, *, settings: JudgeSettings,
-                             top_k: int = 5) -> DimensionResult:
+                             top_k: int = 5, grade_batch_size: int = 1) -> DimensionResult:
     prompt = load_prompt("faithfulness_statements", work.language)
     ans = await ask_judge(settings, prompt, {"query": work.query, "response": response},
                           StatementsReply, parse_statements_text, tag=f"{NAME}.statements")
@@ -110,12 +180,25 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
             "note": "no factual statement found; scored 10 because nothing contradicts the "
                     "document (flagged)"})
 
+    def key_of(statement: str) -> str:
+        return "grade:" + hashlib.sha256(statement.encode("utf-8")).hexdigest()
+
     def grade_task(statement: str) -> asyncio.Task[dict[str, Any]]:
-        key = "grade:" + hashlib.sha256(statement.encode("utf-8")).hexdigest()
-        return work.doc.shared(key, lambda: _grade(work, statement, settings=settings,
-                                                   top_k=top_k))
+        return work.doc.shared(key_of(statement), lambda: _grade(work, statement,
+                                                                 settings=settings, top_k=top_k))
 
     unique = list(dict.fromkeys(statements))
+    if grade_batch_size > 1:
+        # Statements not graded yet (by this or another answer) are batched; each gets a memo
+        # entry that reads its verdict from the batch, so later answers reuse it as usual.
+        fresh = [s for s in unique if not work.doc.has(key_of(s))]
+        for b in range(0, len(fresh), grade_batch_size):
+            batch = fresh[b:b + grade_batch_size]
+            bkey = "batch:" + hashlib.sha256("\x00".join(batch).encode("utf-8")).hexdigest()
+            btask = work.doc.shared(bkey, lambda batch=batch: _grade_batch(
+                work, batch, settings=settings, top_k=top_k))
+            for s in batch:
+                work.doc.shared(key_of(s), lambda s=s, btask=btask: _pick(btask, s))
     graded = dict(zip(unique, await asyncio.gather(*(grade_task(s) for s in unique)),
                       strict=True))
     rows = [graded[s] for s in statements]

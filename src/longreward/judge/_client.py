@@ -277,6 +277,7 @@ class ModelClient:
         self._tpm = _RateLimiter(tpm) if tpm else None
         self._rng = random.Random()
         self._text_mode = structured_output == "text"
+        self._pending: dict[str, asyncio.Future[ModelOutput | None]] = {}
 
     # ------------------------------------------------------------------ generate
 
@@ -318,8 +319,10 @@ class ModelClient:
         settings must reach the model instead of getting the same bad reply from the cache.
         Raises the last ``ModelError`` when retries run out, a ``PermanentError`` at once.
         """
-        key = self.cache_key(messages, config, json_schema, attempt) if self.cache else ""
-        if self.cache is not None:
+        if self.cache is None:
+            return await self._with_retries(messages, config, json_schema, tag)
+        key = self.cache_key(messages, config, json_schema, attempt)
+        while True:
             hit = self.cache.get_call(key)
             if hit is not None:
                 try:
@@ -329,11 +332,45 @@ class ModelClient:
                 else:
                     self.stats._bump(tag, "cache_hits")
                     return out.model_copy(update={"cached": True})
+            # The same request already in flight (e.g. one statement in two candidates):
+            # wait for it instead of paying twice. With a cache, equal keys mean equal
+            # outputs anyway, so this changes no result, only the bill.
+            pending = self._pending.get(key)
+            if pending is None:
+                break
+            shared = await asyncio.shield(pending)  # raises the leader's ModelError
+            if shared is not None:
+                self.stats._bump(tag, "cache_hits")
+                return shared.model_copy(update={"cached": True})
+            # the leader was cancelled without a result: look again, or lead
+        future: asyncio.Future[ModelOutput | None] = asyncio.get_running_loop().create_future()
+        self._pending[key] = future
+        try:
+            out = await self._with_retries(messages, config, json_schema, tag)
+        except ModelError as exc:
+            future.set_exception(exc)
+            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
+            raise
+        except BaseException:
+            future.set_result(None)
+            raise
+        finally:
+            self._pending.pop(key, None)
+        self.cache.put_call(key, out.model_dump())
+        future.set_result(out)
+        return out
 
+    async def _with_retries(
+        self,
+        messages: list[Message],
+        config: GenerateConfig,
+        json_schema: JsonSchema | None,
+        tag: str,
+    ) -> ModelOutput:
         last_error: ModelError | None = None
         for retry in range(self.max_retries + 1):
             try:
-                out = await self._send(messages, config, json_schema, tag)
+                return await self._send(messages, config, json_schema, tag)
             except RetryableError as exc:
                 last_error = exc
                 if retry == self.max_retries:
@@ -349,13 +386,9 @@ class ModelClient:
                     _short(str(exc)),
                 )
                 await asyncio.sleep(delay)
-                continue
             except ModelError:
                 self.stats._bump(tag, "failures")
                 raise
-            if self.cache is not None:
-                self.cache.put_call(key, out.model_dump())
-            return out
         self.stats._bump(tag, "failures")
         assert last_error is not None
         raise last_error
