@@ -214,7 +214,7 @@ def test_prompt_comes_from_the_prompts_file_when_rows_lack_context(tmp_path: Pat
                     prompts_path=prompts,
                     prompt_fields={"field_id": "idx", "field_context": "doc", "field_query": "q"})
     assert s.pairs == 1 and s.skipped["missing_prompt"] == 1
-    (row,) = [json.loads(line) for line in open(tmp_path / "o.jsonl")]
+    (row,) = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     # the scored row's query wins over the prompts file; the document comes from the file
     assert row["prompt"] == "Doc two.\n\nWhat about q2?"
 

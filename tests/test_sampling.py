@@ -192,7 +192,7 @@ def build_tiny_model(path: Path) -> Path:
     from tokenizers import Tokenizer, models, pre_tokenizers, trainers
     from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-    words = "the a keeper lighthouse wrote log every night what did write in his owls about is it".split()
+    words = ["the", "a", "keeper", "lighthouse", "wrote", "log", "every", "night", "what", "did", "write", "in", "his", "owls", "about", "is", "it"]
     tok = Tokenizer(models.WordLevel(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     specials = ["<unk>", "<pad>", "<s>", "</s>", "<|user|>", "<|assistant|>", "<|system|>"]
