@@ -30,7 +30,15 @@ from longreward import LongReward, ScoreOptions
 from longreward.data.records import Candidate, PromptRecord
 from longreward.dimensions import load_prompt
 from longreward.dimensions.faithfulness import format_evidence
-from longreward.judge import GenerateConfig, JsonSchema, Message, ModelAPI, ModelClient, ModelOutput, Usage
+from longreward.judge import (
+    GenerateConfig,
+    JsonSchema,
+    Message,
+    ModelAPI,
+    ModelClient,
+    ModelOutput,
+    Usage,
+)
 from longreward.retrieval import Hit, RetrievalIndex, Retriever
 from longreward.text import detect_language, split_sentences
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import gc
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,6 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from longreward.train.attention import (  # noqa: E402
-    merged_prefix_attention,
     register_shared_prefix_attention,
     resolve_backend,
 )
@@ -40,6 +38,7 @@ from longreward.train.data import TokenizedPair  # noqa: E402
 from longreward.train.logprobs import answer_logps  # noqa: E402
 from longreward.train.loss import dpo_ce_loss  # noqa: E402
 from longreward.train.packing import pack_pairs  # noqa: E402
+from longreward.train.trainer import enable_checkpointing  # noqa: E402
 
 QWEN25_15B = dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
                   num_attention_heads=12, num_key_value_heads=2, max_position_embeddings=131072,
@@ -106,7 +105,7 @@ def our_step_bench(shape: dict[str, Any], P: int, A: int, backend: str, steps: i
     reset_mem(device)
     model = build_model(shape, dtype, device, register_shared_prefix_attention())
     model.config.use_cache = False
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    enable_checkpointing(model)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-6)
     batch = pack_pairs([make_pair(P, A, shape["vocab_size"])]).to(device)
@@ -196,9 +195,8 @@ def trl_step_bench(shape: dict[str, Any], P: int, A: int, steps: int, warmup: in
 def attention_only_bench(P: int, A: int, device: torch.device, dtype: torch.dtype, steps: int,
                          Hq: int = 12, Hkv: int = 2, D: int = 128) -> dict[str, float]:
     """fwd+bwd seconds of the attention alone: two ordinary sequences vs shared-prefix backends."""
-    from longreward.train.packing import SharedPrefixSpec
     from longreward.train.attention import shared_prefix_attention
-    from longreward.train.packing import Segments
+    from longreward.train.packing import Segments, SharedPrefixSpec
 
     F = torch.nn.functional
     T = P + 2 * A
@@ -253,7 +251,7 @@ def attention_only_bench(P: int, A: int, device: torch.device, dtype: torch.dtyp
 def find_max_prompt(fn: Any, start: int, limit: int) -> int:
     """Largest P (multiple of 1024, doubling then bisecting) for which ``fn(P)`` does not OOM."""
     ok, P = 0, start
-    while P <= limit:
+    while limit >= P:
         try:
             fn(P)
             ok, P = P, P * 2

@@ -12,7 +12,6 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
-from judge_double import Faults, JudgeDouble
 from longreward.judge import (
     Asked,
     ContextTooLongError,
@@ -28,6 +27,8 @@ from longreward.judge import (
     create_apis,
 )
 from longreward.store import RunStore
+
+from judge_double import Faults, JudgeDouble
 
 MODEL = "judge-double"
 SECRET = "sk-test-THIS-KEY-MUST-NOT-LEAK-0123456789"

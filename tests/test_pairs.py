@@ -241,3 +241,8 @@ def test_pairs_cli_exit_code_and_summary(scored: Path, tmp_path: Path) -> None:
                                       "--format", "sharegpt", "--not-worse-on", "faithfulness"])
     assert result.exit_code == 1, result.output  # three records were rejected
     assert (tmp_path / "p.parquet").exists() and (tmp_path / "p.md").exists()
+
+
+def test_a_misspelt_rule_dimension_is_an_error() -> None:
+    with pytest.raises(ValueError, match="faithfullness"):
+        PairOptions(not_worse_on=["faithfullness"])

@@ -267,3 +267,45 @@ def test_vllm_provider_without_vllm_says_how_to_install() -> None:
 
     with pytest.raises(MissingDependencyError, match=r"longreward\[vllm\]"):
         create_apis("vllm", "some/model")
+
+
+def test_vllm_provider_maps_sampling_params_and_n(monkeypatch: pytest.MonkeyPatch, prompts: Path, tmp_path: Path) -> None:
+    """The in-process vLLM provider, against a stand-in ``vllm`` module (vLLM needs a GPU)."""
+    import types
+
+    seen: list[Any] = []
+
+    class SamplingParams:
+        def __init__(self, **kw: Any) -> None:
+            self.kw = kw
+
+    class LLM:
+        def __init__(self, model: str, **engine: Any) -> None:
+            self.engine = engine
+
+        def _result(self, params: SamplingParams) -> Any:
+            outs = [types.SimpleNamespace(index=i, text=f"answer {i} seed {params.kw.get('seed')}",
+                                          token_ids=[1, 2], finish_reason="stop")
+                    for i in range(params.kw["n"])]
+            return [types.SimpleNamespace(outputs=outs, prompt_token_ids=[1] * 9, num_cached_tokens=0)]
+
+        def chat(self, convo: Any, params: SamplingParams, use_tqdm: bool = False) -> Any:
+            seen.append(("chat", convo, params.kw))
+            return self._result(params)
+
+        def generate(self, prompts: Any, params: SamplingParams, use_tqdm: bool = False) -> Any:
+            seen.append(("generate", prompts, params.kw))
+            return self._result(params)
+
+    fake = types.ModuleType("vllm")
+    fake.LLM, fake.SamplingParams = LLM, SamplingParams  # type: ignore[attr-defined]
+    monkeypatch.setitem(__import__("sys").modules, "vllm", fake)
+    from longreward.judge import ModelClient
+    from longreward.judge.providers.vllm_local import VLLMAPI
+
+    opts = SampleOptions(n=4, seed=5, top_p=0.95, max_new_tokens=32)
+    s = run(prompts, tmp_path / "c.jsonl", opts, client=ModelClient(VLLMAPI("some/model")))
+    assert s.candidates == 8 and len(seen) == 2
+    kind, convo, kw = seen[0]
+    assert kind == "chat" and convo[-1]["role"] == "user"
+    assert kw == {"n": 4, "temperature": 1.0, "max_tokens": 32, "top_p": 0.95, "seed": 5}

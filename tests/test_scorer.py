@@ -7,15 +7,15 @@ import asyncio
 import re
 
 import pytest
-from scripted_judge import Script, language_of, step_of, user_text
 
 from longreward import LongReward, ScoreOptions
 from longreward.data.records import Candidate, PromptRecord
 from longreward.judge import ModelClient, create_apis
 from longreward.retrieval import BM25Retriever
 
-WORDS = ("harbour dredging tonnage ferry cranes budget surplus berth pilots storm tariff "
-         "warehouse customs container fishing lighthouse channel quay tug cargo").split()
+from scripted_judge import Script, language_of, step_of, user_text
+
+WORDS = ["harbour", "dredging", "tonnage", "ferry", "cranes", "budget", "surplus", "berth", "pilots", "storm", "tariff", "warehouse", "customs", "container", "fishing", "lighthouse", "channel", "quay", "tug", "cargo"]
 
 
 def make_document(n_paragraphs: int = 120) -> str:

@@ -110,6 +110,17 @@ class PairOptions(BaseModel):
             raise ValueError(f"unknown format {v!r}; choose one of {', '.join(PAIR_FORMATS)}")
         return v
 
+    @field_validator("not_worse_on")
+    @classmethod
+    def _known_dimensions(cls, v: list[str]) -> list[str]:
+        # A misspelt name would silently skip every prompt as "dimension_rule".
+        from .config import DIMENSION_NAMES
+
+        bad = [d for d in v if d not in DIMENSION_NAMES]
+        if bad:
+            raise ValueError(f"unknown dimension(s) {bad}; choose from {list(DIMENSION_NAMES)}")
+        return v
+
     @property
     def keys(self) -> PairKeys:
         return PairKeys(self.prompt_key, self.chosen_key, self.rejected_key)

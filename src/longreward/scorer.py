@@ -19,8 +19,8 @@ from .config import ScoreOptions
 from .data.io import ResumableJsonlWriter, iter_rows
 from .data.records import Candidate, PromptRecord, group_records
 from .dimensions import (
-    DocumentWork,
     DimensionResult,
+    DocumentWork,
     JudgeSettings,
     PromptWork,
     combine_reward,

@@ -6,7 +6,7 @@ import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from conftest import toy_rows
+from lr_train_helpers import toy_rows
 
 from longreward.train.data import build_dataset, cut_middle
 

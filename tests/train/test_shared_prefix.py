@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from conftest import make_model
+from lr_train_helpers import make_model
 
 from longreward.train.attention import merged_prefix_attention, register_shared_prefix_attention
 from longreward.train.data import TokenizedPair

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import make_tokenizer
+from lr_train_helpers import make_tokenizer
 from typer.testing import CliRunner
 
 from longreward.train import TrainConfig, train

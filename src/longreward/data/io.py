@@ -107,7 +107,7 @@ def read_rows(path: str | Path, *, id_field: str = "id") -> tuple[list[Row], lis
     """All good rows and all errors of a file (for small inputs such as pair files)."""
     rows: list[Row] = []
     errors: list[RecordError] = []
-    for _label_, item in iter_rows(path, id_field=id_field):
+    for _, item in iter_rows(path, id_field=id_field):
         (errors if isinstance(item, RecordError) else rows).append(item)  # type: ignore[arg-type]
     return rows, errors
 
@@ -140,7 +140,7 @@ class ResumableJsonlWriter:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.written: set[str] = set()
         self._repair_and_index()
-        self._fh = open(self.path, "a", encoding="utf-8")
+        self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
     def _repair_and_index(self) -> None:
         if not self.path.exists():

@@ -15,7 +15,7 @@ strict: a missing or unexpected variable raises ``MissingVariablesError``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from string import Template
 from typing import Literal
@@ -73,7 +73,7 @@ def parse_prompt_file(name: str, language: str, text: str) -> PromptTemplate:
                           variables=frozenset(user.get_identifiers()))
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_prompt(name: str, language: str) -> PromptTemplate:
     lang = language if language in ("en", "zh") else "en"
     path = resources.files("longreward.dimensions").joinpath("prompts", f"{name}.{lang}.md")

@@ -30,8 +30,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
 from ..judge import ReplyParseError
+from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
 from ._parse import parse_choice, parse_tagged_list, strip_echo
 from ._prompts import load_prompt
 from ._shared import PromptWork

@@ -68,6 +68,16 @@ def _peak_memory_gib(device: torch.device) -> float | None:
     return None
 
 
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing of every decoder layer (transformers 5 renamed
+    ``gradient_checkpointing_enable`` to ``activation_checkpointing_enable``)."""
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+
+
 def find_latest_checkpoint(output_dir: Path) -> Path | None:
     ckpts = sorted(output_dir.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1]))
     return ckpts[-1] if ckpts else None
@@ -110,7 +120,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype, attn_implementation=attn_name)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
     ref_key = reference_cache_key(cfg, model.config.to_dict(), tokenizer)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
@@ -189,7 +199,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
                                   cfg.beta, cfg.ce_weight)
                 accelerator.backward(out.loss)
                 if accelerator.sync_gradients and cfg.max_grad_norm > 0:
-                    grad_norm = accelerator.clip_grad_norm_(trainable, cfg.max_grad_norm)
+                    # model.parameters() after prepare: FSDP only clips through its own (flat) params.
+                    grad_norm = accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
             pending.append(out.metrics())
@@ -203,7 +214,7 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
             row.update(step=step, epoch=epoch, lr=scheduler.get_last_lr()[0],
                        tokens_per_s=tokens * world / max(elapsed, 1e-9), step_time_s=elapsed,
                        packed_tokens=tokens)
-            if cfg.max_grad_norm > 0:
+            if cfg.max_grad_norm > 0 and grad_norm is not None:  # DeepSpeed clips inside its engine
                 row["grad_norm"] = float(grad_norm)
             peak = _peak_memory_gib(accelerator.device)
             if peak is not None:

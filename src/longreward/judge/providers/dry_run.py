@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 
 from .._provider import ModelAPI
 from .._schema_instance import schema_instance, sentences_of
@@ -38,6 +39,11 @@ def reply_sentences(messages: list[Message]) -> list[str]:
     """Sentences to build replies from, preferring the end of the last user message."""
     users = [m.content for m in messages if m.role == "user"]
     source = users[-1] if users else (messages[-1].content if messages else "")
+    # Prompts wrap their inputs in tags (<answer>…</answer>) and may end with a reminder
+    # line; the content of the last tagged block is the candidate, so draw from it.
+    blocks = re.findall(r"<([a-z_]+)[^>]*>\s*(.*?)\s*</\1>", source, flags=re.S)
+    if blocks and blocks[-1][1].strip():
+        source = blocks[-1][1]
     found = sentences_of(source)[-_TAIL_SENTENCES:]
     if not found:
         found = sentences_of(" ".join(m.content for m in messages))[-_TAIL_SENTENCES:]

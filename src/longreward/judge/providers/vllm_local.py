@@ -152,14 +152,3 @@ class VLLMAPI(ModelAPI):
     async def aclose(self) -> None:
         with self._lock:
             self._llm = None
-
-
-def create_vllm(model: str, *, base_urls: list[str] | None = None, **options: Any) -> list[VLLMAPI]:
-    """Registry factory: one in-process engine (``base_urls`` has no meaning here)."""
-    if base_urls:
-        raise ValueError(
-            "the vllm provider runs in-process and takes no base URL; to use a vLLM server, "
-            "choose provider 'openai_compatible' with --base-url"
-        )
-    options.pop("base_url", None)
-    return [VLLMAPI(model, **options)]
