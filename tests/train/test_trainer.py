@@ -88,6 +88,25 @@ def test_lora_trains_adapters_only(tmp_path, tiny_model_dir, pairs_file):
     assert rows[0]["dpo_loss"] == pytest.approx(0.6931, abs=1e-3)
     assert rows[-1]["margin"] > rows[0]["margin"]
 
+    # The reference is the base model: adapters disabled reproduces it, enabled differs.
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from longreward.train.reference import reference_mode
+
+    attn = register_shared_prefix_attention()
+    base = AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn)
+    batch = pack_pairs(build_dataset(pairs_file, make_tokenizer(), 4096)[0][:2])
+    with torch.no_grad():
+        want = answer_logps(base, batch, "eager_mask").chosen
+    policy = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir, attn_implementation=attn), ckpt)
+    with reference_mode(policy):
+        got = answer_logps(policy, batch, "eager_mask").chosen
+    torch.testing.assert_close(got, want)
+    with torch.no_grad():
+        assert not torch.allclose(answer_logps(policy, batch, "eager_mask").chosen, want)
+
 
 def test_cli_trains_and_reports_bad_rows(tmp_path, tiny_model_dir, pairs_file):
     from longreward.cli import app

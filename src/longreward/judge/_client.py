@@ -22,7 +22,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
 
@@ -47,6 +47,7 @@ ReplyMode = Literal["json", "text"]
 StructuredOutput = Literal["auto", "json", "text"]
 
 T = TypeVar("T", bound=BaseModel)
+R = TypeVar("R")
 
 
 @runtime_checkable
@@ -367,10 +368,27 @@ class ModelClient:
         json_schema: JsonSchema | None,
         tag: str,
     ) -> ModelOutput:
+        estimate = _estimate_tokens(messages) + (config.max_tokens or 0) * config.n
+        return await self._retrying(
+            lambda api: api.generate(messages, config, json_schema), estimate, tag)
+
+    async def embed(self, texts: list[str], *, tag: str = "embed") -> list[list[float]]:
+        """Embeddings of ``texts`` through the same endpoints, limiters and retries as
+        ``generate`` (used by the API-embedding retriever). Not cached: embeddings are
+        cheap next to judge calls, and an index is built once per document anyway."""
+        estimate = sum(len(t) for t in texts) // 4 + 1
+        out = await self._retrying(lambda api: api.embed(texts), estimate, tag)
+        self.stats._add_usage(tag, Usage(prompt_tokens=estimate))
+        return out
+
+    async def _retrying(self, call: Callable[[ModelAPI], Awaitable[R]], estimate: int,
+                        tag: str) -> R:
+        """The retry loop: retryable errors back off (full jitter, at least Retry-After) up
+        to ``max_retries`` times; permanent errors raise at once."""
         last_error: ModelError | None = None
         for retry in range(self.max_retries + 1):
             try:
-                return await self._send(messages, config, json_schema, tag)
+                return await self._send(call, estimate, tag)
             except RetryableError as exc:
                 last_error = exc
                 if retry == self.max_retries:
@@ -407,34 +425,27 @@ class ModelClient:
         self._next = (best + 1) % n
         return best
 
-    async def _send(
-        self,
-        messages: list[Message],
-        config: GenerateConfig,
-        json_schema: JsonSchema | None,
-        tag: str,
-    ) -> ModelOutput:
+    async def _send(self, call: Callable[[ModelAPI], Awaitable[R]], estimate: int,
+                    tag: str) -> R:
         index = self._pick_endpoint()
         api = self.apis[index]
         self._in_flight[index] += 1
         self.stats.in_flight += 1
         try:
             async with self._semaphores[index]:
-                estimate = _estimate_tokens(messages) + (config.max_tokens or 0) * config.n
                 if self._rpm:
                     await self._rpm.acquire(1)
                 if self._tpm:
                     await self._tpm.acquire(estimate)
                 self.stats._bump(tag, "requests")
                 try:
-                    out = await asyncio.wait_for(
-                        api.generate(messages, config, json_schema), self.timeout
-                    )
+                    out = await asyncio.wait_for(call(api), self.timeout)
                 except asyncio.TimeoutError as exc:
                     raise RetryableError(f"no reply within {self.timeout:g}s") from exc
-                if self._tpm and out.usage.total_tokens:  # some servers report no usage
-                    self._tpm.adjust(out.usage.total_tokens - estimate)
-                self.stats._add_usage(tag, out.usage)
+                if isinstance(out, ModelOutput):
+                    if self._tpm and out.usage.total_tokens:  # some servers report no usage
+                        self._tpm.adjust(out.usage.total_tokens - estimate)
+                    self.stats._add_usage(tag, out.usage)
                 return out
         finally:
             self._in_flight[index] -= 1

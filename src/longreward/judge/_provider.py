@@ -34,6 +34,10 @@ class ModelAPI(ABC):
         """Plain completion (no chat template applied by the server). Used by sampling."""
         raise PermanentError(f"provider {self.provider!r} has no completion-style API; use chat style")
 
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        """Embedding vectors, one per text, in input order. Used by API retrieval."""
+        raise PermanentError(f"provider {self.provider!r} has no embeddings API")
+
     def max_connections(self) -> int:
         """Default concurrency cap for this provider (per endpoint)."""
         return 16

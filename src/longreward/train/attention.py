@@ -49,7 +49,11 @@ def register_shared_prefix_attention() -> str:
     """Register the attention function with transformers (idempotent); returns its name."""
     global _REGISTERED
     if not _REGISTERED:
-        from transformers import AttentionInterface
+        try:
+            from transformers import AttentionInterface
+        except ImportError:  # registry added in transformers 4.48; logits_to_keep tensors in 4.50
+            raise ImportError("longreward train needs transformers>=4.50. "
+                              "Fix: pip install -U 'longreward[train]' 'transformers>=4.50'") from None
 
         AttentionInterface.register(ATTENTION_NAME, shared_prefix_attention)
         _REGISTERED = True
@@ -61,9 +65,7 @@ def resolve_backend(name: str, device: torch.device | str) -> str:
     dev = torch.device(device)
     if name == "auto":
         return "split" if dev.type == "cuda" else "eager_mask"
-    if name == "flex" and dev.type != "cuda":
-        # FlexAttention runs unfused (full score matrix) without CUDA + compile: correct, slow.
-        return "flex"
+    # Named backends are honoured as given. (flex off CUDA runs unfused and has no backward.)
     return name
 
 
@@ -145,7 +147,8 @@ def _split(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: SharedPrefix
         o_pc = F.scaled_dot_product_attention(qb[:, :, : P + C], kb[:, :, : P + C], vb[:, :, : P + C],
                                               is_causal=True, scale=scale, enable_gqa=groups > 1)
         q_r = qb[:, :, P + C : L]
-        if lse:
+        # CUDA flash kernels take only fp16/bf16; fp32 on CUDA falls back to the masked call.
+        if lse and (not q.is_cuda or q.dtype in (torch.float16, torch.bfloat16)):
             o_r = merged_prefix_attention(q_r, kb[:, :, :P], vb[:, :, :P],
                                           kb[:, :, P + C : L], vb[:, :, P + C : L], scale)
         else:

@@ -107,8 +107,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
                                   cfg.max_answer_length)
     say(f"pairs: {report.n_pairs} of {report.n_rows} rows usable; {len(report.rejected)} rejected; "
         f"{report.n_truncated} prompts cut in the middle ({report.n_truncated_tokens} tokens)")
-    for record, reason in report.rejected:
-        say(f"  skipped {record}: {reason}")
+    for _record, reason in report.rejected:
+        say(f"  skipped {reason}")  # the reason names the record and field
     if is_main:
         (out_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
     if not pairs:
@@ -207,11 +207,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
             tokens += batch.num_tokens
             if not accelerator.sync_gradients:
                 continue
+            lr_used = scheduler.get_last_lr()[0]  # the rate this step's update was made with
             scheduler.step()
             step += 1
             elapsed = time.perf_counter() - t0
             row = {k: sum(m[k] for m in pending) / len(pending) for k in pending[0]}
-            row.update(step=step, epoch=epoch, lr=scheduler.get_last_lr()[0],
+            row.update(step=step, epoch=epoch, lr=lr_used,
                        tokens_per_s=tokens * world / max(elapsed, 1e-9), step_time_s=elapsed,
                        packed_tokens=tokens)
             if cfg.max_grad_norm > 0 and grad_norm is not None:  # DeepSpeed clips inside its engine

@@ -148,6 +148,21 @@ class OpenAICompatibleAPI(ModelAPI):
             finish_reasons=[c.finish_reason for c in choices],
         )
 
+    async def embed(self, texts: list[str]) -> list[list[float]]:
+        try:
+            # "float" explicitly: the SDK may ask for base64, which not every
+            # OpenAI-compatible server implements.
+            response = await self._client.embeddings.create(
+                model=self.model, input=texts, encoding_format="float")
+        except openai.OpenAIError as exc:
+            raise map_openai_error(exc, secret=self._client.api_key) from exc
+        data = sorted(response.data, key=lambda d: d.index)
+        if len(data) != len(texts):
+            raise PermanentError(
+                f"embedding endpoint returned {len(data)} vectors for {len(texts)} inputs "
+                f"(model {self.model!r}); check that the model is an embedding model")
+        return [list(d.embedding) for d in data]
+
     async def aclose(self) -> None:
         await self._client.close()
 
