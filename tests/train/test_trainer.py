@@ -136,3 +136,13 @@ def test_cli_exits_1_when_nothing_trainable(tmp_path, tiny_model_dir):
                                  "--output-dir", str(tmp_path / "o")])
     assert r.exit_code == 1
     assert "bad.jsonl:1" in r.output
+
+
+def test_batches_of_two_with_accumulation(tmp_path, tiny_model_dir, pairs_file):
+    cfg = _cfg(tmp_path, tiny_model_dir, pairs_file, batch_size=2, grad_accum=2, max_steps=2,
+               attention="split_lse")
+    res = train(cfg, log=lambda _m: None)
+    assert res.steps == 2
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert len(rows) == 2 and all(r["packed_tokens"] > 0 for r in rows)
+    assert rows[-1]["margin"] > rows[0]["margin"]

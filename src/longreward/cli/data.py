@@ -8,67 +8,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import BaseModel, ValidationError
-from rich.console import Console
+from pydantic import ValidationError
 
 from .._progress import stage_progress, summary_table
 from ._app import app
-
-err = Console(stderr=True)
-
-#: at most this many rejected records are printed; all of them go to OUTPUT.rejected.jsonl
-_SHOW_ERRORS = 20
-
-
-def _overrides(**flags: Any) -> dict[str, Any]:
-    """Flags that were given, as a nested dict (``"policy.model"`` → ``{"policy": {"model"}}``)."""
-    out: dict[str, Any] = {}
-    for dotted, value in flags.items():
-        if value is None or value == [] or value == {}:
-            continue
-        node = out
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
-def _validate(model: type[BaseModel], config: Path | None, section: str, flags: dict[str, Any]) -> Any:
-    """Config file section (or the whole file if it has no such section) + flags → model."""
-    from ..config import deep_merge, load_config_file
-
-    base: dict[str, Any] = {}
-    if config is not None:
-        data = load_config_file(config)
-        section_data = data.get(section)
-        base = section_data if isinstance(section_data, dict) else data
-    try:
-        return model.model_validate(deep_merge(base, flags))
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise typer.BadParameter("invalid options:\n" + "\n".join(lines)) from None
-
-
-def _kv(items: list[str] | None, what: str) -> dict[str, str] | None:
-    if not items:
-        return None
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"{what} must look like KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
-
-
-def _report_errors(errors: list[Any], listed_in: Path | None) -> None:
-    for e in errors[:_SHOW_ERRORS]:
-        err.print(f"[red]rejected[/] {e}")
-    if len(errors) > _SHOW_ERRORS:
-        err.print(f"… and {len(errors) - _SHOW_ERRORS} more")
-    if errors and listed_in is not None:
-        err.print(f"rejected records listed in {listed_in}")
+from ._common import SHOW_ERRORS, err, flag_overrides, report_errors, validate_options
 
 
 def _calls(s: Any) -> str:
@@ -168,7 +112,7 @@ def sample_command(
     command after a crash and it goes on."""
     from ..sampling import SampleOptions
 
-    flags = _overrides(**{
+    flags = flag_overrides(**{
         "policy.provider": "dry_run" if dry_run else provider, "policy.model": model,
         "policy.base_urls": base_url, "policy.style": style, "policy.api_key_env": api_key_env,
         "policy.max_concurrency": concurrency, "policy.rpm": rpm, "policy.tpm": tpm,
@@ -179,7 +123,7 @@ def sample_command(
         "tokenizer": tokenizer, "prompt_concurrency": prompt_concurrency,
         "field_id": field_id, "field_context": field_context, "field_query": field_query,
     })
-    options = _validate(SampleOptions, config, "sample", flags)
+    options = validate_options(SampleOptions, config, flags, "sample")
     raise typer.Exit(run_sample(prompts, output, options, run_dir=run_dir, progress=progress))
 
 
@@ -213,8 +157,8 @@ def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | Non
         return 130
     if summary is None:
         return 2
-    _report_errors(summary.errors, rejected_path(output))
-    for pid, why in list(summary.failed.items())[:_SHOW_ERRORS]:
+    report_errors(summary.errors, rejected_path(output))
+    for pid, why in list(summary.failed.items())[:SHOW_ERRORS]:
         err.print(f"[red]failed[/] prompt {pid}: {why}")
     err.print(_sample_table(summary))
     return 1 if (summary.errors or summary.failed) else 0
@@ -250,14 +194,14 @@ def pairs_command(
     from ..pairs import PairOptions, build_pairs
     from ..sampling import rejected_path
 
-    flags = _overrides(**{
+    flags = flag_overrides(**{
         "format": format, "min_candidates": min_candidates, "min_margin": min_margin,
         "not_worse_on": [d.strip() for d in not_worse_on.split(",") if d.strip()] if not_worse_on else None,
         "system_prompt": system_prompt, "prompt_template": prompt_template,
         "prompt_key": prompt_key, "chosen_key": chosen_key, "rejected_key": rejected_key,
         "write_parquet": parquet,
     })
-    options = _validate(PairOptions, config, "pairs", flags)
+    options = validate_options(PairOptions, config, flags, "pairs")
     try:
         summary = build_pairs(
             scored, output, options, prompts_path=prompts,
@@ -267,7 +211,7 @@ def pairs_command(
     except MissingDependencyError as exc:
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
-    _report_errors(summary.errors, rejected_path(output))
+    report_errors(summary.errors, rejected_path(output))
     err.print(_pairs_table(summary))
     raise typer.Exit(1 if summary.errors else 0)
 
@@ -308,7 +252,7 @@ def mix_command(
         err.print(f"[red]error:[/] {exc}")
         raise typer.Exit(2) from None
     write_rejected(output, summary.errors)
-    _report_errors(summary.errors, rejected_path(output))
+    report_errors(summary.errors, rejected_path(output))
     rows = [("long pairs", summary.long), ("short pairs available", summary.short_available),
             ("short pairs used", summary.short_used)]
     if summary.shortfall:
@@ -360,7 +304,7 @@ def run_command(
     for stage, errors in (("sample", summary.sample.errors if summary.sample else []),
                           ("score", summary.score.rejected if summary.score else []),
                           ("pairs", summary.pairs.errors if summary.pairs else [])):
-        for e in errors[:_SHOW_ERRORS]:
+        for e in errors[:SHOW_ERRORS]:
             err.print(f"[red]{stage}: rejected[/] {e}")
     (Path(cfg.run_dir) / "run_summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
     err.print(summary_table("longreward run", [

@@ -8,54 +8,18 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
 
 from .._progress import stage_progress, summary_table
-from ..config import ScoreOptions, deep_merge, load_config_file
+from ..config import ScoreOptions
 from ._app import app
-
-err = Console(stderr=True)
-
-
-def _flag_overrides(**flags: Any) -> dict[str, Any]:
-    """CLI flags that were given, as a nested dict shaped like ``ScoreOptions``."""
-    out: dict[str, Any] = {}
-    for dotted, value in flags.items():
-        if value is None or value == [] or value == {}:
-            continue
-        node = out
-        *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[leaf] = value
-    return out
-
-
-def _kv(items: list[str] | None, what: str) -> dict[str, str] | None:
-    if not items:
-        return None
-    out = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"{what} must look like KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
-        out[k.strip()] = v.strip()
-    return out
+from ._common import err, flag_overrides, key_values, report_errors, validate_options
 
 
 def build_score_options(config: Path | None, overrides: dict[str, Any],
                         section: str | None = None) -> ScoreOptions:
     """Config file (optionally one section of it) + CLI overrides → validated options."""
-    base: dict[str, Any] = {}
-    if config is not None:
-        data = load_config_file(config)
-        base = data.get(section, {}) if section else data
-    try:
-        return ScoreOptions.model_validate(deep_merge(base, overrides))
-    except ValidationError as exc:
-        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
-        raise typer.BadParameter("invalid options:\n" + "\n".join(lines)) from None
+    return validate_options(ScoreOptions, config, overrides, section)
 
 
 @app.command("score")
@@ -101,16 +65,16 @@ def score_command(
 ) -> None:
     """Score answers to long-context questions on helpfulness, logicality, faithfulness and
     completeness. Resumable: rerun the same command after a crash and it goes on."""
-    overrides = _flag_overrides(**{
+    overrides = flag_overrides(**{
         "judge.provider": "dry_run" if dry_run else provider,
         "judge.model": model, "judge.base_urls": base_url, "judge.api_key_env": api_key_env,
         "judge.temperature": temperature, "judge.max_tokens": max_tokens,
         "judge.timeout": timeout, "judge.max_concurrency": concurrency, "judge.rpm": rpm,
         "judge.tpm": tpm, "judge.max_retries": max_retries,
         "judge.structured_output": structured_output,
-        "judge.extra_headers": _kv(header, "--header"),
+        "judge.extra_headers": key_values(header, "--header"),
         "dimensions": [d.strip() for d in dimensions.split(",")] if dimensions else None,
-        "weights": {k: float(v) for k, v in (_kv(weight, "--weight") or {}).items()} or None,
+        "weights": {k: float(v) for k, v in (key_values(weight, "--weight") or {}).items()} or None,
         "language": language, "tokenizer": tokenizer,
         "retrieval.method": retrieval, "retrieval.model": retrieval_model,
         "retrieval.top_k": top_k, "retrieval.chunk_tokens": chunk_tokens,
@@ -162,12 +126,7 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
         return 130
     if summary is None:
         return 2
-    for e in summary.rejected[:20]:
-        console.print(f"[red]rejected[/] {e}")
-    if len(summary.rejected) > 20:
-        console.print(f"… and {len(summary.rejected) - 20} more")
-    if summary.rejected:
-        console.print(f"rejected records listed in {rejected_path(output)}")
+    report_errors(summary.rejected, rejected_path(output), console)
     s = summary.stats
     rows: list[tuple[str, Any]] = [
         ("answers", summary.answers_total),

@@ -1,0 +1,73 @@
+"""Helpers shared by the CLI commands: flags → option dicts, config sections, error lists."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import typer
+from pydantic import BaseModel, ValidationError
+from rich.console import Console
+
+from ..config import deep_merge, load_config_file
+
+err = Console(stderr=True)
+M = TypeVar("M", bound=BaseModel)
+
+#: at most this many rejected records are printed; all of them go to OUTPUT.rejected.jsonl
+SHOW_ERRORS = 20
+
+
+def flag_overrides(**flags: Any) -> dict[str, Any]:
+    """Flags that were given, as a nested dict (``"judge.model"`` → ``{"judge": {"model"}}``),
+    shaped like the options model so they can be merged over a config file."""
+    out: dict[str, Any] = {}
+    for dotted, value in flags.items():
+        if value is None or value == [] or value == {}:
+            continue
+        node = out
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def key_values(items: list[str] | None, what: str) -> dict[str, str] | None:
+    """Repeated ``KEY=VALUE`` flags as a dict."""
+    if not items:
+        return None
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise typer.BadParameter(f"{what} must look like KEY=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        out[k.strip()] = v.strip()
+    return out
+
+
+def validate_options(model: type[M], config: Path | None, flags: dict[str, Any],
+                     section: str | None = None) -> M:
+    """Config file (its ``section`` when it has one, else the whole file) + flags → model.
+    Validation errors are shown as ``field.path: message`` lines."""
+    base: dict[str, Any] = {}
+    if config is not None:
+        data = load_config_file(config)
+        section_data = data.get(section) if section else None
+        base = section_data if isinstance(section_data, dict) else data
+    try:
+        return model.model_validate(deep_merge(base, flags))
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        raise typer.BadParameter("invalid options:\n" + "\n".join(lines)) from None
+
+
+def report_errors(errors: list[Any], listed_in: Path | None, console: Console | None = None
+                  ) -> None:
+    console = console or err
+    for e in errors[:SHOW_ERRORS]:
+        console.print(f"[red]rejected[/] {e}")
+    if len(errors) > SHOW_ERRORS:
+        console.print(f"… and {len(errors) - SHOW_ERRORS} more")
+    if errors and listed_in is not None:
+        console.print(f"rejected records listed in {listed_in}")
