@@ -212,3 +212,34 @@ def test_explicit_language_overrides_detection(judge_double):
     scorer = make_scorer(judge_double, language="en", dimensions=["helpfulness"])
     run(scorer.score("文档。", "问题？", "回答。"))
     assert set(langs) == {"en"}
+
+
+def test_judge_window_too_small_leaves_completeness_unscored_with_reason(judge_double):
+    judge_double.context_limit = 1500  # tokens; a 4096-token extraction chunk does not fit
+    scorer = make_scorer(judge_double, dimensions=["helpfulness", "completeness"])
+    ans = run(scorer.score(make_document(300), "What happened?", "A short answer."))
+    assert ans.results["helpfulness"].score is not None
+    c = ans.results["completeness"]
+    assert c.score is None and "context" in c.unscored_reason.lower()
+    assert "--completeness-chunk-tokens" in c.unscored_reason
+    # permanent errors are not retried: one request per extraction chunk
+    n_chunks = len(scorer._prompt_work(
+        PromptRecord("p0", make_document(300), "What happened?", [])).doc.extraction_chunks)
+    assert judge_double.count() == 1 + n_chunks
+
+
+def test_scoring_does_not_import_torch(tmp_path):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, asyncio\n"
+        "from longreward import LongReward, ModelClient, create_apis\n"
+        "s = LongReward(ModelClient(create_apis('dry_run', 'dry-run')))\n"
+        "a = s.score_sync('A document. It has facts.', 'What?', 'An answer. With facts.')\n"
+        "assert a.reward is not None\n"
+        "import longreward.cli\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -94,10 +94,13 @@ async def score_completeness(work: PromptWork, response: str, *,
     points_view = [{"position": f["position"], "points": f["points"]} for f in findings]
     if failed:
         f = failed[0]
+        hint = ("; the judge's context window is too small for the chunks: lower "
+                "completeness_chunk_tokens (--completeness-chunk-tokens)"
+                if "ContextTooLong" in str(f["error"]) else "")
         return DimensionResult.unscored(
             NAME, f"information extraction failed for {len(failed)} of {len(findings)} "
-            f"document chunks (first: chunk {f['chunk']} at {f['position']}: {f['error']})",
-            points=points_view)
+            f"document chunks (first: chunk {f['chunk']} at {f['position']}: {f['error']})"
+            f"{hint}", points=points_view)
     prompt = load_prompt("completeness_coverage", work.language)
     ans = await ask_judge(settings, prompt,
                           {"query": work.query, "points": format_points(findings, work.language),
