@@ -404,6 +404,8 @@ class ModelClient:
                     _short(str(exc)),
                 )
                 await asyncio.sleep(delay)
+            except SchemaUnsupportedError:
+                raise  # capability negotiation: ``ask`` switches to text, nothing failed
             except ModelError:
                 self.stats._bump(tag, "failures")
                 raise
