@@ -108,8 +108,7 @@ def sample_command(
     field_query: Annotated[str | None, typer.Option(help="Input field holding the question.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
-    """Sample N answers per long-context prompt from the policy. Resumable: rerun the same
-    command after a crash and it goes on."""
+    """Sample N answers per long-context prompt from the policy. Resumable: rerun the same command after a crash and it goes on."""
     from ..sampling import SampleOptions
 
     flags = flag_overrides(**{
@@ -271,8 +270,7 @@ def run_command(
     config: Annotated[Path, typer.Argument(help="Run config (YAML/TOML): prompts, run_dir, sample, score, pairs.", exists=True, dir_okay=False)],
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
-    """sample → score → pairs from one config file. Each stage resumes where it stopped; a
-    rerun with nothing new to do makes no model call."""
+    """sample → score → pairs from one config file. Each stage resumes where it stopped; a rerun with nothing new to do makes no model call."""
     from ..errors import MissingDependencyError
     from ..judge import DRY_RUN_BANNER
     from ..pipeline import load_run_config, run_pipeline

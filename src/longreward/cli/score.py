@@ -63,8 +63,7 @@ def score_command(
     field_candidates: Annotated[str | None, typer.Option(help="Input field holding the candidate list (grouped rows).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
-    """Score answers to long-context questions on helpfulness, logicality, faithfulness and
-    completeness. Resumable: rerun the same command after a crash and it goes on."""
+    """Score answers to long-context questions on helpfulness, logicality, faithfulness and completeness. Resumable: rerun the same command after a crash and it goes on."""
     overrides = flag_overrides(**{
         "judge.provider": "dry_run" if dry_run else provider,
         "judge.model": model, "judge.base_urls": base_url, "judge.api_key_env": api_key_env,
