@@ -178,3 +178,77 @@ def test_dry_run_on_bundled_example_needs_no_network_or_key(tmp_path):
     rows = read_rows(out)
     assert rows and all(set(x["scores"]) == {"helpfulness", "logicality", "faithfulness",
                                              "completeness"} for x in rows)
+
+
+def test_rerun_with_other_options_is_refused_and_restart_rescores_from_the_cache(
+        judge_double, tmp_path):
+    inp = tmp_path / "in.jsonl"
+    write_flat(inp, n_prompts=2, n_cands=2)
+    out = tmp_path / "out.jsonl"
+    assert run_cli("score", str(inp), *judge_args(judge_double, out)).returncode == 0
+    first = read_rows(out)
+    calls = judge_double.count()
+    stats = json.loads((tmp_path / "out.jsonl.run" / "summary.json").read_text())["stats"]
+    by_dim = stats["by_dimension"]  # usage summed per dimension, as well as per run
+    assert set(by_dim) == {"helpfulness", "logicality", "faithfulness", "completeness"}
+    assert sum(d["prompt_tokens"] for d in by_dim.values()) == stats["prompt_tokens"] > 0
+    # Before: the finished rows (four dimensions) were silently kept as if scored on one.
+    r = run_cli("score", str(inp), *judge_args(judge_double, out), "--dimensions", "helpfulness")
+    assert r.returncode == 2
+    assert "other settings" in r.stderr and "dimensions" in r.stderr and "--restart" in r.stderr
+    assert read_rows(out) == first and judge_double.count() == calls
+    # Load settings are not output settings: resuming with them is fine.
+    r = run_cli("score", str(inp), *judge_args(judge_double, out), "--concurrency", "3")
+    assert r.returncode == 0, r.stderr
+    r = run_cli("score", str(inp), *judge_args(judge_double, out), "--dimensions", "helpfulness",
+                "--restart")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert sorted(x["id"] for x in rows) == sorted(x["id"] for x in first)
+    assert all(x["dimensions"] == ["helpfulness"] for x in rows)
+    assert judge_double.count() == calls  # every helpfulness call came from the cache
+
+
+def test_answers_unscored_by_a_judge_outage_are_retried_and_the_exit_code_persists(
+        judge_double, tmp_path):
+    inp = tmp_path / "in.jsonl"
+    ids = write_flat(inp, n_prompts=2, n_cands=2)
+    out = tmp_path / "out.jsonl"
+    judge_double.fail_with = (503, "upstream overloaded")
+    args = [*judge_args(judge_double, out), "--max-retries", "0"]
+    r = run_cli("score", str(inp), *args)
+    assert r.returncode == 1, r.stderr
+    assert all(not x["dimensions"] for x in read_rows(out))
+    # A plain rerun redoes nothing, but the output still holds unscored answers: before,
+    # the exit code went back to 0 and the summary showed no means.
+    r = run_cli("score", str(inp), *args)
+    assert r.returncode == 1, r.stderr
+    judge_double.fail_with = None
+    r = run_cli("score", str(inp), *args, "--retry-unscored")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert sorted(x["id"] for x in rows) == sorted(ids)  # replaced, not duplicated
+    assert all(x["dimensions"] and not x["unscored"] for x in rows)
+    r = run_cli("score", str(inp), *args)
+    assert r.returncode == 0 and "reward mean" in r.stderr
+
+
+def test_a_tokenizer_that_cannot_load_stops_the_run_at_start(tmp_path):
+    inp = tmp_path / "in.jsonl"
+    write_flat(inp, n_prompts=1, n_cands=1)
+    out = tmp_path / "out.jsonl"
+    # before: exit 0, with faithfulness and completeness unscored on every answer
+    r = run_cli("score", str(inp), "-o", str(out), "--dry-run", "--no-progress",
+                "--tokenizer", str(tmp_path / "no-such-tokenizer"))
+    assert r.returncode == 2
+    assert "Could not load the tokenizer" in r.stderr
+    assert not out.exists()
+
+
+def test_an_empty_input_says_so(tmp_path):
+    inp = tmp_path / "empty.jsonl"
+    inp.write_text("\n")
+    r = run_cli("score", str(inp), "-o", str(tmp_path / "out.jsonl"), "--dry-run",
+                "--no-progress")
+    assert r.returncode == 0
+    assert "holds no records" in r.stderr

@@ -439,6 +439,25 @@ def test_stats_and_cost(judge_double: JudgeDouble) -> None:
     run(go())
 
 
+def test_embedding_estimates_stay_out_of_judge_totals_and_cost(judge_double: JudgeDouble) -> None:
+    price = Price(input_per_mtok=2.0, output_per_mtok=8.0)
+
+    async def go() -> None:
+        async with client_for(judge_double, prices=price) as client:
+            await ask(client)
+            judge_usage = client.stats.total.usage
+            judge_cost = client.cost_usd()
+            await client.embed(["some chunk of the document " * 50] * 8)
+            # before: the embedding estimate was added to the judge's prompt tokens and
+            # priced at the chat input price
+            assert client.stats.total.usage == judge_usage
+            assert client.cost_usd() == judge_cost
+            assert client.stats.by_tag["embed"].usage.prompt_tokens > 0
+            assert client.stats.by_tag["embed"].requests == 1
+
+    run(go())
+
+
 def test_api_key_is_never_stored_or_shown(judge_double: JudgeDouble, tmp_path: Path) -> None:
     judge_double.required_api_key = SECRET
 

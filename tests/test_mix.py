@@ -109,3 +109,26 @@ def test_mix_cli(tmp_path: Path) -> None:
     rows = read(tmp_path / "m.jsonl")
     assert len(rows) == 15 and all("conversations" in row for row in rows)
     assert (tmp_path / "m.jsonl.rejected.jsonl").exists()
+
+
+def test_mix_cli_names_a_missing_or_unloadable_short_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    datasets = pytest.importorskip("datasets")
+    from typer.testing import CliRunner
+
+    from longreward.cli import app
+
+    lp = str(long_pairs(tmp_path / "l.jsonl"))
+    # A misspelt file is not looked up on the Hub: the message names the file.
+    with pytest.raises(ValueError, match="shrot.jsonl: no such file"):
+        mix_pairs(lp, tmp_path / "shrot.jsonl", tmp_path / "m.jsonl")
+    r = CliRunner().invoke(app, ["mix", lp, str(tmp_path / "shrot.jsonl"), "-o", str(tmp_path / "m.jsonl")])
+    assert r.exit_code == 2 and "no such file" in " ".join(r.output.split())
+
+    def unreachable(*_a: object, **_k: object) -> None:
+        raise ConnectionError("Couldn't reach 'org/prefs' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", unreachable)
+    r = CliRunner().invoke(app, ["mix", lp, "org/prefs", "-o", str(tmp_path / "m.jsonl")])
+    assert r.exit_code == 2, r.output
+    assert "cannot load 'org/prefs'" in " ".join(r.output.split())
+    assert not (tmp_path / "m.jsonl").exists()

@@ -84,6 +84,20 @@ def test_mixed_dimension_sets_with_no_group_large_enough() -> None:
     assert sel.skip == "mixed_dimensions"
 
 
+def test_answers_from_different_judges_are_not_compared() -> None:
+    # One prompt's answers merged from two scored files: judge B scores everything lower. The
+    # best of A against the worst of B would be a pair made by the judges, not the answers.
+    a = [cand(i, r) for i, r in enumerate([6.0, 7.0, 6.5])]
+    b = [cand(3 + i, r) for i, r in enumerate([2.0, 3.0, 2.5, 2.2])]
+    for c in a:
+        c.judge = {"provider": "openai_compatible", "model": "judge-a"}
+    for c in b:
+        c.judge = {"provider": "openai_compatible", "model": "judge-b"}
+    sel = select_pair("p", a + b, min_candidates=3)
+    assert (sel.chosen.id, sel.rejected.id) == ("p-4", "p-3")  # inside judge B's 4 answers
+    assert select_pair("p", a + b, min_candidates=5).skip == "mixed_dimensions"
+
+
 def test_dimension_rule() -> None:
     # chosen has the higher reward but is less faithful than rejected
     hi = cand(0, 8.0, scores={"helpfulness": 10, "logicality": 10, "faithfulness": 4, "completeness": 8})

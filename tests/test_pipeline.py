@@ -89,6 +89,28 @@ def test_run_in_process_then_rerun_makes_no_call(judge_double: Any, tmp_path: Pa
     assert read(Path(cfg.outputs.pairs)) == read(Path(s.pairs.outputs[0]))
 
 
+def test_rerun_with_changed_settings_is_refused_before_any_call(judge_double: Any, tmp_path: Path) -> None:
+    from longreward.sampling import StaleRunError
+
+    path = write_setup(tmp_path / "a", judge_double.base_url, n_prompts=2, bad_row=False)
+    asyncio.run(run_pipeline(load_run_config(path)))
+    scored = read(tmp_path / "a" / "out" / "scored.jsonl")
+    n = judge_double.count()
+    # Scored on fewer dimensions, or sampled from another model: the stored scores/answers
+    # are not this run's, and a rerun must say so rather than reuse them.
+    for override in ({"score": {"dimensions": ["helpfulness"]}},
+                     {"sample": {"policy": {"model": "policy-v2"}}},
+                     {"sample": {"n": 4}}):
+        with pytest.raises(StaleRunError, match="Fix:"):
+            asyncio.run(run_pipeline(load_run_config(path, override)))
+    assert judge_double.count() == n
+    assert read(tmp_path / "a" / "out" / "scored.jsonl") == scored
+    # Load settings (concurrency, retries, progress) are not part of what a stage produces.
+    s = asyncio.run(run_pipeline(load_run_config(
+        path, {"score": {"judge": {"max_concurrency": 5}, "prompt_concurrency": 3}})))
+    assert s.model_calls == {"sample": 0, "score": 0, "pairs": 0}
+
+
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_pairs_without_repeating_calls(judge_double: Any, tmp_path: Path) -> None:
     # Reference: an uninterrupted run.

@@ -34,8 +34,8 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def endpoint_options(double: Any, **kw: Any) -> SampleOptions:
-    policy = PolicyOptions(provider="openai_compatible", model="policy-x",
-                           base_urls=[double.base_url], max_retries=2, **kw.pop("policy", {}))
+    policy_kw = {"model": "policy-x", "max_retries": 2, **kw.pop("policy", {})}
+    policy = PolicyOptions(provider="openai_compatible", base_urls=[double.base_url], **policy_kw)
     return SampleOptions(policy=policy, **kw)
 
 
@@ -181,6 +181,37 @@ def test_truncate_middle_keeps_head_and_tail() -> None:
     assert same == "short text" and none is None
 
 
+def test_resume_with_other_settings_is_refused_not_mixed(judge_double: Any, prompts: Path, tmp_path: Path) -> None:
+    from longreward.sampling import StaleRunError
+
+    out = tmp_path / "c.jsonl"
+    run(prompts, out, endpoint_options(judge_double, n=3, seed=1))
+    calls = judge_double.count()
+    # Fewer answers, another temperature or another policy model: the 3 stored answers per
+    # prompt were made otherwise, and must not be passed off as this run's.
+    for change in ({"n": 2, "seed": 1}, {"n": 3, "seed": 1, "temperature": 0.5},
+                   {"n": 3, "seed": 1, "policy": {"model": "other"}}):
+        with pytest.raises(StaleRunError, match="new run directory"):
+            run(prompts, out, endpoint_options(judge_double, **change))
+    assert judge_double.count() == calls and len(read_jsonl(out)) == 6
+    # Where the requests go and how fast is not a change of settings.
+    again = run(prompts, out, endpoint_options(judge_double, n=3, seed=1, prompt_concurrency=2,
+                                               policy={"max_concurrency": 3, "timeout": 9}))
+    assert again.already_done == 2 and judge_double.count() == calls
+
+
+def test_sample_cli_reports_a_stale_run_dir(prompts: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from longreward.cli import app
+
+    out = tmp_path / "c.jsonl"
+    args = ["sample", str(prompts), "-o", str(out), "--dry-run", "--no-progress"]
+    assert CliRunner().invoke(app, [*args, "-n", "2"]).exit_code == 1  # bad rows in the fixture
+    res = CliRunner().invoke(app, [*args, "-n", "3"])
+    assert res.exit_code == 2 and "n: 2 -> 3" in " ".join(res.output.split())
+
+
 # --------------------------------------------------------------------------- transformers
 
 
@@ -252,6 +283,20 @@ def test_transformers_completion_style_applies_the_chat_template(tiny_model: Pat
     )
     s = run(prompts, tmp_path / "c.jsonl", opts)
     assert s.candidates == 4 and not s.failed
+
+
+def test_vllm_max_model_len_caps_the_truncation_window(tiny_model: Path) -> None:
+    from longreward.sampling import _make_renderer
+
+    def window(**provider_options: Any) -> int | None:
+        opts = SampleOptions(policy=PolicyOptions(provider="vllm", model=str(tiny_model),
+                                                  provider_options=provider_options))
+        return _make_renderer(opts).window
+
+    assert window() == 256  # the model config's max_position_embeddings
+    # vLLM refuses prompts beyond max_model_len, so the document must be cut to fit it.
+    assert window(max_model_len=128) == 128
+    assert window(engine_args={"max_model_len": 200}) == 200
 
 
 def test_vllm_provider_without_vllm_says_how_to_install() -> None:

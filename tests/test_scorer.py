@@ -243,3 +243,123 @@ def test_scoring_does_not_import_torch(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_score_sync_twice_and_inside_a_running_event_loop(judge_double):
+    # asyncio.run per call left the SDK's connections on a closed loop ("Event loop is
+    # closed" on the second call) and refused to run at all inside a loop (Jupyter).
+    scorer = make_scorer(judge_double)
+    doc = make_document(20)
+    try:
+        first = scorer.score_sync(doc, "What happened?", "An answer.")
+        second = scorer.score_sync(doc, "What happened?", "Another answer.", answer_id="a1")
+
+        async def in_a_notebook_cell():
+            return scorer.score_sync(doc, "What happened?", "A third answer.", answer_id="a2")
+
+        third = asyncio.run(in_a_notebook_cell())
+    finally:
+        scorer.close()
+    for ans in (first, second, third):
+        assert not ans.all_unscored, {k: r.unscored_reason for k, r in ans.results.items()}
+
+
+def test_a_cancelled_answer_does_not_poison_the_shared_document_work(judge_double):
+    judge_double.responder = hand_script()
+    scorer = make_scorer(judge_double, judge={"timeout": 5.0})
+    doc = make_document(30)
+
+    async def main():
+        judge_double.delay = 0.5
+        with pytest.raises(asyncio.TimeoutError):
+            # the caller gives up while the shared extraction and grades are in flight
+            await asyncio.wait_for(scorer.score(doc, "What happened?", "First."), 0.2)
+        judge_double.delay = 0.0
+        return await scorer.score(doc, "What happened?", "Second.", answer_id="a1")
+
+    ans = run(main())
+    assert ans.results["completeness"].score == 9
+    assert ans.results["faithfulness"].score == pytest.approx(5.0)
+
+
+class FlakyRetriever(BM25Retriever):
+    """Fails its first index build, as an embeddings endpoint that is briefly down would."""
+
+    failures = 1
+
+    async def _build(self, chunks):
+        if self.failures:
+            self.failures -= 1
+            raise ConnectionError("embeddings endpoint unreachable")
+        return await super()._build(chunks)
+
+
+def test_a_failed_shared_task_is_retried_by_later_answers(judge_double):
+    judge_double.responder = hand_script()
+    scorer = make_scorer(judge_double)
+    scorer.retriever = FlakyRetriever()
+    doc = make_document(30)
+
+    async def main():
+        first = await scorer.score(doc, "What happened?", "First.")
+        second = await scorer.score(doc, "What happened?", "Second.", answer_id="a1")
+        return first, second
+
+    first, second = run(main())
+    assert first.results["faithfulness"].score is None
+    assert "retrieval failed" in first.results["faithfulness"].unscored_reason
+    # before: the failed index task stayed memoised and every later answer failed too
+    assert second.results["faithfulness"].score == pytest.approx(5.0)
+
+
+def test_an_unexpected_exception_leaves_the_dimension_unscored_not_the_run_crashed(
+        judge_double, tmp_path):
+    import json
+
+    from longreward import score_file
+    from longreward.judge.providers.dry_run import DryRunAPI
+
+    class Exploding(DryRunAPI):
+        async def generate(self, messages, config, json_schema=None):
+            if "logical" in messages[0].content.lower():
+                raise RuntimeError("boom")
+            return await super().generate(messages, config, json_schema)
+
+    rows = [{"id": f"a{i}", "prompt_id": f"p{i}", "context": make_document(10),
+             "query": "What happened?", "response": "An answer."} for i in range(3)]
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = ScoreOptions()
+    scorer = LongReward(ModelClient(Exploding()), options=options, retriever=BM25Retriever())
+    summary = run(score_file(src, tmp_path / "out.jsonl", options, scorer=scorer))
+    out = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert len(out) == 3 and summary.answers_scored == 3
+    for row in out:
+        assert row["scores"]["logicality"] is None
+        assert "RuntimeError: boom" in row["unscored"]["logicality"]
+        assert row["scores"]["helpfulness"] is not None
+
+
+def test_one_scorer_serves_two_files_without_a_closed_store(judge_double, tmp_path):
+    import json
+
+    from longreward import score_file
+
+    rows = [{"id": "a0", "context": make_document(10), "query": "What happened?",
+             "response": "An answer."}]
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(rows[0]) + "\n")
+    scorer = make_scorer(judge_double)
+
+    async def main():
+        # before: the first call left its (closed) run store as the client's cache, and
+        # every call of the second failed with "the run store ... is closed"
+        await score_file(src, tmp_path / "one.jsonl", scorer.options, scorer=scorer)
+        await score_file(src, tmp_path / "two.jsonl", scorer.options, scorer=scorer)
+        return await scorer.score(make_document(10), "What happened?", "Later answer.")
+
+    later = run(main())
+    for name in ("one.jsonl", "two.jsonl"):
+        row = json.loads((tmp_path / name).read_text())
+        assert row["dimensions"] and not row["unscored"], row["unscored"]
+    assert not later.all_unscored

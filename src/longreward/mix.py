@@ -54,9 +54,12 @@ class MixSummary:
         }
 
 
+_FILE_SUFFIXES = (".jsonl", ".json", ".parquet", ".ndjson")
+
+
 def _is_local_file(source: str) -> bool:
     p = Path(source)
-    return p.is_file() and p.suffix.lower() in (".jsonl", ".json", ".parquet", ".ndjson")
+    return p.is_file() and p.suffix.lower() in _FILE_SUFFIXES
 
 
 def iter_pair_source(
@@ -68,6 +71,10 @@ def iter_pair_source(
     if _is_local_file(source):
         yield from iter_rows(source)
         return
+    if Path(source).suffix.lower() in _FILE_SUFFIXES:
+        # A misspelt file name would otherwise be looked up on the Hub, and fail there with a
+        # network error that never mentions the file.
+        raise ValueError(f"{source}: no such file")
     try:
         import datasets
     except ImportError as exc:
@@ -79,7 +86,14 @@ def iter_pair_source(
         if isinstance(ds, datasets.DatasetDict):
             ds = ds[split]
     else:
-        ds = datasets.load_dataset(source, name, split=split)
+        try:
+            ds = datasets.load_dataset(source, name, split=split)
+        except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; all mean "cannot load"
+            raise ValueError(
+                f"cannot load {source!r} as a Hugging Face dataset ({type(exc).__name__}: {exc}). "
+                "Give a JSONL/JSON/Parquet file, a save_to_disk directory, or a Hub dataset name "
+                "(with --short-split/--short-config) that is reachable or cached"
+            ) from exc
     for i, row in enumerate(ds):
         yield f"{Path(source).name}[{i}]", row
 

@@ -7,15 +7,16 @@ code additionally needs at least 5 scored answers before it builds a pair; we ke
 
 Where we go further than the paper, and why:
 
-- **Same dimensions only.** An answer whose faithfulness could not be scored has a reward
-  averaged over three dimensions, not four, so its reward is not comparable with the others
-  (DESIGN.md, "Reward"). Candidates of one prompt are therefore grouped by the set of
-  dimensions that went into their reward, and the pair is built inside the *largest* group
-  (ties: more dimensions first, then the sorted names) if that group has at least
+- **Same dimensions, same judge only.** An answer whose faithfulness could not be scored has
+  a reward averaged over three dimensions, not four, so its reward is not comparable with the
+  others (DESIGN.md, "Reward"); nor is a reward from another judge (a scored file merged from
+  two runs). Candidates of one prompt are therefore grouped by the set of dimensions that went
+  into their reward and by the row's ``judge``, and the pair is built inside the *largest*
+  group (ties: more dimensions first, then the sorted names) if that group has at least
   ``min_candidates`` answers. Smaller groups are ignored for that prompt.
 - **Skips are counted, never silent.** A prompt yields no pair for exactly one reason:
   ``all_unscored``, ``too_few_candidates``, ``mixed_dimensions`` (enough scored answers, but no
-  single dimension set has enough), ``tie`` (highest reward equals lowest), ``below_margin``,
+  single judge and dimension set has enough), ``tie`` (highest reward equals lowest), ``below_margin``,
   ``dimension_rule`` (``not_worse_on`` failed or could not be checked), ``identical_answers``
   or ``missing_prompt``.
 - **Ties inside the top or bottom** are broken deterministically (``sample_index``, then id), so
@@ -169,6 +170,10 @@ def _close(a: float, b: float) -> bool:
     return math.isclose(a, b, rel_tol=0.0, abs_tol=1e-9)
 
 
+def _judge_key(c: Candidate) -> str:
+    return json.dumps(c.judge, sort_keys=True) if c.judge else ""
+
+
 def select_pair(
     prompt_id: str,
     candidates: list[Candidate],
@@ -181,19 +186,22 @@ def select_pair(
     scored = [c for c in candidates if c.reward is not None]
     if not scored:
         return Selection(prompt_id, skip="all_unscored", detail=f"{len(candidates)} answers")
-    groups: dict[frozenset[str], list[Candidate]] = {}
+    # Rewards are comparable only when the same judge scored the same dimensions: a merged
+    # scored file may hold one prompt's answers from two judges, whose scales differ.
+    groups: dict[tuple[frozenset[str], str], list[Candidate]] = {}
     for c in scored:
-        groups.setdefault(frozenset(c.dimensions), []).append(c)
-    _dims, group = max(
-        groups.items(), key=lambda kv: (len(kv[1]), len(kv[0]), tuple(sorted(kv[0])))
+        groups.setdefault((frozenset(c.dimensions), _judge_key(c)), []).append(c)
+    _key, group = max(
+        groups.items(),
+        key=lambda kv: (len(kv[1]), len(kv[0][0]), tuple(sorted(kv[0][0])), kv[0][1]),
     )
     if len(group) < min_candidates:
         reason = "mixed_dimensions" if len(scored) >= min_candidates else "too_few_candidates"
         return Selection(
             prompt_id,
             skip=reason,
-            detail=f"{len(group)} of {len(scored)} scored answers share one dimension set; "
-            f"need {min_candidates}",
+            detail=f"{len(group)} of {len(scored)} scored answers share one judge and dimension "
+            f"set; need {min_candidates}",
         )
     chosen = min(group, key=lambda c: (-c.reward, c.order))  # type: ignore[operator]
     rejected = min(group, key=lambda c: (c.reward, c.order))

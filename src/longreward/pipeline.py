@@ -6,6 +6,11 @@ A run killed at any point is rerun with the same command; a stage that is comple
 model call, and ``pairs`` (no model calls, a pure function of the scored file) is recomputed
 every time, so the pairs of a resumed run equal those of an uninterrupted one.
 
+A resumed stage must not reuse results made with other settings (another ``n``, policy,
+layout, judge or dimension set): each stage's output-deciding settings are kept in the store,
+and a rerun with changed ones stops with an error that says how to start afresh, instead of
+silently mixing old rows with new ones (``sampling.check_stage_settings``).
+
 Relative paths in the config are resolved against the config file's directory, so a config
 and its data can move together.
 """
@@ -23,7 +28,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .config import ScoreOptions, load_config_file
 from .pairs import PairOptions, PairsSummary, build_pairs
-from .sampling import SampleOptions, SampleSummary, sample_file
+from .sampling import (
+    TRANSPORT_KEYS,
+    SampleOptions,
+    SampleSummary,
+    check_stage_settings,
+    sample_file,
+)
 
 __all__ = ["RunConfig", "RunOutputs", "RunSummary", "load_run_config", "run_pipeline"]
 
@@ -94,6 +105,16 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     return RunConfig.model_validate(data).resolve(path.resolve().parent)
 
 
+def score_output_settings(options: ScoreOptions) -> dict[str, Any]:
+    """The scoring settings that decide the scores (not where or how fast the judge runs)."""
+    data = options.model_dump(mode="json", exclude={"prompt_concurrency"})
+    for key in TRANSPORT_KEYS:
+        data["judge"].pop(key, None)
+    for key in ("base_url", "api_key_env"):
+        data["retrieval"].pop(key, None)
+    return data
+
+
 @dataclass
 class RunSummary:
     sample: SampleSummary | None = None
@@ -152,7 +173,7 @@ async def run_pipeline(
 ) -> RunSummary:
     """Run sample → score → pairs for an already resolved ``config``."""
     from .sampling import build_policy_client
-    from .scorer import LongReward, build_client, score_file
+    from .scorer import SCORE_STAGE, LongReward, build_client, score_file
     from .store import RunStore
 
     bar_for = stage_bar or _no_bar
@@ -161,6 +182,11 @@ async def run_pipeline(
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
     with RunStore(run_dir) as store:
+        # Both model stages are checked before either runs, so a changed judge is reported
+        # before any new sampling is paid for.
+        check_stage_settings(store, "sample", config.sample.output_settings(), where=str(run_dir))
+        check_stage_settings(store, SCORE_STAGE, score_output_settings(config.score),
+                             where=str(run_dir))
         # Kept so a later look at the run dir says how it was made (no secrets: keys are
         # given by environment variable name only).
         store.set_meta("run_config", config.model_dump(mode="json"))

@@ -48,8 +48,10 @@ __all__ = [
     "PolicyOptions",
     "SampleOptions",
     "SampleSummary",
+    "StaleRunError",
     "Truncation",
     "build_policy_client",
+    "check_stage_settings",
     "default_run_dir",
     "sample_file",
     "truncate_middle",
@@ -125,6 +127,61 @@ class SampleOptions(BaseModel):
     def _template_ok(cls, v: str) -> str:
         render_prompt("", "", v)  # raises on a template without $context and $query
         return v
+
+    def output_settings(self) -> dict[str, Any]:
+        """The settings that decide which answers come out (not where or how fast they are
+        fetched): a resumed run must use the same ones, see :func:`check_stage_settings`."""
+        data = self.model_dump(mode="json", exclude={"prompt_concurrency"})
+        for key in TRANSPORT_KEYS:
+            data["policy"].pop(key, None)
+        return data
+
+
+#: policy/judge options that change where and how fast requests go, never what comes back
+TRANSPORT_KEYS = ("base_urls", "api_key_env", "timeout", "max_concurrency", "rpm", "tpm",
+                   "max_retries", "extra_headers", "prices")
+
+
+class StaleRunError(ValueError):
+    """The run store holds a stage's results made with other settings than this run's."""
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def check_stage_settings(store: Any, stage: str, settings: dict[str, Any], *,
+                         where: str = "") -> None:
+    """Refuse to resume ``stage`` from results made with other settings.
+
+    A resumed stage skips every item the store marks finished; if ``n``, the policy, the
+    prompt layout, the judge or the dimensions changed in between, those items would be
+    silently reused next to new ones. The settings of the first run are kept in the store
+    and compared on every later run; a store with no finished item simply takes the new ones.
+    """
+    import json
+
+    key = f"settings:{stage}"
+    settings = json.loads(json.dumps(settings))  # tuples -> lists, as the store keeps them
+    old = store.get_meta(key)
+    if old is not None and old != settings and store.count(stage) > 0:
+        a, b = _flatten(old), _flatten(settings)
+        changed = [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
+                   if a.get(k) != b.get(k)]
+        place = where or str(getattr(store, "path", "the run store"))
+        raise StaleRunError(
+            f"{place} already holds {store.count(stage)} '{stage}' results made with other "
+            f"settings ({'; '.join(changed)}). Resuming would mix them with new ones. Fix: "
+            "put the run in a new run directory (and output file), or delete the old run "
+            "directory and outputs to start over, or restore the old settings."
+        )
+    if old != settings:
+        store.set_meta(key, settings)
 
 
 # --------------------------------------------------------------------------- truncation
@@ -330,6 +387,12 @@ def _make_renderer(options: SampleOptions) -> _Renderer:
     window = options.max_context_tokens
     if window is None and _is_local(policy):
         window = _window_from_config(policy.model)
+        # An engine capped below the model's trained window (vLLM ``max_model_len``, often
+        # lowered to fit the KV cache) rejects longer prompts outright: budget for the cap.
+        po = policy.provider_options
+        cap = po.get("max_model_len", (po.get("engine_args") or {}).get("max_model_len"))
+        if isinstance(cap, int) and cap > 0:
+            window = cap if window is None else min(window, cap)
     chat_tok = None
     if policy.style == "completion" and spec is not None:
         chat_tok = _hf_tokenizer(spec)
@@ -549,6 +612,7 @@ async def sample_file(
     writer = ResumableJsonlWriter(output_path)
     own_client = client is None
     try:
+        check_stage_settings(store, STAGE, options.output_settings())
         done_ids = store.finished_ids(STAGE)
         # The store is the record of what is done; the file may lag it by the rows of a run
         # killed between the two writes (or have been deleted): bring it up to date first.

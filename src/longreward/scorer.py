@@ -7,16 +7,18 @@ behind ``longreward score`` (and the score step of ``longreward run``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from .config import ScoreOptions
-from .data.io import ResumableJsonlWriter, iter_rows
+from .config import DIMENSION_NAMES, ScoreOptions
+from .data.io import ResumableJsonlWriter, iter_rows, write_rows
 from .data.records import Candidate, PromptRecord, group_records
 from .dimensions import (
     DimensionResult,
@@ -35,6 +37,8 @@ from .retrieval import Retriever, create_retriever
 from .text import Tokenizer, detect_language, get_tokenizer
 
 SCORE_STAGE = "score"
+
+logger = logging.getLogger("longreward.scorer")
 
 
 @dataclass
@@ -134,6 +138,10 @@ class LongReward:
         self.client = judge if isinstance(judge, ModelClient) else ModelClient(judge)
         self.retriever = retriever or build_retriever(self.options)
         self.tokenizer = tokenizer or get_tokenizer(self.options.tokenizer)
+        if tokenizer is None and self.options.tokenizer is not None:
+            # Load now: a wrong --tokenizer is a usage error at start, not an unscored
+            # faithfulness and completeness on every answer of the run.
+            self.tokenizer.count("tokenizer check")
         j = self.options.judge
         self.settings = JudgeSettings(
             client=self.client,
@@ -142,6 +150,8 @@ class LongReward:
         self._docs: OrderedDict[str, DocumentWork] = OrderedDict()
         self._prompts: OrderedDict[tuple[str, str], PromptWork] = OrderedDict()
         self._max_docs = max_cached_documents
+        self._sync_loop: asyncio.AbstractEventLoop | None = None
+        self._sync_thread: threading.Thread | None = None
 
     @property
     def judge_identity(self) -> dict[str, Any]:
@@ -196,12 +206,27 @@ class LongReward:
                                                       grade_batch_size=self.options.grade_batch_size)
         if "completeness" in dims:
             jobs["completeness"] = score_completeness(work, cand.response, settings=s)
-        done = await asyncio.gather(*jobs.values())
+        done = await asyncio.gather(*(self._guarded(name, job, record, cand)
+                                      for name, job in jobs.items()))
         results = dict(zip(jobs, done, strict=True))
         results = {d: results[d] for d in dims}  # stable order in output
         reward, used = combine_reward(results, self.options.weights)
         return ScoredAnswer(cand.id, record.prompt_id, record.query, cand.response,
                             work.language, results, reward, used, cand.extra)
+
+    @staticmethod
+    async def _guarded(name: str, job: Any, record: PromptRecord,
+                       cand: Candidate) -> DimensionResult:
+        """Judge failures are results already; this catches the unexpected (a provider or
+        retriever raising something unforeseen) so that one answer's dimension ends unscored
+        with the reason instead of the whole run crashing."""
+        try:
+            return await job
+        except Exception as exc:  # noqa: BLE001 - reported in the row and the log
+            logger.warning("%s of answer %s (prompt %s) failed", name, cand.id,
+                           record.prompt_id, exc_info=True)
+            return DimensionResult.unscored(
+                name, f"internal error: {type(exc).__name__}: {exc}")
 
     async def score_prompt(
         self, record: PromptRecord,
@@ -249,8 +274,34 @@ class LongReward:
         return [a for group in nested for a in group]
 
     def score_sync(self, context: str, query: str, response: str, **kw: Any) -> ScoredAnswer:
-        """``score`` for code without an event loop."""
-        return asyncio.run(self.score(context, query, response, **kw))
+        """``score`` for synchronous code, including code that already runs an event loop
+        (a Jupyter cell). Calls run on one background event loop owned by this scorer, so
+        the judge's connections and the per-document work survive from call to call; do not
+        mix ``score_sync`` with awaiting this scorer's coroutines on another loop."""
+        return self._run_sync(self.score(context, query, response, **kw))
+
+    def _run_sync(self, coro: Any) -> Any:
+        if self._sync_loop is None:
+            loop = asyncio.new_event_loop()
+            thread = threading.Thread(target=loop.run_forever, name="longreward-sync",
+                                      daemon=True)
+            thread.start()
+            self._sync_loop, self._sync_thread = loop, thread
+        return asyncio.run_coroutine_threadsafe(coro, self._sync_loop).result()
+
+    def close(self) -> None:
+        """Release the judge's connections and the loop ``score_sync`` started (the
+        synchronous counterpart of ``aclose``)."""
+        try:
+            self._run_sync(self.aclose())
+        finally:
+            loop, thread = self._sync_loop, self._sync_thread
+            assert loop is not None
+            loop.call_soon_threadsafe(loop.stop)
+            if thread is not None:
+                thread.join()
+            loop.close()
+            self._sync_loop = self._sync_thread = None
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -275,8 +326,11 @@ class ScoreSummary:
     wall_seconds: float = 0.0
     interrupted: bool = False
 
-    def add(self, row: dict[str, Any]) -> None:
-        self.answers_scored += 1
+    def add(self, row: dict[str, Any], *, resumed: bool = False) -> None:
+        """Count a row: one scored now, or (``resumed``) one a previous run left in the
+        output, so that means and the exit code describe the whole output."""
+        if not resumed:
+            self.answers_scored += 1
         if not row["dimensions"]:
             self.all_unscored += 1
         for name, value in row["scores"].items():
@@ -298,6 +352,33 @@ class ScoreSummary:
         return 1 if (self.rejected or self.all_unscored) else 0
 
 
+def score_output_settings(options: ScoreOptions) -> dict[str, Any]:
+    """The options that decide an output row (not where or how fast the judge runs). They
+    are kept in the run store; resuming with different ones is refused (``StaleRunError``),
+    since finished rows would be silently kept next to rows made another way."""
+    from .sampling import TRANSPORT_KEYS
+
+    data = options.model_dump(mode="json", exclude={"prompt_concurrency"})
+    for key in TRANSPORT_KEYS:
+        data["judge"].pop(key, None)
+    for key in ("base_url", "api_key_env"):
+        data["retrieval"].pop(key, None)
+    return data
+
+
+def usage_by_dimension(by_tag: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Per-call counters summed per dimension (its tags are ``dimension.step``)."""
+    out: dict[str, dict[str, int]] = {}
+    for tag, counters in by_tag.items():
+        dim = tag.split(".", 1)[0]
+        if dim not in DIMENSION_NAMES:
+            continue
+        acc = out.setdefault(dim, {})
+        for k, v in counters.items():
+            acc[k] = acc.get(k, 0) + v
+    return out
+
+
 def default_run_dir(output: str | Path) -> Path:
     output = Path(output)
     return output.with_name(output.name + ".run")
@@ -317,25 +398,46 @@ async def score_file(
     scorer: LongReward | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_answer: Callable[[dict[str, Any]], None] | None = None,
+    redo: Literal["none", "unscored", "all"] = "none",
 ) -> ScoreSummary:
     """Score ``input_path`` into ``output_path`` (JSONL), resumably.
 
     Each finished answer is committed to the run's SQLite store, then appended to the output.
     A rerun first appends rows the store has but the output lacks (a kill between the two
     writes), then skips finished answers; the call cache means no completed judge call is
-    repeated either.
+    repeated either. A rerun with other output-deciding options raises ``StaleRunError``.
+
+    ``redo="unscored"`` scores again the answers with an unscored dimension (e.g. after the
+    judge was down: its failed calls are retried, its good ones come from the cache);
+    ``redo="all"`` starts the output over, e.g. with new options, still reusing cached calls.
+    The summary's means and exit code cover the whole output, resumed rows included.
     """
+    from .sampling import check_stage_settings
     from .store import RunStore
 
+    if redo not in ("none", "unscored", "all"):
+        raise ValueError(f"redo must be none, unscored or all, not {redo!r}")
     t0 = time.perf_counter()
     summary = ScoreSummary()
     store = RunStore(Path(run_dir) if run_dir else default_run_dir(output_path))
     own_scorer = scorer is None
+    attached = False
     try:
+        if redo == "all":
+            store.forget(SCORE_STAGE)
+        check_stage_settings(store, SCORE_STAGE, score_output_settings(options),
+                             where=str(store.path.parent))
+        if redo == "unscored":
+            store.forget(SCORE_STAGE, [str(r["id"]) for r in store.rows(SCORE_STAGE)
+                                       if r.get("unscored")])
+        if redo != "none" and Path(output_path).exists():
+            # The output keeps exactly the rows still finished; the redone ones follow.
+            write_rows(output_path, store.rows(SCORE_STAGE))
         if scorer is None:
             scorer = LongReward(build_client(options, cache=store), options=options)
         elif scorer.client.cache is None:
             scorer.client.cache = store
+            attached = True  # detached again below: the store is closed when this returns
         judge_id = scorer.judge_identity
         weights = options.weights
         records: list[PromptRecord] = []
@@ -350,8 +452,11 @@ async def score_file(
 
         with ResumableJsonlWriter(output_path) as writer:
             finished = store.finished_ids(SCORE_STAGE)
+            wanted = {c.id for r in records for c in r.candidates}
             for row in store.rows(SCORE_STAGE):  # repair: committed but not yet in the file
                 writer.write(row)
+                if str(row["id"]) in wanted:
+                    summary.add(row, resumed=True)
             todo: list[PromptRecord] = []
             for rec in records:
                 left = [c for c in rec.candidates if c.id not in finished]
@@ -390,9 +495,12 @@ async def score_file(
             finally:
                 _write_rejected(output_path, summary.rejected)
         summary.stats = scorer.client.snapshot()
+        summary.stats["by_dimension"] = usage_by_dimension(summary.stats["by_tag"])
     finally:
         if own_scorer and scorer is not None:
             await scorer.aclose()
+        elif attached and scorer is not None:
+            scorer.client.cache = None
         store.close()
         summary.wall_seconds = time.perf_counter() - t0
     return summary

@@ -22,11 +22,30 @@ def _pairs(spec=((40, 7, 5), (23, 3, 11)), seed=0) -> list[TokenizedPair]:
     return [TokenizedPair(tok(p), tok(c), tok(r), f"r{i}") for i, (p, c, r) in enumerate(spec)]
 
 
+def _plain(model, prompt_ids, answer_ids):
+    """An ordinary prompt+answer pass of the unmodified model (transformers' own eager
+    attention, default positions, full logits), scored with torch's cross-entropy: nothing
+    of longreward's code is on this path, so a shared bug cannot cancel out."""
+    ids = torch.tensor([prompt_ids + answer_ids])
+    logits = model(input_ids=ids, use_cache=False).logits[0, len(prompt_ids) - 1 : -1]
+    return -torch.nn.functional.cross_entropy(logits, ids[0, len(prompt_ids):], reduction="sum")
+
+
 def _two_pass(model, pairs):
     model.set_attn_implementation("eager")
-    c = torch.stack([ordinary_answer_logps(model, p.prompt_ids, p.chosen_ids) for p in pairs])
-    r = torch.stack([ordinary_answer_logps(model, p.prompt_ids, p.rejected_ids) for p in pairs])
+    c = torch.stack([_plain(model, p.prompt_ids, p.chosen_ids) for p in pairs])
+    r = torch.stack([_plain(model, p.prompt_ids, p.rejected_ids) for p in pairs])
     return c, r
+
+
+def test_ordinary_answer_logps_is_the_plain_two_pass_baseline(family):
+    # The benchmark checks itself against ordinary_answer_logps; it must be the plain pass.
+    model = make_model(family)
+    model.set_attn_implementation("eager")
+    (p,) = _pairs(((30, 6, 4),))
+    with torch.no_grad():
+        torch.testing.assert_close(ordinary_answer_logps(model, p.prompt_ids, p.chosen_ids),
+                                   _plain(model, p.prompt_ids, p.chosen_ids), rtol=1e-5, atol=1e-5)
 
 
 def _packed(model, pairs, backend):

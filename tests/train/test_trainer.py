@@ -59,8 +59,9 @@ def test_steps_raise_margin_and_checkpoint_resumes(tmp_path, tiny_model_dir, pai
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 6
     for key in ("loss", "dpo_loss", "nll", "reward_chosen", "reward_rejected", "margin",
-                "accuracy", "tokens_per_s", "lr"):
+                "accuracy", "tokens_per_s", "lr", "peak_mem_gib"):
         assert key in rows[0]
+    assert 0 < rows[0]["peak_mem_gib"] < 1024  # process peak RSS on CPU, in GiB
     assert rows[-1]["margin"] > rows[0]["margin"]
 
     # Resume from step 3 with the same config: the cached reference is reused and the resumed

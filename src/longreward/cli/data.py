@@ -130,7 +130,13 @@ def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | Non
                progress: bool = True) -> int:
     """The sample stage with a progress bar and a summary; returns the exit code."""
     from ..errors import MissingDependencyError
-    from ..sampling import build_policy_client, default_run_dir, rejected_path, sample_file
+    from ..sampling import (
+        StaleRunError,
+        build_policy_client,
+        default_run_dir,
+        rejected_path,
+        sample_file,
+    )
 
     run_dir = run_dir or default_run_dir(output)
 
@@ -145,6 +151,9 @@ def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | Non
                                 stats=lambda: client.snapshot()["by_tag"].get("sample", {})) as bar:
                 return await sample_file(prompts, output, options, run_dir=run_dir, client=client,
                                          on_start=bar.start, on_prompt=lambda _p: bar.advance())
+        except StaleRunError as exc:
+            err.print(f"[red]error:[/] {exc}")
+            return None
         finally:
             await client.aclose()
 

@@ -62,6 +62,8 @@ def score_command(
     field_response: Annotated[str | None, typer.Option(help="Input field holding the answer (flat rows).")] = None,
     field_candidates: Annotated[str | None, typer.Option(help="Input field holding the candidate list (grouped rows).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    retry_unscored: Annotated[bool, typer.Option("--retry-unscored", help="Score again the answers of earlier runs that have an unscored dimension (e.g. the judge was down); calls that succeeded come from the cache.")] = False,
+    restart: Annotated[bool, typer.Option("--restart", help="Start the output over (e.g. after changing options), reusing the cached judge calls.")] = False,
 ) -> None:
     """Score answers to long-context questions on helpfulness, logicality, faithfulness and completeness. Resumable: rerun the same command after a crash and it goes on."""
     overrides = flag_overrides(**{
@@ -85,14 +87,19 @@ def score_command(
         "fields.response": field_response, "fields.candidates": field_candidates,
     })
     options = build_score_options(config, overrides)
-    raise typer.Exit(run_score(input, output, options, run_dir=run_dir, progress=progress))
+    if restart and retry_unscored:
+        raise typer.BadParameter("--restart already redoes every answer; drop --retry-unscored")
+    redo = "all" if restart else "unscored" if retry_unscored else "none"
+    raise typer.Exit(run_score(input, output, options, run_dir=run_dir, progress=progress,
+                               redo=redo))
 
 
 def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path | None = None,
-              progress: bool = True, console: Console | None = None) -> int:
+              progress: bool = True, console: Console | None = None, redo: str = "none") -> int:
     """Run the score stage with a progress bar and a summary; returns the exit code."""
     from ..errors import MissingDependencyError
     from ..judge import DRY_RUN_BANNER
+    from ..sampling import StaleRunError
     from ..scorer import LongReward, build_client, default_run_dir, rejected_path, score_file
 
     console = console or err
@@ -113,7 +120,11 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
                 return await score_file(
                     input, output, options, run_dir=run_dir, scorer=scorer,
                     on_start=lambda total, done: bar.start(total, done),
-                    on_answer=lambda row: bar.advance())
+                    on_answer=lambda row: bar.advance(), redo=redo)  # type: ignore[arg-type]
+            except StaleRunError as exc:
+                console.print(f"[red]error:[/] {exc} Or rerun with --restart to score again "
+                              "with the new options, reusing the judge calls cached so far.")
+                return None
             finally:
                 await scorer.aclose()
 
@@ -126,6 +137,8 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
     if summary is None:
         return 2
     report_errors(summary.rejected, rejected_path(output), console)
+    if summary.answers_total == 0 and not summary.rejected:
+        console.print(f"[yellow]warning:[/] {input} holds no records: nothing was scored")
     s = summary.stats
     rows: list[tuple[str, Any]] = [
         ("answers", summary.answers_total),

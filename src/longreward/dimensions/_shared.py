@@ -7,7 +7,11 @@ The reference implementation re-chunks, re-embeds and re-extracts for every answ
 - the grade of each distinct statement (its evidence is fixed by the statement, so the
   verdict carries over between answers),
 - the per-chunk extraction of query-relevant information (completeness).
-Concurrent answers await the same ``asyncio.Task``, so each piece of work runs once.
+Concurrent answers await the same ``asyncio.Task``, so each piece of work runs once. Each
+waiter gets a shielded view of it: one answer being cancelled (a caller's timeout, a
+cancelled ``score_prompt``) does not cancel the work the other answers wait for. A task that
+ended cancelled or with an exception is not memoised: the next request starts it afresh,
+so one failure (an embeddings endpoint briefly down) does not poison every later answer.
 """
 
 from __future__ import annotations
@@ -23,14 +27,19 @@ from ..text import Chunk, Tokenizer, chunk_text
 T = TypeVar("T")
 
 
-def once(tasks: dict[str, asyncio.Task[Any]], key: str,
-         factory: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
-    """The task for ``key``, started on first request and shared by later ones."""
+def _failed(task: asyncio.Future[Any]) -> bool:
+    return task.done() and (task.cancelled() or task.exception() is not None)
+
+
+def once(tasks: dict[str, asyncio.Future[Any]], key: str,
+         factory: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
+    """The result of ``key``'s task, started on first request and shared by later ones (see
+    the module docstring for cancellation and failure)."""
     task = tasks.get(key)
-    if task is None:
+    if task is None or _failed(task):
         task = asyncio.ensure_future(factory())
         tasks[key] = task
-    return task
+    return asyncio.shield(task)
 
 
 @dataclass
@@ -40,7 +49,7 @@ class DocumentWork:
     retriever: Retriever
     retrieval_chunk_tokens: int = 128
     extraction_chunk_tokens: int = 4096
-    _tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    _tasks: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
     _retrieval_chunks: list[Chunk] | None = None
     _extraction_chunks: list[Chunk] | None = None
 
@@ -58,16 +67,17 @@ class DocumentWork:
                                                  chunk_tokens=self.extraction_chunk_tokens)
         return self._extraction_chunks
 
-    def index(self) -> asyncio.Task[RetrievalIndex]:
+    def index(self) -> asyncio.Future[RetrievalIndex]:
         return once(self._tasks, "index",
                     lambda: self.retriever.build([c.text for c in self.retrieval_chunks]))
 
-    def shared(self, key: str, factory: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+    def shared(self, key: str, factory: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         """Per-document memo for dimension work (e.g. a statement's grade)."""
         return once(self._tasks, key, factory)
 
     def has(self, key: str) -> bool:
-        return key in self._tasks
+        task = self._tasks.get(key)
+        return task is not None and not _failed(task)
 
 
 @dataclass
@@ -75,8 +85,8 @@ class PromptWork:
     doc: DocumentWork
     query: str
     language: str
-    _tasks: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+    _tasks: dict[str, asyncio.Future[Any]] = field(default_factory=dict)
 
-    def shared(self, key: str, factory: Callable[[], Awaitable[T]]) -> asyncio.Task[T]:
+    def shared(self, key: str, factory: Callable[[], Awaitable[T]]) -> asyncio.Future[T]:
         """Per-(document, question) memo, e.g. the completeness extraction."""
         return once(self._tasks, key, factory)

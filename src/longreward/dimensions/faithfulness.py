@@ -88,9 +88,14 @@ def _normalise_statement(s: str) -> str:
     return " ".join(s.split())
 
 
-async def _pick(batch: asyncio.Task[dict[str, dict[str, Any]]], statement: str
+async def _pick(batch: asyncio.Future[dict[str, dict[str, Any]]], statement: str
                 ) -> dict[str, Any]:
     return (await batch)[statement]
+
+
+class RetrievalFailed(Exception):
+    """The evidence for a statement could not be retrieved (raised, not returned, so that the
+    failure is not memoised for the rest of the run)."""
 
 
 def format_evidence(texts: list[str]) -> str:
@@ -103,8 +108,7 @@ async def _grade(work: PromptWork, statement: str, *, settings: JudgeSettings,
         index = await work.doc.index()
         hits = (await index.search([statement], top_k))[0]
     except Exception as exc:  # retrieval backends (e.g. an embeddings API) can fail
-        return {"statement": statement, "support": None,
-                "error": f"retrieval failed: {type(exc).__name__}: {exc}"}
+        raise RetrievalFailed(f"retrieval failed: {type(exc).__name__}: {exc}") from exc
     chunks = work.doc.retrieval_chunks
     evidence = [chunks[h.chunk].text for h in hits]
     prompt = load_prompt("faithfulness_grading", work.language)
@@ -136,8 +140,7 @@ async def _grade_batch(work: PromptWork, statements: list[str], *, settings: Jud
         index = await work.doc.index()
         hits = await index.search(statements, top_k)
     except Exception as exc:  # retrieval backends (e.g. an embeddings API) can fail
-        reason = f"retrieval failed: {type(exc).__name__}: {exc}"
-        return {s: {"statement": s, "support": None, "error": reason} for s in statements}
+        raise RetrievalFailed(f"retrieval failed: {type(exc).__name__}: {exc}") from exc
     chunks = work.doc.retrieval_chunks
     union = sorted({h.chunk for hs in hits for h in hs})  # document order, each excerpt once
     listing = "\n".join(f"({i}) {s}" for i, s in enumerate(statements, start=1))
@@ -154,13 +157,16 @@ async def _grade_batch(work: PromptWork, statements: list[str], *, settings: Jud
     out: dict[str, dict[str, Any]] = {}
     for i, (s, hs) in enumerate(zip(statements, hits, strict=True), start=1):
         g = by_number.get(i)
-        if g is None:
-            # Skipped by the judge (or the batch failed): grade this one on its own.
-            out[s] = await _grade(work, s, settings=settings, top_k=top_k)
-            continue
-        out[s] = {"statement": s, "evidence": _evidence_rows(work, hs), "support": g.support,
-                  "analysis": g.analysis, "batch_usage": usage, "batch_size": len(statements)}
-    return out
+        if g is not None:
+            out[s] = {"statement": s, "evidence": _evidence_rows(work, hs), "support": g.support,
+                      "analysis": g.analysis, "batch_usage": usage,
+                      "batch_size": len(statements)}
+    # Skipped by the judge (or the batch failed): grade those on their own, concurrently.
+    skipped = [s for s in statements if s not in out]
+    singles = await asyncio.gather(*(_grade(work, s, settings=settings, top_k=top_k)
+                                     for s in skipped))
+    out.update(zip(skipped, singles, strict=True))
+    return {s: out[s] for s in statements}
 
 
 async def score_faithfulness(work: PromptWork, response: str, *, settings: JudgeSettings,
@@ -180,10 +186,12 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
             "note": "no factual statement found; scored 10 because nothing contradicts the "
                     "document (flagged)"})
 
+    # The memo lives on the document (shared by every question about it); the prompt language
+    # is part of the key, so a Chinese question never reuses a grade argued in English.
     def key_of(statement: str) -> str:
-        return "grade:" + hashlib.sha256(statement.encode("utf-8")).hexdigest()
+        return f"grade:{work.language}:" + hashlib.sha256(statement.encode("utf-8")).hexdigest()
 
-    def grade_task(statement: str) -> asyncio.Task[dict[str, Any]]:
+    def grade_task(statement: str) -> asyncio.Future[dict[str, Any]]:
         return work.doc.shared(key_of(statement), lambda: _grade(work, statement,
                                                                  settings=settings, top_k=top_k))
 
@@ -194,13 +202,20 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
         fresh = [s for s in unique if not work.doc.has(key_of(s))]
         for b in range(0, len(fresh), grade_batch_size):
             batch = fresh[b:b + grade_batch_size]
-            bkey = "batch:" + hashlib.sha256("\x00".join(batch).encode("utf-8")).hexdigest()
+            bkey = f"batch:{work.language}:" + hashlib.sha256("\x00".join(batch).encode("utf-8")).hexdigest()
             btask = work.doc.shared(bkey, lambda batch=batch: _grade_batch(
                 work, batch, settings=settings, top_k=top_k))
             for s in batch:
                 work.doc.shared(key_of(s), lambda s=s, btask=btask: _pick(btask, s))
-    graded = dict(zip(unique, await asyncio.gather(*(grade_task(s) for s in unique)),
-                      strict=True))
+    outcomes = await asyncio.gather(*(grade_task(s) for s in unique), return_exceptions=True)
+    graded: dict[str, dict[str, Any]] = {}
+    for s, outcome in zip(unique, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            # Not memoised (see ``_shared.once``): a later answer with this statement retries.
+            error = (str(outcome) if isinstance(outcome, RetrievalFailed)
+                     else f"{type(outcome).__name__}: {outcome}")
+            outcome = {"statement": s, "support": None, "error": error}
+        graded[s] = outcome
     rows = [graded[s] for s in statements]
     failed = [r for r in rows if r["support"] is None]
     details: dict[str, Any] = {"n_statements": len(statements),

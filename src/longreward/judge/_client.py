@@ -378,7 +378,10 @@ class ModelClient:
         cheap next to judge calls, and an index is built once per document anyway."""
         estimate = sum(len(t) for t in texts) // 4 + 1
         out = await self._retrying(lambda api: api.embed(texts), estimate, tag)
-        self.stats._add_usage(tag, Usage(prompt_tokens=estimate))
+        # An estimate, kept under its own tag only: the run's token totals and the cost
+        # estimate are the judge's (``prices`` are chat prices, not embedding prices).
+        tagged = self.stats.tag(tag)
+        tagged.usage = tagged.usage + Usage(prompt_tokens=estimate)
         return out
 
     async def _retrying(self, call: Callable[[ModelAPI], Awaitable[R]], estimate: int,

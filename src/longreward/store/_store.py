@@ -91,6 +91,26 @@ class RunStore:
             )
             return cursor.rowcount > 0
 
+    def forget(self, stage: str, item_ids: list[str] | None = None) -> int:
+        """Un-finish work units of ``stage`` (all of them when ``item_ids`` is None) so the
+        next run redoes them; the call cache is kept, so redoing costs only the calls that
+        had failed. Returns how many were forgotten."""
+        with self._lock:
+            if item_ids is None:
+                cursor = self.db.execute("DELETE FROM items WHERE stage = ?", (stage,))
+                return cursor.rowcount
+            n = 0
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                for item_id in item_ids:
+                    n += self.db.execute("DELETE FROM items WHERE stage = ? AND item_id = ?",
+                                         (stage, str(item_id))).rowcount
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
+            return n
+
     def finished_ids(self, stage: str) -> set[str]:
         with self._lock:
             rows = self.db.execute("SELECT item_id FROM items WHERE stage = ?", (stage,)).fetchall()

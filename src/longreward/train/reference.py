@@ -34,13 +34,44 @@ def file_digest(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def reference_cache_key(cfg: TrainConfig, model_config: dict[str, Any], tokenizer: Any) -> str:
+_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+_SAMPLE = 1 << 20
+
+
+def weights_signature(model: str, commit: str | None = None) -> dict[str, Any]:
+    """What identifies the reference *weights*, cheaply.
+
+    A local directory is identified by its weight files' names, sizes and a hash of their first
+    and last MiB (tensor data, so retrained weights written over the same path give a new
+    signature, while a copy of the directory elsewhere keeps it); not by its path, which may be
+    relative to a different working directory on the next run. A hub id is identified by its
+    name and resolved commit.
+    """
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        return {"hub": model, "commit": commit}
+    files = {}
+    for f in sorted(path.iterdir()):
+        if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES):
+            size = f.stat().st_size
+            h = hashlib.sha256()
+            with open(f, "rb") as fh:
+                h.update(fh.read(_SAMPLE))
+                if size > 2 * _SAMPLE:
+                    fh.seek(size - _SAMPLE)
+                h.update(fh.read(_SAMPLE))
+            files[f.name] = [size, h.hexdigest()]
+    return {"local": files}
+
+
+def reference_cache_key(cfg: TrainConfig, model_config: dict[str, Any], tokenizer: Any,
+                        commit: str | None = None) -> str:
     """Hash of what determines reference log-probs (not of training hyper-parameters)."""
-    tok_sig = {"name": getattr(tokenizer, "name_or_path", ""), "vocab": len(tokenizer),
+    tok_sig = {"vocab": _tokenizer_digest(tokenizer),
                "chat_template": getattr(tokenizer, "chat_template", None),
                "eos": tokenizer.eos_token_id}
     payload = {
-        "model": cfg.model,
+        "weights": weights_signature(cfg.model, commit),
         "model_config": {k: v for k, v in sorted(model_config.items())
                          if not k.startswith("_") and k not in {"transformers_version", "use_cache"}},
         "data": file_digest(cfg.pairs),
@@ -52,8 +83,19 @@ def reference_cache_key(cfg: TrainConfig, model_config: dict[str, Any], tokenize
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
+def _tokenizer_digest(tokenizer: Any) -> str:
+    """The tokenizer's full definition (vocabulary, merges, normalisation), hashed: its name
+    or path says nothing when the directory is reused for another tokenizer."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    blob = (backend.to_str() if backend is not None
+            else json.dumps(sorted(tokenizer.get_vocab().items())))
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def _ref_dtype_tag(cfg: TrainConfig) -> str:
-    return f"{cfg.model_dtype}/bf16={cfg.bf16}"
+    # The effective setting: ``bf16=None`` means "on with CUDA", the same run as ``bf16=True``.
+    bf16 = torch.cuda.is_available() if cfg.bf16 is None else cfg.bf16
+    return f"{cfg.model_dtype}/bf16={bf16}"
 
 
 @contextlib.contextmanager

@@ -63,9 +63,17 @@ def _micro_batches(n_pairs: int, batch_size: int, seed: int, epoch: int, rank: i
 
 
 def _peak_memory_gib(device: torch.device) -> float | None:
+    """Peak memory of this step: the CUDA allocator's peak on a GPU; elsewhere the process's
+    peak resident set (a high-water mark for the whole run, the best the OS offers)."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
-    return None
+    try:
+        import resource
+        import sys
+    except ImportError:  # Windows
+        return None
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**30 if sys.platform == "darwin" else rss / 2**20  # bytes on macOS, KiB on Linux
 
 
 def enable_checkpointing(model: torch.nn.Module) -> None:
@@ -121,7 +129,8 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
-    ref_key = reference_cache_key(cfg, model.config.to_dict(), tokenizer)
+    ref_key = reference_cache_key(cfg, model.config.to_dict(), tokenizer,
+                                  commit=getattr(model.config, "_commit_hash", None))
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
