@@ -90,7 +90,7 @@ def test_run_in_process_then_rerun_makes_no_call(judge_double: Any, tmp_path: Pa
 
 
 def test_rerun_with_changed_settings_is_refused_before_any_call(judge_double: Any, tmp_path: Path) -> None:
-    from longreward.sampling import StaleRunError
+    from longreward.store import StaleRunError
 
     path = write_setup(tmp_path / "a", judge_double.base_url, n_prompts=2, bad_row=False)
     asyncio.run(run_pipeline(load_run_config(path)))

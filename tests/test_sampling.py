@@ -182,7 +182,7 @@ def test_truncate_middle_keeps_head_and_tail() -> None:
 
 
 def test_resume_with_other_settings_is_refused_not_mixed(judge_double: Any, prompts: Path, tmp_path: Path) -> None:
-    from longreward.sampling import StaleRunError
+    from longreward.store import StaleRunError
 
     out = tmp_path / "c.jsonl"
     run(prompts, out, endpoint_options(judge_double, n=3, seed=1))

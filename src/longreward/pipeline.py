@@ -9,7 +9,7 @@ every time, so the pairs of a resumed run equal those of an uninterrupted one.
 A resumed stage must not reuse results made with other settings (another ``n``, policy,
 layout, judge or dimension set): each stage's output-deciding settings are kept in the store,
 and a rerun with changed ones stops with an error that says how to start afresh, instead of
-silently mixing old rows with new ones (``sampling.check_stage_settings``).
+silently mixing old rows with new ones (``store.check_stage_settings``).
 
 Relative paths in the config are resolved against the config file's directory, so a config
 and its data can move together.
@@ -28,13 +28,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .config import ScoreOptions, load_config_file
 from .pairs import PairOptions, PairsSummary, build_pairs
-from .sampling import (
-    TRANSPORT_KEYS,
-    SampleOptions,
-    SampleSummary,
-    check_stage_settings,
-    sample_file,
-)
+from .sampling import SampleOptions, SampleSummary, sample_file
+from .scorer import score_output_settings
+from .store import check_stage_settings
 
 __all__ = ["RunConfig", "RunOutputs", "RunSummary", "load_run_config", "run_pipeline"]
 
@@ -103,16 +99,6 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
     if overrides:
         data = deep_merge(data, overrides)
     return RunConfig.model_validate(data).resolve(path.resolve().parent)
-
-
-def score_output_settings(options: ScoreOptions) -> dict[str, Any]:
-    """The scoring settings that decide the scores (not where or how fast the judge runs)."""
-    data = options.model_dump(mode="json", exclude={"prompt_concurrency"})
-    for key in TRANSPORT_KEYS:
-        data["judge"].pop(key, None)
-    for key in ("base_url", "api_key_env"):
-        data["retrieval"].pop(key, None)
-    return data
 
 
 @dataclass

@@ -34,6 +34,7 @@ from .dimensions import (
 from .errors import RecordError
 from .judge import GenerateConfig, ModelAPI, ModelClient, create_apis
 from .retrieval import Retriever, create_retriever
+from .store import TRANSPORT_KEYS, check_stage_settings
 from .text import Tokenizer, detect_language, get_tokenizer
 
 SCORE_STAGE = "score"
@@ -356,8 +357,6 @@ def score_output_settings(options: ScoreOptions) -> dict[str, Any]:
     """The options that decide an output row (not where or how fast the judge runs). They
     are kept in the run store; resuming with different ones is refused (``StaleRunError``),
     since finished rows would be silently kept next to rows made another way."""
-    from .sampling import TRANSPORT_KEYS
-
     data = options.model_dump(mode="json", exclude={"prompt_concurrency"})
     for key in TRANSPORT_KEYS:
         data["judge"].pop(key, None)
@@ -412,7 +411,6 @@ async def score_file(
     ``redo="all"`` starts the output over, e.g. with new options, still reusing cached calls.
     The summary's means and exit code cover the whole output, resumed rows included.
     """
-    from .sampling import check_stage_settings
     from .store import RunStore
 
     if redo not in ("none", "unscored", "all"):

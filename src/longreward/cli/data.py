@@ -131,12 +131,12 @@ def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | Non
     """The sample stage with a progress bar and a summary; returns the exit code."""
     from ..errors import MissingDependencyError
     from ..sampling import (
-        StaleRunError,
         build_policy_client,
         default_run_dir,
         rejected_path,
         sample_file,
     )
+    from ..store import StaleRunError
 
     run_dir = run_dir or default_run_dir(output)
 

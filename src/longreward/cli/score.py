@@ -99,8 +99,8 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
     """Run the score stage with a progress bar and a summary; returns the exit code."""
     from ..errors import MissingDependencyError
     from ..judge import DRY_RUN_BANNER
-    from ..sampling import StaleRunError
     from ..scorer import LongReward, build_client, default_run_dir, rejected_path, score_file
+    from ..store import StaleRunError
 
     console = console or err
     if options.judge.provider in ("dry_run", "dry-run"):

@@ -1,6 +1,8 @@
 """The run store: call cache, finished work units and run metadata in one SQLite file."""
 
 from ._migrations import MIGRATIONS, apply_migrations, migration
+from ._settings import TRANSPORT_KEYS, StaleRunError, check_stage_settings
 from ._store import STORE_FILENAME, RunStore
 
-__all__ = ["MIGRATIONS", "STORE_FILENAME", "RunStore", "apply_migrations", "migration"]
+__all__ = ["MIGRATIONS", "STORE_FILENAME", "TRANSPORT_KEYS", "RunStore", "StaleRunError",
+           "apply_migrations", "check_stage_settings", "migration"]
