@@ -32,6 +32,7 @@ import hashlib
 import json
 import math
 import random
+import re
 import socket
 import struct
 import threading
@@ -299,7 +300,10 @@ class JudgeDouble:
                 for i in range(n)
             ]
         texts = texts_from(sentences, seed, n)
-        return [f"{t}\nRating: [[{(seed + i) % 10 + 1}]]" for i, t in enumerate(texts)]
+        system = _content(body["messages"][0].get("content")) if chat and body.get(
+            "messages") else ""
+        return [_tagged_reply(system, _prompt_text(body), t, seed + i, sentences)
+                for i, t in enumerate(texts)]
 
     def _usage(self, body: dict[str, Any], replies: list[str]) -> dict[str, Any]:
         prompt = _prompt_text(body)
@@ -452,6 +456,25 @@ class JudgeDouble:
             )
 
         return app
+
+
+_VERDICTS = ("fully", "partially", "not")
+
+
+def _tagged_reply(system: str, prompt: str, text: str, seed: int, sentences: list[str]) -> str:
+    """A text-mode reply in the format the prompt's instructions ask for (longreward's tagged
+    formats), so the text fallback can be exercised end to end without a script; any other
+    prompt gets prose ending in a bracketed rating."""
+    if "[[K: VERDICT]]" in system:
+        numbers = re.findall(r"^\((\d+)\) ", prompt, flags=re.M)
+        return "\n".join(f"({k}) checked.\n[[{k}: {_VERDICTS[(seed + int(k)) % 3]}]]"
+                         for k in numbers)
+    if "[[VERDICT]]" in system:
+        return f"{text}\n[[{_VERDICTS[seed % 3]}]]"
+    for tag in ("statement", "point"):
+        if f"<{tag}>" in system:
+            return "\n".join(f"<{tag}>{s}</{tag}>" for s in sentences[:3]) or "<none/>"
+    return f"{text}\nRating: [[{seed % 10 + 1}]]"
 
 
 def _content(content: Any) -> str:

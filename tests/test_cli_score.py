@@ -252,3 +252,22 @@ def test_an_empty_input_says_so(tmp_path):
                 "--no-progress")
     assert r.returncode == 0
     assert "holds no records" in r.stderr
+
+
+def test_endpoint_without_schemas_scores_every_dimension_in_text_mode(judge_double, tmp_path):
+    """An endpoint that rejects response_format: the run switches to tagged text once and
+    every dimension is still scored through the text parsers (the double answers in the
+    format each prompt asks for)."""
+    inp = tmp_path / "in.jsonl"
+    write_flat(inp, n_prompts=1, n_cands=3)
+    judge_double.reject_schema = True
+    out = tmp_path / "out.jsonl"
+    r = run_cli("score", str(inp), *judge_args(judge_double, out), "--grade-batch-size", "4")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(out)
+    assert len(rows) == 3
+    for row in rows:
+        assert row["unscored"] == {}, row["unscored"]
+        assert all(v is not None for v in row["scores"].values())
+    with_schema = [x for x in judge_double.requests if x["body"].get("response_format")]
+    assert len(with_schema) == 1  # rejected once, then remembered for the run

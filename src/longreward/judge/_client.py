@@ -278,6 +278,8 @@ class ModelClient:
         self._tpm = _RateLimiter(tpm) if tpm else None
         self._rng = random.Random()
         self._text_mode = structured_output == "text"
+        self._schema_ok = structured_output == "json"  # a schema request has succeeded
+        self._schema_probe: asyncio.Future[None] | None = None
         self._pending: dict[str, asyncio.Future[ModelOutput | None]] = {}
 
     # ------------------------------------------------------------------ generate
@@ -507,8 +509,19 @@ class ModelClient:
                 if attempt == 0
                 else config.model_copy(update={"temperature": retry_temperature})
             )
+            prober = False
+            if schema is not None and self.structured_output == "auto" and not self._schema_ok:
+                # Until one schema request has gone through, let only one ask find out whether
+                # the endpoint takes schemas; the others wait instead of all being rejected.
+                if self._schema_probe is not None:
+                    await asyncio.shield(self._schema_probe)
+                    continue  # the mode may have changed; not an attempt
+                self._schema_probe = asyncio.get_running_loop().create_future()
+                prober = True
             try:
                 out = await self.generate(messages, settings, schema, tag=tag, attempt=attempt)
+                if schema is not None:
+                    self._schema_ok = True
             except SchemaUnsupportedError as exc:
                 if mode == "json" and self.structured_output == "auto":
                     self._switch_to_text(exc)
@@ -522,6 +535,11 @@ class ModelClient:
                 return give_up(
                     f"model call failed ({kind}, {type(exc).__name__}): {_short(str(exc))}"
                 )
+            finally:
+                if prober:
+                    probe, self._schema_probe = self._schema_probe, None
+                    if probe is not None and not probe.done():
+                        probe.set_result(None)
             calls += 1
             if not out.cached:
                 usage = usage + out.usage
