@@ -15,6 +15,14 @@ from .judge import Price
 DIMENSION_NAMES = ("helpfulness", "logicality", "faithfulness", "completeness")
 
 
+def check_dimension_names(names: list[str]) -> list[str]:
+    """``names`` if every one is a LongReward dimension, else a ValueError naming the bad ones."""
+    bad = [d for d in names if d not in DIMENSION_NAMES]
+    if bad:
+        raise ValueError(f"unknown dimension(s) {bad}; choose from {list(DIMENSION_NAMES)}")
+    return names
+
+
 class JudgeOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -97,9 +105,7 @@ class ScoreOptions(BaseModel):
     @field_validator("dimensions")
     @classmethod
     def _known_dimensions(cls, v: list[str]) -> list[str]:
-        bad = [d for d in v if d not in DIMENSION_NAMES]
-        if bad:
-            raise ValueError(f"unknown dimension(s) {bad}; choose from {list(DIMENSION_NAMES)}")
+        check_dimension_names(v)
         if not v:
             raise ValueError("at least one dimension is needed")
         return list(dict.fromkeys(v))

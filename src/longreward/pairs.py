@@ -115,12 +115,9 @@ class PairOptions(BaseModel):
     @classmethod
     def _known_dimensions(cls, v: list[str]) -> list[str]:
         # A misspelt name would silently skip every prompt as "dimension_rule".
-        from .config import DIMENSION_NAMES
+        from .config import check_dimension_names
 
-        bad = [d for d in v if d not in DIMENSION_NAMES]
-        if bad:
-            raise ValueError(f"unknown dimension(s) {bad}; choose from {list(DIMENSION_NAMES)}")
-        return v
+        return check_dimension_names(v)
 
     @property
     def keys(self) -> PairKeys:
