@@ -145,14 +145,24 @@ def trl_step_bench(shape: dict[str, Any], P: int, A: int, steps: int, warmup: in
     reset_mem(device)
     vocab = shape["vocab_size"]
     # A word-level tokenizer whose word "tN" is token N, so TRL sees exactly our token ids.
-    tk = Tokenizer(models.WordLevel({f"t{i}": i for i in range(vocab)}, unk_token="t3"))
+    # Special tokens get names that are no substring of a word: tokenizers match special
+    # tokens before splitting words, so an unk named "t3" would cut "t335" into pieces.
+    names = {i: f"t{i}" for i in range(vocab)} | {0: "<pad>", 1: "<eos>", 3: "<unk>"}
+    tk = Tokenizer(models.WordLevel({w: i for i, w in names.items()}, unk_token="<unk>"))
     tk.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
-    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="t1", pad_token="t0",
-                                  unk_token="t3")
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, eos_token="<eos>", pad_token="<pad>",
+                                  unk_token="<unk>")
     pair = make_pair(P, A, vocab)
-    text = lambda ids: " ".join(f"t{i}" for i in ids)  # noqa: E731
-    ds = Dataset.from_list([{"prompt": text(pair.prompt_ids), "chosen": text(pair.chosen_ids[:-1]),
+    text = lambda ids: " ".join(names[i] for i in ids)  # noqa: E731
+    # The prompt ends with a space so that prompt + completion splits at the same boundary
+    # (TRL checks that the tokenized prompt is a prefix of prompt + completion).
+    ds = Dataset.from_list([{"prompt": text(pair.prompt_ids) + " ",
+                             "chosen": text(pair.chosen_ids[:-1]),
                              "rejected": text(pair.rejected_ids[:-1])}] * (warmup + steps))
+    n_prompt = len(tok(text(pair.prompt_ids) + " ")["input_ids"])
+    if n_prompt != len(pair.prompt_ids):  # both sides must see the same token counts
+        raise RuntimeError(f"TRL tokenizer gives {n_prompt} prompt tokens, expected "
+                           f"{len(pair.prompt_ids)}")
     model = build_model(shape, dtype, device, "sdpa")
     args = trl.DPOConfig(
         output_dir=str(workdir / f"trl-{P}"), per_device_train_batch_size=1,
