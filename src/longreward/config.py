@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .data.records import FieldMap
-from .judge import Price
+from .judge import ModelAPI, ModelClient, Price, canonical_provider, create_apis
 
 DIMENSION_NAMES = ("helpfulness", "logicality", "faithfulness", "completeness")
 
@@ -23,7 +23,10 @@ def check_dimension_names(names: list[str]) -> list[str]:
     return names
 
 
-class JudgeOptions(BaseModel):
+class EndpointOptions(BaseModel):
+    """How to reach a model — the judge or the policy — through the one call path
+    (``ModelClient``): provider, endpoints, key, limits, retries."""
+
     model_config = ConfigDict(extra="forbid")
 
     provider: str = "openai_compatible"
@@ -32,23 +35,16 @@ class JudgeOptions(BaseModel):
     #: name of the environment variable holding the key. The key itself is never accepted in
     #: a config file, so it cannot end up in a run directory or a shared YAML.
     api_key_env: str | None = None
-    temperature: float = Field(default=0.0, ge=0)
-    max_tokens: int | None = Field(default=2048, ge=1)
     timeout: float = Field(default=300.0, gt=0)
     max_concurrency: int | None = Field(default=None, ge=1)
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=6, ge=0)
-    #: unparsable replies are re-asked up to this many times in all (paper's code: 5)
-    attempts: int = Field(default=5, ge=1)
-    #: temperature for re-asks after an unparsable reply (paper's code: 0.95)
-    retry_temperature: float = Field(default=0.95, ge=0)
-    structured_output: Literal["auto", "json", "text"] = "auto"
     extra_headers: dict[str, str] = Field(default_factory=dict)
     extra_body: dict[str, Any] = Field(default_factory=dict)
     #: USD per million tokens, for the cost estimate
     prices: Price | None = None
-    #: provider-specific settings, e.g. ``device`` for the transformers provider
+    #: provider-specific settings, e.g. ``device`` for transformers, ``engine_args`` for vLLM
     provider_options: dict[str, Any] = Field(default_factory=dict)
 
     @field_validator("base_urls", mode="before")
@@ -63,6 +59,31 @@ class JudgeOptions(BaseModel):
                 raise ValueError(f"api_key_env names ${self.api_key_env}, which is not set")
             return key
         return None  # the provider falls back to LONGREWARD_API_KEY / OPENAI_API_KEY
+
+    def create_apis(self, default_model: str) -> list[ModelAPI]:
+        """One provider object per endpoint."""
+        opts: dict[str, Any] = dict(self.provider_options)
+        if canonical_provider(self.provider) == "openai_compatible":
+            opts.update(api_key=self.api_key(), extra_headers=self.extra_headers or None,
+                        extra_body=self.extra_body or None, timeout=self.timeout)
+        return create_apis(self.provider, self.model or default_model,
+                           base_urls=self.base_urls or None, **opts)
+
+    def client(self, apis: list[ModelAPI], *, cache: Any = None, **extra: Any) -> ModelClient:
+        """The ``ModelClient`` over ``apis`` with these limits and retries."""
+        return ModelClient(apis, cache=cache, max_concurrency=self.max_concurrency, rpm=self.rpm,
+                           tpm=self.tpm, max_retries=self.max_retries, timeout=self.timeout,
+                           prices=self.prices, **extra)
+
+
+class JudgeOptions(EndpointOptions):
+    temperature: float = Field(default=0.0, ge=0)
+    max_tokens: int | None = Field(default=2048, ge=1)
+    #: unparsable replies are re-asked up to this many times in all (paper's code: 5)
+    attempts: int = Field(default=5, ge=1)
+    #: temperature for re-asks after an unparsable reply (paper's code: 0.95)
+    retry_temperature: float = Field(default=0.95, ge=0)
+    structured_output: Literal["auto", "json", "text"] = "auto"
 
 
 class RetrievalOptions(BaseModel):

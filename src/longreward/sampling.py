@@ -40,6 +40,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from .config import EndpointOptions
 from .data.io import ResumableJsonlWriter, iter_rows
 from .errors import RecordError
 from .formats import DEFAULT_PROMPT_TEMPLATE, render_prompt
@@ -60,31 +61,12 @@ STAGE = "sample"
 TRUNCATION_MARKER = "\n...\n"
 
 
-class PolicyOptions(BaseModel):
+class PolicyOptions(EndpointOptions):
     """How to reach the policy (the SFT model being sampled)."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    provider: str = Field("openai_compatible", description="openai_compatible, vllm, transformers, dry_run")
-    model: str = Field("policy", description="served model name, HF name or local path")
-    base_urls: list[str] = Field(default_factory=list)
-    #: name of the environment variable holding the key; the key itself is never stored
-    api_key_env: str | None = None
+    model: str | None = Field("policy", description="served model name, HF name or local path")
     style: Literal["chat", "completion"] = "chat"
     timeout: float = Field(600.0, gt=0)
-    max_concurrency: int | None = Field(None, ge=1)
-    rpm: float | None = Field(None, gt=0)
-    tpm: float | None = Field(None, gt=0)
-    max_retries: int = Field(6, ge=0)
-    extra_headers: dict[str, str] = Field(default_factory=dict)
-    extra_body: dict[str, Any] = Field(default_factory=dict)
-    #: constructor options of the provider (``device`` for transformers, ``engine_args`` ...)
-    provider_options: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("base_urls", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
 
     def identity(self) -> dict[str, Any]:
         """What each output row records about the policy (no URLs, no secrets)."""
@@ -219,36 +201,11 @@ def _completion_api_class() -> type:
 
 def build_policy_client(policy: PolicyOptions, *, cache: Any = None) -> Any:
     """The ``ModelClient`` for the policy (the one call path: cache, retries, limits)."""
-    from .judge import ModelClient
-
-    return ModelClient(
-        _make_apis(policy), cache=cache, max_concurrency=policy.max_concurrency,
-        rpm=policy.rpm, tpm=policy.tpm, max_retries=policy.max_retries, timeout=policy.timeout,
-    )
-
-
-def _make_apis(policy: PolicyOptions) -> list[Any]:
-    from .judge import create_apis
-
-    options = dict(policy.provider_options)
-    if policy.provider in ("openai_compatible", "openai", "openai-compatible"):
-        if policy.api_key_env:
-            import os
-
-            key = os.environ.get(policy.api_key_env)
-            if not key:
-                raise ValueError(f"api_key_env names ${policy.api_key_env}, which is not set")
-            options["api_key"] = key
-        if policy.extra_headers:
-            options["extra_headers"] = policy.extra_headers
-        if policy.extra_body:
-            options["extra_body"] = policy.extra_body
-        options.setdefault("timeout", policy.timeout)
-    apis = create_apis(policy.provider, policy.model, base_urls=policy.base_urls or None, **options)
+    apis = policy.create_apis("policy")
     if policy.style == "completion":
         wrapper = _completion_api_class()
         apis = [wrapper(a) for a in apis]
-    return apis
+    return policy.client(apis, cache=cache)
 
 
 def _is_local(policy: PolicyOptions) -> bool:

@@ -32,7 +32,7 @@ from .dimensions import (
     score_logicality,
 )
 from .errors import RecordError
-from .judge import GenerateConfig, ModelAPI, ModelClient, create_apis
+from .judge import GenerateConfig, ModelAPI, ModelClient, canonical_provider
 from .retrieval import Retriever, create_retriever
 from .store import TRANSPORT_KEYS, check_stage_settings
 from .text import Tokenizer, detect_language, get_tokenizer
@@ -84,16 +84,10 @@ class ScoredAnswer:
 
 def build_client(options: ScoreOptions, *, cache: Any = None) -> ModelClient:
     j = options.judge
-    if j.model is None and j.provider not in ("dry_run", "dry-run"):
+    if j.model is None and canonical_provider(j.provider) != "dry_run":
         raise ValueError("no judge model: pass --model NAME (and --base-url URL for a server)")
-    opts: dict[str, Any] = dict(j.provider_options)
-    if j.provider in ("openai_compatible", "openai"):
-        opts.update(api_key=j.api_key(), extra_headers=j.extra_headers or None,
-                    extra_body=j.extra_body or None, timeout=j.timeout)
-    apis = create_apis(j.provider, j.model or "dry-run", base_urls=j.base_urls or None, **opts)
-    return ModelClient(apis, cache=cache, max_concurrency=j.max_concurrency, rpm=j.rpm,
-                       tpm=j.tpm, max_retries=j.max_retries, timeout=j.timeout, prices=j.prices,
-                       structured_output=j.structured_output)
+    return j.client(j.create_apis("dry-run"), cache=cache,
+                    structured_output=j.structured_output)
 
 
 def build_retriever(options: ScoreOptions) -> Retriever:
