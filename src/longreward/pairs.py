@@ -507,7 +507,7 @@ def build_pairs(
         pq_path = output_path.with_suffix(".parquet")
         write_parquet_rows(pq_path, rows)
         summary.outputs.append(str(pq_path))
-    from .sampling import write_rejected
+    from .data.io import write_rejected
 
     write_rejected(output_path, summary.errors)
     summary.seconds = time.perf_counter() - started

@@ -41,7 +41,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .config import EndpointOptions
-from .data.io import ResumableJsonlWriter, iter_rows
+from .data.io import (
+    ResumableJsonlWriter,
+    default_run_dir,
+    iter_rows,
+    write_rejected,
+)
 from .errors import RecordError
 from .formats import DEFAULT_PROMPT_TEMPLATE, render_prompt
 from .store import TRANSPORT_KEYS, check_stage_settings
@@ -52,7 +57,6 @@ __all__ = [
     "SampleSummary",
     "Truncation",
     "build_policy_client",
-    "default_run_dir",
     "sample_file",
     "truncate_middle",
 ]
@@ -346,35 +350,6 @@ class SampleSummary:
             "seconds": round(self.seconds, 3),
             "output": self.output,
         }
-
-
-def default_run_dir(output_path: str | Path) -> Path:
-    """Where the store lives when no run directory is given: ``OUTPUT.run/`` beside the
-    output (the same rule as ``longreward score``)."""
-    p = Path(output_path)
-    return p.with_name(p.name + ".run")
-
-
-def rejected_path(output_path: str | Path) -> Path:
-    """Rejected input records are listed in ``OUTPUT.rejected.jsonl``."""
-    p = Path(output_path)
-    return p.with_name(p.name + ".rejected.jsonl")
-
-
-def write_rejected(output_path: str | Path, errors: list[RecordError]) -> None:
-    """List rejected records beside the output (or remove a stale list), so nothing is lost
-    without a trace."""
-    import json
-
-    path = rejected_path(output_path)
-    if not errors:
-        path.unlink(missing_ok=True)
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
-        for e in errors:
-            fh.write(json.dumps({"record": e.record, "field": e.field, "error": e.reason},
-                                ensure_ascii=False) + "\n")
 
 
 def _read_prompts(

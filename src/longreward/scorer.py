@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .config import DIMENSION_NAMES, ScoreOptions
-from .data.io import ResumableJsonlWriter, iter_rows, write_rows
+from .data.io import (
+    ResumableJsonlWriter,
+    default_run_dir,
+    iter_rows,
+    write_rejected,
+    write_rows,
+)
 from .data.records import Candidate, PromptRecord, group_records
 from .dimensions import (
     DimensionResult,
@@ -372,16 +378,6 @@ def usage_by_dimension(by_tag: dict[str, dict[str, int]]) -> dict[str, dict[str,
     return out
 
 
-def default_run_dir(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name + ".run")
-
-
-def rejected_path(output: str | Path) -> Path:
-    output = Path(output)
-    return output.with_name(output.name + ".rejected.jsonl")
-
-
 async def score_file(
     input_path: str | Path,
     output_path: str | Path,
@@ -439,7 +435,7 @@ async def score_file(
                 summary.rejected.append(item)
             else:
                 records.append(item)
-        _write_rejected(output_path, summary.rejected)
+        write_rejected(output_path, summary.rejected)
         summary.answers_total = sum(len(r.candidates) for r in records)
 
         with ResumableJsonlWriter(output_path) as writer:
@@ -485,7 +481,7 @@ async def score_file(
                 summary.interrupted = True
                 raise
             finally:
-                _write_rejected(output_path, summary.rejected)
+                write_rejected(output_path, summary.rejected)
         summary.stats = scorer.client.snapshot()
         summary.stats["by_dimension"] = usage_by_dimension(summary.stats["by_tag"])
     finally:
@@ -496,17 +492,3 @@ async def score_file(
         store.close()
         summary.wall_seconds = time.perf_counter() - t0
     return summary
-
-
-def _write_rejected(output_path: str | Path, errors: list[RecordError]) -> None:
-    """Rejected records go beside the output, so nothing is silently lost."""
-    import json
-
-    path = rejected_path(output_path)
-    if not errors:
-        path.unlink(missing_ok=True)
-        return
-    with open(path, "w", encoding="utf-8") as fh:
-        for e in errors:
-            fh.write(json.dumps({"record": e.record, "field": e.field, "error": e.reason},
-                                ensure_ascii=False) + "\n")

@@ -54,7 +54,7 @@ def test_malformed_rows_are_reported_by_record(tmp_path, tokenizer):
     assert report.n_rows == 5 and report.n_pairs == 1
     by_record = dict(report.rejected)
     assert set(by_record) == {"bad.jsonl:2", "bad.jsonl:3", "bad.jsonl:4", "bad.jsonl:5"}
-    assert "not valid JSON" in by_record["bad.jsonl:2"]
+    assert "malformed JSON" in by_record["bad.jsonl:2"]
     assert "cannot tell the pair format" in by_record["bad.jsonl:3"]
     assert "identical" in by_record["bad.jsonl:4"]
     assert "max_length=150" in by_record["bad.jsonl:5"]

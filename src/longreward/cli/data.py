@@ -129,13 +129,9 @@ def sample_command(
 def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | None = None,
                progress: bool = True) -> int:
     """The sample stage with a progress bar and a summary; returns the exit code."""
+    from ..data.io import default_run_dir, rejected_path
     from ..errors import MissingDependencyError
-    from ..sampling import (
-        build_policy_client,
-        default_run_dir,
-        rejected_path,
-        sample_file,
-    )
+    from ..sampling import build_policy_client, sample_file
     from ..store import StaleRunError
 
     run_dir = run_dir or default_run_dir(output)
@@ -198,9 +194,9 @@ def pairs_command(
     field_query: Annotated[str, typer.Option(help="Prompts file: question field.")] = "query",
 ) -> None:
     """Turn scored answers into DPO pairs: highest reward chosen, lowest rejected."""
+    from ..data.io import rejected_path
     from ..errors import MissingDependencyError
     from ..pairs import PairOptions, build_pairs
-    from ..sampling import rejected_path
 
     flags = flag_overrides(**{
         "format": format, "min_candidates": min_candidates, "min_margin": min_margin,
@@ -243,10 +239,10 @@ def mix_command(
     parquet: Annotated[bool, typer.Option("--parquet/--no-parquet", help="Also write STEM.parquet.")] = True,
 ) -> None:
     """Mix long-context pairs with short-context preference data (LongReward §4.1)."""
+    from ..data.io import rejected_path, write_rejected
     from ..errors import MissingDependencyError
     from ..formats import PAIR_FORMATS, PairKeys
     from ..mix import mix_pairs
-    from ..sampling import rejected_path, write_rejected
 
     if format is not None and format not in PAIR_FORMATS:
         raise typer.BadParameter(f"unknown format {format!r}; choose one of {', '.join(PAIR_FORMATS)}")

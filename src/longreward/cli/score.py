@@ -97,9 +97,10 @@ def score_command(
 def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path | None = None,
               progress: bool = True, console: Console | None = None, redo: str = "none") -> int:
     """Run the score stage with a progress bar and a summary; returns the exit code."""
+    from ..data.io import default_run_dir, rejected_path
     from ..errors import MissingDependencyError
     from ..judge import DRY_RUN_BANNER
-    from ..scorer import LongReward, build_client, default_run_dir, rejected_path, score_file
+    from ..scorer import LongReward, build_client, score_file
     from ..store import StaleRunError
 
     console = console or err

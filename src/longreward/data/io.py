@@ -112,6 +112,32 @@ def read_rows(path: str | Path, *, id_field: str = "id") -> tuple[list[Row], lis
     return rows, errors
 
 
+def default_run_dir(output_path: str | Path) -> Path:
+    """Where a stage keeps its run store when no run directory is given: ``OUTPUT.run/``."""
+    p = Path(output_path)
+    return p.with_name(p.name + ".run")
+
+
+def rejected_path(output_path: str | Path) -> Path:
+    """Rejected input records are listed in ``OUTPUT.rejected.jsonl``."""
+    p = Path(output_path)
+    return p.with_name(p.name + ".rejected.jsonl")
+
+
+def write_rejected(output_path: str | Path, errors: list[RecordError]) -> None:
+    """List rejected records beside the output (or remove a stale list), so nothing is lost
+    without a trace."""
+    path = rejected_path(output_path)
+    if not errors:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for e in errors:
+            fh.write(json.dumps({"record": e.record, "field": e.field, "error": e.reason},
+                                ensure_ascii=False) + "\n")
+
+
 def write_rows(path: str | Path, rows: Iterable[Row]) -> int:
     """Write rows to JSONL or Parquet (by suffix), replacing the file atomically."""
     path = Path(path)

@@ -17,12 +17,11 @@ No torch here: this runs before the training stack is touched.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..data.io import iter_rows
 from ..errors import RecordError
 from ..formats import PairExample, PairKeys, pair_from_row
 
@@ -61,33 +60,12 @@ class DataReport:
                 "answers_cut": self.n_answers_cut}
 
 
-def iter_rows(path: str | Path) -> Iterator[tuple[str, Any]]:
-    """Yield ``(record, row)`` from JSONL or Parquet. ``record`` names the file and line/row so a
-    message can point at it; an unparsable JSON line is yielded as a ``RecordError``."""
-    p = Path(path)
-    if p.suffix in {".parquet", ".pq"}:
-        import pyarrow.parquet as pq
-
-        table = pq.read_table(p)
-        for i, row in enumerate(table.to_pylist()):
-            yield f"{p.name}:row {i}", row
-        return
-    with p.open(encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            record = f"{p.name}:{lineno}"
-            try:
-                yield record, json.loads(line)
-            except json.JSONDecodeError as exc:
-                yield record, RecordError(record, None, f"not valid JSON ({exc.msg}); fix or remove the line")
-
-
 def read_pairs(path: str | Path, fmt: str = "auto",
                keys: PairKeys | None = None) -> tuple[list[tuple[str, PairExample]], DataReport]:
     """Parse every row; malformed rows go into the report with their record and reason."""
     report = DataReport()
     out: list[tuple[str, PairExample]] = []
+    # The package's one reader: JSONL, JSON and Parquet; bad lines come back as RecordErrors.
     for record, row in iter_rows(path):
         report.n_rows += 1
         try:
