@@ -76,3 +76,27 @@ async def ask_judge(
 def usage_dict(usage: Usage, calls: int) -> dict[str, int]:
     return {"calls": calls, "prompt_tokens": usage.prompt_tokens,
             "completion_tokens": usage.completion_tokens, "cached_tokens": usage.cached_tokens}
+
+
+async def judge_score(
+    settings: JudgeSettings,
+    name: str,
+    prompt: PromptTemplate,
+    variables: dict[str, str],
+    reply_model: type[BaseModel],
+    parse_text: Callable[[str, str], BaseModel],
+    *,
+    tag: str | None = None,
+    **details: Any,
+) -> DimensionResult:
+    """A dimension (or final step) that is one judge call ending in a 0–10 ``score``: the
+    reply's other fields and ``details`` go into the result's details; a failed ask makes the
+    dimension unscored with the reason and the raw replies."""
+    ans = await ask_judge(settings, prompt, variables, reply_model, parse_text, tag=tag or name)
+    usage = usage_dict(ans.usage, ans.calls)
+    if ans.value is None:
+        return DimensionResult.unscored(name, ans.error or "no reply", raw=ans.raw, usage=usage,
+                                        **details)
+    fields = ans.value.model_dump()
+    score = float(fields.pop("score"))
+    return DimensionResult(name, score, details={**fields, **details, "usage": usage})

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..text import position_label
-from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
+from ._base import DimensionResult, JudgeSettings, ask_judge, judge_score, usage_dict
 from ._parse import parse_tagged_list
 from ._prompts import load_prompt
 from ._shared import PromptWork
@@ -101,17 +101,9 @@ async def score_completeness(work: PromptWork, response: str, *,
             NAME, f"information extraction failed for {len(failed)} of {len(findings)} "
             f"document chunks (first: chunk {f['chunk']} at {f['position']}: {f['error']})"
             f"{hint}", points=points_view)
-    prompt = load_prompt("completeness_coverage", work.language)
-    ans = await ask_judge(settings, prompt,
-                          {"query": work.query, "points": format_points(findings, work.language),
-                           "response": response},
-                          CoverageReply, parse_coverage_text, tag=f"{NAME}.coverage")
-    usage = usage_dict(ans.usage, ans.calls)
-    n_points = sum(len(f["points"]) for f in findings)
-    if ans.value is None:
-        return DimensionResult.unscored(NAME, ans.error or "no reply", raw=ans.raw,
-                                        points=points_view, usage=usage)
-    assert isinstance(ans.value, CoverageReply)
-    return DimensionResult(NAME, float(ans.value.score), details={
-        "analysis": ans.value.analysis, "points": points_view, "n_points": n_points,
-        "n_chunks": len(findings), "usage": usage})
+    return await judge_score(
+        settings, NAME, load_prompt("completeness_coverage", work.language),
+        {"query": work.query, "points": format_points(findings, work.language),
+         "response": response},
+        CoverageReply, parse_coverage_text, tag=f"{NAME}.coverage", points=points_view,
+        n_points=sum(len(f["points"]) for f in findings), n_chunks=len(findings))

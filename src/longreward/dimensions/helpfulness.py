@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
+from ._base import DimensionResult, JudgeSettings, judge_score
 from ._parse import parse_score
 from ._prompts import load_prompt
 
@@ -24,13 +24,6 @@ def parse_scored_text(reply: str, prompt_text: str) -> ScoredReply:
 
 async def score_helpfulness(query: str, response: str, *, language: str,
                             settings: JudgeSettings) -> DimensionResult:
-    prompt = load_prompt(NAME, language)
-    ans = await ask_judge(settings, prompt, {"query": query, "response": response}, ScoredReply,
-                          parse_scored_text, tag=NAME)
-    usage = usage_dict(ans.usage, ans.calls)
-    if ans.value is None:
-        return DimensionResult.unscored(NAME, ans.error or "no reply", raw=ans.raw, usage=usage)
-    reply = ans.value
-    assert isinstance(reply, ScoredReply)
-    return DimensionResult(NAME, float(reply.score),
-                           details={"analysis": reply.analysis, "usage": usage})
+    return await judge_score(settings, NAME, load_prompt(NAME, language),
+                             {"query": query, "response": response}, ScoredReply,
+                             parse_scored_text)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
+from ._base import DimensionResult, JudgeSettings, judge_score
 from ._parse import parse_bullets, parse_score
 from ._prompts import load_prompt
 
@@ -26,13 +26,6 @@ def parse_logic_text(reply: str, prompt_text: str) -> LogicReply:
 
 async def score_logicality(query: str, response: str, *, language: str,
                            settings: JudgeSettings) -> DimensionResult:
-    prompt = load_prompt(NAME, language)
-    ans = await ask_judge(settings, prompt, {"query": query, "response": response}, LogicReply,
-                          parse_logic_text, tag=NAME)
-    usage = usage_dict(ans.usage, ans.calls)
-    if ans.value is None:
-        return DimensionResult.unscored(NAME, ans.error or "no reply", raw=ans.raw, usage=usage)
-    reply = ans.value
-    assert isinstance(reply, LogicReply)
-    return DimensionResult(NAME, float(reply.score), details={
-        "errors": reply.errors, "analysis": reply.analysis, "usage": usage})
+    return await judge_score(settings, NAME, load_prompt(NAME, language),
+                             {"query": query, "response": response}, LogicReply,
+                             parse_logic_text)

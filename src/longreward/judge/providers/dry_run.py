@@ -90,27 +90,18 @@ class DryRunAPI(ModelAPI):
             ]
         else:
             texts = texts_from(sentences, seed, config.n)
-        prompt = "".join(m.content for m in messages)
-        return ModelOutput(
-            texts=texts,
-            usage=Usage(
-                prompt_tokens=_estimate(prompt),
-                completion_tokens=sum(_estimate(t) for t in texts),
-            ),
-            model=self.model,
-            finish_reasons=["stop"] * len(texts),
-        )
+        return self._output("".join(m.content for m in messages), texts)
 
     async def complete_text(self, prompt: str, config: GenerateConfig) -> ModelOutput:
         seed = _seed(prompt, config.model_dump())
         sentences = sentences_of(prompt)[-_TAIL_SENTENCES:] or ["No text was given."]
-        texts = texts_from(sentences, seed, config.n)
+        return self._output(prompt, texts_from(sentences, seed, config.n))
+
+    def _output(self, prompt: str, texts: list[str]) -> ModelOutput:
         return ModelOutput(
             texts=texts,
-            usage=Usage(
-                prompt_tokens=_estimate(prompt),
-                completion_tokens=sum(_estimate(t) for t in texts),
-            ),
+            usage=Usage(prompt_tokens=_estimate(prompt),
+                        completion_tokens=sum(_estimate(t) for t in texts)),
             model=self.model,
             finish_reasons=["stop"] * len(texts),
         )
