@@ -271,3 +271,33 @@ def test_endpoint_without_schemas_scores_every_dimension_in_text_mode(judge_doub
         assert all(v is not None for v in row["scores"].values())
     with_schema = [x for x in judge_double.requests if x["body"].get("response_format")]
     assert len(with_schema) == 1  # rejected once, then remembered for the run
+
+
+def test_candidates_without_context_are_joined_to_their_document(tmp_path):
+    """`sample --no-context` writes the document once (in the prompts file), not N times;
+    `score --prompts` joins it back by prompt_id. Without --prompts such rows are rejected
+    by record, naming the field."""
+    from importlib import resources
+
+    prompts = resources.files("longreward").joinpath("examples", "prompts.jsonl")
+    cands = tmp_path / "cands.jsonl"
+    r = run_cli("sample", str(prompts), "-o", str(cands), "--dry-run", "--n", "3",
+                "--no-context", "--no-progress")
+    assert r.returncode == 0, r.stderr
+    rows = read_rows(cands)
+    assert len(rows) == 9 and all("context" not in x and x["prompt_id"] for x in rows)
+    assert cands.stat().st_size < len(prompts.read_bytes())  # no document copies
+
+    out = tmp_path / "scored.jsonl"
+    r = run_cli("score", str(cands), "-o", str(out), "--dry-run", "--no-progress",
+                "--prompts", str(prompts))
+    assert r.returncode == 0, r.stderr
+    scored = read_rows(out)
+    assert len(scored) == 9 and all(x["dimensions"] for x in scored)
+
+    out2 = tmp_path / "scored2.jsonl"
+    r = run_cli("score", str(cands), "-o", str(out2), "--dry-run", "--no-progress")
+    assert r.returncode == 1
+    rejected = read_rows(tmp_path / "scored2.jsonl.rejected.jsonl")
+    assert len(rejected) == 9 and {x["field"] for x in rejected} == {"context"}
+    assert all("--prompts" in x["error"] for x in rejected)

@@ -82,6 +82,9 @@ def test_run_in_process_then_rerun_makes_no_call(judge_double: Any, tmp_path: Pa
     assert s.model_calls["sample"] == 3 and s.model_calls["score"] > 0
     assert s.pairs.pairs + sum(s.pairs.skipped.values()) == 3
     assert s.exit_code == 1  # a record was rejected
+    # candidates carry only prompt_id; score and pairs join the document from the prompts
+    assert all("context" not in row for row in read(Path(cfg.outputs.candidates)))
+    assert s.score.answers_scored == 15 and not s.score.rejected
     n = judge_double.count()
     s2 = asyncio.run(run_pipeline(cfg))
     assert judge_double.count() == n  # nothing new to do: no model call at all

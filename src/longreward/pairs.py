@@ -38,6 +38,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from .data.io import iter_rows, write_rows
+from .data.records import load_prompts
 from .errors import MissingDependencyError, RecordError
 from .formats import (
     DEFAULT_PROMPT_TEMPLATE,
@@ -272,39 +273,6 @@ def candidate_from_row(row: dict[str, Any], record: str) -> Candidate:
         query=row.get("query") if isinstance(row.get("query"), str) else None,
         judge=row.get("judge") if isinstance(row.get("judge"), dict) else None,
     )
-
-
-def load_prompts(
-    path: str | Path,
-    *,
-    field_id: str = "id",
-    field_context: str = "context",
-    field_query: str = "query",
-    errors: list[RecordError] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """Prompts file rows keyed by id, as ``{"context", "query", "system"?}``; bad rows go to
-    ``errors``."""
-    out: dict[str, dict[str, Any]] = {}
-    for label, item in iter_rows(path, id_field=field_id):
-        if isinstance(item, RecordError):
-            if errors is not None:
-                errors.append(item)
-            continue
-        try:
-            pid = item.get(field_id)
-            if pid is None or isinstance(pid, bool) or str(pid) == "":
-                raise RecordError(label, field_id, "missing id")
-            ctx, query = item.get(field_context), item.get(field_query)
-            if not isinstance(ctx, str):
-                raise RecordError(label, field_context, "missing or not a string")
-            if not isinstance(query, str) or not query.strip():
-                raise RecordError(label, field_query, "missing or empty")
-        except RecordError as exc:
-            if errors is not None:
-                errors.append(exc)
-            continue
-        out[str(pid)] = {"context": ctx, "query": query}
-    return out
 
 
 # --------------------------------------------------------------------------- building

@@ -70,6 +70,10 @@ class RunConfig(BaseModel):
             updates["prompt_template"] = self.sample.prompt_template
         if updates:
             self.pairs = self.pairs.model_copy(update=updates)
+        # The run knows the prompts file, so candidates need not carry the document: score
+        # and pairs join it back by prompt_id (N times less disk for N samples).
+        if "include_context" not in self.sample.model_fields_set:
+            self.sample = self.sample.model_copy(update={"include_context": False})
         return self
 
     def resolve(self, base: Path) -> RunConfig:
@@ -202,7 +206,7 @@ async def run_pipeline(
             summary.score = await score_file(
                 out.candidates, out.scored, config.score, run_dir=run_dir, scorer=scorer,
                 on_start=lambda total, done: bar.start(total, done),
-                on_answer=lambda _row: bar.advance(),
+                on_answer=lambda _row: bar.advance(), prompts_path=config.prompts,
             )
     finally:
         await scorer.aclose()

@@ -104,6 +104,10 @@ class SampleOptions(BaseModel):
     field_id: str = "id"
     field_context: str = "context"
     field_query: str = "query"
+    #: copy the document into every candidate row, so ``score`` can read the file on its own;
+    #: off, rows carry only ``prompt_id`` and ``score --prompts`` joins the document back
+    #: (N times less disk for N samples of a long document; ``run`` turns it off)
+    include_context: bool = True
     #: prompts in flight at once (the client separately caps requests per endpoint)
     prompt_concurrency: int = Field(16, ge=1)
 
@@ -450,9 +454,6 @@ async def _sample_prompt(
         row = {
             "id": cid,
             "prompt_id": pid,
-            # The original document: scoring judges against the full text even when the
-            # policy only saw a truncated one.
-            "context": context,
             "query": query,
             "response": text,
             "sample_index": k,
@@ -460,6 +461,10 @@ async def _sample_prompt(
             "truncated": trunc.as_dict() if trunc else None,
             "duplicate_of": dup,
         }
+        if options.include_context:
+            # The original document: scoring judges against the full text even when the
+            # policy only saw a truncated one.
+            row = {"id": cid, "prompt_id": pid, "context": context, **row}
         store.record(STAGE, cid, row)
         if writer.write(row):
             summary.candidates += 1

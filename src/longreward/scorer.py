@@ -25,7 +25,7 @@ from .data.io import (
     write_rejected,
     write_rows,
 )
-from .data.records import Candidate, PromptRecord, group_records
+from .data.records import Candidate, PromptRecord, group_records, load_prompts
 from .dimensions import (
     DimensionResult,
     DocumentWork,
@@ -388,6 +388,7 @@ async def score_file(
     on_start: Callable[[int, int], None] | None = None,
     on_answer: Callable[[dict[str, Any]], None] | None = None,
     redo: Literal["none", "unscored", "all"] = "none",
+    prompts_path: str | Path | None = None,
 ) -> ScoreSummary:
     """Score ``input_path`` into ``output_path`` (JSONL), resumably.
 
@@ -429,8 +430,15 @@ async def score_file(
         judge_id = scorer.judge_identity
         weights = options.weights
         records: list[PromptRecord] = []
+        prompts = None
+        if prompts_path is not None:
+            f = options.fields
+            # A bad prompts row is not a record of this stage (``sample`` reports it); a
+            # candidate that needs it is rejected below, naming its prompt_id.
+            prompts = load_prompts(prompts_path, field_id=f.id, field_context=f.context,
+                                   field_query=f.query)
         for item in group_records(iter_rows(input_path, id_field=options.fields.id),
-                                  options.fields):
+                                  options.fields, prompts):
             if isinstance(item, RecordError):
                 summary.rejected.append(item)
             else:

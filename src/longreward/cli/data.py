@@ -106,6 +106,7 @@ def sample_command(
     field_id: Annotated[str | None, typer.Option(help="Input field holding the prompt id.")] = None,
     field_context: Annotated[str | None, typer.Option(help="Input field holding the document.")] = None,
     field_query: Annotated[str | None, typer.Option(help="Input field holding the question.")] = None,
+    context: Annotated[bool | None, typer.Option("--context/--no-context", help="Copy the document into every candidate row (default), or keep only prompt_id and let `score --prompts` / `pairs --prompts` join it back.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Sample N answers per long-context prompt from the policy. Resumable: rerun the same command after a crash and it goes on."""
@@ -121,6 +122,7 @@ def sample_command(
         "prompt_template": prompt_template, "max_context_tokens": max_context_tokens,
         "tokenizer": tokenizer, "prompt_concurrency": prompt_concurrency,
         "field_id": field_id, "field_context": field_context, "field_query": field_query,
+        "include_context": context,
     })
     options = validate_options(SampleOptions, config, flags, "sample")
     raise typer.Exit(run_sample(prompts, output, options, run_dir=run_dir, progress=progress))

@@ -28,6 +28,7 @@ def score_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Output JSONL, one row per answer.")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/TOML file with the same options (flags win).", exists=True)] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (SQLite cache + state). Default: OUTPUT.run/")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="Prompts file (id, context, query): the document for rows that carry only a prompt_id (e.g. `sample --no-context`).", exists=True, dir_okay=False)] = None,
     provider: Annotated[str | None, typer.Option("--provider", help="Judge provider: openai_compatible, dry_run, transformers, vllm.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Judge model name (or local path for transformers).")] = None,
     base_url: Annotated[list[str] | None, typer.Option("--base-url", help="OpenAI-compatible base URL; repeat to spread calls over several servers.")] = None,
@@ -91,11 +92,12 @@ def score_command(
         raise typer.BadParameter("--restart already redoes every answer; drop --retry-unscored")
     redo = "all" if restart else "unscored" if retry_unscored else "none"
     raise typer.Exit(run_score(input, output, options, run_dir=run_dir, progress=progress,
-                               redo=redo))
+                               redo=redo, prompts=prompts))
 
 
 def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path | None = None,
-              progress: bool = True, console: Console | None = None, redo: str = "none") -> int:
+              progress: bool = True, console: Console | None = None, redo: str = "none",
+              prompts: Path | None = None) -> int:
     """Run the score stage with a progress bar and a summary; returns the exit code."""
     from ..data.io import default_run_dir, rejected_path
     from ..errors import MissingDependencyError
@@ -121,7 +123,8 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
                 return await score_file(
                     input, output, options, run_dir=run_dir, scorer=scorer,
                     on_start=lambda total, done: bar.start(total, done),
-                    on_answer=lambda row: bar.advance(), redo=redo)  # type: ignore[arg-type]
+                    on_answer=lambda row: bar.advance(), redo=redo,  # type: ignore[arg-type]
+                    prompts_path=prompts)
             except StaleRunError as exc:
                 console.print(f"[red]error:[/] {exc} Or rerun with --restart to score again "
                               "with the new options, reusing the judge calls cached so far.")

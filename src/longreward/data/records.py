@@ -12,11 +12,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import RecordError
+from .io import iter_rows
 
 
 class FieldMap(BaseModel):
@@ -76,16 +78,32 @@ def _str_id(value: Any) -> str | None:
 def group_records(
     rows: Iterable[tuple[str, dict[str, Any] | RecordError]],
     fields: FieldMap | None = None,
+    prompts: dict[str, dict[str, Any]] | None = None,
 ) -> Iterator[PromptRecord | RecordError]:
     """Turn raw rows into ``PromptRecord``s. Bad rows (and bad candidates) come out as
     ``RecordError`` and never stop the others. Flat rows are grouped, so their records are
-    yielded after all rows were read; grouped rows are yielded as they come."""
+    yielded after all rows were read; grouped rows are yielded as they come.
+
+    ``prompts`` (from :func:`load_prompts`) fills in the document and question of rows that
+    carry only a ``prompt_id``, so candidates need not repeat a long document N times."""
     f = fields or FieldMap()
     flat: dict[str, PromptRecord] = {}
     seen_ids: set[str] = set()
     for label, row in rows:
         if isinstance(row, RecordError):
             yield row
+            continue
+        if prompts is not None and f.context not in row:
+            pid = _str_id(row.get(f.prompt_id))
+            src = prompts.get(pid) if pid is not None else None
+            if src is None:
+                yield RecordError(label, f.prompt_id, "no document: the row has no "
+                                  f"'{f.context}' and its prompt_id is not in the prompts file")
+                continue
+            row = {**row, f.context: src["context"], f.query: row.get(f.query, src["query"])}
+        elif f.context not in row and _str_id(row.get(f.prompt_id)) is not None:
+            yield RecordError(label, f.context, "missing; this row has a prompt_id, so pass the "
+                              "prompts file with --prompts to join its document")
             continue
         try:
             context = _req_str(row, f.context, label)
@@ -158,3 +176,37 @@ def _grouped(row: dict[str, Any], label: str, context: str, query: str, f: Field
         cands.append(Candidate(cid, text, extra))
     if cands:
         yield PromptRecord(pid, context, query, cands, label)
+
+
+def load_prompts(
+    path: str | Path,
+    *,
+    field_id: str = "id",
+    field_context: str = "context",
+    field_query: str = "query",
+    errors: list[RecordError] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """A prompts file (rows of id, context, query) keyed by id, as ``{"context", "query"}``;
+    bad rows go to ``errors``. Lets candidate rows that carry only ``prompt_id`` be joined
+    back to their document (``score --prompts``, ``pairs --prompts``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for label, item in iter_rows(path, id_field=field_id):
+        if isinstance(item, RecordError):
+            if errors is not None:
+                errors.append(item)
+            continue
+        try:
+            pid = item.get(field_id)
+            if pid is None or isinstance(pid, bool) or str(pid) == "":
+                raise RecordError(label, field_id, "missing id")
+            ctx, query = item.get(field_context), item.get(field_query)
+            if not isinstance(ctx, str):
+                raise RecordError(label, field_context, "missing or not a string")
+            if not isinstance(query, str) or not query.strip():
+                raise RecordError(label, field_query, "missing or empty")
+        except RecordError as exc:
+            if errors is not None:
+                errors.append(exc)
+            continue
+        out[str(pid)] = {"context": ctx, "query": query}
+    return out
