@@ -301,3 +301,30 @@ def test_candidates_without_context_are_joined_to_their_document(tmp_path):
     rejected = read_rows(tmp_path / "scored2.jsonl.rejected.jsonl")
     assert len(rejected) == 9 and {x["field"] for x in rejected} == {"context"}
     assert all("--prompts" in x["error"] for x in rejected)
+
+
+def test_an_edited_answer_is_scored_again_not_kept_stale(judge_double, tmp_path):
+    inp = tmp_path / "in.jsonl"
+    ids = write_flat(inp, n_prompts=2, n_cands=3)
+    out = tmp_path / "out.jsonl"
+    assert run_cli("score", str(inp), *judge_args(judge_double, out)).returncode == 0
+    first = {x["id"]: x for x in read_rows(out)}
+    assert all(x["document"] for x in first.values())
+
+    rows = [json.loads(x) for x in inp.read_text().splitlines()]
+    rows[1]["response"] = "A corrected answer that says something else entirely."
+    for row in rows[3:]:  # prompt q1: its document gains an appendix
+        row["context"] += "\n\nAn appendix added later."
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = run_cli("score", str(inp), *judge_args(judge_double, out))
+    assert r.returncode == 0, r.stderr
+    after = read_rows(out)
+    assert sorted(x["id"] for x in after) == sorted(ids)  # no duplicates
+    by_id = {x["id"]: x for x in after}
+    assert by_id["q0-1"]["response"].startswith("A corrected answer")
+    # every answer of the prompt whose document changed is scored against the new document
+    for cid in ("q1-0", "q1-1", "q1-2"):
+        assert by_id[cid]["document"] != first[cid]["document"]
+    for cid in ("q0-0", "q0-2"):
+        assert by_id[cid] == first[cid]
+    assert "changed since scored" in r.stderr

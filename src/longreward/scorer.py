@@ -59,6 +59,8 @@ class ScoredAnswer:
     reward: float | None
     dimensions: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    #: short hash of the document the answer was scored against (``PromptRecord.document_key``)
+    document: str = ""
 
     @property
     def all_unscored(self) -> bool:
@@ -69,6 +71,7 @@ class ScoredAnswer:
         row: dict[str, Any] = {
             "id": self.id,
             "prompt_id": self.prompt_id,
+            "document": self.document,
             "query": self.query,
             "response": self.response,
             "reward": self.reward,
@@ -213,7 +216,8 @@ class LongReward:
         results = {d: results[d] for d in dims}  # stable order in output
         reward, used = combine_reward(results, self.options.weights)
         return ScoredAnswer(cand.id, record.prompt_id, record.query, cand.response,
-                            work.language, results, reward, used, cand.extra)
+                            work.language, results, reward, used, cand.extra,
+                            record.document_key)
 
     @staticmethod
     async def _guarded(name: str, job: Any, record: PromptRecord,
@@ -326,6 +330,8 @@ class ScoreSummary:
     stats: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
     interrupted: bool = False
+    #: finished answers whose input (document, question or answer) changed: scored again
+    changed: int = 0
 
     def add(self, row: dict[str, Any], *, resumed: bool = False) -> None:
         """Count a row: one scored now, or (``resumed``) one a previous run left in the
@@ -445,6 +451,13 @@ async def score_file(
                 records.append(item)
         write_rejected(output_path, summary.rejected)
         summary.answers_total = sum(len(r.candidates) for r in records)
+        changed = _changed_since_scored(store, records)
+        if changed:
+            # A finished row belongs to the input it was scored from: an edited answer,
+            # question or document is scored again instead of keeping a stale score.
+            store.forget(SCORE_STAGE, changed)
+            write_rows(output_path, store.rows(SCORE_STAGE))
+            summary.changed = len(changed)
 
         with ResumableJsonlWriter(output_path) as writer:
             finished = store.finished_ids(SCORE_STAGE)
@@ -500,3 +513,19 @@ async def score_file(
         store.close()
         summary.wall_seconds = time.perf_counter() - t0
     return summary
+
+
+def _changed_since_scored(store: Any, records: list[PromptRecord]) -> list[str]:
+    """Ids of finished answers whose document, question or answer differ from the input now.
+    Rows written before rows recorded their document compare on question and answer only."""
+    now = {c.id: (r.document_key, r.query, c.response) for r in records for c in r.candidates}
+    changed = []
+    for row in store.rows(SCORE_STAGE):
+        cid = str(row.get("id"))
+        if cid not in now:
+            continue
+        document, query, response = now[cid]
+        if (row.get("query") != query or row.get("response") != response
+                or row.get("document", document) != document):
+            changed.append(cid)
+    return changed

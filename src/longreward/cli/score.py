@@ -147,6 +147,7 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
     rows: list[tuple[str, Any]] = [
         ("answers", summary.answers_total),
         ("already done (resumed)", summary.answers_done_before),
+        ("changed since scored (scored again)", summary.changed),
         ("scored this run", summary.answers_scored),
         ("unscored on every dimension", summary.all_unscored),
         ("records rejected", len(summary.rejected)),
