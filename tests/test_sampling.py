@@ -354,3 +354,32 @@ def test_vllm_provider_maps_sampling_params_and_n(monkeypatch: pytest.MonkeyPatc
     kind, convo, kw = seen[0]
     assert kind == "chat" and convo[-1]["role"] == "user"
     assert kw == {"n": 4, "temperature": 1.0, "max_tokens": 32, "top_p": 0.95, "seed": 5}
+
+
+def test_an_edited_prompt_is_sampled_again_not_kept_stale(tmp_path):
+    """Answers belong to the prompt they were sampled from: after the question or document of
+    a prompt is edited, a rerun drops its old answers and samples new ones; other prompts are
+    untouched and no id is duplicated."""
+    import asyncio
+    import json
+
+    from longreward.sampling import PolicyOptions, SampleOptions, sample_file
+
+    prompts = tmp_path / "prompts.jsonl"
+    rows = [{"id": f"p{i}", "context": f"Document {i}. It has facts about topic {i}.",
+             "query": f"What about topic {i}?"} for i in range(3)]
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    options = SampleOptions(policy=PolicyOptions(provider="dry_run"), n=3)
+    out = tmp_path / "cands.jsonl"
+    asyncio.run(sample_file(prompts, out, options))
+    first = {json.loads(x)["id"]: json.loads(x) for x in out.read_text().splitlines()}
+
+    rows[1]["query"] = "A different question about topic 1?"
+    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    summary = asyncio.run(sample_file(prompts, out, options))
+    assert summary.changed == 1 and summary.candidates == 3
+    after = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(x["id"] for x in after) == sorted(first)
+    by_id = {x["id"]: x for x in after}
+    assert all(by_id[f"p1-{k}"]["query"] == rows[1]["query"] for k in range(3))
+    assert all(by_id[f"p{i}-{k}"] == first[f"p{i}-{k}"] for i in (0, 2) for k in range(3))

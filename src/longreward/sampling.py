@@ -46,7 +46,9 @@ from .data.io import (
     default_run_dir,
     iter_rows,
     write_rejected,
+    write_rows,
 )
+from .data.records import document_key
 from .errors import RecordError
 from .formats import DEFAULT_PROMPT_TEMPLATE, render_prompt
 from .store import TRANSPORT_KEYS, check_stage_settings
@@ -336,11 +338,13 @@ class SampleSummary:
     seconds: float = 0.0
     window: int | None = None
     output: str = ""
+    changed: int = 0  # prompts edited since they were sampled: their answers sampled again
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "prompts": self.prompts,
             "already_done": self.already_done,
+            "changed": self.changed,
             "sampled": self.sampled,
             "failed": len(self.failed),
             "candidates_written": self.candidates,
@@ -454,6 +458,7 @@ async def _sample_prompt(
         row = {
             "id": cid,
             "prompt_id": pid,
+            "document": document_key(context),
             "query": query,
             "response": text,
             "sample_index": k,
@@ -502,6 +507,15 @@ async def sample_file(
     own_client = client is None
     try:
         check_stage_settings(store, STAGE, options.output_settings())
+        stale = _stale_candidates(store, prompts)
+        if stale:
+            # Answers sampled for an earlier version of a prompt (edited document or
+            # question) are dropped and sampled again, not kept next to the new prompt.
+            store.forget(STAGE, stale)
+            writer.close()
+            write_rows(output_path, store.rows(STAGE))
+            writer = ResumableJsonlWriter(output_path)
+            summary.changed = len({cid.rsplit("-", 1)[0] for cid in stale})
         done_ids = store.finished_ids(STAGE)
         # The store is the record of what is done; the file may lag it by the rows of a run
         # killed between the two writes (or have been deleted): bring it up to date first.
@@ -575,3 +589,14 @@ async def _run_all(
                 on_prompt(pid)
 
     await asyncio.gather(*(worker() for _ in range(min(options.prompt_concurrency, len(todo)))))
+
+
+def _stale_candidates(store: Any, prompts: list[tuple[str, str, str]]) -> list[str]:
+    """Ids of finished candidates whose prompt (document or question) has changed since."""
+    now = {pid: (document_key(ctx), query) for pid, ctx, query in prompts}
+    stale = []
+    for row in store.rows(STAGE):
+        pid = str(row.get("prompt_id"))
+        if pid in now and (row.get("document", now[pid][0]), row.get("query")) != now[pid]:
+            stale.append(str(row["id"]))
+    return stale

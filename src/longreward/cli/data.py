@@ -23,6 +23,7 @@ def _sample_table(s: Any) -> Any:
     rows: list[tuple[str, Any]] = [
         ("prompts", s.prompts),
         ("already done (resumed)", s.already_done),
+        ("prompts changed since sampled (sampled again)", s.changed),
         ("sampled this run", s.sampled),
         ("failed prompts", len(s.failed)),
         ("answers written", s.candidates),

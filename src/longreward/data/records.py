@@ -51,7 +51,13 @@ class PromptRecord:
 
     @property
     def document_key(self) -> str:
-        return hashlib.sha256(self.context.encode("utf-8")).hexdigest()[:24]
+        return document_key(self.context)
+
+
+def document_key(text: str) -> str:
+    """A short, stable hash of a document: output rows record it, so a resumed run can tell
+    that the document a row was made from has changed."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
 _RESPONSE_KEYS = ("response", "text", "answer", "content")
