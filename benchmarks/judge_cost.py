@@ -27,9 +27,7 @@ import sys
 from pathlib import Path
 
 from longreward import LongReward, ScoreOptions
-from longreward.data.records import Candidate, PromptRecord
-from longreward.dimensions import load_prompt
-from longreward.dimensions.faithfulness import format_evidence
+from longreward.io.records import Candidate, PromptRecord
 from longreward.judge import (
     GenerateConfig,
     JsonSchema,
@@ -40,6 +38,8 @@ from longreward.judge import (
     Usage,
 )
 from longreward.retrieval import Hit, RetrievalIndex, Retriever
+from longreward.reward.dimensions import load_prompt
+from longreward.reward.dimensions.faithfulness import format_evidence
 from longreward.text import detect_language, split_sentences
 
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "longreward_example"

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from longreward.pipeline import RunConfig, run_pipeline
+from longreward.stages.run import RunConfig, run_pipeline
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from longreward.dimensions import load_prompt
+from longreward.reward.dimensions import load_prompt
 
 STEPS = ("helpfulness", "logicality", "faithfulness_statements", "faithfulness_grading",
          "completeness_extraction", "completeness_coverage")

@@ -7,9 +7,9 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from longreward.data.io import ResumableJsonlWriter, iter_rows, write_rows
-from longreward.data.records import FieldMap, PromptRecord, group_records
 from longreward.errors import RecordError
+from longreward.io.files import ResumableJsonlWriter, iter_rows, write_rows
+from longreward.io.records import FieldMap, PromptRecord, group_records
 
 
 def test_flat_rows_group_by_prompt_id_or_identical_context(tmp_path):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from longreward.formats import PairExample, pair_to_row
-from longreward.mix import mix_pairs
+from longreward.preference.formats import PairExample, pair_to_row
+from longreward.preference.mix import mix_pairs
 
 
 def write_jsonl(path: Path, rows: list) -> Path:

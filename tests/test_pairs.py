@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from longreward.pairs import (
+from longreward.preference.pairs import (
     META_COLUMNS,
     Candidate,
     PairOptions,

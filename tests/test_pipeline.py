@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from longreward.pipeline import load_run_config, run_pipeline
+from longreward.stages.run import load_run_config, run_pipeline
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 

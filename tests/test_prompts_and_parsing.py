@@ -4,10 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from longreward.dimensions import MissingVariablesError, load_prompt
-from longreward.dimensions._parse import parse_bullets, parse_choice, parse_score, parse_tagged_list
-from longreward.dimensions.faithfulness import parse_batch_grade_text
 from longreward.judge import ReplyParseError
+from longreward.reward.dimensions import MissingVariablesError, load_prompt
+from longreward.reward.dimensions._parse import (
+    parse_bullets,
+    parse_choice,
+    parse_score,
+    parse_tagged_list,
+)
+from longreward.reward.dimensions.faithfulness import parse_batch_grade_text
 
 PROMPTS = {
     "helpfulness": {"query", "response"},

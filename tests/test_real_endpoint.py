@@ -13,7 +13,7 @@ from importlib import resources
 import pytest
 
 from longreward import LongReward, ModelClient, ScoreOptions, create_apis
-from longreward.data.records import group_records
+from longreward.io.records import group_records
 
 BASE_URL = os.environ.get("LONGREWARD_TEST_BASE_URL")
 pytestmark = [pytest.mark.real_endpoint,

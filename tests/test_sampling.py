@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from longreward.sampling import (
+from longreward.preference.sampling import (
     PolicyOptions,
     SampleOptions,
     sample_file,
@@ -251,7 +251,7 @@ def test_transformers_policy_n_candidates_truncated_by_its_tokenizer_and_resumab
     tiny_model: Path, prompts: Path, tmp_path: Path
 ) -> None:
     from longreward.judge import ModelClient
-    from longreward.sampling import build_policy_client
+    from longreward.preference.sampling import build_policy_client
 
     opts = SampleOptions(
         policy=PolicyOptions(provider="transformers", model=str(tiny_model),
@@ -286,7 +286,7 @@ def test_transformers_completion_style_applies_the_chat_template(tiny_model: Pat
 
 
 def test_vllm_max_model_len_caps_the_truncation_window(tiny_model: Path) -> None:
-    from longreward.sampling import _make_renderer
+    from longreward.preference.sampling import _make_renderer
 
     def window(**provider_options: Any) -> int | None:
         opts = SampleOptions(policy=PolicyOptions(provider="vllm", model=str(tiny_model),
@@ -363,7 +363,7 @@ def test_an_edited_prompt_is_sampled_again_not_kept_stale(tmp_path):
     import asyncio
     import json
 
-    from longreward.sampling import PolicyOptions, SampleOptions, sample_file
+    from longreward.preference.sampling import PolicyOptions, SampleOptions, sample_file
 
     prompts = tmp_path / "prompts.jsonl"
     rows = [{"id": f"p{i}", "context": f"Document {i}. It has facts about topic {i}.",

@@ -9,7 +9,7 @@ import re
 import pytest
 
 from longreward import LongReward, ScoreOptions
-from longreward.data.records import Candidate, PromptRecord
+from longreward.io.records import Candidate, PromptRecord
 from longreward.judge import ModelClient, create_apis
 from longreward.retrieval import BM25Retriever
 
@@ -182,7 +182,7 @@ def test_unparsable_replies_leave_dimension_unscored_with_raw_kept(judge_double)
 
 
 def test_echoed_template_is_not_read_as_a_score(judge_double):
-    from longreward.dimensions import load_prompt
+    from longreward.reward.dimensions import load_prompt
 
     echo = load_prompt("helpfulness", "en").reply["text"]
     judge_double.reject_schema = True

@@ -6,14 +6,17 @@ The public API is what this module exports; submodules with a leading underscore
 
 from __future__ import annotations
 
+from . import _compat
 from .config import JudgeOptions, RetrievalOptions, ScoreOptions
-from .data.records import Candidate, FieldMap, PromptRecord
-from .dimensions import DIMENSIONS, DimensionResult, combine_reward
 from .errors import LongRewardError, MissingDependencyError, RecordError
+from .io.records import Candidate, FieldMap, PromptRecord
 from .judge import GenerateConfig, ModelClient, create_apis
-from .scorer import LongReward, ScoredAnswer, ScoreSummary, score_file
+from .reward.dimensions import DIMENSIONS, DimensionResult, combine_reward
+from .reward.scorer import LongReward, ScoredAnswer, ScoreSummary, score_file
 
-__version__ = "0.1.0"
+_compat.install()  # old 0.1 import paths keep working for one release
+
+__version__ = "0.2.0"
 
 __all__ = [
     "DIMENSIONS", "Candidate", "DimensionResult", "FieldMap", "GenerateConfig", "JudgeOptions",

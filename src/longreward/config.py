@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .data.records import FieldMap
+from .io.records import FieldMap
 from .judge import ModelAPI, ModelClient, Price, canonical_provider, create_apis
 
 DIMENSION_NAMES = ("helpfulness", "logicality", "faithfulness", "completeness")

@@ -61,7 +61,7 @@ def test_malformed_rows_are_reported_by_record(tmp_path, tokenizer):
 
 
 def test_parquet_and_openrlhf_keys(tmp_path, tokenizer):
-    from longreward.formats import PairKeys
+    from longreward.preference.formats import PairKeys
 
     rows = [{"q": "w1 w2 w3", "good": "w4", "bad": "w5 w6"}]
     path = tmp_path / "p.parquet"

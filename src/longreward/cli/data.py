@@ -44,7 +44,7 @@ def _pairs_table(s: Any) -> Any:
         ("scored answers read", s.answers),
         ("pairs", s.pairs),
     ]
-    from ..pairs import SKIP_REASONS
+    from ..preference.pairs import SKIP_REASONS
 
     for reason in SKIP_REASONS:
         if s.skipped.get(reason):
@@ -111,7 +111,7 @@ def sample_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
 ) -> None:
     """Sample N answers per long-context prompt from the policy. Resumable: rerun the same command after a crash and it goes on."""
-    from ..sampling import SampleOptions
+    from ..preference.sampling import SampleOptions
 
     flags = flag_overrides(**{
         "policy.provider": "dry_run" if dry_run else provider, "policy.model": model,
@@ -132,9 +132,9 @@ def sample_command(
 def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | None = None,
                progress: bool = True) -> int:
     """The sample stage with a progress bar and a summary; returns the exit code."""
-    from ..data.io import default_run_dir, rejected_path
     from ..errors import MissingDependencyError
-    from ..sampling import build_policy_client, sample_file
+    from ..io.files import default_run_dir, rejected_path
+    from ..preference.sampling import build_policy_client, sample_file
     from ..store import StaleRunError
 
     run_dir = run_dir or default_run_dir(output)
@@ -197,9 +197,9 @@ def pairs_command(
     field_query: Annotated[str, typer.Option(help="Prompts file: question field.")] = "query",
 ) -> None:
     """Turn scored answers into DPO pairs: highest reward chosen, lowest rejected."""
-    from ..data.io import rejected_path
     from ..errors import MissingDependencyError
-    from ..pairs import PairOptions, build_pairs
+    from ..io.files import rejected_path
+    from ..preference.pairs import PairOptions, build_pairs
 
     flags = flag_overrides(**{
         "format": format, "min_candidates": min_candidates, "min_margin": min_margin,
@@ -242,10 +242,10 @@ def mix_command(
     parquet: Annotated[bool, typer.Option("--parquet/--no-parquet", help="Also write STEM.parquet.")] = True,
 ) -> None:
     """Mix long-context pairs with short-context preference data (LongReward §4.1)."""
-    from ..data.io import rejected_path, write_rejected
     from ..errors import MissingDependencyError
-    from ..formats import PAIR_FORMATS, PairKeys
-    from ..mix import mix_pairs
+    from ..io.files import rejected_path, write_rejected
+    from ..preference.formats import PAIR_FORMATS, PairKeys
+    from ..preference.mix import mix_pairs
 
     if format is not None and format not in PAIR_FORMATS:
         raise typer.BadParameter(f"unknown format {format!r}; choose one of {', '.join(PAIR_FORMATS)}")
@@ -281,7 +281,7 @@ def run_command(
     """sample → score → pairs from one config file. Each stage resumes where it stopped; a rerun with nothing new to do makes no model call."""
     from ..errors import MissingDependencyError
     from ..judge import DRY_RUN_BANNER
-    from ..pipeline import load_run_config, run_pipeline
+    from ..stages.run import load_run_config, run_pipeline
 
     try:
         cfg = load_run_config(config)

@@ -99,10 +99,10 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
               progress: bool = True, console: Console | None = None, redo: str = "none",
               prompts: Path | None = None) -> int:
     """Run the score stage with a progress bar and a summary; returns the exit code."""
-    from ..data.io import default_run_dir, rejected_path
     from ..errors import MissingDependencyError
+    from ..io.files import default_run_dir, rejected_path
     from ..judge import DRY_RUN_BANNER
-    from ..scorer import LongReward, build_client, score_file
+    from ..reward.scorer import LongReward, build_client, score_file
     from ..store import StaleRunError
 
     console = console or err

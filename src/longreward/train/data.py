@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..data.io import iter_rows
 from ..errors import RecordError
-from ..formats import PairExample, PairKeys, pair_from_row
+from ..io.files import iter_rows
+from ..preference.formats import PairExample, PairKeys, pair_from_row
 
 
 @dataclass

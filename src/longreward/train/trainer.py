@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from ..formats import PairKeys
+from ..preference.formats import PairKeys
 from .attention import register_shared_prefix_attention, resolve_backend
 from .config import TrainConfig
 from .data import DataReport, TokenizedPair, build_dataset

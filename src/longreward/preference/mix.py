@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .data.io import iter_rows, write_rows
-from .errors import MissingDependencyError, RecordError
+from ..errors import MissingDependencyError, RecordError
+from ..io.files import iter_rows, write_rows
 from .formats import PairFormat, PairKeys, detect_pair_format, pair_from_row, pair_to_row
 from .pairs import write_parquet_rows
 

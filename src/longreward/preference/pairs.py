@@ -37,9 +37,9 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .data.io import iter_rows, write_rows
-from .data.records import load_prompts
-from .errors import MissingDependencyError, RecordError
+from ..errors import MissingDependencyError, RecordError
+from ..io.files import iter_rows, write_rows
+from ..io.records import load_prompts
 from .formats import (
     DEFAULT_PROMPT_TEMPLATE,
     PAIR_FORMATS,
@@ -116,7 +116,7 @@ class PairOptions(BaseModel):
     @classmethod
     def _known_dimensions(cls, v: list[str]) -> list[str]:
         # A misspelt name would silently skip every prompt as "dimension_rule".
-        from .config import check_dimension_names
+        from ..config import check_dimension_names
 
         return check_dimension_names(v)
 
@@ -475,7 +475,7 @@ def build_pairs(
         pq_path = output_path.with_suffix(".parquet")
         write_parquet_rows(pq_path, rows)
         summary.outputs.append(str(pq_path))
-    from .data.io import write_rejected
+    from ..io.files import write_rejected
 
     write_rejected(output_path, summary.errors)
     summary.seconds = time.perf_counter() - started

@@ -20,7 +20,7 @@ from importlib import resources
 from string import Template
 from typing import Literal
 
-from ..judge import Message, ReplyMode
+from ...judge import Message, ReplyMode
 
 Language = Literal["en", "zh"]
 
@@ -76,5 +76,5 @@ def parse_prompt_file(name: str, language: str, text: str) -> PromptTemplate:
 @cache
 def load_prompt(name: str, language: str) -> PromptTemplate:
     lang = language if language in ("en", "zh") else "en"
-    path = resources.files("longreward.dimensions").joinpath("prompts", f"{name}.{lang}.md")
+    path = resources.files(__package__).joinpath("prompts", f"{name}.{lang}.md")
     return parse_prompt_file(name, lang, path.read_text(encoding="utf-8"))

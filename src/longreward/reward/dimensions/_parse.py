@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from ..judge import ReplyParseError
+from ...judge import ReplyParseError
 
 _BRACKET = re.compile(r"\[\[\s*([^\[\]]{1,40}?)\s*\]\]")
 _NUMBER = re.compile(r"^(-?\d+(?:\.\d+)?)(?:\s*/\s*10)?$")

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..judge import GenerateConfig, ModelClient, Usage
+from ...judge import GenerateConfig, ModelClient, Usage
 from ._prompts import PromptTemplate, ReplyMode
 
 

@@ -26,11 +26,11 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .config import ScoreOptions, load_config_file
-from .pairs import PairOptions, PairsSummary, build_pairs
-from .sampling import SampleOptions, SampleSummary, sample_file
-from .scorer import score_output_settings
-from .store import check_stage_settings
+from ..config import ScoreOptions, load_config_file
+from ..preference.pairs import PairOptions, PairsSummary, build_pairs
+from ..preference.sampling import SampleOptions, SampleSummary, sample_file
+from ..reward.scorer import score_output_settings
+from ..store import check_stage_settings
 
 __all__ = ["RunConfig", "RunOutputs", "RunSummary", "load_run_config", "run_pipeline"]
 
@@ -96,7 +96,7 @@ class RunConfig(BaseModel):
 
 def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -> RunConfig:
     """Read and validate a run config (YAML or TOML); paths resolved against its directory."""
-    from .config import deep_merge
+    from ..config import deep_merge
 
     path = Path(path)
     data = load_config_file(path)
@@ -162,9 +162,9 @@ async def run_pipeline(
     on_stage_done: Callable[[str, Any], None] | None = None,
 ) -> RunSummary:
     """Run sample → score → pairs for an already resolved ``config``."""
-    from .sampling import build_policy_client
-    from .scorer import SCORE_STAGE, LongReward, build_client, score_file
-    from .store import RunStore
+    from ..preference.sampling import build_policy_client
+    from ..reward.scorer import SCORE_STAGE, LongReward, build_client, score_file
+    from ..store import RunStore
 
     bar_for = stage_bar or _no_bar
     out = config.outputs

@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict
 
 from ..errors import RecordError
-from .io import iter_rows
+from .files import iter_rows
 
 
 class FieldMap(BaseModel):

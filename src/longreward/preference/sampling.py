@@ -40,18 +40,18 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .config import EndpointOptions
-from .data.io import (
+from ..config import EndpointOptions
+from ..errors import RecordError
+from ..io.files import (
     ResumableJsonlWriter,
     default_run_dir,
     iter_rows,
     write_rejected,
     write_rows,
 )
-from .data.records import document_key
-from .errors import RecordError
+from ..io.records import document_key
+from ..store import TRANSPORT_KEYS, check_stage_settings
 from .formats import DEFAULT_PROMPT_TEMPLATE, render_prompt
-from .store import TRANSPORT_KEYS, check_stage_settings
 
 __all__ = [
     "PolicyOptions",
@@ -182,7 +182,7 @@ def truncate_middle(
 
 
 def _completion_api_class() -> type:
-    from .judge import ModelAPI
+    from ..judge import ModelAPI
 
     class _CompletionAPI(ModelAPI):
         """Routes ``generate`` to the wrapped provider's ``complete_text``: the one user
@@ -226,7 +226,7 @@ def _hf_tokenizer(spec: str) -> Any:
     try:
         from transformers import AutoTokenizer
     except ImportError as exc:
-        from .errors import MissingDependencyError
+        from ..errors import MissingDependencyError
 
         raise MissingDependencyError("rendering a chat template", "transformers", "local") from exc
     return AutoTokenizer.from_pretrained(spec)
@@ -297,7 +297,7 @@ class _Renderer:
 
 
 def _make_renderer(options: SampleOptions) -> _Renderer:
-    from .text.tokenizers import get_tokenizer
+    from ..text.tokenizers import get_tokenizer
 
     policy = options.policy
     spec = options.tokenizer or (policy.model if _is_local(policy) else None)
@@ -406,7 +406,7 @@ async def _sample_prompt(
     done_ids: set[str],
     summary: SampleSummary,
 ) -> None:
-    from .judge import GenerateConfig, Message, ModelError
+    from ..judge import GenerateConfig, Message, ModelError
 
     msgs, _sent_context, trunc = renderer.render(context, query)
     messages = [Message(role=m["role"], content=m["content"]) for m in msgs]  # type: ignore[arg-type]
@@ -495,7 +495,7 @@ async def sample_file(
     ``on_prompt(prompt_id)`` drive a progress bar; ``client`` replaces the one built from
     ``options.policy`` (its cache is set to the run's store if it has none).
     """
-    from .store import RunStore
+    from ..store import RunStore
 
     started = time.perf_counter()
     output_path = Path(output_path)

@@ -30,7 +30,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from ..judge import ReplyParseError
+from ...judge import ReplyParseError
 from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
 from ._parse import parse_choice, parse_tagged_list, strip_echo
 from ._prompts import load_prompt

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from string import Template
 from typing import Any, Literal
 
-from .errors import RecordError
+from ..errors import RecordError
 
 PairFormat = Literal["trl", "trl_standard", "openrlhf", "sharegpt"]
 PAIR_FORMATS: tuple[str, ...] = ("trl", "trl_standard", "openrlhf", "sharegpt")

@@ -17,15 +17,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .config import DIMENSION_NAMES, ScoreOptions
-from .data.io import (
+from ..config import DIMENSION_NAMES, ScoreOptions
+from ..errors import RecordError
+from ..io.files import (
     ResumableJsonlWriter,
     default_run_dir,
     iter_rows,
     write_rejected,
     write_rows,
 )
-from .data.records import Candidate, PromptRecord, group_records, load_prompts
+from ..io.records import Candidate, PromptRecord, group_records, load_prompts
+from ..judge import GenerateConfig, ModelAPI, ModelClient, canonical_provider
+from ..retrieval import Retriever, create_retriever
+from ..store import TRANSPORT_KEYS, check_stage_settings
+from ..text import Tokenizer, detect_language, get_tokenizer
 from .dimensions import (
     DimensionResult,
     DocumentWork,
@@ -37,15 +42,10 @@ from .dimensions import (
     score_helpfulness,
     score_logicality,
 )
-from .errors import RecordError
-from .judge import GenerateConfig, ModelAPI, ModelClient, canonical_provider
-from .retrieval import Retriever, create_retriever
-from .store import TRANSPORT_KEYS, check_stage_settings
-from .text import Tokenizer, detect_language, get_tokenizer
 
 SCORE_STAGE = "score"
 
-logger = logging.getLogger("longreward.scorer")
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -408,7 +408,7 @@ async def score_file(
     ``redo="all"`` starts the output over, e.g. with new options, still reusing cached calls.
     The summary's means and exit code cover the whole output, resumed rows included.
     """
-    from .store import RunStore
+    from ..store import RunStore
 
     if redo not in ("none", "unscored", "all"):
         raise ValueError(f"redo must be none, unscored or all, not {redo!r}")

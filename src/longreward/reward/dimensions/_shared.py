@@ -21,8 +21,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from ..retrieval import RetrievalIndex, Retriever
-from ..text import Chunk, Tokenizer, chunk_text
+from ...retrieval import RetrievalIndex, Retriever
+from ...text import Chunk, Tokenizer, chunk_text
 
 T = TypeVar("T")
 

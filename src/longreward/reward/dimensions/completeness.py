@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ..text import position_label
+from ...text import position_label
 from ._base import DimensionResult, JudgeSettings, ask_judge, judge_score, usage_dict
 from ._parse import parse_tagged_list
 from ._prompts import load_prompt

@@ -1,0 +1,2 @@
+"""Reading and writing records: file formats, the field map, input records and the prompts
+reader, shared by every stage."""
