@@ -139,7 +139,7 @@ def test_bad_input_is_reported_by_record_and_the_rest_is_scored(judge_double, tm
     assert any("noq" in k and v["field"] == "query" for k, v in by_record.items())
     assert any("empty" in k and v["field"] == "response" for k, v in by_record.items())
     assert any("bad.jsonl:5" in k and "UTF-8" in v["error"] for k, v in by_record.items())
-    assert any("huge" in k and v["field"] == "context" and "max_context_tokens" in v["error"]
+    assert any("huge" in k and v["field"] == "context" and "max_document_tokens" in v["error"]
                for k, v in by_record.items())
     assert "rejected" in r.stderr and "noq" in r.stderr
 

@@ -119,7 +119,9 @@ def test_mix_cli_names_a_missing_or_unloadable_short_source(tmp_path: Path, monk
 
     lp = str(long_pairs(tmp_path / "l.jsonl"))
     # A misspelt file is not looked up on the Hub: the message names the file.
-    with pytest.raises(ValueError, match="shrot.jsonl: no such file"):
+    from longreward.errors import InputFileError
+
+    with pytest.raises(InputFileError, match="shrot.jsonl: no such file"):
         mix_pairs(lp, tmp_path / "shrot.jsonl", tmp_path / "m.jsonl")
     r = CliRunner().invoke(app, ["mix", lp, str(tmp_path / "shrot.jsonl"), "-o", str(tmp_path / "m.jsonl")])
     assert r.exit_code == 2 and "no such file" in " ".join(r.output.split())

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from longreward.io.records import FieldMap
 from longreward.preference.pairs import (
     META_COLUMNS,
     Candidate,
     PairOptions,
-    build_pairs,
     select_pair,
 )
+from longreward.stages.pairs import build_pairs
 
 DIMS = ["helpfulness", "logicality", "faithfulness", "completeness"]
 
@@ -226,7 +227,7 @@ def test_prompt_comes_from_the_prompts_file_when_rows_lack_context(tmp_path: Pat
     prompts = write_jsonl(tmp_path / "p.jsonl", [{"idx": "q2", "doc": "Doc two.", "q": "Q2?"}])
     s = build_pairs(scored, tmp_path / "o.jsonl", PairOptions(format="trl_standard"),
                     prompts_path=prompts,
-                    prompt_fields={"field_id": "idx", "field_context": "doc", "field_query": "q"})
+                    prompt_fields=FieldMap(id="idx", context="doc", query="q"))
     assert s.pairs == 1 and s.skipped["missing_prompt"] == 1
     (row,) = [json.loads(line) for line in (tmp_path / "o.jsonl").read_text().splitlines()]
     # the scored row's query wins over the prompts file; the document comes from the file

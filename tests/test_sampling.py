@@ -14,9 +14,9 @@ import pytest
 from longreward.preference.sampling import (
     PolicyOptions,
     SampleOptions,
-    sample_file,
     truncate_middle,
 )
+from longreward.stages.sample import sample_file
 from longreward.text.tokenizers import get_tokenizer
 
 DOC = "The lighthouse keeper wrote in his log every night. " * 30
@@ -50,7 +50,9 @@ def prompts(tmp_path: Path) -> Path:
         {"id": "p2", "context": "Short document about owls.", "query": "What is it about?"},
         '{"id": "p3", "context": ',  # torn line
         {"id": "p4", "query": "no context"},
-        {"id": "p1", "context": "again", "query": "duplicate id"},
+        # an identical repeat: the first row is used, the repeat is reported (a repeat with
+        # another document rejects both rows: tests/test_stage_runner.py)
+        {"id": "p1", "context": DOC, "query": "What did the keeper write?"},
     ])
 
 
@@ -363,7 +365,8 @@ def test_an_edited_prompt_is_sampled_again_not_kept_stale(tmp_path):
     import asyncio
     import json
 
-    from longreward.preference.sampling import PolicyOptions, SampleOptions, sample_file
+    from longreward.preference.sampling import PolicyOptions, SampleOptions
+    from longreward.stages.sample import sample_file
 
     prompts = tmp_path / "prompts.jsonl"
     rows = [{"id": f"p{i}", "context": f"Document {i}. It has facts about topic {i}.",

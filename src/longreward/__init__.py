@@ -12,7 +12,8 @@ from .errors import LongRewardError, MissingDependencyError, RecordError
 from .io.records import Candidate, FieldMap, PromptRecord
 from .judge import GenerateConfig, ModelClient, create_apis
 from .reward.dimensions import DIMENSIONS, DimensionResult, combine_reward
-from .reward.scorer import LongReward, ScoredAnswer, ScoreSummary, score_file
+from .reward.scorer import LongReward, ScoredAnswer
+from .stages.score import ScoreSummary, score_file
 
 _compat.install()  # old 0.1 import paths keep working for one release
 

@@ -9,18 +9,33 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from .errors import ConfigError
 from .io.records import FieldMap
 from .judge import ModelAPI, ModelClient, Price, canonical_provider, create_apis
-
-DIMENSION_NAMES = ("helpfulness", "logicality", "faithfulness", "completeness")
+from .reward.dimensions import DIMENSIONS as DIMENSION_NAMES
 
 
 def check_dimension_names(names: list[str]) -> list[str]:
-    """``names`` if every one is a LongReward dimension, else a ValueError naming the bad ones."""
+    """``names`` if every one is a registered dimension, else a ValueError naming the bad ones."""
     bad = [d for d in names if d not in DIMENSION_NAMES]
     if bad:
         raise ValueError(f"unknown dimension(s) {bad}; choose from {list(DIMENSION_NAMES)}")
     return names
+
+
+def renamed(data: Any, old: str, new: str, model: str) -> Any:
+    """Accept an option under its 0.1 name for one release (the 0.1 names meant different
+    things in different sections: ``max_context_tokens`` cut documents in ``sample`` and
+    rejected them in ``score``)."""
+    if isinstance(data, dict) and old in data:
+        if new in data:
+            raise ValueError(f"{model}: give {new!r} only ({old!r} is its old name)")
+        import warnings
+
+        warnings.warn(f"{model}.{old} is now {model}.{new}", DeprecationWarning, stacklevel=2)
+        data = {**data, new: data[old]}
+        del data[old]
+    return data
 
 
 class EndpointOptions(BaseModel):
@@ -115,13 +130,19 @@ class ScoreOptions(BaseModel):
     #: statements graded per judge call (1 = the paper's one call per statement; larger
     #: values batch an answer's statements against the union of their evidence)
     grade_batch_size: int = Field(default=1, ge=1, le=64)
-    #: reject documents longer than this many tokens (None: no limit)
-    max_context_tokens: int | None = Field(default=None, ge=1)
+    #: reject documents longer than this many tokens (None: no limit). Not ``sample``'s
+    #: ``context_window``, which cuts documents to fit the policy.
+    max_document_tokens: int | None = Field(default=None, ge=1)
     fields: FieldMap = Field(default_factory=FieldMap)
     #: prompts scored at once; the judge client caps requests per endpoint separately
     prompt_concurrency: int = Field(default=8, ge=1)
     #: copy the document into every output row (needed by ``pairs`` without --prompts)
     keep_context: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        return renamed(data, "max_context_tokens", "max_document_tokens", "score")
 
     @field_validator("dimensions")
     @classmethod
@@ -146,21 +167,35 @@ class ScoreOptions(BaseModel):
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML or TOML file into a dict (validated by the caller's model)."""
+    """Read a YAML or TOML file into a dict (validated by the caller's model). An unreadable
+    file is a ``ConfigError`` naming the file and, where the parser knows it, the line."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read config {path}: {exc}") from None
     if path.suffix.lower() == ".toml":
         try:
             import tomllib
         except ModuleNotFoundError:  # Python 3.10
             import tomli as tomllib  # type: ignore[no-redef]
-        data = tomllib.loads(text)
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     else:
         import yaml
 
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path}{where}: not valid YAML: {problem}; check the "
+                              "indentation and quoting there") from None
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: the config must be a mapping at the top level")
+        raise ConfigError(f"{path}: the config must be a mapping at the top level")
     return data
 
 

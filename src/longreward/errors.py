@@ -27,3 +27,25 @@ class RecordError(LongRewardError, ValueError):
         self.record = record
         self.field = field
         self.reason = message
+
+
+class ConfigError(LongRewardError, ValueError):
+    """A config file or option set is unusable (unreadable YAML, a bad value). Names the file
+    (and line, where the parser gives one)."""
+
+
+class InputFileError(LongRewardError):
+    """An input file as a whole cannot be used (missing, unreadable). Records inside a
+    readable file are reported one by one as ``RecordError`` instead."""
+
+
+class RunLockedError(LongRewardError):
+    """Another process holds the run directory; two writers would duplicate rows and calls."""
+
+
+class StaleRunError(LongRewardError, ValueError):
+    """The run store holds a stage's results made with other settings than this run's."""
+
+
+class UsageError(LongRewardError, ValueError):
+    """Options that cannot work together or are missing (e.g. a judge without a model)."""

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from pydantic import ValidationError
+from rich.markup import escape
 
 from .._progress import stage_progress, summary_table
 from ._app import app
@@ -59,20 +60,6 @@ def _pairs_table(s: Any) -> Any:
     return summary_table("longreward pairs", rows)
 
 
-def _score_table(s: Any) -> Any:
-    st = s.stats or {}
-    rows: list[tuple[str, Any]] = [
-        ("answers", s.answers_total),
-        ("already done (resumed)", s.answers_done_before),
-        ("scored this run", s.answers_scored),
-        ("unscored on every dimension", s.all_unscored),
-        ("records rejected", len(s.rejected)),
-        ("judge calls", f"{st.get('requests', 0)} requests, {st.get('cache_hits', 0)} cache hits"),
-        ("wall time", f"{s.wall_seconds:.1f}s"),
-    ]
-    return summary_table("longreward score", rows)
-
-
 # --------------------------------------------------------------------------- sample
 
 
@@ -96,7 +83,7 @@ def sample_command(
     n_per_request: Annotated[int | None, typer.Option(help="Answers per request; default all N in one request with n=.")] = None,
     system_prompt: Annotated[str | None, typer.Option(help="System message before each prompt.")] = None,
     prompt_template: Annotated[str | None, typer.Option(help="User-turn layout with $context and $query.")] = None,
-    max_context_tokens: Annotated[int | None, typer.Option(help="Policy window; longer documents are cut in the middle.")] = None,
+    context_window: Annotated[int | None, typer.Option("--context-window", "--max-context-tokens", help="The policy's context window in tokens; longer documents are cut in the middle (--max-context-tokens is its 0.1 name).")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="HF tokenizer (name/path) for counting and completion chat templates.")] = None,
     concurrency: Annotated[int | None, typer.Option(help="Max requests in flight per endpoint.")] = None,
     prompt_concurrency: Annotated[int | None, typer.Option(help="Prompts in flight at once.")] = None,
@@ -120,9 +107,9 @@ def sample_command(
         "policy.max_retries": max_retries, "policy.timeout": timeout,
         "n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,
         "seed": seed, "n_per_request": n_per_request, "system_prompt": system_prompt,
-        "prompt_template": prompt_template, "max_context_tokens": max_context_tokens,
+        "prompt_template": prompt_template, "context_window": context_window,
         "tokenizer": tokenizer, "prompt_concurrency": prompt_concurrency,
-        "field_id": field_id, "field_context": field_context, "field_query": field_query,
+        "fields.id": field_id, "fields.context": field_context, "fields.query": field_query,
         "include_context": context,
     })
     options = validate_options(SampleOptions, config, flags, "sample")
@@ -132,27 +119,19 @@ def sample_command(
 def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | None = None,
                progress: bool = True) -> int:
     """The sample stage with a progress bar and a summary; returns the exit code."""
-    from ..errors import MissingDependencyError
     from ..io.files import default_run_dir, rejected_path
-    from ..preference.sampling import build_policy_client, sample_file
-    from ..store import StaleRunError
+    from ..preference.sampling import build_policy_client
+    from ..stages.sample import sample_file
 
     run_dir = run_dir or default_run_dir(output)
 
     async def main() -> Any:
-        try:
-            client = build_policy_client(options.policy)
-        except (MissingDependencyError, ValueError) as exc:
-            err.print(f"[red]error:[/] {exc}")
-            return None
+        client = build_policy_client(options.policy)
         try:
             with stage_progress("sample", console=err, enabled=progress,
                                 stats=lambda: client.snapshot()["by_tag"].get("sample", {})) as bar:
                 return await sample_file(prompts, output, options, run_dir=run_dir, client=client,
                                          on_start=bar.start, on_prompt=lambda _p: bar.advance())
-        except StaleRunError as exc:
-            err.print(f"[red]error:[/] {exc}")
-            return None
         finally:
             await client.aclose()
 
@@ -162,13 +141,11 @@ def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | Non
         err.print("[yellow]interrupted: finished answers are saved; rerun the same command "
                   "to continue.[/]")
         return 130
-    if summary is None:
-        return 2
     report_errors(summary.errors, rejected_path(output))
     for pid, why in list(summary.failed.items())[:SHOW_ERRORS]:
         err.print(f"[red]failed[/] prompt {pid}: {why}")
     err.print(_sample_table(summary))
-    return 1 if (summary.errors or summary.failed) else 0
+    return summary.exit_code
 
 
 # --------------------------------------------------------------------------- pairs
@@ -192,14 +169,15 @@ def pairs_command(
     parquet: Annotated[bool | None, typer.Option("--parquet/--no-parquet", help="Also write STEM.parquet.")] = None,
     push_to_hub: Annotated[str | None, typer.Option(help="Upload to this Hub dataset repo (needs `datasets`).")] = None,
     private: Annotated[bool, typer.Option(help="Make the Hub dataset private.")] = False,
-    field_id: Annotated[str, typer.Option(help="Prompts file: id field.")] = "id",
-    field_context: Annotated[str, typer.Option(help="Prompts file: document field.")] = "context",
-    field_query: Annotated[str, typer.Option(help="Prompts file: question field.")] = "query",
+    run_dir: Annotated[list[Path] | None, typer.Option("--run-dir", help="Run directory of the score run, where it kept the documents (default: SCORED.run/); repeatable.")] = None,
+    field_id: Annotated[str | None, typer.Option(help="Prompts file: id field.")] = None,
+    field_context: Annotated[str | None, typer.Option(help="Prompts file: document field.")] = None,
+    field_query: Annotated[str | None, typer.Option(help="Prompts file: question field.")] = None,
 ) -> None:
-    """Turn scored answers into DPO pairs: highest reward chosen, lowest rejected."""
-    from ..errors import MissingDependencyError
+    """Turn scored answers into DPO pairs: highest reward chosen, lowest rejected. The documents come from the scored rows, --prompts, or the score run's store (found by itself)."""
     from ..io.files import rejected_path
-    from ..preference.pairs import PairOptions, build_pairs
+    from ..preference.pairs import PairOptions
+    from ..stages.pairs import build_pairs
 
     flags = flag_overrides(**{
         "format": format, "min_candidates": min_candidates, "min_margin": min_margin,
@@ -207,20 +185,18 @@ def pairs_command(
         "system_prompt": system_prompt, "prompt_template": prompt_template,
         "prompt_key": prompt_key, "chosen_key": chosen_key, "rejected_key": rejected_key,
         "write_parquet": parquet,
+        "fields.id": field_id, "fields.context": field_context, "fields.query": field_query,
     })
     options = validate_options(PairOptions, config, flags, "pairs")
-    try:
-        summary = build_pairs(
-            scored, output, options, prompts_path=prompts,
-            prompt_fields={"field_id": field_id, "field_context": field_context, "field_query": field_query},
-            push_to_hub=push_to_hub, private=private,
-        )
-    except MissingDependencyError as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    summary = build_pairs(scored, output, options, prompts_path=prompts,
+                          prompt_fields=options.fields, run_dirs=run_dir or None,
+                          push_to_hub=push_to_hub, private=private)
     report_errors(summary.errors, rejected_path(output))
     err.print(_pairs_table(summary))
-    raise typer.Exit(1 if summary.errors else 0)
+    problem = summary.problem(options)
+    if problem:
+        err.print(f"[red]{escape(problem)}[/]")
+    raise typer.Exit(summary.exit_code(options))
 
 
 # --------------------------------------------------------------------------- mix
@@ -242,22 +218,17 @@ def mix_command(
     parquet: Annotated[bool, typer.Option("--parquet/--no-parquet", help="Also write STEM.parquet.")] = True,
 ) -> None:
     """Mix long-context pairs with short-context preference data (LongReward §4.1)."""
-    from ..errors import MissingDependencyError
     from ..io.files import rejected_path, write_rejected
     from ..preference.formats import PAIR_FORMATS, PairKeys
     from ..preference.mix import mix_pairs
 
     if format is not None and format not in PAIR_FORMATS:
         raise typer.BadParameter(f"unknown format {format!r}; choose one of {', '.join(PAIR_FORMATS)}")
-    try:
-        summary = mix_pairs(
-            long, short, output, ratio=ratio, seed=seed, fmt=format,  # type: ignore[arg-type]
-            keys=PairKeys(prompt_key, chosen_key, rejected_key), short_split=short_split,
-            short_name=short_config, write_parquet=parquet,
-        )
-    except (MissingDependencyError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
+    summary = mix_pairs(
+        long, short, output, ratio=ratio, seed=seed, fmt=format,  # type: ignore[arg-type]
+        keys=PairKeys(prompt_key, chosen_key, rejected_key), short_split=short_split,
+        short_name=short_config, write_parquet=parquet,
+    )
     write_rejected(output, summary.errors)
     report_errors(summary.errors, rejected_path(output))
     rows = [("long pairs", summary.long), ("short pairs available", summary.short_available),
@@ -279,9 +250,9 @@ def run_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """sample → score → pairs from one config file. Each stage resumes where it stopped; a rerun with nothing new to do makes no model call."""
-    from ..errors import MissingDependencyError
     from ..judge import DRY_RUN_BANNER
     from ..stages.run import load_run_config, run_pipeline
+    from .score import _score_table
 
     try:
         cfg = load_run_config(config)
@@ -295,8 +266,10 @@ def run_command(
         return stage_progress(name, console=err, enabled=progress, stats=stats)
 
     def stage_done(name: str, s: Any) -> None:
-        table = {"sample": _sample_table, "score": _score_table, "pairs": _pairs_table}[name](s)
-        err.print(table)
+        if name == "score":
+            err.print(_score_table(s, cfg.score, Path(cfg.outputs.scored)))
+        else:
+            err.print({"sample": _sample_table, "pairs": _pairs_table}[name](s))
 
     try:
         summary = asyncio.run(run_pipeline(cfg, stage_bar=bar, on_stage_done=stage_done))
@@ -304,9 +277,6 @@ def run_command(
         err.print("[yellow]interrupted: finished work is saved; rerun the same command to "
                   "continue.[/]")
         raise typer.Exit(130) from None
-    except (MissingDependencyError, ValueError) as exc:
-        err.print(f"[red]error:[/] {exc}")
-        raise typer.Exit(2) from None
     for stage, errors in (("sample", summary.sample.errors if summary.sample else []),
                           ("score", summary.score.rejected if summary.score else []),
                           ("pairs", summary.pairs.errors if summary.pairs else [])):
@@ -319,4 +289,7 @@ def run_command(
         ("pairs", summary.pairs.pairs if summary.pairs else 0),
         ("pairs file", cfg.outputs.pairs),
     ]))
+    problem = summary.pairs.problem(cfg.pairs) if summary.pairs else None
+    if problem:
+        err.print(f"[red]{escape(problem)}[/]")
     raise typer.Exit(summary.exit_code)

@@ -53,7 +53,7 @@ def score_command(
     chunk_tokens: Annotated[int | None, typer.Option(help="Retrieval chunk size in tokens (paper: 128).")] = None,
     completeness_chunk_tokens: Annotated[int | None, typer.Option(help="Extraction chunk size in tokens (paper: 4096).")] = None,
     grade_batch_size: Annotated[int | None, typer.Option(help="Statements graded per judge call (1 = paper; e.g. 8 cuts calls several-fold).")] = None,
-    max_context_tokens: Annotated[int | None, typer.Option(help="Reject documents longer than this.")] = None,
+    max_document_tokens: Annotated[int | None, typer.Option("--max-document-tokens", "--max-context-tokens", help="Reject documents longer than this many tokens (--max-context-tokens is its 0.1 name).")] = None,
     prompt_concurrency: Annotated[int | None, typer.Option(help="Prompts scored at once.")] = None,
     keep_context: Annotated[bool | None, typer.Option("--keep-context/--no-keep-context", help="Copy the document into each output row.")] = None,
     field_id: Annotated[str | None, typer.Option(help="Input field holding the id.")] = None,
@@ -81,7 +81,7 @@ def score_command(
         "retrieval.method": retrieval, "retrieval.model": retrieval_model,
         "retrieval.top_k": top_k, "retrieval.chunk_tokens": chunk_tokens,
         "completeness_chunk_tokens": completeness_chunk_tokens,
-        "grade_batch_size": grade_batch_size, "max_context_tokens": max_context_tokens, "prompt_concurrency": prompt_concurrency,
+        "grade_batch_size": grade_batch_size, "max_document_tokens": max_document_tokens, "prompt_concurrency": prompt_concurrency,
         "keep_context": keep_context,
         "fields.id": field_id, "fields.prompt_id": field_prompt_id,
         "fields.context": field_context, "fields.query": field_query,
@@ -98,11 +98,12 @@ def score_command(
 def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path | None = None,
               progress: bool = True, console: Console | None = None, redo: str = "none",
               prompts: Path | None = None) -> int:
-    """Run the score stage with a progress bar and a summary; returns the exit code."""
-    from ..errors import MissingDependencyError
+    """Run the score stage with a progress bar and a summary; returns the exit code. Errors
+    of ours propagate to the CLI's one boundary (message, exit code 2)."""
     from ..io.files import default_run_dir, rejected_path
     from ..judge import DRY_RUN_BANNER
-    from ..reward.scorer import LongReward, build_client, score_file
+    from ..reward.scorer import LongReward, build_client
+    from ..stages.score import score_file
     from ..store import StaleRunError
 
     console = console or err
@@ -111,12 +112,8 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
     run_dir = run_dir or default_run_dir(output)
 
     async def main() -> Any:
-        try:
-            # score_file attaches the run's store as the call cache.
-            scorer = LongReward(build_client(options), options=options)
-        except (MissingDependencyError, ValueError) as exc:
-            console.print(f"[red]error:[/] {exc}")
-            return None
+        # score_file attaches the run's store as the call cache.
+        scorer = LongReward(build_client(options), options=options)
         with stage_progress("score", console=console, enabled=progress,
                             stats=scorer.client.snapshot) as bar:
             try:
@@ -126,9 +123,8 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
                     on_answer=lambda row: bar.advance(), redo=redo,  # type: ignore[arg-type]
                     prompts_path=prompts)
             except StaleRunError as exc:
-                console.print(f"[red]error:[/] {exc} Or rerun with --restart to score again "
-                              "with the new options, reusing the judge calls cached so far.")
-                return None
+                raise StaleRunError(f"{exc} Or rerun with --restart to score again with the "
+                                    "new options, reusing the judge calls cached so far.") from None
             finally:
                 await scorer.aclose()
 
@@ -138,11 +134,22 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
         console.print("[yellow]interrupted: finished answers are saved; rerun the same "
                       "command to continue.[/]")
         return 130
-    if summary is None:
-        return 2
     report_errors(summary.rejected, rejected_path(output), console)
     if summary.answers_total == 0 and not summary.rejected:
         console.print(f"[yellow]warning:[/] {input} holds no records: nothing was scored")
+    if summary.internal_errors:
+        console.print(f"[red]{summary.internal_errors} dimension(s) ended unscored by an "
+                      "internal error[/] (a bug, not the judge): the tracebacks are in the log "
+                      "above; please report them")
+    console.print(_score_table(summary, options, output))
+    (Path(run_dir) / "summary.json").write_text(json.dumps({
+        "answers": summary.answers_total, "scored": summary.answers_scored,
+        "all_unscored": summary.all_unscored, "rejected": len(summary.rejected),
+        "internal_errors": summary.internal_errors, "stats": summary.stats}, indent=2))
+    return summary.exit_code
+
+
+def _score_table(summary: Any, options: ScoreOptions, output: Path) -> Any:
     s = summary.stats
     rows: list[tuple[str, Any]] = [
         ("answers", summary.answers_total),
@@ -166,9 +173,4 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
              ("wall time", f"{summary.wall_seconds:.1f}s"), ("output", str(output))]
     if s.get("cost_usd") is not None:
         rows.append(("estimated cost", f"${s['cost_usd']:.4f}"))
-    console.print(summary_table("longreward score", rows))
-    (Path(run_dir) / "summary.json").write_text(json.dumps({
-        "answers": summary.answers_total, "scored": summary.answers_scored,
-        "all_unscored": summary.all_unscored, "rejected": len(summary.rejected),
-        "stats": s}, indent=2))
-    return summary.exit_code
+    return summary_table("longreward score", rows)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,15 +35,57 @@ def iter_rows(path: str | Path, *, id_field: str = "id") -> Iterator[tuple[str, 
         yield from _iter_jsonl(path, id_field)
 
 
+_BOM = b"\xef\xbb\xbf"
+
+
 def _label(base: str, row: Any, id_field: str) -> str:
     if isinstance(row, dict) and isinstance(row.get(id_field), (str, int)):
         return f"{base} (id {row[id_field]!s})"
     return base
 
 
+def _checked(base: str, row: Any, id_field: str) -> tuple[str, Row | RecordError]:
+    label = _label(base, row, id_field)
+    if not isinstance(row, dict):
+        return label, RecordError(label, None, f"expected a JSON object, got {type(row).__name__}")
+    bad = _lone_surrogate(row)
+    if bad is not None:
+        # json.loads accepts "\ud83d" (half of an emoji's escape pair) but no UTF-8 writer
+        # does: left in, it crashes the output write of this row on every rerun.
+        field, char = bad
+        return label, RecordError(label, field, f"contains an unpaired surrogate escape "
+                                  f"(\\u{ord(char):04x}), which is not valid Unicode; write the "
+                                  "whole escape pair, or the character itself")
+    return label, row
+
+
+def _lone_surrogate(value: Any, field: str | None = None) -> tuple[str | None, str] | None:
+    """The (top-level field, character) of the first unpaired surrogate in ``value``."""
+    if isinstance(value, str):
+        for ch in value:
+            if "\ud800" <= ch <= "\udfff":
+                return field, ch
+        return None
+    if isinstance(value, dict):
+        items: Iterable[tuple[Any, Any]] = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    for key, item in items:
+        found = _lone_surrogate(item, field if field is not None else str(key))
+        if found is None and isinstance(key, str):
+            found = _lone_surrogate(key, field if field is not None else key)
+        if found is not None:
+            return found
+    return None
+
+
 def _iter_jsonl(path: Path, id_field: str) -> Iterator[tuple[str, Row | RecordError]]:
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
+            if lineno == 1 and raw.startswith(_BOM):
+                raw = raw[len(_BOM):]  # editors on Windows write one; it is not part of the JSON
             if not raw.strip():
                 continue
             base = f"{path.name}:{lineno}"
@@ -58,17 +101,12 @@ def _iter_jsonl(path: Path, id_field: str) -> Iterator[tuple[str, Row | RecordEr
                 yield base, RecordError(base, None, f"malformed JSON ({exc.msg} at column "
                                         f"{exc.colno})")
                 continue
-            label = _label(base, row, id_field)
-            if not isinstance(row, dict):
-                yield label, RecordError(label, None, f"expected a JSON object, got "
-                                         f"{type(row).__name__}")
-                continue
-            yield label, row
+            yield _checked(base, row, id_field)
 
 
 def _iter_json(path: Path, id_field: str) -> Iterator[tuple[str, Row | RecordError]]:
     try:
-        data = json.loads(path.read_bytes().decode("utf-8"))
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))  # -sig: a leading BOM is dropped
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         # A single JSON document is all-or-nothing; say so and point at JSONL.
         yield path.name, RecordError(path.name, None, f"cannot read JSON file ({exc}); "
@@ -85,22 +123,38 @@ def _iter_json(path: Path, id_field: str) -> Iterator[tuple[str, Row | RecordErr
         yield path.name, RecordError(path.name, None, "expected a list of objects")
         return
     for i, row in enumerate(data):
-        label = _label(f"{path.name}[{i}]", row, id_field)
-        if not isinstance(row, dict):
-            yield label, RecordError(label, None, f"expected an object, got {type(row).__name__}")
-        else:
-            yield label, row
+        yield _checked(f"{path.name}[{i}]", row, id_field)
 
 
 def _iter_parquet(path: Path, id_field: str) -> Iterator[tuple[str, Row | RecordError]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq  # core dependency; imported here to keep CLI start fast
 
-    pf = pq.ParquetFile(path)
     i = 0
-    for batch in pf.iter_batches(batch_size=256):
-        for row in batch.to_pylist():
-            yield _label(f"{path.name}[{i}]", row, id_field), row
-            i += 1
+    try:
+        pf = pq.ParquetFile(path)
+        for batch in pf.iter_batches(batch_size=256):
+            for row in batch.to_pylist():
+                yield _label(f"{path.name}[{i}]", row, id_field), row
+                i += 1
+    except (pa.ArrowException, OSError) as exc:
+        # A 0-byte, truncated or non-Parquet file: the rows from here on cannot be read, so
+        # the file is reported as one rejected record instead of a traceback.
+        where = path.name if i == 0 else f"{path.name}[{i}:]"
+        yield where, RecordError(where, None, f"cannot read Parquet ({exc}); check that the "
+                                 "file is complete, or export it again")
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def dumps(value: Any) -> str:
+    """One JSON text for the output files and the run store. Model replies can carry an
+    unpaired surrogate (a server that split an emoji's escape pair); no UTF-8 file or SQLite
+    text can hold one, so it becomes U+FFFD here instead of crashing the write of a finished
+    row on every rerun."""
+    text = json.dumps(value, ensure_ascii=False)
+    return _SURROGATE.sub("\ufffd", text) if _SURROGATE.search(text) else text
 
 
 def read_rows(path: str | Path, *, id_field: str = "id") -> tuple[list[Row], list[RecordError]]:
@@ -134,8 +188,7 @@ def write_rejected(output_path: str | Path, errors: list[RecordError]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", encoding="utf-8") as fh:
         for e in errors:
-            fh.write(json.dumps({"record": e.record, "field": e.field, "error": e.reason},
-                                ensure_ascii=False) + "\n")
+            fh.write(dumps({"record": e.record, "field": e.field, "error": e.reason}) + "\n")
 
 
 def write_rows(path: str | Path, rows: Iterable[Row]) -> int:
@@ -152,9 +205,19 @@ def write_rows(path: str | Path, rows: Iterable[Row]) -> int:
     else:
         with open(tmp, "w", encoding="utf-8") as fh:
             for row in rows:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+                fh.write(dumps(row) + "\n")
     os.replace(tmp, path)
     return len(rows)
+
+
+def write_parquet_rows(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Parquet needs one schema for all rows; ``write_rows`` infers it from the first row, so
+    give every row every column (missing ones as null) first."""
+    columns: dict[str, None] = {}
+    for r in rows:
+        for k in r:
+            columns.setdefault(k, None)
+    write_rows(path, [{k: r.get(k) for k in columns} for r in rows])
 
 
 class ResumableJsonlWriter:
@@ -165,6 +228,7 @@ class ResumableJsonlWriter:
         self.key = key
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.written: set[str] = set()
+        self.duplicates_removed = 0
         self._repair_and_index()
         self._fh = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
 
@@ -172,6 +236,7 @@ class ResumableJsonlWriter:
         if not self.path.exists():
             return
         good_end = 0
+        duplicates = 0
         with open(self.path, "rb") as fh:
             for raw in fh:
                 if not raw.endswith(b"\n"):
@@ -182,10 +247,28 @@ class ResumableJsonlWriter:
                     break
                 good_end += len(raw)
                 if isinstance(row, dict) and self.key in row:
-                    self.written.add(str(row[self.key]))
+                    item_id = str(row[self.key])
+                    duplicates += item_id in self.written
+                    self.written.add(item_id)
         if good_end != self.path.stat().st_size:
             with open(self.path, "r+b") as fh:
                 fh.truncate(good_end)
+        if duplicates:
+            # Two writers on one output (before runs took a lock) left rows twice: keep the
+            # first of each id, so a rerun repairs the file instead of carrying the damage.
+            seen: set[str] = set()
+            kept = []
+            for line in self.path.read_bytes().splitlines(keepends=True):
+                row = json.loads(line)
+                item_id = str(row.get(self.key)) if isinstance(row, dict) else None
+                if item_id is None or self.key not in row or item_id not in seen:
+                    kept.append(line)
+                    if item_id is not None:
+                        seen.add(item_id)
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_bytes(b"".join(kept))
+            os.replace(tmp, self.path)
+        self.duplicates_removed = duplicates
 
     def __contains__(self, item_id: str) -> bool:
         return item_id in self.written
@@ -195,7 +278,7 @@ class ResumableJsonlWriter:
         item_id = str(row[self.key])
         if item_id in self.written:
             return False
-        self._fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._fh.write(dumps(row) + "\n")
         self._fh.flush()
         self.written.add(item_id)
         return True

@@ -76,7 +76,9 @@ def _req_str(row: dict[str, Any], name: str, label: str, *, allow_empty: bool = 
 
 
 def _str_id(value: Any) -> str | None:
-    if isinstance(value, (str, int)) and not isinstance(value, bool):
+    """An id as text; None for a missing, empty or whitespace-only id or one of another type
+    (an empty id cannot name a record in an error, a resume or a join)."""
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
         return str(value)
     return None
 
@@ -84,14 +86,17 @@ def _str_id(value: Any) -> str | None:
 def group_records(
     rows: Iterable[tuple[str, dict[str, Any] | RecordError]],
     fields: FieldMap | None = None,
-    prompts: dict[str, dict[str, Any]] | None = None,
+    prompts: dict[str, Prompt] | None = None,
 ) -> Iterator[PromptRecord | RecordError]:
     """Turn raw rows into ``PromptRecord``s. Bad rows (and bad candidates) come out as
     ``RecordError`` and never stop the others. Flat rows are grouped, so their records are
     yielded after all rows were read; grouped rows are yielded as they come.
 
-    ``prompts`` (from :func:`load_prompts`) fills in the document and question of rows that
-    carry only a ``prompt_id``, so candidates need not repeat a long document N times."""
+    ``prompts`` (from :func:`read_prompts`) fills in the document and question of rows that
+    carry only a ``prompt_id``, so candidates need not repeat a long document N times. A row
+    that records the hash of the document it was sampled from (``document``) must match the
+    joined document: a prompts file edited since, or a repeated prompt id, would otherwise
+    have the answer judged against another document."""
     f = fields or FieldMap()
     flat: dict[str, PromptRecord] = {}
     seen_ids: set[str] = set()
@@ -106,7 +111,14 @@ def group_records(
                 yield RecordError(label, f.prompt_id, "no document: the row has no "
                                   f"'{f.context}' and its prompt_id is not in the prompts file")
                 continue
-            row = {**row, f.context: src["context"], f.query: row.get(f.query, src["query"])}
+            recorded = row.get("document")
+            if isinstance(recorded, str) and recorded and recorded != src.document_key:
+                yield RecordError(label, "document", f"was made from another document than "
+                                  f"prompt {pid!r} of the prompts file holds now (hash "
+                                  f"{recorded} vs {src.document_key}); pass the prompts file "
+                                  "it was sampled from, or sample it again")
+                continue
+            row = {**row, f.context: src.context, f.query: row.get(f.query, src.query)}
         elif f.context not in row and _str_id(row.get(f.prompt_id)) is not None:
             yield RecordError(label, f.context, "missing; this row has a prompt_id, so pass the "
                               "prompts file with --prompts to join its document")
@@ -122,7 +134,7 @@ def group_records(
             continue
         rid = _str_id(row.get(f.id))
         if rid is None:
-            yield RecordError(label, f.id, "missing or not a string/integer id")
+            yield RecordError(label, f.id, "missing, empty or not a string/integer id")
             continue
         if rid in seen_ids:
             yield RecordError(label, f.id, f"duplicate id {rid!r}; ids must be unique")
@@ -152,7 +164,7 @@ def _grouped(row: dict[str, Any], label: str, context: str, query: str, f: Field
              seen_ids: set[str]) -> Iterator[PromptRecord | RecordError]:
     pid = _str_id(row.get(f.id)) or _str_id(row.get(f.prompt_id))
     if pid is None:
-        yield RecordError(label, f.id, "missing or not a string/integer id")
+        yield RecordError(label, f.id, "missing, empty or not a string/integer id")
         return
     raw = row[f.candidates]
     if not isinstance(raw, list) or not raw:
@@ -184,35 +196,62 @@ def _grouped(row: dict[str, Any], label: str, context: str, query: str, f: Field
         yield PromptRecord(pid, context, query, cands, label)
 
 
-def load_prompts(
-    path: str | Path,
-    *,
-    field_id: str = "id",
-    field_context: str = "context",
-    field_query: str = "query",
-    errors: list[RecordError] | None = None,
-) -> dict[str, dict[str, Any]]:
-    """A prompts file (rows of id, context, query) keyed by id, as ``{"context", "query"}``;
-    bad rows go to ``errors``. Lets candidate rows that carry only ``prompt_id`` be joined
-    back to their document (``score --prompts``, ``pairs --prompts``)."""
-    out: dict[str, dict[str, Any]] = {}
-    for label, item in iter_rows(path, id_field=field_id):
+@dataclass
+class Prompt:
+    """One row of a prompts file: a document and a question, named by ``id``."""
+
+    id: str
+    context: str
+    query: str
+    label: str = ""
+
+    @property
+    def document_key(self) -> str:
+        return document_key(self.context)
+
+
+def read_prompts(path: str | Path, fields: FieldMap | None = None
+                 ) -> tuple[dict[str, Prompt], list[RecordError]]:
+    """The one reader of prompts files (rows of id, context, query), for every stage: the
+    prompts in file order by id, and the rejected rows.
+
+    A repeated id is never resolved by position: rows that repeat an id with the same
+    document and question keep the first and reject the repeats; rows that repeat it with a
+    different document or question are all rejected, since no one can tell which one the id's
+    answers belong to."""
+    f = fields or FieldMap()
+    out: dict[str, Prompt] = {}
+    errors: list[RecordError] = []
+    conflicting: dict[str, str] = {}  # id -> label of its first row
+    for label, item in iter_rows(path, id_field=f.id):
         if isinstance(item, RecordError):
-            if errors is not None:
-                errors.append(item)
+            errors.append(item)
             continue
         try:
-            pid = item.get(field_id)
-            if pid is None or isinstance(pid, bool) or str(pid) == "":
-                raise RecordError(label, field_id, "missing id")
-            ctx, query = item.get(field_context), item.get(field_query)
-            if not isinstance(ctx, str):
-                raise RecordError(label, field_context, "missing or not a string")
-            if not isinstance(query, str) or not query.strip():
-                raise RecordError(label, field_query, "missing or empty")
+            pid = _str_id(item.get(f.id))
+            if pid is None:
+                raise RecordError(label, f.id, "missing, empty or not a string/integer id "
+                                  "(map it with --field-id)")
+            ctx = _req_str(item, f.context, label)
+            query = _req_str(item, f.query, label)
         except RecordError as exc:
-            if errors is not None:
-                errors.append(exc)
+            errors.append(exc)
             continue
-        out[str(pid)] = {"context": ctx, "query": query}
-    return out
+        first = out.get(pid)
+        if pid in conflicting:
+            errors.append(RecordError(label, f.id, f"id {pid!r} is used by rows with different "
+                                      f"documents or questions (first: {conflicting[pid]}); "
+                                      "give each prompt its own id"))
+        elif first is None:
+            out[pid] = Prompt(pid, ctx, query, label)
+        elif (first.context, first.query) == (ctx, query):
+            errors.append(RecordError(label, f.id, f"repeats prompt {pid!r} of {first.label}; "
+                                      "the first row is used, remove the repeat"))
+        else:
+            del out[pid]
+            conflicting[pid] = first.label
+            for where in (first.label, label):
+                errors.append(RecordError(where, f.id, f"id {pid!r} is used by rows with "
+                                          "different documents or questions; give each prompt "
+                                          "its own id"))
+    return out, errors

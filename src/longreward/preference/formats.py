@@ -52,6 +52,23 @@ class PairExample:
     meta: dict[str, Any] = field(default_factory=dict)
 
 
+def check_prompt_template(template: str) -> str:
+    """``template`` if it is a valid user-turn layout: ``$context`` and ``$query`` both
+    appear and no other variable does. The one check for ``sample``, ``pairs`` and ``run``
+    options, so a bad layout is an option error, not a traceback halfway through a stage."""
+    tpl = Template(template)
+    if hasattr(tpl, "is_valid") and not tpl.is_valid():
+        raise ValueError("prompt template has a '$' that starts no variable; write $$ for a "
+                         "literal dollar sign")
+    names = set(tpl.get_identifiers()) if hasattr(tpl, "get_identifiers") else set()
+    unknown = names - {"context", "query"}
+    if unknown:
+        raise ValueError(f"prompt template uses ${', $'.join(sorted(unknown))}; only $context "
+                         "(the document) and $query (the question) exist")
+    render_prompt("", "", template)
+    return template
+
+
 def render_prompt(context: str, query: str, template: str = DEFAULT_PROMPT_TEMPLATE) -> str:
     """Fill the user-turn layout. ``$context`` and ``$query`` must both appear; filling is
     strict, so a misspelt variable is an error rather than a silently odd prompt."""

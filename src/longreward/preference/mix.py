@@ -22,10 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependencyError, RecordError
-from ..io.files import iter_rows, write_rows
+from ..errors import InputFileError, MissingDependencyError, RecordError, UsageError
+from ..io.files import iter_rows, write_parquet_rows, write_rows
 from .formats import PairFormat, PairKeys, detect_pair_format, pair_from_row, pair_to_row
-from .pairs import write_parquet_rows
 
 __all__ = ["MixSummary", "iter_pair_source", "mix_pairs"]
 
@@ -74,7 +73,7 @@ def iter_pair_source(
     if Path(source).suffix.lower() in _FILE_SUFFIXES:
         # A misspelt file name would otherwise be looked up on the Hub, and fail there with a
         # network error that never mentions the file.
-        raise ValueError(f"{source}: no such file")
+        raise InputFileError(f"{source}: no such file")
     try:
         import datasets
     except ImportError as exc:
@@ -89,7 +88,7 @@ def iter_pair_source(
         try:
             ds = datasets.load_dataset(source, name, split=split)
         except Exception as exc:  # noqa: BLE001 - datasets raises many kinds; all mean "cannot load"
-            raise ValueError(
+            raise InputFileError(
                 f"cannot load {source!r} as a Hugging Face dataset ({type(exc).__name__}: {exc}). "
                 "Give a JSONL/JSON/Parquet file, a save_to_disk directory, or a Hub dataset name "
                 "(with --short-split/--short-config) that is reachable or cached"
@@ -140,7 +139,7 @@ def mix_pairs(
     """Mix ``long_path`` pairs with ``ratio`` short pairs per long pair into ``output_path``
     (JSONL, plus Parquet beside it). ``fmt`` defaults to the long file's format."""
     if ratio < 0:
-        raise ValueError("--ratio must be ≥ 0 (short pairs per long pair)")
+        raise UsageError("--ratio must be ≥ 0 (short pairs per long pair)")
     keys = keys or PairKeys()
     summary = MixSummary()
     long_pairs, long_fmt = _read_side(long_path, "long", keys, summary)

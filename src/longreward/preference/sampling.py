@@ -31,35 +31,26 @@ How it is built, and why:
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..config import EndpointOptions
-from ..errors import RecordError
-from ..io.files import (
-    ResumableJsonlWriter,
-    default_run_dir,
-    iter_rows,
-    write_rejected,
-    write_rows,
-)
-from ..io.records import document_key
-from ..store import TRANSPORT_KEYS, check_stage_settings
-from .formats import DEFAULT_PROMPT_TEMPLATE, render_prompt
+from ..config import EndpointOptions, renamed
+from ..errors import LongRewardError
+from ..io.records import FieldMap, Prompt
+from ..store import TRANSPORT_KEYS
+from .formats import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, render_prompt
 
 __all__ = [
     "PolicyOptions",
     "SampleOptions",
-    "SampleSummary",
+    "SampledPrompt",
+    "SamplingFailed",
     "Truncation",
     "build_policy_client",
-    "sample_file",
+    "make_renderer",
+    "sample_prompt",
     "truncate_middle",
 ]
 
@@ -79,6 +70,9 @@ class PolicyOptions(EndpointOptions):
         return {"provider": self.provider, "model": self.model, "style": self.style}
 
 
+_OLD_FIELD_KEYS = {"field_id": "id", "field_context": "context", "field_query": "query"}
+
+
 class SampleOptions(BaseModel):
     """Options of ``longreward sample`` and the ``sample:`` section of a run config."""
 
@@ -95,17 +89,17 @@ class SampleOptions(BaseModel):
     n_per_request: int | None = Field(None, ge=1)
     system_prompt: str | None = None
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
-    #: the policy's context window in tokens; None = read it from a local model's config,
-    #: else no truncation
-    max_context_tokens: int | None = Field(None, ge=64)
+    #: the policy's context window in tokens: longer documents are cut in the middle to fit;
+    #: None = read it from a local model's config, else no truncation. (Not ``score``'s
+    #: ``max_document_tokens``, which rejects documents.)
+    context_window: int | None = Field(None, ge=64)
     #: HF tokenizer (name or path) for counting and for completion-style chat templates;
     #: defaults to the model itself for the transformers and vllm providers
     tokenizer: str | None = None
     #: tokens reserved for the chat template's own tokens around the prompt
     template_overhead_tokens: int = Field(64, ge=0)
-    field_id: str = "id"
-    field_context: str = "context"
-    field_query: str = "query"
+    #: field names of the prompts file; the same map serves every stage that reads it
+    fields: FieldMap = Field(default_factory=FieldMap)
     #: copy the document into every candidate row, so ``score`` can read the file on its own;
     #: off, rows carry only ``prompt_id`` and ``score --prompts`` joins the document back
     #: (N times less disk for N samples of a long document; ``run`` turns it off)
@@ -113,11 +107,25 @@ class SampleOptions(BaseModel):
     #: prompts in flight at once (the client separately caps requests per endpoint)
     prompt_concurrency: int = Field(16, ge=1)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _old_names(cls, data: Any) -> Any:
+        data = renamed(data, "max_context_tokens", "context_window", "sample")
+        # 0.1 spelt the prompts file's field names as three flat options here and as a
+        # ``fields`` map in ``score``; one map now, the flat ones accepted for one release.
+        if isinstance(data, dict) and any(k in data for k in _OLD_FIELD_KEYS):
+            fields = dict(data.get("fields") or {})
+            for old, new in _OLD_FIELD_KEYS.items():
+                if old in data:
+                    fields.setdefault(new, data[old])
+            data = {k: v for k, v in data.items() if k not in _OLD_FIELD_KEYS}
+            data["fields"] = fields
+        return data
+
     @field_validator("prompt_template")
     @classmethod
     def _template_ok(cls, v: str) -> str:
-        render_prompt("", "", v)  # raises on a template without $context and $query
-        return v
+        return check_prompt_template(v)
 
     def output_settings(self) -> dict[str, Any]:
         """The settings that decide which answers come out (not where or how fast they are
@@ -303,7 +311,7 @@ def _make_renderer(options: SampleOptions) -> _Renderer:
     spec = options.tokenizer or (policy.model if _is_local(policy) else None)
     counter = get_tokenizer(spec)
     approximate = spec is None
-    window = options.max_context_tokens
+    window = options.context_window
     if window is None and _is_local(policy):
         window = _window_from_config(policy.model)
         # An engine capped below the model's trained window (vLLM ``max_model_len``, often
@@ -318,97 +326,33 @@ def _make_renderer(options: SampleOptions) -> _Renderer:
     return _Renderer(options, counter, approximate, window, chat_tok)
 
 
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- one prompt
+
+
+class SamplingFailed(Exception):
+    """A prompt's answers could not be had (the policy failed, or the document cannot fit):
+    the prompt is counted as failed and the run goes on."""
 
 
 @dataclass
-class SampleSummary:
-    prompts: int = 0  # good prompt rows read
-    already_done: int = 0  # prompts complete before this run
-    sampled: int = 0  # prompts completed in this run
-    failed: dict[str, str] = field(default_factory=dict)  # prompt_id -> error
-    candidates: int = 0  # rows written in this run
-    duplicates: int = 0  # answers identical to an earlier answer of the same prompt
-    truncated: int = 0  # prompts whose document was cut
-    errors: list[RecordError] = field(default_factory=list)
-    requests: int = 0  # requests sent to the model
-    cache_hits: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    window: int | None = None
-    output: str = ""
-    changed: int = 0  # prompts edited since they were sampled: their answers sampled again
+class SampledPrompt:
+    """The rows of one prompt's answers (in the flat shape ``score`` reads)."""
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "prompts": self.prompts,
-            "already_done": self.already_done,
-            "changed": self.changed,
-            "sampled": self.sampled,
-            "failed": len(self.failed),
-            "candidates_written": self.candidates,
-            "duplicates": self.duplicates,
-            "truncated": self.truncated,
-            "rejected_records": len(self.errors),
-            "requests": self.requests,
-            "cache_hits": self.cache_hits,
-            "prompt_tokens": self.prompt_tokens,
-            "completion_tokens": self.completion_tokens,
-            "seconds": round(self.seconds, 3),
-            "output": self.output,
-        }
+    rows: list[dict[str, Any]]
+    duplicates: int
+    truncation: Truncation | None
 
 
-def _read_prompts(
-    path: Path, options: SampleOptions, summary: SampleSummary
-) -> list[tuple[str, str, str]]:
-    out: list[tuple[str, str, str]] = []
-    seen: set[str] = set()
-    for label, item in iter_rows(path, id_field=options.field_id):
-        if isinstance(item, RecordError):
-            summary.errors.append(item)
-            continue
-        pid = item.get(options.field_id)
-        ctx = item.get(options.field_context)
-        query = item.get(options.field_query)
-        if pid is None or isinstance(pid, bool) or str(pid).strip() == "":
-            summary.errors.append(RecordError(label, options.field_id, "missing id (map it with --field-id)"))
-            continue
-        pid = str(pid)
-        if not isinstance(ctx, str):
-            summary.errors.append(RecordError(label, options.field_context, "missing or not a string (map it with --field-context)"))
-            continue
-        if not isinstance(query, str) or not query.strip():
-            summary.errors.append(RecordError(label, options.field_query, "missing or empty (map it with --field-query)"))
-            continue
-        if pid in seen:
-            summary.errors.append(RecordError(label, options.field_id, f"duplicate id {pid!r}; kept the first"))
-            continue
-        seen.add(pid)
-        out.append((pid, ctx, query))
-    return out
-
-
-ProgressHook = Callable[[int], None]
-
-
-async def _sample_prompt(
-    pid: str,
-    context: str,
-    query: str,
-    *,
-    options: SampleOptions,
-    renderer: _Renderer,
-    client: Any,
-    store: Any,
-    writer: ResumableJsonlWriter,
-    done_ids: set[str],
-    summary: SampleSummary,
-) -> None:
+async def sample_prompt(prompt: Prompt, *, options: SampleOptions, renderer: _Renderer,
+                        client: Any) -> SampledPrompt:
+    """``options.n`` answers to one prompt. Plain: no file or store handling (the stage
+    commits the rows). Raises ``SamplingFailed`` when the answers cannot be had."""
     from ..judge import GenerateConfig, Message, ModelError
 
-    msgs, _sent_context, trunc = renderer.render(context, query)
+    try:
+        msgs, _sent_context, trunc = renderer.render(prompt.context, prompt.query)
+    except ValueError as exc:  # no room for the document in the window
+        raise SamplingFailed(str(exc)) from None
     messages = [Message(role=m["role"], content=m["content"]) for m in msgs]  # type: ignore[arg-type]
     texts: list[str] = []
     call = 0
@@ -429,14 +373,14 @@ async def _sample_prompt(
         )
         try:
             out = await client.generate(messages, config, tag=STAGE, attempt=call)
+        except LongRewardError:
+            raise  # fatal for the run (e.g. the policy endpoint refuses our key)
         except ModelError as exc:
-            summary.failed[pid] = f"{type(exc).__name__}: {exc}"
-            return
+            raise SamplingFailed(f"{type(exc).__name__}: {exc}") from None
         texts.extend(out.texts[:want])
         call += 1
     if len(texts) < options.n:
-        summary.failed[pid] = f"the policy returned {len(texts)} of {options.n} answers"
-        return
+        raise SamplingFailed(f"the policy returned {len(texts)} of {options.n} answers")
     first_seen: dict[str, str] = {}
     policy = {
         **options.policy.identity(),
@@ -445,158 +389,48 @@ async def _sample_prompt(
         "max_new_tokens": options.max_new_tokens,
         "seed": options.seed,
     }
+    rows = []
+    duplicates = 0
     for k, text in enumerate(texts):
-        cid = f"{pid}-{k}"
+        cid = answer_id(prompt.id, k)
         key = text.strip()
         dup = first_seen.get(key)
         if dup is None:
             first_seen[key] = cid
         else:
-            summary.duplicates += 1
-        if cid in done_ids:
-            continue
-        row = {
-            "id": cid,
-            "prompt_id": pid,
-            "document": document_key(context),
-            "query": query,
+            duplicates += 1
+        row: dict[str, Any] = {"id": cid, "prompt_id": prompt.id}
+        if options.include_context:
+            # The original document: scoring judges against the full text even when the
+            # policy only saw a truncated one.
+            row["context"] = prompt.context
+        row.update({
+            "document": prompt.document_key,
+            "query": prompt.query,
             "response": text,
             "sample_index": k,
             "policy": policy,
             "truncated": trunc.as_dict() if trunc else None,
             "duplicate_of": dup,
-        }
-        if options.include_context:
-            # The original document: scoring judges against the full text even when the
-            # policy only saw a truncated one.
-            row = {"id": cid, "prompt_id": pid, "context": context, **row}
-        store.record(STAGE, cid, row)
-        if writer.write(row):
-            summary.candidates += 1
-    if trunc is not None:
-        summary.truncated += 1
-    summary.sampled += 1
+        })
+        rows.append(row)
+    return SampledPrompt(rows, duplicates, trunc)
 
 
-async def sample_file(
-    prompts_path: str | Path,
-    output_path: str | Path,
-    options: SampleOptions,
-    *,
-    run_dir: str | Path | None = None,
-    client: Any | None = None,
-    on_start: Callable[[int, int], None] | None = None,
-    on_prompt: Callable[[str], None] | None = None,
-) -> SampleSummary:
-    """Sample ``options.n`` answers for every prompt of ``prompts_path`` into ``output_path``.
-
-    Resumable: rerun with the same arguments after a crash and only missing work is done;
-    a rerun with nothing left to do makes no model call. ``on_start(total, done_before)`` and
-    ``on_prompt(prompt_id)`` drive a progress bar; ``client`` replaces the one built from
-    ``options.policy`` (its cache is set to the run's store if it has none).
-    """
-    from ..store import RunStore
-
-    started = time.perf_counter()
-    output_path = Path(output_path)
-    summary = SampleSummary(output=str(output_path))
-    prompts = _read_prompts(Path(prompts_path), options, summary)
-    summary.prompts = len(prompts)
-    store = RunStore(Path(run_dir) if run_dir is not None else default_run_dir(output_path))
-    writer = ResumableJsonlWriter(output_path)
-    own_client = client is None
-    try:
-        check_stage_settings(store, STAGE, options.output_settings())
-        stale = _stale_candidates(store, prompts)
-        if stale:
-            # Answers sampled for an earlier version of a prompt (edited document or
-            # question) are dropped and sampled again, not kept next to the new prompt.
-            store.forget(STAGE, stale)
-            writer.close()
-            write_rows(output_path, store.rows(STAGE))
-            writer = ResumableJsonlWriter(output_path)
-            summary.changed = len({cid.rsplit("-", 1)[0] for cid in stale})
-        done_ids = store.finished_ids(STAGE)
-        # The store is the record of what is done; the file may lag it by the rows of a run
-        # killed between the two writes (or have been deleted): bring it up to date first.
-        missing = done_ids - writer.written
-        if missing:
-            for row in store.rows(STAGE):
-                if row["id"] in missing:
-                    writer.write(row)
-        todo = []
-        for pid, ctx, query in prompts:
-            if all(f"{pid}-{k}" in done_ids for k in range(options.n)):
-                summary.already_done += 1
-            else:
-                todo.append((pid, ctx, query))
-        write_rejected(output_path, summary.errors)
-        if on_start:
-            on_start(len(prompts), summary.already_done)
-        if not todo:
-            summary.seconds = time.perf_counter() - started
-            return summary
-        renderer = _make_renderer(options)
-        summary.window = renderer.window
-        if client is None:
-            client = build_policy_client(options.policy, cache=store)
-        elif client.cache is None:
-            client.cache = store
-        await _run_all(todo, options, renderer, client, store, writer, done_ids, summary, on_prompt)
-        snap = client.snapshot()["by_tag"].get(STAGE, {})
-        summary.requests = snap.get("requests", 0)
-        summary.cache_hits = snap.get("cache_hits", 0)
-        summary.prompt_tokens = snap.get("prompt_tokens", 0)
-        summary.completion_tokens = snap.get("completion_tokens", 0)
-    finally:
-        writer.close()
-        if own_client and client is not None:
-            await client.aclose()
-        store.close()
-    summary.seconds = time.perf_counter() - started
-    return summary
+def answer_id(prompt_id: str, k: int) -> str:
+    """The id of a prompt's k-th answer."""
+    return f"{prompt_id}-{k}"
 
 
-async def _run_all(
-    todo: list[tuple[str, str, str]],
-    options: SampleOptions,
-    renderer: _Renderer,
-    client: Any,
-    store: Any,
-    writer: ResumableJsonlWriter,
-    done_ids: set[str],
-    summary: SampleSummary,
-    on_prompt: Callable[[str], None] | None,
-) -> None:
-    queue: asyncio.Queue[tuple[str, str, str]] = asyncio.Queue()
-    for item in todo:
-        queue.put_nowait(item)
-
-    async def worker() -> None:
-        while True:
-            try:
-                pid, ctx, query = queue.get_nowait()
-            except asyncio.QueueEmpty:
-                return
-            try:
-                await _sample_prompt(
-                    pid, ctx, query, options=options, renderer=renderer, client=client,
-                    store=store, writer=writer, done_ids=done_ids, summary=summary,
-                )
-            except ValueError as exc:  # e.g. no room for the document in the window
-                summary.failed[pid] = str(exc)
-            if on_prompt:
-                on_prompt(pid)
-
-    await asyncio.gather(*(worker() for _ in range(min(options.prompt_concurrency, len(todo)))))
+def make_renderer(options: SampleOptions) -> _Renderer:
+    """The request renderer (layout, chat template, truncation) for ``options``."""
+    return _make_renderer(options)
 
 
-def _stale_candidates(store: Any, prompts: list[tuple[str, str, str]]) -> list[str]:
-    """Ids of finished candidates whose prompt (document or question) has changed since."""
-    now = {pid: (document_key(ctx), query) for pid, ctx, query in prompts}
-    stale = []
-    for row in store.rows(STAGE):
-        pid = str(row.get("prompt_id"))
-        if pid in now and (row.get("document", now[pid][0]), row.get("query")) != now[pid]:
-            stale.append(str(row["id"]))
-    return stale
+def __getattr__(name: str) -> Any:
+    # 0.1 kept the file stage here; it is ``longreward.stages.sample`` now.
+    if name in ("sample_file", "SampleSummary", "STAGE_NAME"):
+        from ..stages import sample
+
+        return getattr(sample, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

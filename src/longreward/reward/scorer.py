@@ -10,40 +10,26 @@ import asyncio
 import logging
 import os
 import threading
-import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from ..config import DIMENSION_NAMES, ScoreOptions
-from ..errors import RecordError
-from ..io.files import (
-    ResumableJsonlWriter,
-    default_run_dir,
-    iter_rows,
-    write_rejected,
-    write_rows,
-)
-from ..io.records import Candidate, PromptRecord, group_records, load_prompts
+from ..config import ScoreOptions
+from ..errors import LongRewardError, RecordError, UsageError
+from ..io.records import Candidate, PromptRecord
 from ..judge import GenerateConfig, ModelAPI, ModelClient, canonical_provider
 from ..retrieval import Retriever, create_retriever
-from ..store import TRANSPORT_KEYS, check_stage_settings
 from ..text import Tokenizer, detect_language, get_tokenizer
 from .dimensions import (
+    DimensionInput,
     DimensionResult,
     DocumentWork,
     JudgeSettings,
     PromptWork,
     combine_reward,
-    score_completeness,
-    score_faithfulness,
-    score_helpfulness,
-    score_logicality,
+    registered,
 )
-
-SCORE_STAGE = "score"
 
 logger = logging.getLogger(__name__)
 
@@ -94,7 +80,8 @@ class ScoredAnswer:
 def build_client(options: ScoreOptions, *, cache: Any = None) -> ModelClient:
     j = options.judge
     if j.model is None and canonical_provider(j.provider) != "dry_run":
-        raise ValueError("no judge model: pass --model NAME (and --base-url URL for a server)")
+        raise UsageError("no judge model: pass --model NAME (and --base-url URL for a server), "
+                         "or --dry-run to check the plumbing offline")
     return j.client(j.create_apis("dry-run"), cache=cache,
                     structured_output=j.structured_output)
 
@@ -104,7 +91,7 @@ def build_retriever(options: ScoreOptions) -> Retriever:
     if r.method == "bm25":
         return create_retriever("bm25")
     if r.model is None:
-        raise ValueError(f"--retrieval {r.method} needs --retrieval-model (an embedding model)")
+        raise UsageError(f"--retrieval {r.method} needs --retrieval-model (an embedding model)")
     embedder = r.hybrid_with if r.method == "hybrid" else r.method
     opts: dict[str, Any] = {}
     if embedder == "dense":
@@ -154,6 +141,8 @@ class LongReward:
         self._docs: OrderedDict[str, DocumentWork] = OrderedDict()
         self._prompts: OrderedDict[tuple[str, str], PromptWork] = OrderedDict()
         self._max_docs = max_cached_documents
+        #: dimensions that ended unscored because of a bug rather than the judge
+        self.internal_errors = 0
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: threading.Thread | None = None
 
@@ -195,43 +184,34 @@ class LongReward:
 
     async def _score_answer(self, work: PromptWork, record: PromptRecord,
                             cand: Candidate) -> ScoredAnswer:
-        dims = self.options.dimensions
-        s = self.settings
-        jobs: dict[str, Any] = {}
-        if "helpfulness" in dims:
-            jobs["helpfulness"] = score_helpfulness(record.query, cand.response,
-                                                    language=work.language, settings=s)
-        if "logicality" in dims:
-            jobs["logicality"] = score_logicality(record.query, cand.response,
-                                                  language=work.language, settings=s)
-        if "faithfulness" in dims:
-            jobs["faithfulness"] = score_faithfulness(work, cand.response, settings=s,
-                                                      top_k=self.options.retrieval.top_k,
-                                                      grade_batch_size=self.options.grade_batch_size)
-        if "completeness" in dims:
-            jobs["completeness"] = score_completeness(work, cand.response, settings=s)
-        done = await asyncio.gather(*(self._guarded(name, job, record, cand)
-                                      for name, job in jobs.items()))
-        results = dict(zip(jobs, done, strict=True))
-        results = {d: results[d] for d in dims}  # stable order in output
+        dims = registered()
+        inp = DimensionInput(work, record.query, cand.response, self.settings, self.options)
+        names = self.options.dimensions
+        done = await asyncio.gather(*(self._guarded(n, dims[n].score(inp), record, cand)
+                                      for n in names))
+        results = dict(zip(names, done, strict=True))
         reward, used = combine_reward(results, self.options.weights)
         return ScoredAnswer(cand.id, record.prompt_id, record.query, cand.response,
                             work.language, results, reward, used, cand.extra,
                             record.document_key)
 
-    @staticmethod
-    async def _guarded(name: str, job: Any, record: PromptRecord,
+    async def _guarded(self, name: str, job: Any, record: PromptRecord,
                        cand: Candidate) -> DimensionResult:
-        """Judge failures are results already; this catches the unexpected (a provider or
-        retriever raising something unforeseen) so that one answer's dimension ends unscored
-        with the reason instead of the whole run crashing."""
+        """Judge failures are results already (unscored with the reason). What reaches here
+        is either one of ours (``LongRewardError``: a fatal judge error, a missing extra),
+        which stops the run with its message, or a bug in a provider, retriever or
+        dimension. A bug ends this dimension unscored with ``internal_error`` set, its
+        traceback is logged, and it is counted, so the run's exit code is not 0."""
         try:
             return await job
-        except Exception as exc:  # noqa: BLE001 - reported in the row and the log
-            logger.warning("%s of answer %s (prompt %s) failed", name, cand.id,
-                           record.prompt_id, exc_info=True)
+        except LongRewardError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - logged with traceback, counted, in the row
+            logger.error("internal error in %s of answer %s (prompt %s)", name, cand.id,
+                         record.prompt_id, exc_info=True)
+            self.internal_errors += 1
             return DimensionResult.unscored(
-                name, f"internal error: {type(exc).__name__}: {exc}")
+                name, f"internal error: {type(exc).__name__}: {exc}", internal_error=True)
 
     async def score_prompt(
         self, record: PromptRecord,
@@ -250,12 +230,12 @@ class LongReward:
         return list(await asyncio.gather(*(one(c) for c in record.candidates)))
 
     def check_record(self, record: PromptRecord) -> None:
-        limit = self.options.max_context_tokens
+        limit = self.options.max_document_tokens
         if limit is not None:
             n = self.tokenizer.count(record.context)
             if n > limit:
                 raise RecordError(record.label or record.prompt_id, self.options.fields.context,
-                                  f"document has {n} tokens, above max_context_tokens={limit}; "
+                                  f"document has {n} tokens, above max_document_tokens={limit}; "
                                   "raise the limit or shorten the document")
 
     async def score(self, context: str, query: str, response: str, *,
@@ -312,220 +292,11 @@ class LongReward:
         await self.client.aclose()
 
 
-# ---------------------------------------------------------------------------- file stage
+def __getattr__(name: str) -> Any:
+    # 0.1 kept the file stage here; it is ``longreward.stages.score`` now.
+    if name in ("score_file", "ScoreSummary", "SCORE_STAGE", "score_output_settings",
+                "usage_by_dimension"):
+        from ..stages import score
 
-
-@dataclass
-class ScoreSummary:
-    answers_total: int = 0
-    answers_done_before: int = 0
-    answers_scored: int = 0
-    all_unscored: int = 0
-    rejected: list[RecordError] = field(default_factory=list)
-    unscored_by_dimension: dict[str, int] = field(default_factory=dict)
-    score_sums: dict[str, float] = field(default_factory=dict)
-    score_counts: dict[str, int] = field(default_factory=dict)
-    reward_sum: float = 0.0
-    reward_count: int = 0
-    stats: dict[str, Any] = field(default_factory=dict)
-    wall_seconds: float = 0.0
-    interrupted: bool = False
-    #: finished answers whose input (document, question or answer) changed: scored again
-    changed: int = 0
-
-    def add(self, row: dict[str, Any], *, resumed: bool = False) -> None:
-        """Count a row: one scored now, or (``resumed``) one a previous run left in the
-        output, so that means and the exit code describe the whole output."""
-        if not resumed:
-            self.answers_scored += 1
-        if not row["dimensions"]:
-            self.all_unscored += 1
-        for name, value in row["scores"].items():
-            if value is None:
-                self.unscored_by_dimension[name] = self.unscored_by_dimension.get(name, 0) + 1
-            else:
-                self.score_sums[name] = self.score_sums.get(name, 0.0) + value
-                self.score_counts[name] = self.score_counts.get(name, 0) + 1
-        if row["reward"] is not None:
-            self.reward_sum += row["reward"]
-            self.reward_count += 1
-
-    @property
-    def exit_code(self) -> int:
-        """Non-zero when a record was rejected or an answer ended unscored on every
-        dimension, so scripts notice."""
-        if self.interrupted:
-            return 130
-        return 1 if (self.rejected or self.all_unscored) else 0
-
-
-def score_output_settings(options: ScoreOptions) -> dict[str, Any]:
-    """The options that decide an output row (not where or how fast the judge runs). They
-    are kept in the run store; resuming with different ones is refused (``StaleRunError``),
-    since finished rows would be silently kept next to rows made another way."""
-    data = options.model_dump(mode="json", exclude={"prompt_concurrency"})
-    for key in TRANSPORT_KEYS:
-        data["judge"].pop(key, None)
-    for key in ("base_url", "api_key_env"):
-        data["retrieval"].pop(key, None)
-    return data
-
-
-def usage_by_dimension(by_tag: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
-    """Per-call counters summed per dimension (its tags are ``dimension.step``)."""
-    out: dict[str, dict[str, int]] = {}
-    for tag, counters in by_tag.items():
-        dim = tag.split(".", 1)[0]
-        if dim not in DIMENSION_NAMES:
-            continue
-        acc = out.setdefault(dim, {})
-        for k, v in counters.items():
-            acc[k] = acc.get(k, 0) + v
-    return out
-
-
-async def score_file(
-    input_path: str | Path,
-    output_path: str | Path,
-    options: ScoreOptions,
-    *,
-    run_dir: str | Path | None = None,
-    scorer: LongReward | None = None,
-    on_start: Callable[[int, int], None] | None = None,
-    on_answer: Callable[[dict[str, Any]], None] | None = None,
-    redo: Literal["none", "unscored", "all"] = "none",
-    prompts_path: str | Path | None = None,
-) -> ScoreSummary:
-    """Score ``input_path`` into ``output_path`` (JSONL), resumably.
-
-    Each finished answer is committed to the run's SQLite store, then appended to the output.
-    A rerun first appends rows the store has but the output lacks (a kill between the two
-    writes), then skips finished answers; the call cache means no completed judge call is
-    repeated either. A rerun with other output-deciding options raises ``StaleRunError``.
-
-    ``redo="unscored"`` scores again the answers with an unscored dimension (e.g. after the
-    judge was down: its failed calls are retried, its good ones come from the cache);
-    ``redo="all"`` starts the output over, e.g. with new options, still reusing cached calls.
-    The summary's means and exit code cover the whole output, resumed rows included.
-    """
-    from ..store import RunStore
-
-    if redo not in ("none", "unscored", "all"):
-        raise ValueError(f"redo must be none, unscored or all, not {redo!r}")
-    t0 = time.perf_counter()
-    summary = ScoreSummary()
-    store = RunStore(Path(run_dir) if run_dir else default_run_dir(output_path))
-    own_scorer = scorer is None
-    attached = False
-    try:
-        if redo == "all":
-            store.forget(SCORE_STAGE)
-        check_stage_settings(store, SCORE_STAGE, score_output_settings(options),
-                             where=str(store.path.parent))
-        if redo == "unscored":
-            store.forget(SCORE_STAGE, [str(r["id"]) for r in store.rows(SCORE_STAGE)
-                                       if r.get("unscored")])
-        if redo != "none" and Path(output_path).exists():
-            # The output keeps exactly the rows still finished; the redone ones follow.
-            write_rows(output_path, store.rows(SCORE_STAGE))
-        if scorer is None:
-            scorer = LongReward(build_client(options, cache=store), options=options)
-        elif scorer.client.cache is None:
-            scorer.client.cache = store
-            attached = True  # detached again below: the store is closed when this returns
-        judge_id = scorer.judge_identity
-        weights = options.weights
-        records: list[PromptRecord] = []
-        prompts = None
-        if prompts_path is not None:
-            f = options.fields
-            # A bad prompts row is not a record of this stage (``sample`` reports it); a
-            # candidate that needs it is rejected below, naming its prompt_id.
-            prompts = load_prompts(prompts_path, field_id=f.id, field_context=f.context,
-                                   field_query=f.query)
-        for item in group_records(iter_rows(input_path, id_field=options.fields.id),
-                                  options.fields, prompts):
-            if isinstance(item, RecordError):
-                summary.rejected.append(item)
-            else:
-                records.append(item)
-        write_rejected(output_path, summary.rejected)
-        summary.answers_total = sum(len(r.candidates) for r in records)
-        changed = _changed_since_scored(store, records)
-        if changed:
-            # A finished row belongs to the input it was scored from: an edited answer,
-            # question or document is scored again instead of keeping a stale score.
-            store.forget(SCORE_STAGE, changed)
-            write_rows(output_path, store.rows(SCORE_STAGE))
-            summary.changed = len(changed)
-
-        with ResumableJsonlWriter(output_path) as writer:
-            finished = store.finished_ids(SCORE_STAGE)
-            wanted = {c.id for r in records for c in r.candidates}
-            for row in store.rows(SCORE_STAGE):  # repair: committed but not yet in the file
-                writer.write(row)
-                if str(row["id"]) in wanted:
-                    summary.add(row, resumed=True)
-            todo: list[PromptRecord] = []
-            for rec in records:
-                left = [c for c in rec.candidates if c.id not in finished]
-                summary.answers_done_before += len(rec.candidates) - len(left)
-                if left:
-                    todo.append(PromptRecord(rec.prompt_id, rec.context, rec.query, left,
-                                             rec.label))
-            if on_start:
-                on_start(summary.answers_total, summary.answers_done_before)
-
-            contexts = {r.prompt_id: r.context for r in todo} if options.keep_context else {}
-
-            def done(ans: ScoredAnswer) -> None:
-                row = ans.to_row(judge=judge_id, weights=weights,
-                                 context=contexts.get(ans.prompt_id))
-                store.record(SCORE_STAGE, ans.id, row)
-                writer.write(row)
-                summary.add(row)
-                if on_answer:
-                    on_answer(row)
-
-            sem = asyncio.Semaphore(options.prompt_concurrency)
-
-            async def run(rec: PromptRecord) -> None:
-                async with sem:
-                    try:
-                        await scorer.score_prompt(rec, done)
-                    except RecordError as exc:
-                        summary.rejected.append(exc)
-
-            try:
-                await asyncio.gather(*(run(r) for r in todo))
-            except asyncio.CancelledError:
-                summary.interrupted = True
-                raise
-            finally:
-                write_rejected(output_path, summary.rejected)
-        summary.stats = scorer.client.snapshot()
-        summary.stats["by_dimension"] = usage_by_dimension(summary.stats["by_tag"])
-    finally:
-        if own_scorer and scorer is not None:
-            await scorer.aclose()
-        elif attached and scorer is not None:
-            scorer.client.cache = None
-        store.close()
-        summary.wall_seconds = time.perf_counter() - t0
-    return summary
-
-
-def _changed_since_scored(store: Any, records: list[PromptRecord]) -> list[str]:
-    """Ids of finished answers whose document, question or answer differ from the input now.
-    Rows written before rows recorded their document compare on question and answer only."""
-    now = {c.id: (r.document_key, r.query, c.response) for r in records for c in r.candidates}
-    changed = []
-    for row in store.rows(SCORE_STAGE):
-        cid = str(row.get("id"))
-        if cid not in now:
-            continue
-        document, query, response = now[cid]
-        if (row.get("query") != query or row.get("response") != response
-                or row.get("document", document) != document):
-            changed.append(cid)
-    return changed
+        return getattr(score, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,10 +27,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import ScoreOptions, load_config_file
-from ..preference.pairs import PairOptions, PairsSummary, build_pairs
-from ..preference.sampling import SampleOptions, SampleSummary, sample_file
-from ..reward.scorer import score_output_settings
-from ..store import check_stage_settings
+from ..io.records import FieldMap
+from ..preference.pairs import PairOptions
+from ..preference.sampling import SampleOptions
+from ..store import RunLock, check_stage_settings
+from .pairs import PairsSummary, build_pairs
+from .sample import SampleSummary, sample_file
+from .score import ScoreSummary, score_output_settings
 
 __all__ = ["RunConfig", "RunOutputs", "RunSummary", "load_run_config", "run_pipeline"]
 
@@ -51,6 +54,9 @@ class RunConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prompts: str = Field(description="JSONL/JSON/Parquet of id, context, query")
+    #: field names of the prompts file, for every stage that reads it (sample, and the
+    #: document joins of score and pairs); ``sample.fields`` may give them instead
+    fields: FieldMap | None = None
     run_dir: str = Field("longreward-run", description="store, outputs and summaries")
     outputs: RunOutputs = Field(default_factory=RunOutputs)
     sample: SampleOptions = Field(default_factory=SampleOptions)
@@ -58,6 +64,22 @@ class RunConfig(BaseModel):
     pairs: PairOptions = Field(default_factory=PairOptions)
     #: a Hub dataset id to upload the pairs to (needs the ``hub`` extra)
     push_to_hub: str | None = None
+
+    @model_validator(mode="after")
+    def _one_field_map(self) -> RunConfig:
+        # One map for the prompts file: a top-level ``fields`` or the sample section's. The
+        # score and pairs stages read the same file through it, so a renamed id or document
+        # field cannot work in one stage and reject every row in the next.
+        if self.fields is not None:
+            if "fields" in self.sample.model_fields_set and self.sample.fields != self.fields:
+                raise ValueError("fields and sample.fields disagree; give the prompts file's "
+                                 "field names once, as top-level fields")
+            self.sample = self.sample.model_copy(update={"fields": self.fields})
+        else:
+            self.fields = self.sample.fields
+        if self.pairs.fields != self.fields:
+            self.pairs = self.pairs.model_copy(update={"fields": self.fields})
+        return self
 
     @model_validator(mode="after")
     def _pairs_prompt_as_sampled(self) -> RunConfig:
@@ -108,17 +130,19 @@ def load_run_config(path: str | Path, overrides: dict[str, Any] | None = None) -
 @dataclass
 class RunSummary:
     sample: SampleSummary | None = None
-    score: Any = None  # scorer.ScoreSummary
+    score: ScoreSummary | None = None
     pairs: PairsSummary | None = None
     seconds: dict[str, float] = field(default_factory=dict)
     model_calls: dict[str, int] = field(default_factory=dict)
 
+    pair_options: PairOptions | None = None
+
     @property
     def exit_code(self) -> int:
         bad = bool(
-            (self.sample and (self.sample.errors or self.sample.failed))
+            (self.sample and self.sample.exit_code)
             or (self.score is not None and self.score.exit_code)
-            or (self.pairs and self.pairs.errors)
+            or (self.pairs and self.pair_options and self.pairs.exit_code(self.pair_options))
         )
         return 1 if bad else 0
 
@@ -162,15 +186,25 @@ async def run_pipeline(
     on_stage_done: Callable[[str, Any], None] | None = None,
 ) -> RunSummary:
     """Run sample → score → pairs for an already resolved ``config``."""
+    run_dir = Path(config.run_dir)
+    # One lock for the whole run: a second ``run`` (or a ``score`` pointed at this directory)
+    # stops at once; the stages below take the same lock again, re-entrantly.
+    with RunLock(run_dir):
+        return await _run_pipeline(config, stage_bar, on_stage_done)
+
+
+async def _run_pipeline(config: RunConfig, stage_bar: StageBar | None,
+                        on_stage_done: Callable[[str, Any], None] | None) -> RunSummary:
     from ..preference.sampling import build_policy_client
-    from ..reward.scorer import SCORE_STAGE, LongReward, build_client, score_file
+    from ..reward.scorer import LongReward, build_client
     from ..store import RunStore
+    from .score import SCORE_STAGE, score_file
 
     bar_for = stage_bar or _no_bar
     out = config.outputs
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary()
+    summary = RunSummary(pair_options=config.pairs)
     with RunStore(run_dir) as store:
         # Both model stages are checked before either runs, so a changed judge is reported
         # before any new sampling is paid for.
@@ -207,6 +241,7 @@ async def run_pipeline(
                 out.candidates, out.scored, config.score, run_dir=run_dir, scorer=scorer,
                 on_start=lambda total, done: bar.start(total, done),
                 on_answer=lambda _row: bar.advance(), prompts_path=config.prompts,
+                prompt_fields=config.fields,
             )
     finally:
         await scorer.aclose()
@@ -217,13 +252,9 @@ async def run_pipeline(
 
     # -- pairs
     t0 = time.perf_counter()
-    s = config.sample
     summary.pairs = build_pairs(
-        out.scored, out.pairs, config.pairs,
-        prompts_path=config.prompts,
-        prompt_fields={"field_id": s.field_id, "field_context": s.field_context,
-                       "field_query": s.field_query},
-        push_to_hub=config.push_to_hub,
+        out.scored, out.pairs, config.pairs, prompts_path=config.prompts,
+        prompt_fields=config.fields, run_dirs=[run_dir], push_to_hub=config.push_to_hub,
     )
     summary.seconds["pairs"] = time.perf_counter() - t0
     summary.model_calls["pairs"] = 0

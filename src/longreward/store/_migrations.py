@@ -62,3 +62,13 @@ def m001_initial(db: sqlite3.Connection) -> None:
         " created_at REAL NOT NULL, PRIMARY KEY (stage, item_id))"
     )
     db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+
+
+@migration
+def m002_documents(db: sqlite3.Connection) -> None:
+    # documents: each document a stage saw, once, by its hash (``document_key``). Output rows
+    # name their document by that hash instead of repeating a 64k-token text per answer, and
+    # ``pairs`` finds the text here.
+    db.execute(
+        "CREATE TABLE documents (key TEXT PRIMARY KEY, text TEXT NOT NULL, created_at REAL NOT NULL)"
+    )

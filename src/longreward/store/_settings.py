@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ..errors import StaleRunError  # defined with the other errors; importable from here too
+
 #: policy/judge options that change where and how fast requests go, never what comes back
 TRANSPORT_KEYS = ("base_urls", "api_key_env", "timeout", "max_concurrency", "rpm", "tpm",
                    "max_retries", "extra_headers", "prices")
-
-
-class StaleRunError(ValueError):
-    """The run store holds a stage's results made with other settings than this run's."""
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

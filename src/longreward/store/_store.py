@@ -21,6 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..io.files import dumps
 from ._migrations import apply_migrations
 
 STORE_FILENAME = "longreward.sqlite"
@@ -66,7 +67,7 @@ class RunStore:
     def put_call(self, key: str, value: dict[str, Any]) -> None:
         # First write wins: the same key means the same request, and append-only keeps
         # earlier results reproducible.
-        blob = json.dumps(value, ensure_ascii=False)
+        blob = dumps(value)
         with self._lock:
             self.db.execute(
                 "INSERT OR IGNORE INTO calls (key, output_json, created_at) VALUES (?, ?, ?)",
@@ -82,7 +83,7 @@ class RunStore:
     def record(self, stage: str, item_id: str, row: dict[str, Any]) -> bool:
         """Keep a finished work unit. Idempotent: a second record of the same (stage, item_id)
         is ignored. Returns whether this call stored it."""
-        blob = json.dumps(row, ensure_ascii=False)
+        blob = dumps(row)
         with self._lock:
             cursor = self.db.execute(
                 "INSERT OR IGNORE INTO items (stage, item_id, row_json, created_at)"
@@ -153,6 +154,21 @@ class RunStore:
                 r[0] for r in self.db.execute("SELECT DISTINCT stage FROM items ORDER BY stage")
             ]
 
+    # ------------------------------------------------------------------ documents
+
+    def put_document(self, key: str, text: str) -> None:
+        """Keep a document once by its hash (``io.records.document_key``)."""
+        with self._lock:
+            self.db.execute(
+                "INSERT OR IGNORE INTO documents (key, text, created_at) VALUES (?, ?, ?)",
+                (key, text, time.time()),
+            )
+
+    def get_document(self, key: str) -> str | None:
+        with self._lock:
+            row = self.db.execute("SELECT text FROM documents WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else None
+
     # ------------------------------------------------------------------ metadata
 
     def get_meta(self, key: str, default: Any = None) -> Any:
@@ -162,7 +178,7 @@ class RunStore:
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serializable value. Do not pass secrets (API keys, headers)."""
-        blob = json.dumps(value, ensure_ascii=False)
+        blob = dumps(value)
         with self._lock:
             self.db.execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?)"

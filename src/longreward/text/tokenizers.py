@@ -13,7 +13,7 @@ import functools
 import re
 from typing import Any, Protocol, runtime_checkable
 
-from longreward.errors import MissingDependencyError
+from longreward.errors import MissingDependencyError, UsageError
 
 __all__ = ["HFTokenizer", "RegexTokenizer", "Tokenizer", "get_tokenizer"]
 
@@ -104,7 +104,7 @@ class HFTokenizer:
         try:
             tokenizer = AutoTokenizer.from_pretrained(self.name, use_fast=True)
         except (OSError, ValueError) as exc:
-            raise ValueError(
+            raise UsageError(
                 f"Could not load the tokenizer {self.name!r} ({exc}). Pass a local directory "
                 "that holds a tokenizer.json, a Hugging Face name that is cached or reachable, "
                 "or 'regex' for the built-in approximation."

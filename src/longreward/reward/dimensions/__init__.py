@@ -1,16 +1,29 @@
-"""The four LongReward dimensions, each in its own module with its prompts in ``prompts/``."""
+"""The LongReward dimensions, each in its own module with its prompts in ``prompts/``.
+
+Every public module of this package is a dimension that registers itself (``_registry``);
+importing the package imports them all, so a new dimension is one new module and its prompts.
+"""
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from ._base import DimensionResult, JudgeSettings
 from ._prompts import MissingVariablesError, PromptTemplate, load_prompt
+from ._registry import Dimension, DimensionInput, registered
 from ._shared import DocumentWork, PromptWork
 from .completeness import extract_points, score_completeness
 from .faithfulness import faithfulness_score, score_faithfulness
 from .helpfulness import score_helpfulness
 from .logicality import score_logicality
 
-DIMENSIONS: tuple[str, ...] = ("helpfulness", "logicality", "faithfulness", "completeness")
+for _mod in pkgutil.iter_modules(__path__):
+    if not _mod.name.startswith("_"):
+        importlib.import_module(f"{__name__}.{_mod.name}")
+
+#: the registered dimensions, in the paper's order
+DIMENSIONS: tuple[str, ...] = tuple(registered())
 
 
 def combine_reward(results: dict[str, DimensionResult],
@@ -30,8 +43,8 @@ def combine_reward(results: dict[str, DimensionResult],
 
 
 __all__ = [
-    "DIMENSIONS", "DimensionResult", "DocumentWork", "JudgeSettings", "MissingVariablesError",
+    "DIMENSIONS", "Dimension", "DimensionInput", "DimensionResult", "DocumentWork", "JudgeSettings", "MissingVariablesError",
     "PromptTemplate", "PromptWork", "combine_reward", "extract_points", "faithfulness_score",
     "load_prompt", "score_completeness", "score_faithfulness", "score_helpfulness",
-    "score_logicality",
+    "registered", "score_logicality",
 ]

@@ -36,6 +36,18 @@ def once(tasks: dict[str, asyncio.Future[Any]], key: str,
     """The result of ``key``'s task, started on first request and shared by later ones (see
     the module docstring for cancellation and failure)."""
     task = tasks.get(key)
+    loop = asyncio.get_running_loop()
+    if task is not None and task.get_loop() is not loop:
+        # Made on another event loop (``score_sync``'s, then ``asyncio.run(...)`` on the same
+        # scorer): a finished result carries over; unfinished work is started again here,
+        # since a future cannot be awaited across loops (it would end this dimension
+        # unscored for no reason of the answer's).
+        if task.done() and not _failed(task):
+            done: asyncio.Future[Any] = loop.create_future()
+            done.set_result(task.result())
+            task = tasks[key] = done
+        else:
+            task = None
     if task is None or _failed(task):
         task = asyncio.ensure_future(factory())
         tasks[key] = task

@@ -23,6 +23,7 @@ from ...text import position_label
 from ._base import DimensionResult, JudgeSettings, ask_judge, judge_score, usage_dict
 from ._parse import parse_tagged_list
 from ._prompts import load_prompt
+from ._registry import DimensionInput, dimension
 from ._shared import PromptWork
 from .helpfulness import ScoredReply, parse_scored_text
 
@@ -107,3 +108,9 @@ async def score_completeness(work: PromptWork, response: str, *,
          "response": response},
         CoverageReply, parse_coverage_text, tag=f"{NAME}.coverage", points=points_view,
         n_points=sum(len(f["points"]) for f in findings), n_chunks=len(findings))
+
+
+@dimension(NAME, order=3, uses_document=True,
+           description="query-relevant points extracted per 4096-token chunk; coverage 0–10")
+async def _score(inp: DimensionInput) -> DimensionResult:
+    return await score_completeness(inp.work, inp.response, settings=inp.settings)

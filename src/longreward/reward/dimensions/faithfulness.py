@@ -30,10 +30,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel
 
-from ...judge import ReplyParseError
+from ...judge import ModelError, ReplyParseError
 from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
 from ._parse import parse_choice, parse_tagged_list, strip_echo
 from ._prompts import load_prompt
+from ._registry import DimensionInput, dimension
 from ._shared import PromptWork
 
 NAME = "faithfulness"
@@ -211,6 +212,10 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
     graded: dict[str, dict[str, Any]] = {}
     for s, outcome in zip(unique, outcomes, strict=True):
         if isinstance(outcome, BaseException):
+            if not isinstance(outcome, (RetrievalFailed, ModelError, ReplyParseError)):
+                # A bug or a fatal condition is not "this statement could not be graded":
+                # raised, it reaches the scorer, which logs the traceback and counts it.
+                raise outcome
             # Not memoised (see ``_shared.once``): a later answer with this statement retries.
             error = (str(outcome) if isinstance(outcome, RetrievalFailed)
                      else f"{type(outcome).__name__}: {outcome}")
@@ -228,3 +233,11 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
     supports = [r["support"] for r in rows]
     details["counts"] = {k: supports.count(k) for k in SUPPORT_VALUE}
     return DimensionResult(NAME, faithfulness_score(supports), details=details)
+
+
+@dimension(NAME, order=2, uses_document=True,
+           description="factual statements graded against their top-k evidence chunks; 10·Σa/n")
+async def _score(inp: DimensionInput) -> DimensionResult:
+    return await score_faithfulness(inp.work, inp.response, settings=inp.settings,
+                                    top_k=inp.options.retrieval.top_k,
+                                    grade_batch_size=inp.options.grade_batch_size)

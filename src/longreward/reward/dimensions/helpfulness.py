@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from ._base import DimensionResult, JudgeSettings, judge_score
 from ._parse import parse_score
 from ._prompts import load_prompt
+from ._registry import DimensionInput, dimension
 
 NAME = "helpfulness"
 
@@ -27,3 +28,10 @@ async def score_helpfulness(query: str, response: str, *, language: str,
     return await judge_score(settings, NAME, load_prompt(NAME, language),
                              {"query": query, "response": response}, ScoredReply,
                              parse_scored_text)
+
+
+@dimension(NAME, order=0, uses_document=False,
+           description="question + answer; rubric and few-shot, analysis then 0–10")
+async def _score(inp: DimensionInput) -> DimensionResult:
+    return await score_helpfulness(inp.query, inp.response, language=inp.language,
+                                   settings=inp.settings)

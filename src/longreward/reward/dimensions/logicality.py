@@ -9,6 +9,7 @@ from pydantic import BaseModel, Field
 from ._base import DimensionResult, JudgeSettings, judge_score
 from ._parse import parse_bullets, parse_score
 from ._prompts import load_prompt
+from ._registry import DimensionInput, dimension
 
 NAME = "logicality"
 
@@ -29,3 +30,10 @@ async def score_logicality(query: str, response: str, *, language: str,
     return await judge_score(settings, NAME, load_prompt(NAME, language),
                              {"query": query, "response": response}, LogicReply,
                              parse_logic_text)
+
+
+@dimension(NAME, order=1, uses_document=False,
+           description="question + answer; logical errors listed first, then 0–10")
+async def _score(inp: DimensionInput) -> DimensionResult:
+    return await score_logicality(inp.query, inp.response, language=inp.language,
+                                  settings=inp.settings)

@@ -1,0 +1,369 @@
+"""``longreward pairs``: scored answers → one chosen/rejected pair per prompt, written as JSONL
+(+ Parquet) with a dataset card. Selection itself is :mod:`longreward.preference.pairs`.
+
+It makes no model call, so it is recomputed in full on every run (no store of its own); it
+reads its inputs through the same readers as the other stages.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import MissingDependencyError, RecordError
+from ..io.files import default_run_dir, iter_rows, write_parquet_rows, write_rejected, write_rows
+from ..io.records import FieldMap, Prompt, read_prompts
+from ..preference.formats import PairExample, pair_to_row, render_prompt
+from ..preference.pairs import (
+    SKIP_REASONS,
+    Candidate,
+    PairOptions,
+    Selection,
+    candidate_from_row,
+    iter_selections,
+)
+from ..store import STORE_FILENAME, RunStore
+
+
+class DocumentSource:
+    """Finds a prompt's document and question: in its scored rows, in the prompts file, or
+    in a score run's store (by the document hash the rows record)."""
+
+    def __init__(self, prompts: dict[str, Prompt] | None, run_dirs: list[Path]) -> None:
+        self.prompts = prompts
+        self.stores = [RunStore(d) for d in run_dirs if (d / STORE_FILENAME).exists()]
+
+    def find(self, prompt_id: str, group: list[Candidate]) -> tuple[str | None, str | None]:
+        context = next((c.context for c in group if c.context is not None), None)
+        query = next((c.query for c in group if c.query), None)
+        key = next((c.document for c in group if c.document), None)
+        src = self.prompts.get(prompt_id) if self.prompts else None
+        if context is None and src is not None:
+            if key is not None and key != src.document_key:
+                raise RecordError(f"prompt {prompt_id}", "document",
+                                  f"its answers were scored against another document than the "
+                                  f"prompts file holds now (hash {key} vs {src.document_key}); "
+                                  "pass the prompts file they were scored with")
+            context = src.context
+        if not query and src is not None:
+            query = src.query
+        if context is None and key is not None:
+            context = next((t for t in (s.get_document(key) for s in self.stores)
+                            if t is not None), None)
+        return context, query
+
+    def close(self) -> None:
+        for s in self.stores:
+            s.close()
+
+
+@dataclass
+class PairsSummary:
+    """What ``build_pairs`` did; printed by the CLI and written into the dataset card."""
+
+    prompts: int = 0
+    answers: int = 0
+    pairs: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    empty_responses: int = 0
+    errors: list[RecordError] = field(default_factory=list)
+    outputs: list[str] = field(default_factory=list)
+    card: str | None = None
+    stats: dict[str, Any] = field(default_factory=dict)
+    judges: list[dict[str, Any]] = field(default_factory=list)
+    seconds: float = 0.0
+
+    def problem(self, options: PairOptions) -> str | None:
+        """What went wrong, with the fix, when the run lost pairs for a reason the user can
+        act on: no pair at all from some prompts, or prompts whose document was not found."""
+        fixes = {
+            "missing_prompt": "their document was not found: pass --prompts PROMPTS (the file "
+                              "they were sampled or scored from), or --run-dir of the score "
+                              "run (default: SCORED.run/), or score with --keep-context",
+            "too_few_candidates": f"they have fewer than {options.min_candidates} scored "
+                                  "answers: sample more answers per prompt, or lower "
+                                  "--min-candidates",
+            "mixed_dimensions": "their answers were scored on different dimensions or by "
+                                "different judges: rescore the unscored ones with score "
+                                "--retry-unscored",
+            "all_unscored": "no answer has a reward: rerun score with --retry-unscored once "
+                            "the judge works",
+            "tie": "every answer got the same reward (is the judge the dry run, or does it "
+                   "give every answer the same score?)",
+            "below_margin": "the reward gaps are below --min-margin: lower it",
+            "dimension_rule": "the --not-worse-on rule removed them: relax it",
+            "identical_answers": "the highest and lowest answers are identical: sample at a "
+                                 "higher temperature",
+        }
+        missing = self.skipped.get("missing_prompt", 0)
+        if missing:
+            return f"{missing} prompt(s) gave no pair: {fixes['missing_prompt']}"
+        if self.pairs == 0 and self.prompts:
+            reason, n = self.skipped.most_common(1)[0] if self.skipped else ("", 0)
+            return (f"0 pairs from {self.prompts} prompt(s); {n} skipped because "
+                    f"{fixes.get(reason, reason)}")
+        return None
+
+    def exit_code(self, options: PairOptions) -> int:
+        """Non-zero when a record was rejected or pairs were lost for a fixable reason."""
+        return 1 if (self.errors or self.problem(options)) else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "prompts": self.prompts,
+            "answers": self.answers,
+            "pairs": self.pairs,
+            "skipped": dict(self.skipped),
+            "empty_responses": self.empty_responses,
+            "rejected_records": len(self.errors),
+            "outputs": self.outputs,
+            "card": self.card,
+            "stats": self.stats,
+        }
+
+
+def _group_candidates(
+    path: Path, summary: PairsSummary
+) -> tuple[dict[str, list[Candidate]], list[str]]:
+    by_prompt: dict[str, list[Candidate]] = {}
+    order: list[str] = []
+    seen: set[str] = set()
+    for label, item in iter_rows(path):
+        if isinstance(item, RecordError):
+            summary.errors.append(item)
+            continue
+        try:
+            cand = candidate_from_row(item, label)
+        except RecordError as exc:
+            summary.errors.append(exc)
+            continue
+        if cand.id in seen:
+            summary.errors.append(RecordError(label, "id", f"duplicate id {cand.id!r}; kept the first"))
+            continue
+        seen.add(cand.id)
+        summary.answers += 1
+        if not cand.response.strip():
+            # An empty answer cannot be written as chosen/rejected (trainers reject it); it
+            # is counted and left out rather than failing the prompt.
+            summary.empty_responses += 1
+            continue
+        if cand.prompt_id not in by_prompt:
+            by_prompt[cand.prompt_id] = []
+            order.append(cand.prompt_id)
+        by_prompt[cand.prompt_id].append(cand)
+    return by_prompt, order
+
+
+def _prompt_messages(
+    sel: Selection, group: list[Candidate], documents: DocumentSource, options: PairOptions,
+) -> list[dict[str, str]] | None:
+    assert sel.chosen is not None
+    context, query = documents.find(sel.prompt_id, group)
+    if context is None or not query:
+        return None
+    messages = []
+    if options.system_prompt:
+        messages.append({"role": "system", "content": options.system_prompt})
+    messages.append({"role": "user", "content": render_prompt(context, query, options.prompt_template)})
+    return messages
+
+
+def _describe(values: list[float]) -> dict[str, float] | None:
+    if not values:
+        return None
+    return {
+        "mean": round(statistics.fmean(values), 4),
+        "std": round(statistics.pstdev(values), 4) if len(values) > 1 else 0.0,
+        "min": round(min(values), 4),
+        "max": round(max(values), 4),
+    }
+
+
+def _score_stats(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    stats: dict[str, Any] = {
+        key: _describe([r[key] for r in rows]) for key in ("chosen_reward", "rejected_reward", "margin")
+    }
+    dims = sorted({d for r in rows for d in r["dimensions"]})
+    per_dim = {}
+    for d in dims:
+        per_dim[d] = {
+            side: _describe(
+                [r[f"{side}_scores"][d] for r in rows if r[f"{side}_scores"].get(d) is not None]
+            )
+            for side in ("chosen", "rejected")
+        }
+    stats["dimensions"] = per_dim
+    return stats
+
+
+def build_pairs(
+    scored_path: str | Path,
+    output_path: str | Path,
+    options: PairOptions | None = None,
+    *,
+    prompts_path: str | Path | None = None,
+    prompt_fields: FieldMap | None = None,
+    run_dirs: list[str | Path] | None = None,
+    push_to_hub: str | None = None,
+    private: bool = False,
+) -> PairsSummary:
+    """Read scored answers, select one pair per prompt, write JSONL (+ Parquet) and a card.
+
+    Pure of model calls, so it is simply recomputed on every run. Output order follows the
+    prompts file when one is given, else the order in which prompt ids first appear.
+
+    The prompt of a pair needs its document. It is taken from the scored row (``context``),
+    else from the prompts file, else from the run store of the score run that made the file:
+    ``score`` keeps each document there once, by the hash its rows record, so the plain
+    ``score`` → ``pairs`` chain needs no extra flag. ``run_dirs`` are the run directories to
+    look in; by default the scored file's own (``SCORED.run/``).
+    """
+
+    started = time.perf_counter()
+    options = options or PairOptions()
+    output_path = Path(output_path)
+    summary = PairsSummary()
+    prompts = None
+    if prompts_path is not None:
+        prompts, bad = read_prompts(prompts_path, prompt_fields)
+        summary.errors.extend(bad)
+    by_prompt, order = _group_candidates(Path(scored_path), summary)
+    if prompts is not None:
+        rank = {pid: i for i, pid in enumerate(prompts)}
+        order.sort(key=lambda pid: rank.get(pid, len(rank)))
+    summary.prompts = len(order)
+
+    if run_dirs is None:
+        run_dirs = [default_run_dir(scored_path)]
+    documents = DocumentSource(prompts, [Path(d) for d in run_dirs])
+    rows: list[dict[str, Any]] = []
+    judges: dict[str, dict[str, Any]] = {}
+    for sel in iter_selections(by_prompt, order, options):
+        if sel.skip is not None:
+            summary.skipped[sel.skip] += 1
+            continue
+        assert sel.chosen is not None and sel.rejected is not None
+        try:
+            messages = _prompt_messages(sel, by_prompt[sel.prompt_id], documents, options)
+        except RecordError as exc:
+            summary.errors.append(exc)
+            continue
+        if messages is None:
+            summary.skipped["missing_prompt"] += 1
+            continue
+        for c in (sel.chosen, sel.rejected):
+            if c.judge:
+                judges[json.dumps(c.judge, sort_keys=True)] = c.judge
+        meta = {
+            "prompt_id": sel.prompt_id,
+            "chosen_id": sel.chosen.id,
+            "rejected_id": sel.rejected.id,
+            "chosen_reward": sel.chosen.reward,
+            "rejected_reward": sel.rejected.reward,
+            "margin": sel.margin,
+            "chosen_scores": sel.chosen.scores,
+            "rejected_scores": sel.rejected.scores,
+            "dimensions": list(sel.chosen.dimensions),
+        }
+        pair = PairExample(prompt=messages, chosen=sel.chosen.response, rejected=sel.rejected.response,
+                           meta=meta)
+        rows.append(pair_to_row(pair, options.format, options.keys))
+
+    summary.pairs = len(rows)
+    summary.judges = list(judges.values())
+    summary.stats = _score_stats(rows)
+    # Both files are always derived from the output stem, so "-o pairs.jsonl" and
+    # "-o pairs.parquet" produce the same two files.
+    jsonl = output_path.with_suffix(".jsonl")
+    write_rows(jsonl, rows)
+    summary.outputs.append(str(jsonl))
+    if options.write_parquet or output_path.suffix.lower() == ".parquet":
+        pq_path = output_path.with_suffix(".parquet")
+        write_parquet_rows(pq_path, rows)
+        summary.outputs.append(str(pq_path))
+    documents.close()
+    write_rejected(output_path, summary.errors)
+    summary.seconds = time.perf_counter() - started
+    card = write_card(output_path, options, summary, scored_path=str(scored_path))
+    summary.card = str(card)
+    if push_to_hub:
+        push_rows_to_hub(rows, push_to_hub, card_path=card, private=private)
+    return summary
+
+
+
+def card_path_for(output_path: str | Path) -> Path:
+    """The dataset card lives beside the data: ``pairs.jsonl`` → ``pairs.md``."""
+    return Path(output_path).with_suffix(".md")
+
+
+def write_card(
+    output_path: Path, options: PairOptions, summary: PairsSummary, *, scored_path: str
+) -> Path:
+    path = card_path_for(output_path)
+    config = options.model_dump()
+    fmt_note = {
+        "trl": "TRL conversational preference (`prompt`/`chosen`/`rejected` as message lists)",
+        "trl_standard": "TRL standard preference (`prompt`/`chosen`/`rejected` strings)",
+        "openrlhf": f"OpenRLHF (`--prompt_key {options.prompt_key} --chosen_key {options.chosen_key}"
+        f" --rejected_key {options.rejected_key}`)",
+        "sharegpt": "LLaMA-Factory sharegpt preference (`conversations`/`chosen`/`rejected`, "
+        "`ranking: true`)",
+    }[options.format]
+    lines = [
+        "---",
+        "tags: [dpo, preference, long-context, longreward]",
+        "---",
+        "",
+        "# LongReward preference pairs",
+        "",
+        "Built by `longreward pairs`: per prompt, the highest-reward answer is *chosen* and the "
+        "lowest-reward answer *rejected* (LongReward, arXiv 2410.21252, §3.3), comparing only "
+        "answers scored on the same dimensions.",
+        "",
+        f"- Format: {fmt_note}",
+        f"- Scored input: `{scored_path}`",
+        "- Judge: "
+        + (", ".join(f"{j.get('provider', '?')}/{j.get('model', '?')}" for j in summary.judges) or "unknown"),
+        "",
+        "## Counts",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| prompts | {summary.prompts} |",
+        f"| scored answers read | {summary.answers} |",
+        f"| pairs | {summary.pairs} |",
+    ]
+    for reason in SKIP_REASONS:
+        if summary.skipped.get(reason):
+            lines.append(f"| skipped: {reason} | {summary.skipped[reason]} |")
+    if summary.empty_responses:
+        lines.append(f"| empty answers left out | {summary.empty_responses} |")
+    if summary.errors:
+        lines.append(f"| rejected records | {len(summary.errors)} |")
+    lines += ["", "## Score statistics", "", "```json", json.dumps(summary.stats, indent=2), "```",
+              "", "## Config", "", "```json", json.dumps(config, indent=2), "```", ""]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines), encoding="utf-8")
+    return path
+
+
+def push_rows_to_hub(
+    rows: list[dict[str, Any]], repo_id: str, *, card_path: Path | None = None, private: bool = False
+) -> None:
+    """Upload the pairs as a Hub dataset (needs the ``hub`` extra and a logged-in token)."""
+    try:
+        import datasets
+    except ImportError as exc:
+        raise MissingDependencyError("--push-to-hub", "datasets", "hub") from exc
+    ds = datasets.Dataset.from_list(rows)
+    ds.push_to_hub(repo_id, private=private)
+    if card_path is not None:
+        from huggingface_hub import DatasetCard  # a dependency of datasets
+
+        DatasetCard(card_path.read_text(encoding="utf-8")).push_to_hub(repo_id)

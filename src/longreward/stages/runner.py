@@ -1,0 +1,219 @@
+"""The one resumable stage runner behind ``sample``, ``score`` (and so ``run``).
+
+A stage turns *units* (a prompt) into output *rows* (its answers, or their scores). What a
+stage does to one unit is a plain async function with no file or store handling; everything
+that makes it resumable lives here, once:
+
+1. take the run directory's lock (a second process stops at once, naming the holder);
+2. open the run store;
+3. refuse to resume from results made with other output-deciding settings;
+4. forget rows to redo: all of them (``redo="all"``), the ones a predicate picks
+   (``redo="unscored"``), and *stale* ones, whose input (document, question, answer) has
+   changed since they were made;
+5. repair the output: drop a torn last line and rows written twice, add rows the store has
+   but the file lacks (a kill between the two writes), and rewrite it when rows were forgotten;
+6. build the to-do list from what is not finished;
+7. run the units with bounded concurrency, committing each row to the store, then the output.
+
+A unit that raises ``RecordError`` is a rejected record (named, listed beside the output);
+the rest go on. Any other exception stops the stage: rows committed so far are kept, and a
+rerun goes on from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from ..errors import RecordError
+from ..io.files import ResumableJsonlWriter, default_run_dir, write_rejected, write_rows
+from ..store import RunLock, RunStore, check_stage_settings
+
+Row = dict[str, Any]
+Redo = Literal["none", "unscored", "all"]
+#: ``commit(row)`` keeps a finished row: in the store first, then in the output
+Commit = Callable[[Row], None]
+
+
+def fingerprint(*parts: Any) -> str:
+    """A short hash of a row's inputs: a finished row whose inputs hash differently now is
+    stale and is made again."""
+    blob = json.dumps(parts, ensure_ascii=False, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode("utf-8", "surrogatepass")).hexdigest()[:24]
+
+
+@dataclass
+class Unit:
+    """One unit of work: ``items`` maps each output row id it yields to the fingerprint of
+    that row's inputs; ``payload`` is what the stage's work function needs."""
+
+    key: str
+    items: dict[str, str]
+    payload: Any
+
+
+@dataclass
+class StageSpec:
+    """What the runner needs to know about a stage."""
+
+    name: str
+    #: the options that decide a row (not where or how fast it is made)
+    settings: dict[str, Any]
+    #: the fingerprint a finished row was made from (compared with ``Unit.items``)
+    row_fingerprint: Callable[[Row], str]
+    #: with ``redo="unscored"``: which finished rows to make again
+    redo_predicate: Callable[[Row], bool] | None = None
+
+
+@dataclass
+class StageOutcome:
+    """What the runner did; stages put their own counters beside it."""
+
+    items_total: int = 0
+    items_done_before: int = 0
+    units_total: int = 0
+    #: units all of whose items were finished before this run
+    units_done_before: int = 0
+    #: finished rows whose input changed since: made again
+    stale: list[str] = field(default_factory=list)
+    rejected: list[RecordError] = field(default_factory=list)
+    interrupted: bool = False
+    duplicates_removed: int = 0
+
+    @property
+    def changed(self) -> int:
+        return len(self.stale)
+
+
+def stage_run_dir(output_path: str | Path, run_dir: str | Path | None) -> Path:
+    return Path(run_dir) if run_dir is not None else default_run_dir(output_path)
+
+
+async def run_stage(
+    spec: StageSpec,
+    units: Iterable[Unit],
+    work: Callable[[Unit, list[str], Commit], Awaitable[None]],
+    *,
+    output_path: str | Path,
+    run_dir: str | Path | None = None,
+    concurrency: int = 8,
+    redo: Redo = "none",
+    rejected: list[RecordError] | None = None,
+    on_open: Callable[[RunStore], None] | None = None,
+    on_start: Callable[[StageOutcome], None] | None = None,
+    on_row: Callable[[Row, bool], None] | None = None,
+    on_unit_done: Callable[[Unit], None] | None = None,
+) -> StageOutcome:
+    """Run ``work(unit, left_item_ids, commit)`` for every unit with unfinished items.
+
+    ``rejected`` are the records the stage's reader already rejected; they are listed beside
+    the output with the ones rejected while running. ``on_open(store)`` runs once the store is
+    open and checked (e.g. to attach it as the call cache); ``on_start(outcome)`` once the
+    to-do list is known (totals and what was done before). ``on_row(row, resumed)`` sees every
+    row of this run's units: the finished ones from earlier runs (``resumed``) and the new ones.
+    """
+    if redo not in ("none", "unscored", "all"):
+        raise ValueError(f"redo must be none, unscored or all, not {redo!r}")
+    out = StageOutcome(rejected=list(rejected or []))
+    units = list(units)
+    directory = stage_run_dir(output_path, run_dir)
+    output_path = Path(output_path)
+    with RunLock(directory), RunStore(directory) as store:
+        if redo == "all":
+            store.forget(spec.name)
+        check_stage_settings(store, spec.name, spec.settings, where=str(directory))
+        current = {item: fp for u in units for item, fp in u.items.items()}
+        forget: list[str] = []
+        for row in store.rows(spec.name):
+            item = str(row.get("id"))
+            if item not in current:
+                continue
+            if spec.row_fingerprint(row) != current[item]:
+                out.stale.append(item)  # made from an input edited since: made again
+                forget.append(item)
+            elif redo == "unscored" and spec.redo_predicate and spec.redo_predicate(row):
+                forget.append(item)
+        if forget:
+            store.forget(spec.name, forget)
+        if forget or (redo != "none" and output_path.exists()):
+            # The output keeps exactly the rows still finished; redone ones follow.
+            write_rows(output_path, store.rows(spec.name))
+        if on_open is not None:
+            on_open(store)
+
+        with ResumableJsonlWriter(output_path) as writer:
+            out.duplicates_removed = writer.duplicates_removed
+            finished = store.finished_ids(spec.name)
+            for row in store.rows(spec.name):  # repair: committed but not yet in the file
+                writer.write(row)
+                if on_row is not None and str(row.get("id")) in current:
+                    on_row(row, True)
+            todo: list[tuple[Unit, list[str]]] = []
+            for unit in units:
+                left = [i for i in unit.items if i not in finished]
+                out.items_total += len(unit.items)
+                out.items_done_before += len(unit.items) - len(left)
+                out.units_total += 1
+                if left:
+                    todo.append((unit, left))
+                else:
+                    out.units_done_before += 1
+            write_rejected(output_path, out.rejected)
+            if on_start is not None:
+                on_start(out)
+
+            def commit(row: Row) -> None:
+                # Store first: a kill between the two writes is repaired from the store on
+                # the next run; the other order would lose the row from the store's view.
+                store.record(spec.name, str(row["id"]), row)
+                writer.write(row)
+                if on_row is not None:
+                    on_row(row, False)
+
+            sem = asyncio.Semaphore(max(1, concurrency))
+
+            async def one(unit: Unit, left: list[str]) -> None:
+                async with sem:
+                    try:
+                        await work(unit, left, commit)
+                    except RecordError as exc:
+                        out.rejected.append(exc)
+                if on_unit_done is not None:
+                    on_unit_done(unit)
+
+            try:
+                await gather_or_cancel([one(u, left) for u, left in todo])
+            except asyncio.CancelledError:
+                out.interrupted = True
+                raise
+            finally:
+                write_rejected(output_path, out.rejected)
+    return out
+
+
+async def gather_or_cancel(coros: list[Awaitable[Any]]) -> list[Any]:
+    """``asyncio.gather`` that, when one task fails, cancels the others and waits for them
+    before raising, so no unit still writes after the stage has closed its store."""
+    tasks = [asyncio.ensure_future(c) for c in coros]
+    if not tasks:
+        return []
+    try:
+        done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    if pending:
+        for t in pending:
+            t.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+    for t in tasks:
+        if t.done() and not t.cancelled() and t.exception() is not None:
+            raise t.exception()  # type: ignore[misc]
+    return [t.result() for t in tasks]

@@ -1,0 +1,216 @@
+"""``longreward score``: the resumable file stage around the scorer.
+
+Rows name their document by hash (``document``); the stage keeps each document once in the
+run store, so ``pairs`` finds the text without the candidates file repeating it per answer
+and without the user passing ``--prompts`` again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..config import DIMENSION_NAMES, ScoreOptions
+from ..errors import RecordError
+from ..io.files import iter_rows
+from ..io.records import FieldMap, PromptRecord, group_records, read_prompts
+from ..reward.scorer import LongReward, ScoredAnswer, build_client
+from ..store import TRANSPORT_KEYS, RunStore
+from .runner import Redo, StageSpec, Unit, fingerprint, run_stage
+
+SCORE_STAGE = "score"
+
+
+@dataclass
+class ScoreSummary:
+    answers_total: int = 0
+    answers_done_before: int = 0
+    answers_scored: int = 0
+    all_unscored: int = 0
+    rejected: list[RecordError] = field(default_factory=list)
+    unscored_by_dimension: dict[str, int] = field(default_factory=dict)
+    score_sums: dict[str, float] = field(default_factory=dict)
+    score_counts: dict[str, int] = field(default_factory=dict)
+    reward_sum: float = 0.0
+    reward_count: int = 0
+    stats: dict[str, Any] = field(default_factory=dict)
+    wall_seconds: float = 0.0
+    interrupted: bool = False
+    #: finished answers whose input (document, question or answer) changed: scored again
+    changed: int = 0
+    #: dimensions left unscored by a bug (traceback in the log), not by the judge
+    internal_errors: int = 0
+
+    def add(self, row: dict[str, Any], *, resumed: bool = False) -> None:
+        """Count a row: one scored now, or (``resumed``) one a previous run left in the
+        output, so that means and the exit code describe the whole output."""
+        if not resumed:
+            self.answers_scored += 1
+        if not row["dimensions"]:
+            self.all_unscored += 1
+        for name, value in row["scores"].items():
+            if value is None:
+                self.unscored_by_dimension[name] = self.unscored_by_dimension.get(name, 0) + 1
+            else:
+                self.score_sums[name] = self.score_sums.get(name, 0.0) + value
+                self.score_counts[name] = self.score_counts.get(name, 0) + 1
+        if row["reward"] is not None:
+            self.reward_sum += row["reward"]
+            self.reward_count += 1
+
+    @property
+    def exit_code(self) -> int:
+        """Non-zero when a record was rejected, an answer ended unscored on every dimension,
+        or a dimension hit an internal error, so scripts notice."""
+        if self.interrupted:
+            return 130
+        return 1 if (self.rejected or self.all_unscored or self.internal_errors) else 0
+
+
+def score_output_settings(options: ScoreOptions) -> dict[str, Any]:
+    """The options that decide an output row (not where or how fast the judge runs). They
+    are kept in the run store; resuming with different ones is refused (``StaleRunError``),
+    since finished rows would be silently kept next to rows made another way."""
+    data = options.model_dump(mode="json", exclude={"prompt_concurrency"})
+    for key in TRANSPORT_KEYS:
+        data["judge"].pop(key, None)
+    for key in ("base_url", "api_key_env"):
+        data["retrieval"].pop(key, None)
+    return data
+
+
+def usage_by_dimension(by_tag: dict[str, dict[str, int]]) -> dict[str, dict[str, int]]:
+    """Per-call counters summed per dimension (its tags are ``dimension.step``)."""
+    out: dict[str, dict[str, int]] = {}
+    for tag, counters in by_tag.items():
+        dim = tag.split(".", 1)[0]
+        if dim not in DIMENSION_NAMES:
+            continue
+        acc = out.setdefault(dim, {})
+        for k, v in counters.items():
+            acc[k] = acc.get(k, 0) + v
+    return out
+
+
+def _row_fingerprint(row: dict[str, Any]) -> str:
+    return fingerprint(row.get("document"), row.get("query"), row.get("response"))
+
+
+def read_score_input(
+    input_path: str | Path, fields: FieldMap, *, prompts_path: str | Path | None = None,
+    prompt_fields: FieldMap | None = None,
+) -> tuple[list[PromptRecord], list[RecordError]]:
+    """The input records to score (and the rejected ones), with documents joined from the
+    prompts file for rows that carry only a ``prompt_id``."""
+    rejected: list[RecordError] = []
+    prompts = None
+    if prompts_path is not None:
+        # A bad prompts row is reported by ``sample``; here, a candidate that needs it is
+        # rejected naming its prompt_id.
+        prompts, _ = read_prompts(prompts_path, prompt_fields or fields)
+    records: list[PromptRecord] = []
+    for item in group_records(iter_rows(input_path, id_field=fields.id), fields, prompts):
+        if isinstance(item, RecordError):
+            rejected.append(item)
+        else:
+            records.append(item)
+    return records, rejected
+
+
+async def score_file(
+    input_path: str | Path,
+    output_path: str | Path,
+    options: ScoreOptions,
+    *,
+    run_dir: str | Path | None = None,
+    scorer: LongReward | None = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_answer: Callable[[dict[str, Any]], None] | None = None,
+    redo: Redo = "none",
+    prompts_path: str | Path | None = None,
+    prompt_fields: FieldMap | None = None,
+) -> ScoreSummary:
+    """Score ``input_path`` into ``output_path`` (JSONL), resumably; a coroutine:
+    ``asyncio.run(score_file(...))`` from synchronous code.
+
+    Each finished answer is committed to the run's SQLite store, then appended to the output
+    (see :mod:`longreward.stages.runner`). A rerun repeats no completed judge call and writes
+    no duplicate row; one with other output-deciding options raises ``StaleRunError``; an
+    answer whose document, question or text changed since it was scored is scored again.
+
+    ``redo="unscored"`` scores again the answers with an unscored dimension (e.g. after the
+    judge was down: its failed calls are retried, its good ones come from the cache);
+    ``redo="all"`` starts the output over, e.g. with new options, still reusing cached calls.
+    ``prompts_path`` joins documents to rows that carry only a ``prompt_id`` (read with
+    ``prompt_fields``, default: ``options.fields``). The summary's means and exit code cover
+    the whole output, resumed rows included.
+    """
+    t0 = time.perf_counter()
+    summary = ScoreSummary()
+    records, rejected = read_score_input(input_path, options.fields, prompts_path=prompts_path,
+                                         prompt_fields=prompt_fields)
+    own_scorer = scorer is None
+    attached = False
+
+    def attach(store: RunStore) -> None:
+        nonlocal scorer, attached
+        if scorer is None:
+            scorer = LongReward(build_client(options, cache=store), options=options)
+        elif scorer.client.cache is None:
+            scorer.client.cache = store
+            attached = True  # detached again below: the store is closed when this returns
+        for rec in records:  # each document once, by hash: ``pairs`` reads it from here
+            store.put_document(rec.document_key, rec.context)
+
+    weights = options.weights
+    contexts = {r.prompt_id: r.context for r in records} if options.keep_context else {}
+
+    async def work(unit: Unit, left: list[str], commit: Callable[[dict[str, Any]], None]
+                   ) -> None:
+        rec: PromptRecord = unit.payload
+        assert scorer is not None
+        todo = PromptRecord(rec.prompt_id, rec.context, rec.query,
+                            [c for c in rec.candidates if c.id in set(left)], rec.label)
+        judge_id = scorer.judge_identity
+
+        def done(ans: ScoredAnswer) -> None:
+            commit(ans.to_row(judge=judge_id, weights=weights,
+                              context=contexts.get(ans.prompt_id)))
+
+        await scorer.score_prompt(todo, done)
+
+    def on_row(row: dict[str, Any], resumed: bool) -> None:
+        summary.add(row, resumed=resumed)
+        if not resumed and on_answer is not None:
+            on_answer(row)
+
+    units = [Unit(r.prompt_id, {c.id: fingerprint(r.document_key, r.query, c.response)
+                                for c in r.candidates}, r) for r in records]
+    spec = StageSpec(SCORE_STAGE, score_output_settings(options), _row_fingerprint,
+                     redo_predicate=lambda row: bool(row.get("unscored")))
+    try:
+        outcome = await run_stage(
+            spec, units, work, output_path=output_path, run_dir=run_dir,
+            concurrency=options.prompt_concurrency, redo=redo, rejected=rejected,
+            on_open=attach, on_row=on_row,
+            on_start=(lambda o: on_start(o.items_total, o.items_done_before)) if on_start
+            else None)
+        summary.answers_total = outcome.items_total
+        summary.answers_done_before = outcome.items_done_before
+        summary.changed = outcome.changed
+        summary.rejected = outcome.rejected
+        summary.interrupted = outcome.interrupted
+        if scorer is not None:
+            summary.internal_errors = scorer.internal_errors
+            summary.stats = scorer.client.snapshot()
+            summary.stats["by_dimension"] = usage_by_dimension(summary.stats["by_tag"])
+    finally:
+        if own_scorer and scorer is not None:
+            await scorer.aclose()
+        elif attached and scorer is not None:
+            scorer.client.cache = None
+        summary.wall_seconds = time.perf_counter() - t0
+    return summary
