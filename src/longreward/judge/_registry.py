@@ -33,6 +33,7 @@ _PROVIDERS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
         (("torch", "local"), ("transformers", "local")),
     ),
     "vllm": ("longreward.judge.providers.vllm_local:VLLMAPI", (("vllm", "vllm"),)),
+    "llama_cpp": ("longreward.judge.providers.llama_cpp:LlamaCppAPI", (("llama_cpp", "gguf"),)),
 }
 
 _ALIASES = {
@@ -41,6 +42,7 @@ _ALIASES = {
     "dry-run": "dry_run",
     "dryrun": "dry_run",
     "hf": "transformers",
+    "llama-cpp": "llama_cpp",
 }
 
 

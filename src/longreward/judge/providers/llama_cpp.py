@@ -1,0 +1,219 @@
+"""``LlamaCppAPI``: a GGUF model run in this process through llama.cpp (``llama-cpp-python``).
+
+For a judge or a policy on a laptop or a CPU-only machine, offline: ``--provider llama_cpp
+--model path/to/model.gguf``. ``llama_cpp`` is imported on first use only (extra ``[gguf]``), so
+``longreward`` imports without it, and naming this provider without it installed raises
+``MissingDependencyError`` with the install command.
+
+- **Structured replies.** A schema request is decoded under a grammar built from the reply's
+  JSON schema, which is what llama-cpp-python does for ``response_format={"type":
+  "json_object", "schema": ...}`` (the "json_object with schema" rung of the structured-output
+  ladder). We build the grammar ourselves so that it is compiled once per schema, not on every
+  call. The grammar fixes the shape (keys, types, enums); bounds such as ``maximum`` are not all
+  expressible in it, so the client still validates the reply and re-asks, as for any endpoint.
+- **Blocking calls.** llama.cpp decodes synchronously and one context serves one sequence at a
+  time, so each call runs in a worker thread under a per-instance lock, and
+  ``max_connections`` is 1: the event loop keeps serving other work meanwhile.
+- **n > 1.** llama.cpp has no ``n``: the n choices are drawn one after another (seed ``s + i``
+  for choice ``i`` when a seed is given). Without a seed, llama.cpp reuses the prompt's KV
+  cache between draws and between calls that share a prefix (the judge's instructions and
+  document); with a seed the prompt is evaluated afresh for each draw, because a cached prefix
+  gives slightly different floats and the same seed would not give the same text.
+- **Sampling.** llama-cpp-python's defaults add top-k 40, top-p 0.95 and min-p 0.05 on top of
+  the temperature; we turn them off (unless ``top_p`` is asked for) so that "T = 1.0" means
+  sampling from the model's distribution, as it does on the OpenAI-compatible servers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+from ...errors import MissingDependencyError, UsageError
+from .._provider import ModelAPI
+from .._types import (
+    ContextTooLongError,
+    GenerateConfig,
+    JsonSchema,
+    Message,
+    ModelOutput,
+    PermanentError,
+    Usage,
+)
+
+_DEFAULT_MAX_NEW_TOKENS = 512
+
+
+def _require_llama_cpp() -> Any:
+    try:
+        import llama_cpp
+    except ImportError as exc:
+        raise MissingDependencyError("the 'llama_cpp' provider", "llama_cpp", "gguf") from exc
+    return llama_cpp
+
+
+class LlamaCppAPI(ModelAPI):
+    """One GGUF model in this process.
+
+    Options (``provider_options`` in a config file): ``n_ctx`` (context window in tokens; 0 =
+    the window the model was trained with), ``n_threads`` (CPU threads; default: llama.cpp's
+    choice), ``n_gpu_layers`` (layers offloaded to a GPU; -1 = all, 0 = CPU only),
+    ``chat_format`` (override the chat template stored in the GGUF), ``seed`` (for calls that
+    give none), ``verbose`` (llama.cpp's own logging).
+    """
+
+    provider = "llama_cpp"
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        n_gpu_layers: int = 0,
+        n_batch: int = 512,
+        chat_format: str | None = None,
+        seed: int | None = None,
+        verbose: bool = False,
+    ) -> None:
+        super().__init__(model)
+        _require_llama_cpp()
+        path = Path(model).expanduser()
+        if not path.is_file():
+            raise UsageError(
+                f"the llama_cpp provider runs a local GGUF file, and {model!r} is not a file; "
+                "pass --model PATH/TO/MODEL.gguf"
+            )
+        if n_ctx < 0 or n_batch < 1:
+            raise UsageError("llama_cpp options: n_ctx must be >= 0 and n_batch >= 1")
+        self.path = path
+        self.llama_args: dict[str, Any] = {
+            "n_ctx": n_ctx,
+            "n_threads": n_threads,
+            "n_gpu_layers": n_gpu_layers,
+            "n_batch": n_batch,
+            "chat_format": chat_format,
+            "verbose": verbose,
+        }
+        if seed is not None:
+            self.llama_args["seed"] = seed
+        self._llm: Any = None
+        self._grammars: dict[str, Any] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"LlamaCppAPI(model={self.model!r})"
+
+    def max_connections(self) -> int:
+        return 1  # one llama.cpp context decodes one sequence at a time
+
+    # ------------------------------------------------------------------ loading
+
+    def _engine(self) -> Any:
+        """The loaded model (called under the lock, in a worker thread)."""
+        if self._llm is None:
+            llama_cpp = _require_llama_cpp()
+            try:
+                self._llm = llama_cpp.Llama(model_path=str(self.path), **self.llama_args)
+            except ValueError as exc:  # llama.cpp could not read the file
+                raise PermanentError(f"llama.cpp cannot load {self.model!r}: {exc}; check that "
+                                     "it is a GGUF model file") from exc
+        return self._llm
+
+    def n_ctx(self) -> int:
+        """The context window the loaded model runs with (loads the model)."""
+        with self._lock:
+            return int(self._engine().n_ctx())
+
+    def _grammar(self, schema: JsonSchema) -> Any:
+        key = json.dumps(schema, sort_keys=True)
+        if key not in self._grammars:
+            from llama_cpp.llama_grammar import LlamaGrammar
+
+            self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+        return self._grammars[key]
+
+    # ------------------------------------------------------------------ generation
+
+    async def generate(
+        self,
+        messages: list[Message],
+        config: GenerateConfig,
+        json_schema: JsonSchema | None = None,
+    ) -> ModelOutput:
+        convo = [m.model_dump() for m in messages]
+        return await asyncio.to_thread(self._run, "chat", convo, config, json_schema)
+
+    async def complete_text(self, prompt: str, config: GenerateConfig) -> ModelOutput:
+        return await asyncio.to_thread(self._run, "completion", prompt, config, None)
+
+    @staticmethod
+    def _sampling(config: GenerateConfig) -> dict[str, Any]:
+        return {
+            "temperature": config.temperature,
+            "top_p": 1.0 if config.top_p is None else config.top_p,
+            "top_k": 0,
+            "min_p": 0.0,
+            "max_tokens": config.max_tokens or _DEFAULT_MAX_NEW_TOKENS,
+            "stop": list(config.stop) if config.stop else None,
+        }
+
+    def _run(self, method: str, payload: Any, config: GenerateConfig,
+             json_schema: JsonSchema | None) -> ModelOutput:
+        with self._lock:
+            llm = self._engine()
+            kwargs = self._sampling(config)
+            if json_schema is not None:
+                kwargs["grammar"] = self._grammar(json_schema)
+            # Greedy decoding gives n identical texts: compute one, copy it.
+            draws = config.n if config.temperature > 0 else 1
+            texts: list[str] = []
+            reasons: list[str | None] = []
+            usage = Usage()
+            for i in range(draws):
+                seed = None if config.seed is None else config.seed + i
+                if seed is not None:
+                    # A prompt evaluated in one batch and one found in the KV cache differ in
+                    # the last float bits, which flips sampled tokens at T = 1: with a seed,
+                    # evaluate afresh so that the same seed gives the same text.
+                    llm.reset()
+                try:
+                    if method == "chat":
+                        reply = llm.create_chat_completion(payload, seed=seed, **kwargs)
+                        text = reply["choices"][0]["message"].get("content") or ""
+                    else:
+                        reply = llm.create_completion(payload, seed=seed, **kwargs)
+                        text = reply["choices"][0].get("text") or ""
+                except ValueError as exc:
+                    # llama-cpp-python: "Requested tokens (N) exceed context window of M"
+                    if "context window" in str(exc):
+                        raise ContextTooLongError(
+                            f"{exc}; raise the n_ctx provider option or shorten the prompt"
+                        ) from exc
+                    raise PermanentError(str(exc)) from exc
+                except RuntimeError as exc:  # llama_decode failures
+                    raise PermanentError(f"llama.cpp failed: {exc}") from exc
+                texts.append(text)
+                reasons.append(reply["choices"][0].get("finish_reason"))
+                u = reply.get("usage") or {}
+                # One request, one prompt: counted once, as a server counts an ``n`` request.
+                usage = usage + Usage(
+                    prompt_tokens=int(u.get("prompt_tokens", 0)) if i == 0 else 0,
+                    completion_tokens=int(u.get("completion_tokens", 0)),
+                )
+        if draws < config.n:
+            texts, reasons = texts * config.n, reasons * config.n
+        return ModelOutput(texts=texts, usage=usage, model=self.model, finish_reasons=reasons)
+
+    async def aclose(self) -> None:
+        # Waits for a generation in flight; in a thread so the event loop is not blocked.
+        await asyncio.to_thread(self._close)
+
+    def _close(self) -> None:
+        with self._lock:
+            if self._llm is not None and hasattr(self._llm, "close"):
+                self._llm.close()
+            self._llm = None
