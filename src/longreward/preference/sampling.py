@@ -114,6 +114,11 @@ class SampleOptions(BaseModel):
         # 0.1 spelt the prompts file's field names as three flat options here and as a
         # ``fields`` map in ``score``; one map now, the flat ones accepted for one release.
         if isinstance(data, dict) and any(k in data for k in _OLD_FIELD_KEYS):
+            import warnings
+
+            warnings.warn("sample.field_id/field_context/field_query are now sample.fields "
+                          "(or a top-level fields map in a run config)", DeprecationWarning,
+                          stacklevel=2)
             fields = dict(data.get("fields") or {})
             for old, new in _OLD_FIELD_KEYS.items():
                 if old in data:

@@ -143,6 +143,7 @@ class LongReward:
         self._max_docs = max_cached_documents
         #: dimensions that ended unscored because of a bug rather than the judge
         self.internal_errors = 0
+        self._home_loop: asyncio.AbstractEventLoop | None = None
         self._sync_loop: asyncio.AbstractEventLoop | None = None
         self._sync_thread: threading.Thread | None = None
 
@@ -218,6 +219,11 @@ class LongReward:
         on_result: Callable[[ScoredAnswer], None] | None = None,
     ) -> list[ScoredAnswer]:
         """Score every candidate of one prompt, sharing the document work between them."""
+        return await self._on_home(self._score_prompt(record, on_result))
+
+    async def _score_prompt(
+        self, record: PromptRecord, on_result: Callable[[ScoredAnswer], None] | None,
+    ) -> list[ScoredAnswer]:
         self.check_record(record)
         work = self._prompt_work(record)
 
@@ -249,48 +255,108 @@ class LongReward:
         on_result: Callable[[ScoredAnswer], None] | None = None,
     ) -> list[ScoredAnswer]:
         """Score many prompts, ``options.prompt_concurrency`` at a time."""
+        return await self._on_home(self._score_many(list(records), on_result))
+
+    async def _score_many(self, records: list[PromptRecord],
+                          on_result: Callable[[ScoredAnswer], None] | None,
+                          ) -> list[ScoredAnswer]:
         sem = asyncio.Semaphore(self.options.prompt_concurrency)
 
         async def run(rec: PromptRecord) -> list[ScoredAnswer]:
             async with sem:
-                return await self.score_prompt(rec, on_result)
+                return await self._score_prompt(rec, on_result)
 
         nested = await asyncio.gather(*(run(r) for r in records))
         return [a for group in nested for a in group]
 
+    # -- event loops -------------------------------------------------------------------
+    #
+    # The judge's connections, semaphores and the shared per-document tasks belong to the
+    # event loop they were made on. A scorer therefore has one *home* loop: the first loop
+    # it is used on, or its own background loop when the synchronous API comes first.
+    # Coroutines awaited on another live loop run on the home loop and are awaited from
+    # there; nothing is silently bound to the wrong loop (0.1 dropped faithfulness with no
+    # error when ``score_sync`` and ``asyncio.run`` were mixed).
+
+    async def _on_home(self, coro: Any) -> Any:
+        loop = asyncio.get_running_loop()
+        home = self._home_loop
+        if home is None:
+            self._home_loop = home = loop
+        if home is loop:
+            return await coro
+        if home.is_closed() or not home.is_running():
+            coro.close()
+            raise UsageError(
+                "this LongReward was first used on another event loop, which has ended; its "
+                "judge connections lived there. Fix: create the scorer inside the coroutine "
+                "you pass to asyncio.run (async with LongReward(...) as scorer), or use the "
+                "synchronous API (score_sync, score_many_sync) throughout")
+        return await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, home))
+
     def score_sync(self, context: str, query: str, response: str, **kw: Any) -> ScoredAnswer:
         """``score`` for synchronous code, including code that already runs an event loop
-        (a Jupyter cell). Calls run on one background event loop owned by this scorer, so
-        the judge's connections and the per-document work survive from call to call; do not
-        mix ``score_sync`` with awaiting this scorer's coroutines on another loop."""
+        (a Jupyter cell): the work runs on the scorer's home loop, started in a background
+        thread when the scorer has none yet."""
         return self._run_sync(self.score(context, query, response, **kw))
 
+    def score_many_sync(self, records: Iterable[PromptRecord],
+                        on_result: Callable[[ScoredAnswer], None] | None = None,
+                        ) -> list[ScoredAnswer]:
+        """``score_many`` for synchronous code."""
+        return self._run_sync(self.score_many(records, on_result))
+
     def _run_sync(self, coro: Any) -> Any:
-        if self._sync_loop is None:
+        if self._home_loop is None:
             loop = asyncio.new_event_loop()
             thread = threading.Thread(target=loop.run_forever, name="longreward-sync",
                                       daemon=True)
             thread.start()
             self._sync_loop, self._sync_thread = loop, thread
-        return asyncio.run_coroutine_threadsafe(coro, self._sync_loop).result()
+            self._home_loop = loop
+        home = self._home_loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is home or home.is_closed() or not home.is_running():
+            coro.close()
+            raise UsageError(
+                "score_sync cannot run here: this LongReward lives on "
+                + ("this very event loop, which a blocking call would stall. Fix: await "
+                   "scorer.score(...) instead" if running is home else
+                   "an event loop that has ended. Fix: create a new LongReward for "
+                   "synchronous use"))
+        return asyncio.run_coroutine_threadsafe(coro, home).result()
 
     def close(self) -> None:
         """Release the judge's connections and the loop ``score_sync`` started (the
         synchronous counterpart of ``aclose``)."""
         try:
-            self._run_sync(self.aclose())
+            if self._home_loop is not None and not self._home_loop.is_closed():
+                self._run_sync(self.aclose())
         finally:
             loop, thread = self._sync_loop, self._sync_thread
-            assert loop is not None
-            loop.call_soon_threadsafe(loop.stop)
-            if thread is not None:
-                thread.join()
-            loop.close()
+            if loop is not None:
+                loop.call_soon_threadsafe(loop.stop)
+                if thread is not None:
+                    thread.join()
+                loop.close()
             self._sync_loop = self._sync_thread = None
 
     async def aclose(self) -> None:
-        await self.client.aclose()
+        home = self._home_loop
+        loop = asyncio.get_running_loop()
+        if home is not None and home is not loop and home.is_running():
+            await self._on_home(self.client.aclose())
+        else:
+            await self.client.aclose()
 
+    async def __aenter__(self) -> LongReward:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
 def __getattr__(name: str) -> Any:
     # 0.1 kept the file stage here; it is ``longreward.stages.score`` now.
