@@ -1,0 +1,69 @@
+"""``longreward serve``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ._app import app
+from ._common import err, flag_overrides, report_errors
+
+
+@app.command("serve")
+def serve_command(
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="serve.yaml: `score:` (the judge options of `longreward score`), host, port, run_dir, prompts, limits, fallback_reward. Flags win.", exists=True, dir_okay=False)] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="Prompts file (id, context, query) to register at start; trainers then name a prompt by its id.", exists=True, dir_okay=False)] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000; 0 picks a free one).")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run store for the judge-call cache and registered documents (default: serve.run/).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Judge model (score.judge.model).")] = None,
+    base_url: Annotated[list[str] | None, typer.Option("--base-url", help="Judge's OpenAI-compatible base URL; repeatable.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Offline dry-run judge (placeholder scores, not judgments).")] = False,
+    api_key_env: Annotated[str | None, typer.Option(help="Env var holding the judge's API key.")] = None,
+    token_env: Annotated[str | None, typer.Option(help="Env var holding the bearer token clients must send (default: LONGREWARD_SERVE_TOKEN, when set).")] = None,
+    fallback_reward: Annotated[float | None, typer.Option(help="Reward sent for items that could not be scored (mask 0, logged); default: null.")] = None,
+    max_concurrent_requests: Annotated[int | None, typer.Option(help="Requests handled at once; more get 503 + Retry-After.")] = None,
+    request_timeout: Annotated[float | None, typer.Option(help="Per-request deadline, seconds.")] = None,
+    log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning.")] = "info",
+) -> None:
+    """Serve LongReward as the reward of online RL: native /score, OpenRLHF /get_reward, slime /slime, document registration, /health and /metrics. Needs the serve extra: pip install 'longreward\\[serve]'."""
+    from ..judge import DRY_RUN_BANNER
+    from ..serve import RewardService, create_app, load_serve_options, serve_forever
+
+    overrides = flag_overrides(**{
+        "prompts": str(prompts) if prompts else None, "host": host, "port": port,
+        "run_dir": str(run_dir) if run_dir else None,
+        "score.judge.provider": "dry_run" if dry_run else None, "score.judge.model": model,
+        "score.judge.base_urls": base_url, "score.judge.api_key_env": api_key_env,
+        "auth_token_env": token_env, "fallback_reward": fallback_reward,
+        "max_concurrent_requests": max_concurrent_requests, "request_timeout": request_timeout,
+    })
+    options = load_serve_options(config, overrides)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))
+    root = logging.getLogger("longreward")
+    root.addHandler(handler)
+    root.setLevel(log_level.upper())
+
+    if options.score.judge.provider in ("dry_run", "dry-run"):
+        err.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
+    service = RewardService(options)
+    asgi = create_app(service)  # reads the token now: a missing variable stops here
+    service.open()  # lock, store, prompts: errors stop here, before the port is taken
+    report_errors(service.prompt_file_errors, None)
+    auth = (f"bearer token from ${options.auth_token_env}" if options.auth_token()
+            else "[yellow]off[/] (set LONGREWARD_SERVE_TOKEN to require a token)")
+    if not options.auth_token() and options.host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"[yellow]warning:[/] listening on {options.host} without auth")
+
+    def ready(url: str) -> None:
+        err.print(f"longreward serve on [bold]{url}[/]: POST /score, /get_reward (OpenRLHF), "
+                  "/slime, /documents; GET /health, /metrics")
+        err.print(f"  {service.n_prompts} prompt(s) registered over {service.n_documents} "
+                  f"document(s); run store: {options.run_dir or 'none (memory only)'}; "
+                  f"auth: {auth}; fallback reward: {options.fallback_reward}")
+
+    serve_forever(asgi, options.host, options.port, on_ready=ready, log_level=log_level.lower())

@@ -1,0 +1,111 @@
+"""``ServeOptions``: what ``longreward serve`` (and the in-process adapters) are run with.
+
+The judge and scoring options are the very ``ScoreOptions`` of ``longreward score``, under
+``score:``; the rest says how the service is reached and how it protects itself.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from ..config import ScoreOptions, deep_merge, load_config_file
+from ..errors import ConfigError
+
+#: the environment variable whose value, when set, is the bearer token clients must send
+DEFAULT_TOKEN_ENV = "LONGREWARD_SERVE_TOKEN"
+
+#: end-of-turn and padding tokens a chat template leaves at the end of a decoded OpenRLHF
+#: ``query``; they are not part of the answer the judge should read
+DEFAULT_STRIP_SUFFIXES = [
+    "<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "<|end|>", "</s>",
+    "<end_of_turn>", "<eos>", "<|user|>", "<|observation|>", "<｜end▁of▁sentence｜>",
+    "<|return|>", "<pad>", "<|pad|>", "<|finetune_right_pad_id|>",
+]
+
+
+class ServeOptions(BaseModel):
+    """Options of the reward service. A YAML/TOML file and the CLI flags fill this model."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: judge, dimensions, weights, retrieval... exactly as for ``longreward score``
+    score: ScoreOptions = Field(default_factory=ScoreOptions)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    #: run store: the judge-call cache and the registered documents, kept across restarts.
+    #: None keeps both in memory only.
+    run_dir: Path | None = Path("serve.run")
+    #: prompts file (rows of id, context, query) registered at start; it wins over an
+    #: earlier registration of the same id
+    prompts: Path | None = None
+    #: name of the environment variable holding the bearer token (never the token itself:
+    #: it must not end up in a shared config). With the default name, auth is on when the
+    #: variable is set; a name given explicitly must be set.
+    auth_token_env: str = DEFAULT_TOKEN_ENV
+    #: larger request bodies get 413 before they are read
+    max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
+    #: per-request deadline, seconds: items not scored by then come back unscored with the
+    #: reason (the judge calls already made stay cached, so a retry is cheaper)
+    request_timeout: float = Field(default=600.0, gt=0)
+    #: requests handled at once; more get 503 with Retry-After (judge calls are limited
+    #: separately by ``score.judge.max_concurrency``)
+    max_concurrent_requests: int = Field(default=1024, ge=1)
+    #: seconds a client is told to wait (Retry-After) when the service is saturated
+    retry_after: int = Field(default=5, ge=0)
+    #: reward sent for an item that could not be scored, for trainers that cannot take a
+    #: null (verl needs a number; OpenRLHF silently keeps a failed request's None). The item
+    #: still says ``mask: 0`` and why, every use is logged and counted in the metrics.
+    fallback_reward: float | None = None
+    #: documents whose chunks and retrieval index stay in memory (least recently used out)
+    cached_documents: int = Field(default=256, ge=1)
+    #: removed (repeatedly) from the end of an OpenRLHF response before judging
+    strip_suffixes: list[str] = Field(default_factory=lambda: list(DEFAULT_STRIP_SUFFIXES))
+
+    @field_validator("strip_suffixes")
+    @classmethod
+    def _no_empty_suffix(cls, v: list[str]) -> list[str]:
+        if any(not s for s in v):
+            raise ValueError("strip_suffixes must not contain an empty string")
+        return v
+
+    def auth_token(self) -> str | None:
+        """The bearer token (None: no auth). Read from the environment at start."""
+        token = os.environ.get(self.auth_token_env)
+        if token:
+            return token
+        if self.auth_token_env != DEFAULT_TOKEN_ENV:
+            raise ConfigError(f"auth_token_env names ${self.auth_token_env}, which is not set; "
+                              f"set it to the token clients must send, or drop auth_token_env")
+        return None
+
+
+def read_serve_config(path: str | Path | None) -> dict[str, Any]:
+    """A serve config file as a dict, its relative paths (``run_dir``, ``prompts``) made
+    absolute against the file's directory, so the server finds them wherever it starts."""
+    if path is None:
+        return {}
+    path = Path(path)
+    data = load_config_file(path)
+    for key in ("run_dir", "prompts"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            p = Path(value).expanduser()
+            data[key] = str(p if p.is_absolute() else path.resolve().parent / p)
+    return data
+
+
+def load_serve_options(path: str | Path | None = None,
+                       overrides: dict[str, Any] | None = None) -> ServeOptions:
+    """Config file (optional) + overrides → validated ``ServeOptions``."""
+    from pydantic import ValidationError
+
+    try:
+        return ServeOptions.model_validate(deep_merge(read_serve_config(path), overrides or {}))
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
+        where = f"{path}: " if path else ""
+        raise ConfigError(f"{where}invalid serve options:\n" + "\n".join(lines)) from None

@@ -1,0 +1,103 @@
+"""Running the app with uvicorn: in the foreground (``longreward serve``) or in a background
+thread of this process (next to a trainer, or in tests).
+
+The socket is bound here rather than by uvicorn, so ``port: 0`` picks a free port and the
+URL is known before the first request.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..errors import MissingDependencyError
+
+
+def _uvicorn() -> Any:
+    try:
+        import uvicorn
+    except ModuleNotFoundError:
+        raise MissingDependencyError("longreward serve", "uvicorn", "serve") from None
+    return uvicorn
+
+
+def bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+def _config(app: Any, *, access_log: bool, log_level: str) -> Any:
+    uvicorn = _uvicorn()
+    # backlog: a trainer opens one connection per sample of a step (1,000 at once is usual)
+    return uvicorn.Config(app, lifespan="on", access_log=access_log, log_level=log_level,
+                          timeout_graceful_shutdown=5, backlog=4096, timeout_keep_alive=30)
+
+
+def serve_forever(app: Any, host: str, port: int, *,
+                  on_ready: Callable[[str], None] | None = None,
+                  access_log: bool = True, log_level: str = "info") -> None:
+    """Serve ``app`` until interrupted (Ctrl-C / SIGTERM end it gracefully)."""
+    uvicorn = _uvicorn()
+    sock = bind(host, port)
+    server = uvicorn.Server(_config(app, access_log=access_log, log_level=log_level))
+    if on_ready is not None:
+        on_ready(url_of(sock))
+    server.run(sockets=[sock])
+
+
+class ServerThread:
+    """``with ServerThread(app) as url: ...`` — the app on 127.0.0.1 (a free port by
+    default) in a daemon thread; stopped, with the app's shutdown run, on exit."""
+
+    def __init__(self, app: Any, host: str = "127.0.0.1", port: int = 0, *,
+                 log_level: str = "warning") -> None:
+        self.app = app
+        self.host, self.port = host, port
+        self.log_level = log_level
+        self.url = ""
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self, timeout: float = 30.0) -> str:
+        uvicorn = _uvicorn()
+        sock = bind(self.host, self.port)
+        self.url = url_of(sock)
+        self._server = uvicorn.Server(_config(self.app, access_log=False,
+                                              log_level=self.log_level))
+        # uvicorn installs signal handlers only in the main thread; this one is not
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
+                                        name="longreward-serve", daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the reward service did not start (see the log above)")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the reward service did not start within {timeout:g}s")
+            time.sleep(0.01)
+        return self.url
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=timeout)
+        self._server = self._thread = None
+
+    def __enter__(self) -> str:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
