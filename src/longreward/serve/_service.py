@@ -224,6 +224,9 @@ class RewardService:
                                 "question; give it a new id, or register with replace=true")
         self._texts[key] = context
         self._prompts[prompt_id] = RegisteredPrompt(prompt_id, key, query)
+        if old is not None and old.document != key and not any(
+                p.document == old.document for p in self._prompts.values()):
+            del self._texts[old.document]  # no id names it any more
         if self.store is not None:
             self.store.put_document(key, context)
             self.store.set_meta(_META_PREFIX + prompt_id, {"document": key, "query": query})
