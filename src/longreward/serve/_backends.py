@@ -44,16 +44,28 @@ class LocalRewards:
         self.service = service or RewardService(options)
         self.service.open()
         self.fallback_reward = self.service.options.fallback_reward
+        # All scoring runs on the scorer's home loop, started here in a background thread
+        # (the scorer's own bridge for synchronous code): a caller's loop may end
+        # (``asyncio.run`` per batch) without taking the judge's connections with it.
+        self._loop = self.service.scorer._run_sync(_current_loop())
 
     def score(self, items: list[ScoreItem]) -> list[ItemResult]:
-        # The scorer's own bridge from synchronous code to its home loop.
         return self.service.scorer._run_sync(self.service.score(items)).results
 
     async def ascore(self, items: list[ScoreItem]) -> list[ItemResult]:
-        return (await self.service.score(items)).results
+        future = asyncio.run_coroutine_threadsafe(self.service.score(items), self._loop)
+        return (await asyncio.wrap_future(future)).results
 
     def close(self) -> None:
-        self.service.scorer._run_sync(self.service.aclose())
+        """Release the run directory and the judge's connections, stop the loop."""
+        try:
+            self.service.scorer._run_sync(self.service.aclose())
+        finally:
+            self.service.scorer.close()
+
+
+async def _current_loop() -> asyncio.AbstractEventLoop:
+    return asyncio.get_running_loop()
 
 
 def _item_json(item: ScoreItem, i: int) -> dict[str, Any]:
