@@ -74,7 +74,9 @@ def parse_prompt_file(name: str, language: str, text: str) -> PromptTemplate:
 
 
 @cache
-def load_prompt(name: str, language: str) -> PromptTemplate:
+def load_prompt(name: str, language: str, package: str | None = None) -> PromptTemplate:
+    """``prompts/{name}.{language}.md`` beside the dimensions, or beside the modules of
+    ``package`` (e.g. ``longreward.eval``) when given."""
     lang = language if language in ("en", "zh") else "en"
-    path = resources.files(__package__).joinpath("prompts", f"{name}.{lang}.md")
+    path = resources.files(package or __package__).joinpath("prompts", f"{name}.{lang}.md")
     return parse_prompt_file(name, lang, path.read_text(encoding="utf-8"))
