@@ -157,7 +157,7 @@ def openrlhf_items(req: OpenRLHFRequest, suffixes: list[str]) -> list[ScoreItem]
             response = strip_suffixes(query[len(prompt):], suffixes)
         if not fields.get("prompt_id") and "context" not in fields and "error" not in fields:
             fields["error"] = (f"labels[{i}] names no registered prompt; set the dataset's "
-                               "label to the prompt id (OpenRLHF --label_key)")
+                               "label to the prompt id (OpenRLHF --data.label_key)")
         items.append(ScoreItem(response=response, id=str(i), **fields))
     return items
 
