@@ -85,7 +85,22 @@ def register(client: httpx.Client, pid: str, tag: str, query: str | None = None)
 
 
 def steps(double: Any) -> list[str]:
-    return [step_of(r["body"])[0] for r in double.requests if r["path"].endswith("/chat/completions")]
+    """The scoring step of each chat request the judge received (the client's reply-format
+    probe carries no scoring prompt and is left out)."""
+    return [step for r in double.requests if r["path"].endswith("/chat/completions")
+            and (step := steps_of_one(r["body"])) is not None]
+
+
+def judged_texts(double: Any, step: str) -> list[str]:
+    return [r["body"]["messages"][-1]["content"] for r in double.requests
+            if r["path"].endswith("/chat/completions") and steps_of_one(r["body"]) == step]
+
+
+def steps_of_one(body: dict) -> str | None:
+    try:
+        return step_of(body)[0]
+    except AssertionError:
+        return None
 
 
 def metric(text: str, name: str, **labels: str) -> float:
@@ -176,8 +191,7 @@ def test_openrlhf_get_reward(judge_double, tmp_path):
     assert "does not start with prompts[1]" in out["items"][1]["reason"]
     assert "unknown prompt id 'ghost'" in out["items"][3]["reason"]
     # The judge read the answer without the chat template's end-of-turn tokens.
-    judged = [r["body"]["messages"][-1]["content"] for r in judge_double.requests
-              if step_of(r["body"])[0] == "helpfulness"]
+    judged = judged_texts(judge_double, "helpfulness")
     assert any(answer in t for t in judged)
     assert not any("<|im_end|>" in t or "<|endoftext|>" in t for t in judged)
     assert empty.status_code == 200

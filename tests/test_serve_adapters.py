@@ -20,9 +20,7 @@ import longreward.serve.verl as verl_module
 from longreward.errors import UsageError
 from longreward.serve import RewardService, ServerThread, _backends, create_app
 from longreward.serve.trl import completion_text, longreward_reward
-from test_serve import document, options
-
-from scripted_judge import step_of
+from test_serve import document, options, steps
 
 
 @pytest.fixture(autouse=True)
@@ -53,8 +51,7 @@ def write_config(double: Any, tmp_path: Path, fallback: float | None = 0.0) -> P
 
 
 def extraction_calls(double: Any) -> int:
-    return sum(step_of(r["body"])[0] == "completeness_extraction" for r in double.requests
-               if r["path"].endswith("/chat/completions"))
+    return steps(double).count("completeness_extraction")
 
 
 def load_like_verl() -> Any:

@@ -252,8 +252,8 @@ class RewardService:
 
     # ------------------------------------------------------------------ scoring
 
-    def _resolve(self, item: ScoreItem) -> tuple[str, str] | str:
-        """(context, query) for an item, or why there is none."""
+    def _resolve(self, item: ScoreItem) -> tuple[str, str, str] | str:
+        """(document key, context, query) for an item, or why there is none."""
         if item.error:
             return item.error
         if not item.response.strip():
@@ -264,18 +264,18 @@ class RewardService:
             if reg is None:
                 return (f"unknown prompt id {item.prompt_id!r}: register its document first "
                         "(serve --prompts FILE, or POST /documents)")
-            context = self._texts[reg.document]
             query = query or reg.query
             if not query:
                 return (f"prompt {item.prompt_id!r} was registered without a question and the "
                         "item gives none; register it with its query, or send query")
+            return reg.document, self._texts[reg.document], query
         if context is None:
             return "no document: give context, or the prompt_id of a registered document"
         if not context.strip():
             return "empty document (context)"
         if not query or not query.strip():
             return "no question: give query (or register the prompt with its query)"
-        return context, query
+        return document_key(context), context, query
 
     async def score(self, items: list[ScoreItem], *,
                     timeout: float | None = None) -> ScoreOutcome:
@@ -294,8 +294,8 @@ class RewardService:
                 results[i] = ItemResult(ids[i], "error", None, 0, resolved,
                                         prompt_id=item.prompt_id)
                 continue
-            context, query = resolved
-            key = (document_key(context), query)
+            doc, context, query = resolved
+            key = (doc, query)
             if key not in groups:
                 label = item.prompt_id or f"inline:{key[0][:12]}"
                 groups[key] = (PromptRecord(label, context, query, [], label=label), [])
