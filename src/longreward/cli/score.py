@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +21,35 @@ def build_score_options(config: Path | None, overrides: dict[str, Any],
                         section: str | None = None) -> ScoreOptions:
     """Config file (optionally one section of it) + CLI overrides → validated options."""
     return validate_options(ScoreOptions, config, overrides, section)
+
+
+def score_overrides(flags: dict[str, Any]) -> dict[str, Any]:
+    """``score``'s flag values, by parameter name, as nested option overrides. Shared with
+    the commands that take the same flags (``longreward eval``); absent names count as not
+    given."""
+    v = defaultdict(lambda: None, flags)
+    return flag_overrides(**{
+        "judge.provider": "dry_run" if v["dry_run"] else v["provider"],
+        "judge.model": v["model"], "judge.base_urls": v["base_url"],
+        "judge.api_key_env": v["api_key_env"],
+        "judge.temperature": v["temperature"], "judge.max_tokens": v["max_tokens"],
+        "judge.timeout": v["timeout"], "judge.max_concurrency": v["concurrency"],
+        "judge.rpm": v["rpm"], "judge.tpm": v["tpm"], "judge.max_retries": v["max_retries"],
+        "judge.structured_output": v["structured_output"],
+        "judge.extra_headers": key_values(v["header"], "--header"),
+        "dimensions": [d.strip() for d in v["dimensions"].split(",")] if v["dimensions"] else None,
+        "weights": {k: float(w) for k, w in (key_values(v["weight"], "--weight") or {}).items()} or None,
+        "language": v["language"], "tokenizer": v["tokenizer"],
+        "retrieval.method": v["retrieval"], "retrieval.model": v["retrieval_model"],
+        "retrieval.top_k": v["top_k"], "retrieval.chunk_tokens": v["chunk_tokens"],
+        "completeness_chunk_tokens": v["completeness_chunk_tokens"],
+        "grade_batch_size": v["grade_batch_size"],
+        "max_document_tokens": v["max_document_tokens"],
+        "prompt_concurrency": v["prompt_concurrency"], "keep_context": v["keep_context"],
+        "fields.id": v["field_id"], "fields.prompt_id": v["field_prompt_id"],
+        "fields.context": v["field_context"], "fields.query": v["field_query"],
+        "fields.response": v["field_response"], "fields.candidates": v["field_candidates"],
+    })
 
 
 @app.command("score")
@@ -67,26 +97,7 @@ def score_command(
     restart: Annotated[bool, typer.Option("--restart", help="Start the output over (e.g. after changing options), reusing the cached judge calls.")] = False,
 ) -> None:
     """Score answers to long-context questions on helpfulness, logicality, faithfulness and completeness. Resumable: rerun the same command after a crash and it goes on."""
-    overrides = flag_overrides(**{
-        "judge.provider": "dry_run" if dry_run else provider,
-        "judge.model": model, "judge.base_urls": base_url, "judge.api_key_env": api_key_env,
-        "judge.temperature": temperature, "judge.max_tokens": max_tokens,
-        "judge.timeout": timeout, "judge.max_concurrency": concurrency, "judge.rpm": rpm,
-        "judge.tpm": tpm, "judge.max_retries": max_retries,
-        "judge.structured_output": structured_output,
-        "judge.extra_headers": key_values(header, "--header"),
-        "dimensions": [d.strip() for d in dimensions.split(",")] if dimensions else None,
-        "weights": {k: float(v) for k, v in (key_values(weight, "--weight") or {}).items()} or None,
-        "language": language, "tokenizer": tokenizer,
-        "retrieval.method": retrieval, "retrieval.model": retrieval_model,
-        "retrieval.top_k": top_k, "retrieval.chunk_tokens": chunk_tokens,
-        "completeness_chunk_tokens": completeness_chunk_tokens,
-        "grade_batch_size": grade_batch_size, "max_document_tokens": max_document_tokens, "prompt_concurrency": prompt_concurrency,
-        "keep_context": keep_context,
-        "fields.id": field_id, "fields.prompt_id": field_prompt_id,
-        "fields.context": field_context, "fields.query": field_query,
-        "fields.response": field_response, "fields.candidates": field_candidates,
-    })
+    overrides = score_overrides(locals())
     options = build_score_options(config, overrides)
     if restart and retry_unscored:
         raise typer.BadParameter("--restart already redoes every answer; drop --retry-unscored")
