@@ -9,8 +9,13 @@ Over-long prompts (policy)
     touched. Every cut is counted (pairs and tokens) in :class:`DataReport`. A pair that still
     cannot fit (answers alone too long) is dropped and reported by record.
 
-Answers are tokenised on their own and followed by EOS, as TRL and OpenRLHF do; the prompt is
-rendered with the tokenizer's chat template with ``add_generation_prompt=True``.
+Answer tokens
+    The prompt is rendered with the tokenizer's chat template (``add_generation_prompt=True``)
+    and each answer's tokens are taken from the template's rendering of the assistant turn, up
+    to its end-of-turn token (:class:`ChatTokens`). TRL 1.16 and OpenRLHF tokenise an answer on
+    its own and append the tokenizer's EOS, which differs from the template in the first token,
+    trimmed whitespace and the end token for common templates (issue 9). Where a template cannot
+    be split into prompt and answer, the record is rejected with the reason.
 
 No torch here: this runs before the training stack is touched.
 """
@@ -21,20 +26,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import RecordError
+from ..errors import ConfigError, RecordError
 from ..io.files import iter_rows
 from ..preference.formats import PairExample, PairKeys, pair_from_row
 
 
 @dataclass
 class TokenizedPair:
-    """One pair as token ids: ``prompt_ids`` is shared, each answer ends with EOS."""
+    """One pair as token ids: ``prompt_ids`` is shared; each answer is what the chat template
+    renders for the assistant turn, ending with its end-of-turn token."""
 
     prompt_ids: list[int]
     chosen_ids: list[int]
     rejected_ids: list[int]
     record: str
     truncated_tokens: int = 0  # prompt tokens removed by the middle cut
+    #: how the answers' end was found (see ``ChatTokens.answer``)
+    answer_end: str = "end_of_turn"
 
     @property
     def packed_length(self) -> int:
@@ -51,13 +59,17 @@ class DataReport:
     n_truncated: int = 0
     n_truncated_tokens: int = 0
     n_answers_cut: int = 0
+    #: pairs by how their answers' end was found: ``end_of_turn`` (the template's token after
+    #: the answer), ``next_turn`` (the next turn's opening token), ``eos_appended`` (the template
+    #: marks no end; the tokenizer's EOS was appended)
+    answer_end: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.n_rows, "pairs": self.n_pairs,
                 "rejected": [{"record": r, "reason": m} for r, m in self.rejected],
                 "prompts_truncated": self.n_truncated,
                 "prompt_tokens_removed": self.n_truncated_tokens,
-                "answers_cut": self.n_answers_cut}
+                "answers_cut": self.n_answers_cut, "answer_end": dict(self.answer_end)}
 
 
 def read_pairs(path: str | Path, fmt: str = "auto",
@@ -77,20 +89,118 @@ def read_pairs(path: str | Path, fmt: str = "auto",
     return out, report
 
 
-def _render_prompt_ids(tokenizer: Any, messages: list[dict[str, str]]) -> list[int]:
-    if getattr(tokenizer, "chat_template", None) is None:
-        raise ValueError("the tokenizer has no chat template; use an instruct/chat model's "
-                         "tokenizer or set tokenizer.chat_template before training")
-    text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-    # The template already holds BOS (if any), so no special tokens are added again.
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+class ChatTokens:
+    """The tokens of a conversation exactly as the tokenizer's chat template renders them.
 
+    The prompt is the template's rendering with the generation prompt. An answer's tokens are
+    the *difference* between the rendering of prompt + answer (as an assistant turn) and the
+    prompt's, cut right after the template's end-of-turn token. That is what a model trained on
+    this template sees and generates, including the pieces an answer tokenised on its own would
+    get wrong (issue 9): a separator that belongs to the assistant header (GLM-4's newline after
+    ``<|assistant|>``, the space after Mistral's ``[/INST]``), whitespace the template trims
+    (Llama-3's ``| trim``), and the token that ends the turn (ChatML's ``<|im_end|>``, not the
+    tokenizer's EOS when that is ``<|endoftext|>``). What the template renders after the
+    end-of-turn token (ChatML's newline) is left out: generation stops at that token.
 
-def _answer_ids(tokenizer: Any, text: str) -> list[int]:
-    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token; answers must end with one")
-    return ids + [int(tokenizer.eos_token_id)]
+    The end-of-turn token is the first special token after the answer. A template that closes
+    an assistant turn with no special token (GLM-4) is asked to render a following user turn,
+    and its first special token (``<|user|>``) ends the answer: the template's own turn
+    boundary, which such models generate to stop. Only a template with no special token at
+    either place gets the tokenizer's EOS appended, and that is counted in the report.
+    """
+
+    def __init__(self, tokenizer: Any) -> None:
+        if not getattr(tokenizer, "chat_template", None):
+            raise ConfigError("the tokenizer has no chat template; use an instruct/chat model's "
+                              "tokenizer, or set tokenizer.chat_template before training")
+        self.tokenizer = tokenizer
+        special = set(getattr(tokenizer, "all_special_ids", []) or [])
+        for idx, tok in (getattr(tokenizer, "added_tokens_decoder", None) or {}).items():
+            if getattr(tok, "special", False):
+                special.add(int(idx))
+        self.special_ids = frozenset(special)
+
+    def render(self, messages: list[dict[str, str]], *, generation_prompt: bool,
+               record: str = "?") -> str:
+        try:
+            return self.tokenizer.apply_chat_template(
+                messages, add_generation_prompt=generation_prompt, tokenize=False)
+        except Exception as exc:  # noqa: BLE001 - jinja raises its own errors (raise_exception)
+            raise RecordError(record, "prompt", f"the chat template refused the conversation: "
+                                                f"{exc}") from None
+
+    def ids(self, text: str) -> list[int]:
+        # The rendered text already holds BOS (if any): no special tokens are added again.
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def prompt(self, messages: list[dict[str, str]], record: str = "?") -> tuple[str, list[int]]:
+        text = self.render(messages, generation_prompt=True, record=record)
+        return text, self.ids(text)
+
+    def answer(self, messages: list[dict[str, str]], answer: str, prompt_text: str,
+               prompt_ids: list[int], record: str = "?", field: str = "answer",
+               ) -> tuple[list[int], str]:
+        """``(ids, end)``: the answer's tokens and how its end was found (``end_of_turn``,
+        ``next_turn`` or ``eos_appended``). Raises ``RecordError`` when the template cannot be
+        split into prompt and answer."""
+        inner = [i for i in self.ids(answer) if i in self.special_ids]
+        if inner:
+            name = self.tokenizer.convert_ids_to_tokens(inner[0])
+            raise RecordError(record, field, f"the answer contains the special token {name!r} "
+                                             "as text; the chat template's turn would end there. "
+                                             "Remove it from the answer")
+        turn = [*messages, {"role": "assistant", "content": answer}]
+        rest = self._after_prompt(turn, prompt_text, prompt_ids, record, field)
+        end = next((j for j, i in enumerate(rest) if i in self.special_ids), None)
+        if end is not None:
+            return rest[: end + 1], "end_of_turn"
+        follow = [*turn, {"role": "user", "content": "Thank you."}]
+        rest2 = self._after_prompt(follow, prompt_text, prompt_ids, record, field)
+        end = next((j for j, i in enumerate(rest2) if i in self.special_ids), None)
+        if end is not None:
+            if rest2[:end] != rest:
+                raise RecordError(record, field, "the chat template renders no end-of-turn token "
+                                                 "after an answer, and renders the answer "
+                                                 "differently when a turn follows; its answer "
+                                                 "tokens cannot be told apart. Use a template "
+                                                 "that closes the assistant turn with a special "
+                                                 "token")
+            return rest2[: end + 1], "next_turn"
+        eos = self.tokenizer.eos_token_id
+        if eos is None:
+            raise RecordError(record, field, "the chat template marks no end of the assistant "
+                                             "turn and the tokenizer has no EOS token; set "
+                                             "tokenizer.eos_token")
+        return [*rest, int(eos)], "eos_appended"
+
+    def _after_prompt(self, messages: list[dict[str, str]], prompt_text: str,
+                      prompt_ids: list[int], record: str, field: str) -> list[int]:
+        text = self.render(messages, generation_prompt=False, record=record)
+        if not text.startswith(prompt_text):
+            raise RecordError(record, field, "the chat template renders the prompt differently "
+                                             "when an answer follows it (its generation prompt "
+                                             "is not a prefix of prompt + answer), so the "
+                                             "answer's tokens cannot be taken from it. Fix the "
+                                             "template, or train with one whose generation "
+                                             "prompt starts the assistant turn as written")
+        ids = self.ids(text)
+        if ids[: len(prompt_ids)] == prompt_ids:
+            return ids[len(prompt_ids):]
+        # The rendering's tokens merge across the boundary (e.g. ChatML's "\n" and an answer's
+        # leading spaces become one whitespace token). A model never sees that merge after this
+        # prompt: it generates the answer as a continuation of the prompt's tokens. So the
+        # answer text is tokenised on its own, provided that gives back the same text (a
+        # tokenizer that prefixes a space to every piece would not).
+        rest = self.ids(text[len(prompt_text):])
+        decode = self.tokenizer.decode
+        if decode(prompt_ids + rest, skip_special_tokens=False) != decode(
+                ids, skip_special_tokens=False):
+            raise RecordError(record, field, "the prompt's last token and the answer's first "
+                                             "token merge when rendered together, and the answer "
+                                             "tokenised on its own does not give back the same "
+                                             "text; check the template's generation prompt (it "
+                                             "usually ends with a newline or a special token)")
+        return rest
 
 
 def cut_middle(ids: list[int], n_remove: int) -> list[int]:
@@ -104,32 +214,36 @@ def cut_middle(ids: list[int], n_remove: int) -> list[int]:
 
 
 def tokenize_pair(pair: PairExample, tokenizer: Any, max_length: int, record: str = "?",
-                  max_answer_length: int = 0) -> tuple[TokenizedPair, bool]:
+                  max_answer_length: int = 0,
+                  chat: ChatTokens | None = None) -> tuple[TokenizedPair, bool]:
     """Tokenise one pair under the over-long policy above. Returns ``(pair, answers_cut)``;
-    raises ``RecordError`` when the pair cannot be made to fit."""
-    chosen = _answer_ids(tokenizer, pair.chosen)
-    rejected = _answer_ids(tokenizer, pair.rejected)
+    raises ``RecordError`` when the pair cannot be made to fit or the template cannot be split."""
+    chat = chat or ChatTokens(tokenizer)
+    messages = [dict(m) for m in pair.prompt]
+    prompt_text, prompt = chat.prompt(messages, record)
+    chosen, end_c = chat.answer(messages, pair.chosen, prompt_text, prompt, record, "chosen")
+    rejected, end_r = chat.answer(messages, pair.rejected, prompt_text, prompt, record, "rejected")
     answers_cut = False
     if max_answer_length > 0:
         answers_cut = len(chosen) > max_answer_length or len(rejected) > max_answer_length
         chosen, rejected = chosen[:max_answer_length], rejected[:max_answer_length]
-    messages = [dict(m) for m in pair.prompt]
-    prompt = _render_prompt_ids(tokenizer, messages)
     budget = max_length - max(len(chosen), len(rejected))
     original = len(prompt)
     if len(prompt) > budget:
         users = [i for i, m in enumerate(messages) if m["role"] == "user"]
         target = max(users, key=lambda i: len(messages[i]["content"]))
-        content_ids = list(tokenizer(messages[target]["content"], add_special_tokens=False)["input_ids"])
+        content_ids = chat.ids(messages[target]["content"])
         excess = len(prompt) - budget
         # Decoding and re-encoding at the cut can merge or split a token or two, so the cut is
-        # retried with a growing margin until the rendered prompt fits.
+        # retried with a growing margin until the rendered prompt fits. The answers keep the
+        # tokens they have after the uncut prompt: a template renders an answer the same
+        # whatever the document says.
         for margin in (0, 2, 8, 32, 128):
             if excess + margin >= len(content_ids):
                 break
             messages[target]["content"] = tokenizer.decode(
                 cut_middle(content_ids, excess + margin), skip_special_tokens=False)
-            prompt = _render_prompt_ids(tokenizer, messages)
+            prompt = chat.prompt(messages, record)[1]
             if len(prompt) <= budget:
                 break
         if len(prompt) > budget:
@@ -138,18 +252,21 @@ def tokenize_pair(pair: PairExample, tokenizer: Any, max_length: int, record: st
                               f"{max(len(chosen), len(rejected))} tokens and the prompt's "
                               f"non-document part {len(prompt) - len(content_ids)}; raise "
                               "--max-length or set --max-answer-length")
-    return TokenizedPair(prompt, chosen, rejected, record, original - len(prompt)), answers_cut
+    tp = TokenizedPair(prompt, chosen, rejected, record, original - len(prompt),
+                       answer_end=end_c if end_c == end_r else f"{end_c}/{end_r}")
+    return tp, answers_cut
 
 
 def build_dataset(path: str | Path, tokenizer: Any, max_length: int, fmt: str = "auto",
                   keys: PairKeys | None = None,
                   max_answer_length: int = 0) -> tuple[list[TokenizedPair], DataReport]:
     """Read, validate and tokenise a pair file. Bad rows are reported, never fatal."""
+    chat = ChatTokens(tokenizer)  # a tokenizer without a chat template stops here, once
     examples, report = read_pairs(path, fmt, keys)
     pairs: list[TokenizedPair] = []
     for record, ex in examples:
         try:
-            tp, cut = tokenize_pair(ex, tokenizer, max_length, record, max_answer_length)
+            tp, cut = tokenize_pair(ex, tokenizer, max_length, record, max_answer_length, chat)
         except RecordError as exc:
             report.rejected.append((record, str(exc)))
             continue
@@ -161,6 +278,7 @@ def build_dataset(path: str | Path, tokenizer: Any, max_length: int, fmt: str = 
             report.n_truncated += 1
             report.n_truncated_tokens += tp.truncated_tokens
         report.n_answers_cut += int(cut)
+        report.answer_end[tp.answer_end] = report.answer_end.get(tp.answer_end, 0) + 1
         pairs.append(tp)
     report.n_pairs = len(pairs)
     return pairs, report
