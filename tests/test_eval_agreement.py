@@ -1,0 +1,274 @@
+"""``eval agreement``: the accuracy arithmetic against a judge whose verdicts we set, the tie
+rule, the interval, the no-call ablation, the baselines, resuming, bad rows, and the CLI on
+the shipped LongEval example."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from eval_judge import EvalJudge
+
+from longreward import ScoreOptions
+from longreward.eval import AgreementOptions, evaluate_agreement, read_agreement_data
+from longreward.eval._stats import Bootstrap, accuracy, credit, verdict_from_scores
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "longeval_pubmed" / \
+    "faithfulness_human.jsonl"
+
+
+def _doc(k: int) -> str:
+    return " ".join(f"Section {k}.{i} of the survey reports figures on rainfall, harvests "
+                    f"and prices in district {i}." for i in range(12))
+
+
+# (H, L, facts, P, O) of answer a and answer b, and the human label. Reward = mean(H, L, F),
+# F = 10 * mean(support) with true=1, half=0.5, other=0.
+PAIRS = [
+    ("p1", (8, 8, ["true", "true"], 9, 9), (4, 4, ["wrong"], 1, 2), "a"),
+    ("p2", (6, 6, ["true"], None, 3), (7, 7, ["wrong"], None, None), "a"),
+    ("p3", (5, 5, ["true"], 3, 1), (5, 5, ["true"], 7, 8), "b"),
+    ("p4", (9, 3, ["half"], 1, 8), (3, 9, ["true"], 5, 2), "a"),
+    ("p5", (2, 2, ["wrong"], 5, 9), (6, 6, ["true", "half"], 5, 1), "b"),
+    ("p6", (5, 5, ["true"], 5, 5), (5, 5, ["true"], 5, 5), "tie"),
+]
+
+
+def _answer(side: str, pid: str, spec: tuple) -> str:
+    h, lo, facts, p, o = spec
+    marks = f"H={h} L={lo}" + (f" P={p}" if p is not None else "") + \
+        (f" O={o}" if o is not None else "")
+    sentences = " ".join(f"Fact {side}{i} of {pid} is {f}." for i, f in enumerate(facts))
+    return f"Answer {side} to {pid}: {marks}. {sentences}"
+
+
+def write_pairwise(path: Path, extra_rows: list[dict] | None = None) -> list[dict]:
+    rows = [{"id": pid, "context": _doc(k), "query": f"What does part {k} report?",
+             "response_a": _answer("a", pid, a), "response_b": _answer("b", pid, b),
+             "label": label} for k, (pid, a, b, label) in enumerate(PAIRS)]
+    rows += extra_rows or []
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return rows
+
+
+def options(double, dims=("helpfulness", "logicality", "faithfulness")) -> ScoreOptions:
+    return ScoreOptions(judge={"model": "judge-double", "base_urls": [double.base_url],
+                               "max_retries": 0},
+                        dimensions=list(dims))
+
+
+def without_cost(methods: list[dict]) -> list[dict]:
+    return [{k: v for k, v in m.items() if k != "cost"} for m in methods]
+
+
+def by_name(result: dict) -> dict[str, dict]:
+    out = {m["name"]: m for m in result["methods"]}
+    out.update({m["name"]: m for m in result["ablation"]})
+    return out
+
+
+# --------------------------------------------------------------------------- arithmetic
+
+
+def test_verdicts_and_the_tie_rule_by_hand():
+    assert verdict_from_scores(7, 5) == "a" and verdict_from_scores(5, 7) == "b"
+    assert verdict_from_scores(7.0, 7.0000000001) == "tie"
+    assert verdict_from_scores(None, 3) is None
+    assert credit("a", "a", "half") == 1 and credit("b", "a", "half") == 0
+    assert credit("tie", "a", "half") == 0.5 and credit(None, "b", "half") == 0.5
+    assert credit("tie", "a", "wrong") == 0 and credit("tie", "a", "skip") is None
+    boot = Bootstrap(["x", "y", "z", "w"], resamples=200, seed=3)
+    acc = accuracy("m", ["a", "b", "tie", None], ["a", "a", "b", "b"], "half", boot)
+    assert acc.accuracy == pytest.approx((1 + 0 + 0.5 + 0.5) / 4)
+    assert (acc.agree, acc.disagree, acc.ties, acc.abstained, acc.n) == (1, 1, 1, 1, 4)
+    assert accuracy("m", ["a", "b", "tie", None], ["a", "a", "b", "b"], "skip",
+                    boot).accuracy == 0.5
+
+
+def test_bootstrap_interval_is_seeded_and_resamples_prompts():
+    clusters = ["p1", "p1", "p2", "p3", "p3", "p4"]
+    credits = [1.0, 1.0, 0.0, 1.0, 0.0, 1.0]
+    one = Bootstrap(clusters, resamples=500, seed=7).interval(credits)
+    assert one == Bootstrap(clusters, resamples=500, seed=7).interval(credits)
+    assert one != Bootstrap(clusters, resamples=500, seed=8).interval(credits)
+    assert one[0] <= 4 / 6 <= one[1]
+    # every prompt the same: no spread at all
+    assert Bootstrap(clusters, resamples=100, seed=0).interval([1.0] * 6) == (1.0, 1.0)
+    assert Bootstrap(clusters, resamples=0).interval(credits) == (None, None)
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def test_agreement_accuracy_is_exact_with_a_controlled_judge(judge_double, tmp_path):
+    judge = EvalJudge()
+    judge_double.responder = judge
+    data = tmp_path / "pairs.jsonl"
+    rows = write_pairwise(data)
+    out = tmp_path / "agreement.json"
+    agreement = AgreementOptions(baselines=["all"], bootstrap=300, seed=1)
+    result = asyncio.run(evaluate_agreement(data, out, options(judge_double), agreement))
+
+    assert result["pairs"] == 5 and result["human_ties_left_out"] == 1
+    assert result["format"] == "pairwise" and result["tie_rule"] == "half"
+    m = by_name(result)
+    # worked out by hand in PAIRS' comment: reward ✓ ✓ = ✗ ✓
+    assert m["reward"]["accuracy"] == pytest.approx(3.5 / 5)
+    assert (m["reward"]["agree"], m["reward"]["disagree"], m["reward"]["ties"]) == (3, 1, 1)
+    assert m["helpfulness"]["accuracy"] == pytest.approx(3.5 / 5)
+    assert m["logicality"]["accuracy"] == pytest.approx(2.5 / 5)
+    assert m["faithfulness"]["accuracy"] == pytest.approx(3.5 / 5)
+    # leave-one-out, recombined from stored scores
+    assert m["without helpfulness"]["accuracy"] == pytest.approx(3.5 / 5)
+    assert m["without logicality"]["accuracy"] == pytest.approx(4.5 / 5)
+    assert m["without faithfulness"]["accuracy"] == pytest.approx(3 / 5)
+    assert m["without logicality"]["delta"] == pytest.approx(0.2)
+    assert result["ablation_requests"] == 0
+    # baselines: pairwise ✓, self-contradiction (tie), ✓, ✗, tie
+    pw = m["pairwise"]
+    assert pw["accuracy"] == pytest.approx(3 / 5) and (pw["agree"], pw["ties"]) == (2, 2)
+    assert result["baseline_details"]["pairwise"]["p2"]["orders"] == ["a", "b"]
+    # holistic ✓, no verdict (b unparsable), ✓, ✓, ✗
+    ho = m["holistic"]
+    assert ho["accuracy"] == pytest.approx(3.5 / 5) and ho["abstained"] == 1
+    text = {r["id"]: (r["response_a"], r["response_b"]) for r in rows}
+    longer = sum(1 for pid, _, _, label in PAIRS if label != "tie" and
+                 len(text[pid][0 if label == "a" else 1]) > len(text[pid][1 if label == "a" else 0]))
+    assert m["length"]["agree"] == longer
+    assert m["consensus"]["ties"] == 5  # two answers per prompt: consensus cannot choose
+    for name in ("reward", "pairwise"):
+        lo, hi = m[name]["ci"]
+        assert lo <= m[name]["accuracy"] <= hi
+    # the judged baselines' calls: 2 per pair (5 pairs, both orders); holistic once per
+    # answer, the unparsable one asked 5 times in all
+    assert judge.asked["PairwiseReply"] == 10
+    assert judge.asked["HolisticReply"] == 9 + 5
+    assert m["pairwise"]["cost"]["calls"] == 10
+    assert json.loads(out.read_text())["methods"] == result["methods"]
+    assert Path(result["scored"]).exists()
+
+    # rerun: every answer resumed, every baseline call from the store: no request at all
+    before = judge_double.count()
+    again = asyncio.run(evaluate_agreement(data, out, options(judge_double), agreement))
+    assert judge_double.count() == before
+    assert again["stats"]["requests"] == 0
+    assert without_cost(again["methods"]) == without_cost(result["methods"])
+    assert again["ablation"] == result["ablation"]
+    # each method's cost is what it cost, though this run sent nothing
+    for name in ("reward", "faithfulness", "pairwise", "holistic"):
+        assert by_name(again)[name]["cost"]["calls"] == m[name]["cost"]["calls"] > 0
+        assert by_name(again)[name]["cost"]["prompt_tokens"] == m[name]["cost"]["prompt_tokens"]
+    assert by_name(again)["pairwise"]["cost"]["cache_hits"] == 10
+
+
+def test_tie_rules_change_only_the_credit_of_ties(judge_double, tmp_path):
+    judge_double.responder = EvalJudge()
+    data = tmp_path / "pairs.jsonl"
+    write_pairwise(data)
+    opts = options(judge_double, dims=("helpfulness", "logicality", "faithfulness"))
+    got = {}
+    for rule in ("wrong", "skip"):
+        r = asyncio.run(evaluate_agreement(data, tmp_path / f"{rule}.json", opts,
+                                           AgreementOptions(ties=rule, baselines=[]),
+                                           run_dir=tmp_path / "run"))
+        got[rule] = by_name(r)["reward"]
+        assert rule in r["tie_rule_text"] or r["tie_rule"] == rule
+    assert got["wrong"]["accuracy"] == pytest.approx(3 / 5) and got["wrong"]["n"] == 5
+    assert got["skip"]["accuracy"] == pytest.approx(3 / 4) and got["skip"]["n"] == 4
+
+
+def test_pointwise_rows_form_within_prompt_pairs(judge_double, tmp_path):
+    judge_double.responder = EvalJudge()
+    doc = _doc(1)
+    rows = [  # human scores 9, 5, 5 and 2, 8 (higher is better)
+        {"id": "x1", "prompt_id": "X", "human": 9, "response": "Shared words alpha beta gamma delta H=8 L=8."},
+        {"id": "x2", "prompt_id": "X", "human": 5, "response": "Shared words alpha beta gamma H=3 L=3."},
+        {"id": "x3", "prompt_id": "X", "human": 5, "response": "Shared words alpha delta H=2 L=9."},
+        {"id": "y1", "prompt_id": "Y", "human": 2, "response": "Y one H=9 L=9."},
+        {"id": "y2", "prompt_id": "Y", "human": 8, "response": "Y two H=1 L=1."},
+        {"id": "y3", "prompt_id": "Y", "human": "n/a", "response": "Y three H=5 L=5."},
+    ]
+    for r in rows:
+        r.update(context=doc, query="What is reported?")
+    data = tmp_path / "points.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    parsed = read_agreement_data(data, AgreementOptions(label_field="human"))
+    assert parsed.kind == "pointwise" and parsed.below_gap == 1
+    assert {(p.a, p.b, p.label) for p in parsed.pairs} == {
+        ("x1", "x2", "a"), ("x1", "x3", "a"), ("y1", "y2", "b")}
+    assert [e.record for e in parsed.rejected] == ["y3"] and parsed.rejected[0].field == "human"
+    gap = read_agreement_data(data, AgreementOptions(label_field="human", min_gap=4.5))
+    assert {(p.a, p.b) for p in gap.pairs} == {("y1", "y2")} and gap.below_gap == 3
+
+    out = tmp_path / "points.json"
+    result = asyncio.run(evaluate_agreement(
+        data, out, options(judge_double, dims=("helpfulness", "logicality")),
+        AgreementOptions(label_field="human", baselines=["consensus", "length"])))
+    m = by_name(result)
+    # reward = mean(H, L): x1 8 > x2 3 ✓, x1 8 > x3 5.5 ✓, y1 9 > y2 1 but humans chose y2 ✗
+    assert m["reward"]["accuracy"] == pytest.approx(2 / 3)
+    # x1 shares the most words with the others, so consensus picks it; Y has two answers
+    assert (m["consensus"]["agree"], m["consensus"]["ties"]) == (2, 1)
+    assert result["rejected"] == 1 and result["exit_code"] == 1
+    assert (tmp_path / "points.json.rejected.jsonl").exists()
+
+
+def test_bad_pairwise_rows_are_rejected_by_name_and_the_rest_is_evaluated(judge_double,
+                                                                           tmp_path):
+    judge_double.responder = EvalJudge()
+    data = tmp_path / "pairs.jsonl"
+    write_pairwise(data, extra_rows=[
+        {"id": "bad-label", "context": "c", "query": "q", "response_a": "x", "response_b": "y",
+         "label": "maybe"},
+        {"id": "no-b", "context": "c", "query": "q", "response_a": "x", "label": "a"},
+        {"id": "empty-doc", "context": "", "query": "q", "response_a": "x", "response_b": "y",
+         "label": "b"}])
+    result = asyncio.run(evaluate_agreement(
+        data, tmp_path / "r.json", options(judge_double, dims=("helpfulness",)),
+        AgreementOptions(baselines=[])))
+    assert result["pairs"] == 5 and result["rejected"] == 3 and result["exit_code"] == 1
+    listed = [json.loads(x) for x in (tmp_path / "r.json.rejected.jsonl").read_text().splitlines()]
+    assert {(x["record"].split(" ")[0], x["field"]) for x in listed} >= {
+        ("pairs.jsonl:7", "label"), ("pairs.jsonl:8", "response_b")}
+    assert any(x["field"] == "context" for x in listed)
+
+
+def test_unknown_baseline_is_refused():
+    with pytest.raises(ValueError, match="unknown baseline"):
+        AgreementOptions(baselines=["oracle"])
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "longreward", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_cli_on_the_shipped_longeval_example_with_the_dry_run_judge(tmp_path):
+    out = tmp_path / "agreement.json"
+    args = ["eval", "agreement", str(EXAMPLE), "--label-field", "human_faithfulness",
+            "-o", str(out), "--dry-run", "--dimensions", "faithfulness,completeness",
+            "--no-progress", "--baselines", "length,consensus,holistic"]
+    r = _cli(*args, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "DRY RUN" in r.stderr and "agreement with human labels: 19 pairs" in r.stderr
+    assert "ties: half" in r.stderr.lower().replace("\n", " ") or "Ties: half" in r.stderr
+    result = json.loads(out.read_text())
+    assert result["pairs"] == 19 and result["below_min_gap"] == 1  # article_1: 100 vs 100
+    names = [m["name"] for m in result["methods"]]
+    assert names == ["reward", "faithfulness", "completeness", "length", "consensus",
+                     "holistic"]
+    assert [a["removed"] for a in result["ablation"]] == ["faithfulness", "completeness"]
+    scored = [json.loads(x) for x in Path(result["scored"]).read_text().splitlines()]
+    assert len(scored) == 40 and scored[0]["meta"]["model"] in ("bigbird_pegasus", "longt5")
+    r2 = _cli(*args, cwd=tmp_path)
+    assert r2.returncode == 0, r2.stderr
+    again = json.loads(out.read_text())
+    assert again["stats"]["requests"] == 0
+    assert without_cost(again["methods"]) == without_cost(result["methods"])
