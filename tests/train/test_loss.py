@@ -45,9 +45,12 @@ def test_dpo_ce_loss_combines_with_token_mean_nll():
     assert out.loss.item() == pytest.approx(dpo.item() + 0.1 * nll)
     assert chosen_nll(pc, ntok).item() == pytest.approx(nll)
     m = out.metrics()
-    assert m["reward_chosen"] == pytest.approx(0.15 * (0.5 + 0.0) / 2)
-    assert m["reward_rejected"] == pytest.approx(0.15 * (-1.0 + 0.5) / 2)
-    assert m["margin"] == pytest.approx(m["reward_chosen"] - m["reward_rejected"])
-    assert m["accuracy"] == 0.5  # pair 1 has margin 0 - 0.075 < 0
+    # TRL DPOTrainer's names and meanings
+    assert m["rewards/chosen"] == pytest.approx(0.15 * (0.5 + 0.0) / 2)
+    assert m["rewards/rejected"] == pytest.approx(0.15 * (-1.0 + 0.5) / 2)
+    assert m["rewards/margins"] == pytest.approx(m["rewards/chosen"] - m["rewards/rejected"])
+    assert m["rewards/accuracies"] == 0.5  # pair 1 has margin 0 - 0.075 < 0
+    assert m["logps/chosen"] == pytest.approx(-5.0) and m["logps/rejected"] == pytest.approx(-5.0)
+    assert m["dpo_loss"] == pytest.approx(dpo.item()) and m["nll"] == pytest.approx(nll)
     out.loss.backward()
     assert pc.grad is not None and torch.isfinite(pc.grad).all()

@@ -58,11 +58,18 @@ def test_steps_raise_margin_and_checkpoint_resumes(tmp_path, tiny_model_dir, pai
 
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 6
-    for key in ("loss", "dpo_loss", "nll", "reward_chosen", "reward_rejected", "margin",
-                "accuracy", "tokens_per_s", "lr", "peak_mem_gib"):
+    # TRL DPOTrainer's names, plus ours
+    for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
+                "rewards/accuracies", "logps/chosen", "logps/rejected", "learning_rate", "epoch",
+                "grad_norm", "dpo_loss", "nll", "tokens_per_s", "tokens_per_s_trl",
+                "peak_mem_gib"):
         assert key in rows[0]
     assert 0 < rows[0]["peak_mem_gib"] < 1024  # process peak RSS on CPU, in GiB
-    assert rows[-1]["margin"] > rows[0]["margin"]
+    assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"]
+    # 4 pairs, batch 1: an epoch is 4 steps; the epoch is fractional, as TRL logs it
+    assert [r["epoch"] for r in rows] == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
+    # TRL runs the prompt twice per pair: more tokens for the same pairs in the same time
+    assert rows[0]["tokens_per_s_trl"] > rows[0]["tokens_per_s"]
 
     # Resume from step 3 with the same config: the cached reference is reused and the resumed
     # run ends with the same weights as the uninterrupted one.
@@ -87,7 +94,7 @@ def test_lora_trains_adapters_only(tmp_path, tiny_model_dir, pairs_file):
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     # Step 1: adapters start at zero (B = 0), so policy == reference and the loss is log 2 + λ·NLL.
     assert rows[0]["dpo_loss"] == pytest.approx(0.6931, abs=1e-3)
-    assert rows[-1]["margin"] > rows[0]["margin"]
+    assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"]
 
     # The reference is the base model: adapters disabled reproduces it, enabled differs.
     from peft import PeftModel
@@ -106,7 +113,15 @@ def test_lora_trains_adapters_only(tmp_path, tiny_model_dir, pairs_file):
         got = answer_logps(policy, batch, "eager_mask").chosen
     torch.testing.assert_close(got, want)
     with torch.no_grad():
-        assert not torch.allclose(answer_logps(policy, batch, "eager_mask").chosen, want)
+        trained = answer_logps(policy, batch, "eager_mask").chosen
+        assert not torch.allclose(trained, want)
+
+    # lora_merge: checkpoint-N/merged is a plain model directory holding the same policy.
+    assert res.merged == ckpt / "merged" and not (res.merged / "adapter_config.json").exists()
+    merged = AutoModelForCausalLM.from_pretrained(res.merged, attn_implementation=attn)
+    with torch.no_grad():
+        torch.testing.assert_close(answer_logps(merged, batch, "eager_mask").chosen, trained,
+                                   rtol=1e-4, atol=1e-4)
 
 
 def test_cli_trains_and_reports_bad_rows(tmp_path, tiny_model_dir, pairs_file):
@@ -146,4 +161,4 @@ def test_batches_of_two_with_accumulation(tmp_path, tiny_model_dir, pairs_file):
     assert res.steps == 2
     rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert len(rows) == 2 and all(r["packed_tokens"] > 0 for r in rows)
-    assert rows[-1]["margin"] > rows[0]["margin"]
+    assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"]

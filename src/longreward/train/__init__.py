@@ -25,6 +25,8 @@ _LAZY = {
     "ATTENTION_NAME": "attention", "register_shared_prefix_attention": "attention",
     "merged_prefix_attention": "attention",
     "build_dataset": "data", "TokenizedPair": "data", "DataReport": "data",
+    "ChatTokens": "data",
+    "resolve_model": "model_source", "ModelSource": "model_source",
 }
 
 __all__ = ["ATTENTION_BACKENDS", "TrainConfig", "load_train_config", *_LAZY]

@@ -41,17 +41,23 @@ class LossOutput:
     nll: torch.Tensor  # scalar token-mean chosen NLL
     reward_chosen: torch.Tensor  # [B]
     reward_rejected: torch.Tensor  # [B]
+    logps_chosen: torch.Tensor  # [B] summed policy log-probs
+    logps_rejected: torch.Tensor  # [B]
 
     def metrics(self) -> dict[str, float]:
+        """Under TRL's ``DPOTrainer`` names, so its users read them without a legend
+        (``loss`` here is the whole objective, DPO + λ·NLL), plus our two parts."""
         margin = self.reward_chosen - self.reward_rejected
         return {
             "loss": float(self.loss.detach()),
             "dpo_loss": float(self.dpo.detach()),
             "nll": float(self.nll.detach()),
-            "reward_chosen": float(self.reward_chosen.mean()),
-            "reward_rejected": float(self.reward_rejected.mean()),
-            "margin": float(margin.mean()),
-            "accuracy": float((margin > 0).float().mean()),
+            "rewards/chosen": float(self.reward_chosen.mean()),
+            "rewards/rejected": float(self.reward_rejected.mean()),
+            "rewards/margins": float(margin.mean()),
+            "rewards/accuracies": float((margin > 0).float().mean()),
+            "logps/chosen": float(self.logps_chosen.detach().float().mean()),
+            "logps/rejected": float(self.logps_rejected.detach().float().mean()),
         }
 
 
@@ -63,4 +69,5 @@ def dpo_ce_loss(policy_c: torch.Tensor, policy_r: torch.Tensor, ref_c: torch.Ten
     nll = chosen_nll(policy_c, chosen_tokens)
     return LossOutput(loss=dpo + ce_weight * nll, dpo=dpo, nll=nll,
                       reward_chosen=implicit_rewards(policy_c, ref_c, beta),
-                      reward_rejected=implicit_rewards(policy_r, ref_r, beta))
+                      reward_rejected=implicit_rewards(policy_r, ref_r, beta),
+                      logps_chosen=policy_c, logps_rejected=policy_r)

@@ -121,7 +121,14 @@ class PackedBatch:
 
     @property
     def num_tokens(self) -> int:
+        """Tokens in the packed rows: the prompt counted once."""
         return sum(s.length for s in self.segments)
+
+    @property
+    def num_tokens_two_sequences(self) -> int:
+        """Tokens an ordinary DPO trainer (TRL) runs for the same pairs: ``prompt+chosen`` and
+        ``prompt+rejected``, the prompt counted twice."""
+        return sum(2 * s.prompt_len + s.chosen_len + s.rejected_len for s in self.segments)
 
     def spec(self, backend: str) -> SharedPrefixSpec:
         return SharedPrefixSpec(self.segments, int(self.input_ids.shape[1]), backend)

@@ -48,25 +48,31 @@ def weights_signature(model: str, commit: str | None = None) -> dict[str, Any]:
     name and resolved commit.
     """
     path = Path(model).expanduser()
+    if path.is_file():  # a .gguf file
+        return {"local": {path.name: _file_sample(path)}}
     if not path.is_dir():
         return {"hub": model, "commit": commit}
-    files = {}
-    for f in sorted(path.iterdir()):
-        if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES):
-            size = f.stat().st_size
-            h = hashlib.sha256()
-            with open(f, "rb") as fh:
-                h.update(fh.read(_SAMPLE))
-                if size > 2 * _SAMPLE:
-                    fh.seek(size - _SAMPLE)
-                h.update(fh.read(_SAMPLE))
-            files[f.name] = [size, h.hexdigest()]
+    files = {f.name: _file_sample(f) for f in sorted(path.iterdir())
+             if f.is_file() and f.name.endswith(_WEIGHT_SUFFIXES)}
     return {"local": files}
 
 
+def _file_sample(f: Path) -> list[Any]:
+    """Size and a hash of the first and last MiB."""
+    size = f.stat().st_size
+    h = hashlib.sha256()
+    with open(f, "rb") as fh:
+        h.update(fh.read(_SAMPLE))
+        if size > 2 * _SAMPLE:
+            fh.seek(size - _SAMPLE)
+        h.update(fh.read(_SAMPLE))
+    return [size, h.hexdigest()]
+
+
 def reference_cache_key(cfg: TrainConfig, model_config: dict[str, Any], tokenizer: Any,
-                        commit: str | None = None) -> str:
-    """Hash of what determines reference log-probs (not of training hyper-parameters)."""
+                        commit: str | None = None, data: str | None = None) -> str:
+    """Hash of what determines reference log-probs (not of training hyper-parameters).
+    ``data`` is the pair file (default: ``cfg.pairs``; the eval file for the eval set)."""
     tok_sig = {"vocab": _tokenizer_digest(tokenizer),
                "chat_template": getattr(tokenizer, "chat_template", None),
                "eos": tokenizer.eos_token_id}
@@ -74,7 +80,7 @@ def reference_cache_key(cfg: TrainConfig, model_config: dict[str, Any], tokenize
         "weights": weights_signature(cfg.model, commit),
         "model_config": {k: v for k, v in sorted(model_config.items())
                          if not k.startswith("_") and k not in {"transformers_version", "use_cache"}},
-        "data": file_digest(cfg.pairs),
+        "data": file_digest(data or cfg.pairs),
         "format": [cfg.format, cfg.prompt_key, cfg.chosen_key, cfg.rejected_key],
         "max_length": cfg.max_length, "max_answer_length": cfg.max_answer_length,
         "tokenizer": tok_sig, "dtype": _ref_dtype_tag(cfg),
@@ -99,11 +105,12 @@ def _ref_dtype_tag(cfg: TrainConfig) -> str:
 
 
 @contextlib.contextmanager
-def reference_mode(model: torch.nn.Module) -> Iterator[None]:
-    """Eval mode, and adapters disabled when the policy is a PEFT model."""
+def reference_mode(model: torch.nn.Module, adapters: bool = False) -> Iterator[None]:
+    """Eval mode, no grad, and (unless ``adapters``) adapters disabled when the policy is a
+    PEFT model: the reference. With ``adapters=True`` it is the policy, for evaluation."""
     was_training = model.training
     model.eval()
-    disable = getattr(model, "disable_adapter", None)
+    disable = None if adapters else getattr(model, "disable_adapter", None)
     ctx = disable() if callable(disable) else contextlib.nullcontext()
     try:
         with ctx, torch.no_grad():
@@ -115,8 +122,10 @@ def reference_mode(model: torch.nn.Module) -> Iterator[None]:
 def compute_reference_logps(model: torch.nn.Module, pairs: list[TokenizedPair], backend: str,
                             device: torch.device, logits_chunk: int = 1024,
                             accelerator: Any = None,
-                            adapter_model: torch.nn.Module | None = None) -> dict[str, torch.Tensor]:
-    """``{"chosen": [N], "rejected": [N]}`` summed reference log-probs, one pair at a time.
+                            adapter_model: torch.nn.Module | None = None,
+                            adapters: bool = False) -> dict[str, torch.Tensor]:
+    """``{"chosen": [N], "rejected": [N]}`` summed reference log-probs, one pair at a time
+    (with ``adapters=True``: the current policy's, no grad; used for evaluation).
 
     Under several processes each rank does a strided share (padded to equal counts, since
     FSDP/ZeRO-3 forwards are collective) and the shares are summed across ranks.
@@ -128,7 +137,7 @@ def compute_reference_logps(model: torch.nn.Module, pairs: list[TokenizedPair], 
     rejected = torch.zeros(n, dtype=torch.float64, device=device)
     mine = list(range(rank, n, world))
     per_rank = math.ceil(n / world)
-    with reference_mode(adapter_model if adapter_model is not None else model):
+    with reference_mode(adapter_model if adapter_model is not None else model, adapters):
         for j in range(per_rank):
             real = j < len(mine)
             i = mine[j] if real else mine[-1] if mine else 0

@@ -23,17 +23,19 @@ from typing import Any
 
 import torch
 
+from ..errors import LongRewardError
 from ..preference.formats import PairKeys
 from .attention import register_shared_prefix_attention, resolve_backend
 from .config import TrainConfig
 from .data import DataReport, TokenizedPair, build_dataset
 from .logprobs import answer_logps
 from .loss import dpo_ce_loss
+from .model_source import ModelSource, resolve_model
 from .packing import pack_pairs
 from .reference import compute_reference_logps, load_or_compute_reference, reference_cache_key
 
 
-class NothingToTrainError(ValueError):
+class NothingToTrainError(LongRewardError, ValueError):
     """No pair survived reading and tokenisation."""
 
 
@@ -43,7 +45,9 @@ class TrainResult:
     steps: int
     report: DataReport
     last_metrics: dict[str, float] = field(default_factory=dict)
+    eval_metrics: dict[str, float] = field(default_factory=dict)  # the last evaluation
     checkpoints: list[Path] = field(default_factory=list)
+    merged: Path | None = None  # LoRA weights merged into the base model (lora_merge)
 
 
 def _micro_batches(n_pairs: int, batch_size: int, seed: int, epoch: int, rank: int,
@@ -91,13 +95,33 @@ def find_latest_checkpoint(output_dir: Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
+def split_eval(pairs: list[TokenizedPair], fraction: float,
+               seed: int) -> tuple[list[TokenizedPair], list[TokenizedPair]]:
+    """``(train, eval)``: a seeded ``fraction`` of the pairs held out (at least one, and at
+    least one left to train on); records keep their file order within each side."""
+    if fraction <= 0:
+        return pairs, []
+    if len(pairs) < 2:
+        raise NothingToTrainError(f"--eval-fraction needs at least 2 usable pairs, got "
+                                  f"{len(pairs)}; drop --eval-fraction or add pairs")
+    n_eval = min(max(round(fraction * len(pairs)), 1), len(pairs) - 1)
+    order = list(range(len(pairs)))
+    random.Random(seed).shuffle(order)
+    held = set(order[:n_eval])
+    return ([p for i, p in enumerate(pairs) if i not in held],
+            [p for i, p in enumerate(pairs) if i in held])
+
+
 def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     """Run training as configured; returns where things went and what happened to the data."""
+    cfg.require_complete()
+    # Before torch, accelerate and the weights: a --model that cannot be had fails now.
+    source = resolve_model(cfg.model)
+
     from accelerate import Accelerator
     from accelerate.utils import set_seed
-    from transformers import AutoModelForCausalLM, AutoTokenizer, get_scheduler
+    from transformers import get_scheduler
 
-    cfg.validate()
     use_bf16 = torch.cuda.is_available() if cfg.bf16 is None else cfg.bf16
     accelerator = Accelerator(gradient_accumulation_steps=cfg.grad_accum,
                               mixed_precision="bf16" if use_bf16 else "no",
@@ -109,28 +133,35 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     out_dir = Path(cfg.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
 
-    tokenizer = AutoTokenizer.from_pretrained(cfg.model)
-    keys = PairKeys(cfg.prompt_key, cfg.chosen_key, cfg.rejected_key)
-    pairs, report = build_dataset(cfg.pairs, tokenizer, cfg.max_length, cfg.format, keys,
-                                  cfg.max_answer_length)
-    say(f"pairs: {report.n_pairs} of {report.n_rows} rows usable; {len(report.rejected)} rejected; "
-        f"{report.n_truncated} prompts cut in the middle ({report.n_truncated_tokens} tokens)")
-    for _record, reason in report.rejected:
-        say(f"  skipped {reason}")  # the reason names the record and field
+    tokenizer = source.load_tokenizer()
+    pairs, report = load_pairs_for_training(cfg, tokenizer)
+    _say_report(say, cfg.pairs, report)
+    eval_pairs: list[TokenizedPair] = []
+    eval_report: DataReport | None = None
+    if cfg.eval_file:
+        eval_pairs, eval_report = load_pairs_for_training(cfg, tokenizer, cfg.eval_file)
+        _say_report(say, cfg.eval_file, eval_report)
     if is_main:
-        (out_dir / "data_report.json").write_text(json.dumps(report.to_dict(), indent=2))
+        blob = report.to_dict()
+        if eval_report is not None:
+            blob["eval"] = eval_report.to_dict()
+        (out_dir / "data_report.json").write_text(json.dumps(blob, indent=2))
     if not pairs:
         raise NothingToTrainError(f"no usable pairs in {cfg.pairs}; see the skipped records above")
+    if cfg.eval_file and not eval_pairs:
+        raise NothingToTrainError(f"no usable pairs in the eval file {cfg.eval_file}; see the "
+                                  "skipped records above")
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
 
     attn_name = register_shared_prefix_attention()
     dtype = torch.bfloat16 if cfg.model_dtype == "bfloat16" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(cfg.model, dtype=dtype, attn_implementation=attn_name)
+    model = source.load_model(dtype=dtype, attn_implementation=attn_name)
     model.config.use_cache = False
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
-    ref_key = reference_cache_key(cfg, model.config.to_dict(), tokenizer,
-                                  commit=getattr(model.config, "_commit_hash", None))
+    model_config = model.config.to_dict()
+    commit = getattr(model.config, "_commit_hash", None)
+    ref_key = reference_cache_key(cfg, model_config, tokenizer, commit=commit)
     if cfg.lora:
         from peft import LoraConfig, get_peft_model
 
@@ -141,6 +172,12 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
                                                  target_modules=targets, task_type="CAUSAL_LM"))
     backend = resolve_backend(cfg.attention, accelerator.device)
     say(f"attention: {backend}; device: {accelerator.device}; processes: {accelerator.num_processes}")
+
+    all_pairs = pairs
+    if cfg.eval_fraction > 0:
+        pairs, eval_pairs = split_eval(all_pairs, cfg.eval_fraction, cfg.seed)
+        say(f"eval: {len(eval_pairs)} pairs held out ({cfg.eval_fraction:g}), "
+            f"{len(pairs)} to train on")
 
     world, rank = accelerator.num_processes, accelerator.process_index
     micro_per_epoch = math.ceil(math.ceil(len(pairs) / cfg.batch_size) / world)
@@ -156,16 +193,29 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
                               num_training_steps=total_steps)
     model, optimizer = accelerator.prepare(model, optimizer)
     accelerator.register_for_checkpointing(scheduler)
+    unwrapped = accelerator.unwrap_model(model)
+
+    def logps_of(subset: list[TokenizedPair], adapters: bool = False) -> dict[str, torch.Tensor]:
+        return compute_reference_logps(model, subset, backend, accelerator.device,
+                                       cfg.logits_chunk, accelerator, adapter_model=unwrapped,
+                                       adapters=adapters)
 
     # Reference log-probs come from the initial weights, so they are computed before any resume
-    # state is loaded.
+    # state is loaded. With --eval-fraction they cover the whole file (one cache), then split.
     ref_path = Path(cfg.ref_cache) if cfg.ref_cache else out_dir / f"ref_logps-{ref_key}.pt"
-    unwrapped = accelerator.unwrap_model(model)
-    ref = load_or_compute_reference(
-        ref_path, ref_key, pairs,
-        lambda: compute_reference_logps(model, pairs, backend, accelerator.device,
-                                        cfg.logits_chunk, accelerator, adapter_model=unwrapped),
-        is_main=is_main, log=say)
+    ref = load_or_compute_reference(ref_path, ref_key, all_pairs, lambda: logps_of(all_pairs),
+                                    is_main=is_main, log=say)
+    eval_ref: dict[str, torch.Tensor] | None = None
+    if cfg.eval_fraction > 0:
+        row_of = {p.record: i for i, p in enumerate(all_pairs)}
+        eval_ref = _take(ref, [row_of[p.record] for p in eval_pairs])
+        ref = _take(ref, [row_of[p.record] for p in pairs])
+    elif eval_pairs:
+        eval_key = reference_cache_key(cfg, model_config, tokenizer, commit=commit,
+                                       data=cfg.eval_file)
+        eval_ref = load_or_compute_reference(
+            out_dir / f"ref_logps-eval-{eval_key}.pt", eval_key, eval_pairs,
+            lambda: logps_of(eval_pairs), is_main=is_main, log=say)
     accelerator.wait_for_everyone()
 
     step, skip_micro = 0, 0
@@ -183,11 +233,36 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
         accelerator.init_trackers("longreward-train", config=cfg.to_dict())
     metrics_path = out_dir / "metrics.jsonl"
     result = TrainResult(out_dir, step, report)
+
+    def emit(row: dict[str, Any], force: bool = False) -> None:
+        if is_main:
+            with metrics_path.open("a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
+            if force or row["step"] % cfg.log_every == 0 or row["step"] == total_steps:
+                say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                             for k, v in row.items()))
+        if cfg.report_to != "none":
+            accelerator.log(row, step=row["step"])
+
+    def evaluate() -> None:
+        # TRL's names with its ``eval_`` prefix; over the whole eval set at once (the DPO loss
+        # a mean over pairs, the NLL a mean over all chosen tokens), not a mean of batch means.
+        assert eval_ref is not None
+        lp = logps_of(eval_pairs, adapters=True)
+        tokens = torch.tensor([len(p.chosen_ids) for p in eval_pairs])
+        out = dpo_ce_loss(lp["chosen"], lp["rejected"], eval_ref["chosen"],
+                          eval_ref["rejected"], tokens, cfg.beta, cfg.ce_weight)
+        row = {"step": step, "epoch": step / steps_per_epoch,
+               **{f"eval_{k}": v for k, v in out.metrics().items()},
+               "eval_pairs": len(eval_pairs)}
+        result.eval_metrics = row
+        emit(row, force=True)
+
     model.train()
     micro_seen = 0
     epoch = 0
     pending: list[dict[str, float]] = []
-    tokens = 0
+    tokens = tokens_two = 0
     grad_norm: Any = 0.0
     t0 = time.perf_counter()
     if accelerator.device.type == "cuda":
@@ -214,41 +289,63 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
                 optimizer.zero_grad(set_to_none=True)
             pending.append(out.metrics())
             tokens += batch.num_tokens
+            tokens_two += batch.num_tokens_two_sequences
             if not accelerator.sync_gradients:
                 continue
             lr_used = scheduler.get_last_lr()[0]  # the rate this step's update was made with
             scheduler.step()
             step += 1
             elapsed = time.perf_counter() - t0
-            row = {k: sum(m[k] for m in pending) / len(pending) for k in pending[0]}
-            row.update(step=step, epoch=epoch, lr=lr_used,
-                       tokens_per_s=tokens * world / max(elapsed, 1e-9), step_time_s=elapsed,
-                       packed_tokens=tokens)
+            row: dict[str, Any] = {"step": step, "epoch": step / steps_per_epoch}
+            row.update({k: sum(m[k] for m in pending) / len(pending) for k in pending[0]})
+            row["learning_rate"] = lr_used
             if cfg.max_grad_norm > 0 and grad_norm is not None:  # DeepSpeed clips inside its engine
                 row["grad_norm"] = float(grad_norm)
+            # Throughput two ways: tokens we ran (the prompt once per pair) and tokens an
+            # ordinary DPO trainer runs for the same pairs (the prompt twice), per second.
+            row.update(tokens_per_s=tokens * world / max(elapsed, 1e-9),
+                       tokens_per_s_trl=tokens_two * world / max(elapsed, 1e-9),
+                       packed_tokens=tokens, step_time_s=elapsed)
             peak = _peak_memory_gib(accelerator.device)
             if peak is not None:
                 row["peak_mem_gib"] = peak
             result.last_metrics = row
-            if is_main:
-                with metrics_path.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(row) + "\n")
-                if step % max(cfg.log_every, 1) == 0 or step == total_steps:
-                    say(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                 for k, v in row.items()))
-            if cfg.report_to != "none":
-                accelerator.log(row, step=step)
+            emit(row)
+            if eval_pairs and cfg.eval_every and step % cfg.eval_every == 0 and step < total_steps:
+                evaluate()
+                model.train()
             if cfg.save_every > 0 and step % cfg.save_every == 0 and step < total_steps:
                 result.checkpoints.append(save_checkpoint(accelerator, model, tokenizer, cfg, step))
-            pending, tokens = [], 0
+            pending, tokens, tokens_two = [], 0, 0
             t0 = time.perf_counter()
             if accelerator.device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(accelerator.device)
         epoch += 1
     result.steps = step
-    result.checkpoints.append(save_checkpoint(accelerator, model, tokenizer, cfg, step))
+    if eval_pairs:
+        evaluate()
+    last = save_checkpoint(accelerator, model, tokenizer, cfg, step)
+    result.checkpoints.append(last)
+    if cfg.lora and cfg.lora_merge:
+        result.merged = save_merged(accelerator, model, tokenizer, last / "merged")
+        say(f"LoRA merged into the base model: {result.merged}")
     accelerator.end_training()
     return result
+
+
+def _take(ref: dict[str, torch.Tensor], rows: list[int]) -> dict[str, torch.Tensor]:
+    return {k: v[rows] for k, v in ref.items()}
+
+
+def _say_report(say: Callable[[str], None], path: str, report: DataReport) -> None:
+    say(f"{path}: {report.n_pairs} of {report.n_rows} rows usable; {len(report.rejected)} "
+        f"rejected; {report.n_truncated} prompts cut in the middle "
+        f"({report.n_truncated_tokens} tokens)")
+    for _record, reason in report.rejected:
+        say(f"  skipped {reason}")  # the reason names the record and field
+    if report.answer_end.get("eos_appended"):
+        say(f"  note: the chat template marks no end of an assistant turn; the tokenizer's EOS "
+            f"was appended to the answers of {report.answer_end['eos_appended']} pairs")
 
 
 def save_checkpoint(accelerator: Any, model: torch.nn.Module, tokenizer: Any, cfg: TrainConfig,
@@ -270,8 +367,31 @@ def save_checkpoint(accelerator: Any, model: torch.nn.Module, tokenizer: Any, cf
     return path
 
 
-def load_pairs_for_training(cfg: TrainConfig, tokenizer: Any) -> tuple[list[TokenizedPair], DataReport]:
-    """The dataset exactly as :func:`train` builds it (used by the benchmark)."""
+def save_merged(accelerator: Any, model: torch.nn.Module, tokenizer: Any, path: Path) -> Path:
+    """The LoRA policy as a plain model directory: adapters merged into a copy of the base
+    weights (the trained model keeps its adapters)."""
+    import copy
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        peft_model = accelerator.unwrap_model(model)
+        merged = copy.deepcopy(peft_model).merge_and_unload()
+        merged.config.use_cache = True
+        merged.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+        del merged
+    accelerator.wait_for_everyone()
+    return path
+
+
+def load_pairs_for_training(cfg: TrainConfig, tokenizer: Any,
+                            path: str | None = None) -> tuple[list[TokenizedPair], DataReport]:
+    """The dataset exactly as :func:`train` builds it (``path``: another pair file, e.g. the
+    eval file, read with the same options). Also used by the benchmark."""
     keys = PairKeys(cfg.prompt_key, cfg.chosen_key, cfg.rejected_key)
-    return build_dataset(cfg.pairs, tokenizer, cfg.max_length, cfg.format, keys,
+    return build_dataset(path or cfg.pairs, tokenizer, cfg.max_length, cfg.format, keys,
                          cfg.max_answer_length)
+
+
+__all__ = ["ModelSource", "NothingToTrainError", "TrainResult", "load_pairs_for_training",
+           "resolve_model", "save_checkpoint", "save_merged", "split_eval", "train"]
