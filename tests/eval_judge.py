@@ -3,9 +3,9 @@
 Requests are routed by the reply schema's name (``response_format.json_schema.name``), which
 each judge step sets explicitly; the verdict is read from markers the test writes into each
 answer: ``H=`` helpfulness, ``L=`` logicality, ``C=`` completeness coverage, ``O=`` the holistic
-baseline, ``P=`` the pairwise baseline, ``R=`` the reference grade. Faithfulness statements
-are the answer's sentences that start with "Fact"; a statement with "true" in it is fully
-supported, with "half" partially, otherwise not. So the expected accuracy of every method is
+baseline, ``P=`` the pairwise baseline, ``R=`` the reference grade (6 without one).
+Faithfulness statements are the answer's sentences that start with "Fact"; a statement with
+"true" in it is fully supported, with "half" partially, otherwise not. So the expected accuracy of every method is
 known before the run.
 """
 
@@ -76,5 +76,7 @@ class EvalJudge:
                 winner = "A" if pa > pb else "B" if pb > pa else "tie"
             return json.dumps({"analysis": "compared", "winner": winner})
         if name == "ReferenceReply":
-            return json.dumps({"analysis": "against the reference", "score": mark(answer, "R")})
+            grade = mark(answer, "R")  # no marker (a generated answer): 6
+            return json.dumps({"analysis": "against the reference",
+                               "score": 6 if grade is None else grade})
         return None

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from eval_judge import EvalJudge
 
+from eval_judge import EvalJudge
 from longreward import ScoreOptions
 from longreward.eval import AgreementOptions, evaluate_agreement, read_agreement_data
 from longreward.eval._stats import Bootstrap, accuracy, credit, verdict_from_scores
@@ -42,7 +42,8 @@ def _answer(side: str, pid: str, spec: tuple) -> str:
     h, lo, facts, p, o = spec
     marks = f"H={h} L={lo}" + (f" P={p}" if p is not None else "") + \
         (f" O={o}" if o is not None else "")
-    sentences = " ".join(f"Fact {side}{i} of {pid} is {f}." for i, f in enumerate(facts))
+    sentences = " ".join(f"Fact {side}{i} of {pid} is {f}: rainfall and harvests in "
+                         f"district {i + 3}." for i, f in enumerate(facts))
     return f"Answer {side} to {pid}: {marks}. {sentences}"
 
 

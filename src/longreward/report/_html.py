@@ -281,7 +281,10 @@ def _cost_section(files: list[ScoredFile], results: list[tuple[Path, dict[str, A
                       + _table(["method", "calls", "sent", "cache hits", "prompt tokens",
                                 "completion tokens", "cached tokens"], body)
                       + (f'<p class="muted">estimated cost ${cost:.4f}</p>' if cost else ""))
+    from_results = {Path(str(r.get("scored"))).name for _, r in results if r.get("scored")}
     for f in files:
+        if f.path.name in from_results:
+            continue  # its eval result above has the calls the scoring made
         by_dim = ((f.summary or {}).get("stats") or {}).get("by_dimension")
         source = f"the score run's summary ({f.run_dir}/summary.json)"
         if not by_dim:
@@ -397,13 +400,22 @@ def _points(det: dict[str, Any]) -> str:
     return f"<h4>Extracted points</h4><ul>{''.join(items)}</ul>"
 
 
+def _counts(det: dict[str, Any]) -> str:
+    """Faithfulness has no analysis of its own: say what its score is made of."""
+    counts = det.get("counts")
+    if isinstance(counts, dict):
+        return (f"{det.get('n_statements', 0)} statements: " +
+                ", ".join(f"{n} {k}" for k, n in counts.items()))
+    return str(det.get("note") or "")
+
+
 def _answer(f: ScoredFile, row: dict[str, Any]) -> str:
     doc = f.document(row)
     details = row.get("details") or {}
     dims = []
     for d, v in (row.get("scores") or {}).items():
         det = details.get(d) or {}
-        why = (row.get("unscored") or {}).get(d) or det.get("analysis") or ""
+        why = (row.get("unscored") or {}).get(d) or det.get("analysis") or _counts(det)
         extra = ""
         if det.get("errors"):
             extra = "<ul>" + "".join(f"<li>{escape(str(e))}</li>" for e in det["errors"]) + "</ul>"
