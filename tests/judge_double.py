@@ -10,9 +10,16 @@ exercise the same path as production. It is deterministic and offline.
 Run it by hand: ``python tests/judge_double.py --port 8765`` (with longreward installed, or
 ``PYTHONPATH=src``).
 
+The client's structured-output probe (a fixed request) is answered like any other request
+except that it skips ``responder`` and faults, and is logged in ``probes``, not ``requests``.
+
 Knobs (thread-safe to set from the test while the server runs):
 - ``responder``: ``callable(request_json) -> str | list[str] | None`` (None: default reply)
 - ``reject_schema``: 400 for any request with ``response_format`` json_schema
+- ``formats``: the ``response_format`` kinds accepted ("json_schema", "json_object_schema",
+  "json_object"; None: all); another kind gets ``format_refusal`` (status, message). Use
+  ``like_llama_cpp()``: llama.cpp's server refuses json_schema with a 500 naming
+  ``response_format`` and takes ``{"type": "json_object", "schema": ...}``
 - ``faults``: ``Faults(rate, kinds, seed, retry_after)`` injected on completion endpoints
 - ``queue_faults(*kinds)``: the next completion requests fail with these kinds, in order,
   before any random fault (uses ``faults``' retry_after / timeout_s when set)
@@ -45,11 +52,18 @@ import uvicorn
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from longreward.judge import Message
+from longreward.judge import Message, _ladder
 from longreward.judge._schema_instance import schema_instance
 from longreward.judge.providers.dry_run import reply_sentences, texts_from
 
 EMBEDDING_DIM = 64
+#: what llama-cpp-python's server answers to a json_schema ``response_format`` (HTTP 500, a
+#: request-validation error; our wording)
+LLAMA_CPP_REFUSAL = (500, "1 validation error: {'type': 'literal_error', 'loc': ('body', "
+                          "'response_format', 'type'), 'msg': \"Input should be 'text' or "
+                          "'json_object'\", 'input': 'json_schema'}")
+#: the client's structured-output probe, a fixed request (see ``longreward.judge._ladder``)
+PROBE_MESSAGES = [m.model_dump() for m in _ladder.PROBE_MESSAGES]
 FAULT_KINDS = ("429", "500", "timeout", "invalid_json", "empty")
 
 Responder = Callable[[dict[str, Any]], "str | list[str] | None"]
@@ -126,9 +140,12 @@ class JudgeDouble:
         self.model = model
         self._lock = threading.Lock()
         self._requests = RequestLog()
+        self._probes = RequestLog()
         self._seen_prefixes: set[str] = set()
         self.responder: Responder | None = None
         self.reject_schema = False
+        self.formats: set[str] | None = None
+        self.format_refusal: tuple[int, str] = LLAMA_CPP_REFUSAL
         self.faults: Faults | None = None
         self.required_api_key: str | None = None
         self.models: set[str] | None = None
@@ -200,13 +217,22 @@ class JudgeDouble:
     def count(self, path: str | None = None) -> int:
         return self.requests.count(path)
 
+    @property
+    def probes(self) -> RequestLog:
+        """The client's structured-output probes, kept apart from ``requests``."""
+        with self._lock:
+            return RequestLog(self._probes)
+
     def reset(self) -> None:
         """Forget requests and restore every knob to its default."""
         with self._lock:
             self._requests.clear()
+            self._probes.clear()
             self._seen_prefixes.clear()
             self.responder = None
             self.reject_schema = False
+            self.formats = None
+            self.format_refusal = LLAMA_CPP_REFUSAL
             self.faults = None
             self.required_api_key = None
             self.models = None
@@ -217,6 +243,11 @@ class JudgeDouble:
             self._queued.clear()
 
     # ------------------------------------------------------------------ behaviour
+
+    def like_llama_cpp(self) -> None:
+        """Structured output as llama.cpp's server does it (see ``formats``)."""
+        self.formats = {"json_object_schema", "json_object"}
+        self.format_refusal = LLAMA_CPP_REFUSAL
 
     def queue_faults(self, *kinds: str) -> None:
         """Fail the next completion requests with ``kinds`` (e.g. "429", "500"), in order."""
@@ -256,6 +287,11 @@ class JudgeDouble:
         if self.fail_with is not None:
             status, message = self.fail_with
             return _error(status, message)
+        kind = _format_kind(body)
+        if kind is not None and self.formats is not None and kind not in self.formats:
+            status, message = self.format_refusal
+            return _error(status, message, param="response_format",
+                          kind="server_error" if status >= 500 else "invalid_request_error")
         if self.reject_schema and body.get("response_format"):
             return _error(
                 400,
@@ -276,6 +312,8 @@ class JudgeDouble:
     def _replies(self, body: dict[str, Any], chat: bool) -> list[str]:
         n = int(body.get("n") or 1)
         responder = self.responder
+        if body.get("messages") == PROBE_MESSAGES:
+            responder = None  # the client's format probe: any reply will do
         if responder is not None:
             custom = responder(body)
             if custom is not None:
@@ -338,13 +376,16 @@ class JudgeDouble:
             return _error(400, "the request body is not valid JSON")
         path = request.url.path
         with self._lock:
-            self._requests.append({"path": path, "body": body})
+            # The client's format probe is logged apart and never draws a fault, so tests
+            # that count judge requests or queue faults see only the judge's own calls.
+            probe = body.get("messages") == PROBE_MESSAGES
+            (self._probes if probe else self._requests).append({"path": path, "body": body})
         gated = self._gate(request, body)
         if gated is not None:
             return gated
         if self.delay:
             await self._hold(self.delay)
-        fault = self._draw_fault()
+        fault = None if probe else self._draw_fault()
         faults = self.faults
         if fault == "429":
             return _error(
@@ -497,7 +538,19 @@ def _requested_schema(body: dict[str, Any]) -> dict[str, Any] | None:
         spec = fmt.get("json_schema") or {}
         schema = spec.get("schema")
         return schema if isinstance(schema, dict) else {}
+    if isinstance(fmt, dict) and fmt.get("type") == "json_object" and isinstance(
+            fmt.get("schema"), dict):
+        return fmt["schema"]  # llama.cpp style
     return None
+
+
+def _format_kind(body: dict[str, Any]) -> str | None:
+    fmt = body.get("response_format")
+    if not isinstance(fmt, dict) or fmt.get("type") in (None, "text"):
+        return None
+    if fmt.get("type") == "json_object":
+        return "json_object_schema" if "schema" in fmt else "json_object"
+    return str(fmt.get("type"))
 
 
 def main() -> None:

@@ -1,4 +1,7 @@
-"""ModelClient against the judge double, through the real openai SDK."""
+"""ModelClient against the judge double over real HTTP (httpx, the openai wire format).
+
+Most tests fix ``structured_output="json_schema"`` so that the structured-output probe does
+not take a request; the ladder itself is tested in ``test_ladder.py``."""
 
 from __future__ import annotations
 
@@ -16,6 +19,7 @@ from longreward.judge import (
     Asked,
     ContextTooLongError,
     GenerateConfig,
+    JudgeFatalError,
     Message,
     ModelClient,
     OpenAICompatibleAPI,
@@ -64,6 +68,7 @@ def client_for(double: JudgeDouble, **options: Any) -> ModelClient:
     )
     options.setdefault("backoff_base", 0.01)
     options.setdefault("timeout", 5.0)
+    options.setdefault("structured_output", "json_schema")
     return ModelClient(api, **options)
 
 
@@ -199,24 +204,14 @@ def test_retries_exhausted_raise_then_ask_reports(judge_double: JudgeDouble) -> 
     assert judge_double.count("/chat/completions") == 6
 
 
-@pytest.mark.parametrize(
-    ("setup", "status"),
-    [
-        (lambda d: setattr(d, "required_api_key", "another-key"), 401),
-        (lambda d: setattr(d, "models", {"some-other-model"}), 404),
-        (lambda d: setattr(d, "fail_with", (400, "temperature must be at most 2")), 400),
-    ],
-)
-def test_permanent_errors_are_not_retried(
-    judge_double: JudgeDouble, setup: Any, status: int
-) -> None:
-    setup(judge_double)
+def test_permanent_errors_are_not_retried(judge_double: JudgeDouble) -> None:
+    judge_double.fail_with = (400, "temperature must be at most 2")
 
     async def go() -> None:
         async with client_for(judge_double) as client:
             with pytest.raises(PermanentError) as info:
                 await client.generate(messages(), GenerateConfig())
-            assert info.value.status == status
+            assert info.value.status == 400
             assert not isinstance(info.value, ContextTooLongError)
             assert client.stats.total.retries == 0
 
@@ -247,19 +242,23 @@ def test_schema_rejection_switches_to_text_once(
     judge_double.reject_schema = True
 
     async def go() -> None:
-        async with client_for(judge_double) as client:
+        async with client_for(judge_double, structured_output="auto") as client:
             with caplog.at_level(logging.WARNING, logger="longreward.judge"):
-                first = await ask(client, question="one?")
-                second = await ask(client, question="two?")
+                first, second = await asyncio.gather(ask(client, question="one?"),
+                                                     ask(client, question="two?"))
             assert first.ok and second.ok
             assert first.mode == second.mode == "text" == client.reply_mode
-            assert first.attempts == 1  # the rejected request is not an attempt
+            assert first.attempts == 1  # the rejected requests are not attempts
 
     run(go())
+    # one probe climbs down the three JSON rungs, then both asks go out as text
+    probes = [r["body"]["response_format"] for r in judge_double.probes]
+    assert [f["type"] for f in probes] == ["json_schema", "json_object", "json_object"]
+    assert "schema" in probes[1] and "schema" not in probes[2]
     bodies = [r["body"] for r in judge_double.requests]
-    assert [("response_format" in b) for b in bodies] == [True, False, False]
-    assert "Reply in JSON" not in bodies[1]["messages"][0]["content"]  # text-mode prompt
-    assert len([r for r in caplog.records if "rejected JSON-schema" in r.message]) == 1
+    assert len(bodies) == 2 and not any("response_format" in b for b in bodies)
+    assert "Reply in JSON" not in bodies[0]["messages"][0]["content"]  # text-mode prompt
+    assert len([r for r in caplog.records if "takes no JSON reply format" in r.message]) == 1
 
 
 def test_text_mode_forced_never_sends_a_schema(judge_double: JudgeDouble) -> None:
@@ -471,8 +470,9 @@ def test_api_key_is_never_stored_or_shown(judge_double: JudgeDouble, tmp_path: P
         # a server that echoes the key back: the error we keep must not carry it
         judge_double.fail_with = (401, f"Incorrect API key provided: {SECRET}.")
         async with client_for(judge_double) as client:
-            asked = await ask(client)
-            assert asked.value is None and SECRET not in (asked.error or "")
+            with pytest.raises(JudgeFatalError) as info:
+                await ask(client)
+            assert SECRET not in str(info.value) and "API key" in str(info.value)
 
     run(go())
     for path in tmp_path.iterdir():

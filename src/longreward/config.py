@@ -11,7 +11,14 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from .errors import ConfigError
 from .io.records import FieldMap
-from .judge import ModelAPI, ModelClient, Price, canonical_provider, create_apis
+from .judge import (
+    ModelAPI,
+    ModelClient,
+    Price,
+    StructuredOutput,
+    canonical_provider,
+    create_apis,
+)
 from .reward.dimensions import DIMENSIONS as DIMENSION_NAMES
 
 
@@ -55,6 +62,8 @@ class EndpointOptions(BaseModel):
     rpm: float | None = Field(default=None, gt=0)
     tpm: float | None = Field(default=None, gt=0)
     max_retries: int = Field(default=6, ge=0)
+    #: the longest wait a server's ``Retry-After`` can impose before a retry, seconds
+    max_retry_after: float = Field(default=120.0, gt=0)
     extra_headers: dict[str, str] = Field(default_factory=dict)
     extra_body: dict[str, Any] = Field(default_factory=dict)
     #: USD per million tokens, for the cost estimate
@@ -88,6 +97,7 @@ class EndpointOptions(BaseModel):
         """The ``ModelClient`` over ``apis`` with these limits and retries."""
         return ModelClient(apis, cache=cache, max_concurrency=self.max_concurrency, rpm=self.rpm,
                            tpm=self.tpm, max_retries=self.max_retries, timeout=self.timeout,
+                           max_retry_after=self.max_retry_after,
                            prices=self.prices, **extra)
 
 
@@ -98,7 +108,10 @@ class JudgeOptions(EndpointOptions):
     attempts: int = Field(default=5, ge=1)
     #: temperature for re-asks after an unparsable reply (paper's code: 0.95)
     retry_temperature: float = Field(default=0.95, ge=0)
-    structured_output: Literal["auto", "json", "text"] = "auto"
+    #: auto: the best format the endpoint takes (json_schema → json_object with schema →
+    #: json_object → text), found once and kept in the run store; or one of them forced
+    #: ("json" is the old name of "json_schema")
+    structured_output: StructuredOutput = "auto"
 
 
 class RetrievalOptions(BaseModel):

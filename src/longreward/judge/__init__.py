@@ -3,18 +3,11 @@
 Import from here; the underscored modules are private and may move.
 """
 
-from ._client import (
-    Asked,
-    CallCache,
-    ClientStats,
-    ModelClient,
-    Price,
-    ReplyMode,
-    StructuredOutput,
-    TagStats,
-    parse_json_reply,
-)
+from ._accounting import ClientStats, Price, TagStats
+from ._cache import CallCache
+from ._client import Asked, ModelClient, json_schema_of, parse_json_reply
 from ._provider import ModelAPI
+from ._redact import redact
 from ._registry import (
     UnknownProviderError,
     canonical_provider,
@@ -23,16 +16,22 @@ from ._registry import (
     register_provider,
 )
 from ._types import (
+    LADDER,
     ContextTooLongError,
+    EndpointUnreachableError,
     GenerateConfig,
     JsonSchema,
+    JudgeFatalError,
     Message,
     ModelError,
     ModelOutput,
     PermanentError,
+    ReplyMode,
     ReplyParseError,
     RetryableError,
     SchemaUnsupportedError,
+    StructuredMode,
+    StructuredOutput,
     Usage,
 )
 from .providers.dry_run import DRY_RUN_BANNER, DryRunAPI
@@ -41,13 +40,16 @@ from .providers.transformers_local import TransformersAPI
 
 __all__ = [
     "DRY_RUN_BANNER",
+    "LADDER",
     "Asked",
     "CallCache",
     "ClientStats",
     "ContextTooLongError",
     "DryRunAPI",
+    "EndpointUnreachableError",
     "GenerateConfig",
     "JsonSchema",
+    "JudgeFatalError",
     "Message",
     "ModelAPI",
     "ModelClient",
@@ -60,6 +62,7 @@ __all__ = [
     "ReplyParseError",
     "RetryableError",
     "SchemaUnsupportedError",
+    "StructuredMode",
     "StructuredOutput",
     "TagStats",
     "TransformersAPI",
@@ -68,6 +71,8 @@ __all__ = [
     "canonical_provider",
     "create_apis",
     "parse_json_reply",
+    "json_schema_of",
     "provider_names",
+    "redact",
     "register_provider",
 ]

@@ -1,143 +1,81 @@
-"""``ModelClient``: the one path every model call takes.
+"""``ModelClient``: the one path every model call takes, and the judge's ask/parse protocol.
 
-Concurrency (a semaphore per endpoint), rate limits (requests and tokens per minute), retries
-(bounded, exponential backoff with full jitter, ``Retry-After`` honoured, retryable errors
-separated from permanent ones), the call cache and usage accounting live here and nowhere else.
+The client composes the parts that live in their own modules:
+
+- transport (``_transport``): endpoint choice, a concurrency cap per endpoint, timeouts, and
+  endpoint health (a dead endpoint is reported at once);
+- the call cache (``_cache``): keys, lookups, single-flight of equal requests;
+- retries and limits (``_retries``): tenacity's retry loop with full jitter and a capped
+  ``Retry-After``, aiolimiter's request and token limits, and fail-fast (``JudgeFatalError``);
+- accounting (``_accounting``): per-tag counters, usage, cost;
+- the structured-output ladder (``_ladder``).
+
 Providers (``ModelAPI``) only turn one request into one ``ModelOutput`` or one ``ModelError``.
 
-``ModelClient.ask`` adds the judge protocol on top: ask for a JSON-schema reply and validate it
-with pydantic; if the endpoint rejects schemas, switch the whole client to tagged text once and
-parse that instead; re-ask an unparsable reply, first at the caller's temperature (≈0) and then
-at a higher one, as the LongReward reference does (5 tries, T≈0 then 0.95). A judge that still
-fails yields ``Asked(value=None, error=...)`` with every raw reply kept: a result, never an
-exception and never a default score.
+``ModelClient.ask`` is the judge protocol on top: ask for a JSON reply in the best format the
+endpoint takes (json_schema → json_object with schema → json_object → tagged text, found once
+per endpoint) and validate it with pydantic, or parse tagged text; re-ask an unparsable reply,
+first at the caller's temperature (≈0) and then at a higher one, as the LongReward reference
+does (5 tries, T≈0 then 0.95). A judge that still fails yields ``Asked(value=None, error=...)``
+with every raw reply kept: a result, never an exception and never a default score. Only what
+no retry can fix (``JudgeFatalError``) raises.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
+import functools
 import logging
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, Protocol, TypeVar, runtime_checkable
+from typing import Any, Generic, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ValidationError
 
+from ._accounting import ClientStats, Price, TagStats, estimate_tokens
+from ._cache import CachedCalls, CacheKeys, CallCache, canonical
+from ._ladder import (
+    PROBE_AGAIN_S,
+    PROBE_CONFIG,
+    PROBE_MESSAGES,
+    PROBE_SCHEMA,
+    PROBE_TIMEOUT_S,
+    Ladder,
+    find_mode,
+    request,
+)
 from ._provider import ModelAPI
+from ._redact import install_log_filter, redact
+from ._retries import FailFast, RateLimits, RetryPolicy
+from ._transport import Endpoint, Transport
 from ._types import (
     GenerateConfig,
     JsonSchema,
     Message,
     ModelError,
     ModelOutput,
+    PermanentError,
+    ReplyMode,
     ReplyParseError,
     RetryableError,
     SchemaUnsupportedError,
+    StructuredMode,
+    StructuredOutput,
     Usage,
+    reply_mode_of,
 )
 
 logger = logging.getLogger("longreward.judge")
+install_log_filter("longreward", "longreward.judge")
 
-ReplyMode = Literal["json", "text"]
-StructuredOutput = Literal["auto", "json", "text"]
+# Names that lived here before the split, importable from here for one release.
+__all__ = ["Asked", "CallCache", "ClientStats", "ModelClient", "Price", "ReplyMode",
+           "StructuredOutput", "TagStats", "json_schema_of", "parse_json_reply"]
 
 T = TypeVar("T", bound=BaseModel)
 R = TypeVar("R")
-
-
-@runtime_checkable
-class CallCache(Protocol):
-    """Where successful model outputs are kept between runs (``RunStore`` implements it)."""
-
-    def get_call(self, key: str) -> dict[str, Any] | None: ...
-
-    def put_call(self, key: str, value: dict[str, Any]) -> None: ...
-
-
-class Price(BaseModel):
-    """USD per million tokens. ``cached_input_per_mtok`` defaults to the input price."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    input_per_mtok: float = Field(ge=0)
-    output_per_mtok: float = Field(ge=0)
-    cached_input_per_mtok: float | None = Field(default=None, ge=0)
-
-    def cost(self, usage: Usage) -> float:
-        cached = min(usage.cached_tokens, usage.prompt_tokens)
-        cached_rate = (
-            self.input_per_mtok
-            if self.cached_input_per_mtok is None
-            else self.cached_input_per_mtok
-        )
-        return (
-            (usage.prompt_tokens - cached) * self.input_per_mtok
-            + cached * cached_rate
-            + usage.completion_tokens * self.output_per_mtok
-        ) / 1e6
-
-
-@dataclass
-class TagStats:
-    """Counters for one tag (e.g. "faithfulness") or for the whole client."""
-
-    requests: int = 0  # requests sent to an endpoint (each retry is one more)
-    cache_hits: int = 0
-    retries: int = 0
-    failures: int = 0  # generate() calls that ended in an error
-    asks: int = 0
-    unscored: int = 0  # asks that ended with value=None
-    unparsable: int = 0  # replies that could not be parsed (each re-ask counts)
-    usage: Usage = field(default_factory=Usage)
-
-    def as_dict(self) -> dict[str, int]:
-        return {
-            "requests": self.requests,
-            "cache_hits": self.cache_hits,
-            "retries": self.retries,
-            "failures": self.failures,
-            "asks": self.asks,
-            "unscored": self.unscored,
-            "unparsable": self.unparsable,
-            "prompt_tokens": self.usage.prompt_tokens,
-            "completion_tokens": self.usage.completion_tokens,
-            "cached_tokens": self.usage.cached_tokens,
-        }
-
-
-class ClientStats:
-    """Totals and per-tag counters. Only touched from the event loop, so no lock."""
-
-    def __init__(self) -> None:
-        self.total = TagStats()
-        self.by_tag: dict[str, TagStats] = {}
-        self.in_flight = 0
-
-    def tag(self, tag: str) -> TagStats:
-        if tag not in self.by_tag:
-            self.by_tag[tag] = TagStats()
-        return self.by_tag[tag]
-
-    def _bump(self, tag: str, name: str, n: int = 1) -> None:
-        for stats in (self.total, self.tag(tag)):
-            setattr(stats, name, getattr(stats, name) + n)
-
-    def _add_usage(self, tag: str, usage: Usage) -> None:
-        for stats in (self.total, self.tag(tag)):
-            stats.usage = stats.usage + usage
-
-    def snapshot(self, price: Price | None = None) -> dict[str, Any]:
-        """A plain dict for progress bars and logs."""
-        out: dict[str, Any] = self.total.as_dict()
-        out["in_flight"] = self.in_flight
-        out["cost_usd"] = price.cost(self.total.usage) if price else None
-        out["by_tag"] = {name: s.as_dict() for name, s in sorted(self.by_tag.items())}
-        return out
 
 
 @dataclass
@@ -157,45 +95,11 @@ class Asked(Generic[T]):
         return self.value is not None
 
 
-class _RateLimiter:
-    """A token bucket refilled at ``per_minute / 60`` per second, holding at most one second's
-    worth. A request bigger than the bucket may pass once the bucket is full and leaves a debt,
-    so a 30k-token prompt is not blocked forever by a 10k/min limit, and the long-run rate
-    still holds."""
-
-    def __init__(self, per_minute: float) -> None:
-        if per_minute <= 0:
-            raise ValueError(f"a rate limit must be positive, got {per_minute}")
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, self.rate)
-        self.level = self.capacity
-        self.updated = time.monotonic()
-        self._lock = asyncio.Lock()  # first come, first served
-
-    def _refill(self) -> None:
-        now = time.monotonic()
-        self.level = min(self.capacity, self.level + (now - self.updated) * self.rate)
-        self.updated = now
-
-    async def acquire(self, amount: float) -> None:
-        async with self._lock:
-            need = min(amount, self.capacity)
-            while True:
-                self._refill()
-                if self.level >= need:
-                    self.level -= amount
-                    return
-                await asyncio.sleep((need - self.level) / self.rate)
-
-    def adjust(self, extra: float) -> None:
-        """Charge ``extra`` more (or refund if negative) once the true size is known."""
-        self._refill()
-        self.level = min(self.capacity, self.level - extra)
-
-
-def _estimate_tokens(messages: list[Message]) -> int:
-    # ≈4 characters per token: close enough to pace a limiter before the real count is known.
-    return max(1, sum(len(m.content) for m in messages) // 4)
+@functools.lru_cache(maxsize=256)
+def json_schema_of(model: type[BaseModel]) -> JsonSchema:
+    """The reply model's JSON schema, built once per model (pydantic rebuilds it on every
+    call, which cost ~8% of the client's CPU per ask). Shared: do not mutate it."""
+    return model.model_json_schema()
 
 
 _FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
@@ -225,7 +129,9 @@ def _short(text: str, limit: int = 300) -> str:
 class ModelClient:
     """The one path for every model call. See the module docstring.
 
-    A client belongs to one event loop (its semaphores and the SDK's connections do).
+    A client belongs to one event loop (its semaphores and the HTTP connections do).
+    ``fatal_after``: the same permanent error on this many calls in a row stops the run.
+    ``max_retry_after``: the longest ``Retry-After`` honoured, in seconds.
     """
 
     def __init__(
@@ -239,14 +145,17 @@ class ModelClient:
         max_retries: int = 6,
         backoff_base: float = 1.0,
         backoff_max: float = 60.0,
+        max_retry_after: float = 120.0,
         timeout: float = 300.0,
         prices: Price | None = None,
         structured_output: StructuredOutput = "auto",
+        fatal_after: int = 5,
+        probe_timeout: float = PROBE_TIMEOUT_S,
     ) -> None:
         self.apis: list[ModelAPI] = [apis] if isinstance(apis, ModelAPI) else list(apis)
         if not self.apis:
             raise ValueError("ModelClient needs at least one ModelAPI")
-        identities = {_canonical(api.cache_identity()) for api in self.apis}
+        identities = {canonical(api.cache_identity()) for api in self.apis}
         if len(identities) > 1:
             # Endpoints are interchangeable replicas; mixing models would make results depend
             # on which endpoint happened to be least busy.
@@ -254,40 +163,37 @@ class ModelClient:
                 "all endpoints of one ModelClient must serve the same provider and model; "
                 f"got {sorted(identities)}"
             )
-        if structured_output not in ("auto", "json", "text"):
-            raise ValueError(
-                f"structured_output must be auto, json or text, not {structured_output!r}"
-            )
-        if max_retries < 0:
-            raise ValueError("max_retries must be >= 0")
         self.cache = cache
-        self.max_retries = max_retries
-        self.backoff_base = backoff_base
-        self.backoff_max = backoff_max
         self.timeout = timeout
         self.prices = prices
         self.structured_output: StructuredOutput = structured_output
+        self.probe_timeout = probe_timeout
         self.stats = ClientStats()
-        self._identity = self.apis[0].cache_identity()
-        self._semaphores = [
-            asyncio.Semaphore(max_concurrency or api.max_connections()) for api in self.apis
-        ]
-        self._in_flight = [0] * len(self.apis)
-        self._next = 0  # round-robin among equally busy endpoints
-        self._rpm = _RateLimiter(rpm) if rpm else None
-        self._tpm = _RateLimiter(tpm) if tpm else None
-        self._rng = random.Random()
-        self._text_mode = structured_output == "text"
-        self._schema_ok = structured_output == "json"  # a schema request has succeeded
-        self._schema_probe: asyncio.Future[None] | None = None
-        self._pending: dict[str, asyncio.Future[ModelOutput | None]] = {}
+        self._ladder = Ladder(structured_output, self.apis)
+        self._retry = RetryPolicy(self.stats, max_retries=max_retries, backoff_base=backoff_base,
+                                  backoff_max=backoff_max, max_retry_after=max_retry_after)
+        self._limits = RateLimits(rpm, tpm)
+        self._fail_fast = FailFast(fatal_after)
+        self._transport = Transport(self.apis, self.stats, max_concurrency=max_concurrency,
+                                    timeout=timeout)
+        self._keys = CacheKeys(self.apis[0].cache_identity())
+        self._cached = CachedCalls(self.stats)
 
-    # ------------------------------------------------------------------ generate
+    @property
+    def max_retries(self) -> int:
+        return self._retry.max_retries
 
     @property
     def reply_mode(self) -> ReplyMode:
-        """The mode ``ask`` uses now: "text" once forced or once an endpoint rejected schemas."""
-        return "text" if self._text_mode else "json"
+        """The prompt ``ask`` uses now: "text" once forced or once no JSON format is taken."""
+        return reply_mode_of(self._ladder.current())
+
+    @property
+    def structured_mode(self) -> StructuredMode | None:
+        """The structured-output rung in use, or None while it is not known yet."""
+        return self._ladder.mode
+
+    # ------------------------------------------------------------------ generate
 
     def cache_key(
         self,
@@ -295,17 +201,10 @@ class ModelClient:
         config: GenerateConfig,
         json_schema: JsonSchema | None = None,
         attempt: int = 0,
+        structured: StructuredMode | None = None,
     ) -> str:
         """sha256 of (provider+model, messages, config, schema, attempt). No URLs, no keys."""
-        payload = {
-            "model": self._identity,
-            "messages": [m.model_dump() for m in messages],
-            # exclude_none: a new optional GenerateConfig field does not invalidate old caches
-            "config": config.model_dump(exclude_none=True),
-            "json_schema": json_schema,
-            "attempt": attempt,
-        }
-        return hashlib.sha256(_canonical(payload).encode("utf-8")).hexdigest()
+        return self._keys.key(messages, config, json_schema, attempt, structured)
 
     async def generate(
         self,
@@ -315,148 +214,143 @@ class ModelClient:
         *,
         tag: str = "",
         attempt: int = 0,
+        structured: StructuredMode | None = None,
     ) -> ModelOutput:
         """One model call through the cache, the limiters and the retry loop.
 
         ``attempt`` only enters the cache key: a re-ask of an unparsable reply at the same
         settings must reach the model instead of getting the same bad reply from the cache.
-        Raises the last ``ModelError`` when retries run out, a ``PermanentError`` at once.
+        ``structured`` is the ladder rung to send ``json_schema`` in (default json_schema).
+        Raises the last ``ModelError`` when retries run out, a ``PermanentError`` at once, and
+        ``JudgeFatalError`` when no later call can succeed either.
         """
+        if self._fail_fast.error is not None:
+            raise self._fail_fast.error
         if self.cache is None:
-            return await self._with_retries(messages, config, json_schema, tag)
-        key = self.cache_key(messages, config, json_schema, attempt)
-        while True:
-            hit = self.cache.get_call(key)
-            if hit is not None:
-                try:
-                    out = ModelOutput.model_validate(hit)
-                except ValidationError:
-                    logger.debug("ignoring an unreadable cache entry %s", key[:12])
-                else:
-                    self.stats._bump(tag, "cache_hits")
-                    return out.model_copy(update={"cached": True})
-            # The same request already in flight (e.g. one statement in two candidates):
-            # wait for it instead of paying twice. With a cache, equal keys mean equal
-            # outputs anyway, so this changes no result, only the bill.
-            pending = self._pending.get(key)
-            if pending is None:
-                break
-            shared = await asyncio.shield(pending)  # raises the leader's ModelError
-            if shared is not None:
-                self.stats._bump(tag, "cache_hits")
-                return shared.model_copy(update={"cached": True})
-            # the leader was cancelled without a result: look again, or lead
-        future: asyncio.Future[ModelOutput | None] = asyncio.get_running_loop().create_future()
-        self._pending[key] = future
-        try:
-            out = await self._with_retries(messages, config, json_schema, tag)
-        except ModelError as exc:
-            future.set_exception(exc)
-            future.exception()  # retrieved: no "never retrieved" warning when nobody waits
-            raise
-        except BaseException:
-            future.set_result(None)
-            raise
-        finally:
-            self._pending.pop(key, None)
-        self.cache.put_call(key, out.model_dump())
-        future.set_result(out)
-        return out
+            return await self._generate(messages, config, json_schema, tag, structured)
+        key = self._keys.key(messages, config, json_schema, attempt, structured)
+        return await self._cached.get_or_call(
+            self.cache, key, tag,
+            lambda: self._generate(messages, config, json_schema, tag, structured))
 
-    async def _with_retries(
-        self,
-        messages: list[Message],
-        config: GenerateConfig,
-        json_schema: JsonSchema | None,
-        tag: str,
-    ) -> ModelOutput:
-        estimate = _estimate_tokens(messages) + (config.max_tokens or 0) * config.n
-        return await self._retrying(
-            lambda api: api.generate(messages, config, json_schema), estimate, tag)
+    async def _generate(self, messages: list[Message], config: GenerateConfig,
+                        json_schema: JsonSchema | None, tag: str,
+                        structured: StructuredMode | None) -> ModelOutput:
+        estimate = estimate_tokens(messages)
+        mode: StructuredMode | None = structured or ("json_schema" if json_schema else None)
+
+        async def on(ep: Endpoint) -> ModelOutput:
+            out = await request(ep.api, messages, config, json_schema, mode)
+            if mode is not None:
+                self._ladder.accepted(self.cache, ep.api, mode)
+            return out
+
+        out, charged = await self._run(on, estimate, tag)
+        self.stats._add_usage(tag, out.usage)
+        if self._limits.active:
+            used = out.usage.total_tokens or estimate + sum(len(t) for t in out.texts) // 4
+            await self._limits.after(charged, used)
+        return out
 
     async def embed(self, texts: list[str], *, tag: str = "embed") -> list[list[float]]:
         """Embeddings of ``texts`` through the same endpoints, limiters and retries as
         ``generate`` (used by the API-embedding retriever). Not cached: embeddings are
         cheap next to judge calls, and an index is built once per document anyway."""
+        if self._fail_fast.error is not None:
+            raise self._fail_fast.error
         estimate = sum(len(t) for t in texts) // 4 + 1
-        out = await self._retrying(lambda api: api.embed(texts), estimate, tag)
+        out, _ = await self._run(lambda ep: ep.api.embed(texts), estimate, tag)
         # An estimate, kept under its own tag only: the run's token totals and the cost
         # estimate are the judge's (``prices`` are chat prices, not embedding prices).
         tagged = self.stats.tag(tag)
         tagged.usage = tagged.usage + Usage(prompt_tokens=estimate)
         return out
 
-    async def _retrying(self, call: Callable[[ModelAPI], Awaitable[R]], estimate: int,
-                        tag: str) -> R:
-        """The retry loop: retryable errors back off (full jitter, at least Retry-After) up
-        to ``max_retries`` times; permanent errors raise at once."""
-        last_error: ModelError | None = None
-        for retry in range(self.max_retries + 1):
-            try:
-                return await self._send(call, estimate, tag)
-            except RetryableError as exc:
-                last_error = exc
-                if retry == self.max_retries:
-                    break
-                self.stats._bump(tag, "retries")
-                delay = self._backoff(retry, exc.retry_after)
-                logger.debug(
-                    "retrying %s call in %.2fs (%d/%d): %s",
-                    tag or "model",
-                    delay,
-                    retry + 1,
-                    self.max_retries,
-                    _short(str(exc)),
-                )
-                await asyncio.sleep(delay)
-            except SchemaUnsupportedError:
-                raise  # capability negotiation: ``ask`` switches to text, nothing failed
-            except ModelError:
-                self.stats._bump(tag, "failures")
-                raise
-        self.stats._bump(tag, "failures")
-        assert last_error is not None
-        raise last_error
+    async def _run(self, on: Callable[[Endpoint], Awaitable[R]], estimate: int,
+                   tag: str) -> tuple[R, int]:
+        """``on(endpoint)`` through the limiters, the transport and the retry loop; returns
+        its result and the tokens charged to the limiter so far."""
+        charged = 0
 
-    def _backoff(self, retry: int, retry_after: float | None) -> float:
-        # Full jitter spreads a burst of 429s out instead of retrying them in lockstep.
-        delay = self._rng.uniform(0, min(self.backoff_max, self.backoff_base * 2**retry))
-        if retry_after is not None:
-            delay = max(delay, retry_after)  # the server said when; sooner is only refused again
-        return delay
+        async def before() -> None:
+            nonlocal charged
+            charged = await self._limits.before(estimate)
 
-    def _pick_endpoint(self) -> int:
-        n = len(self.apis)
-        order = [(self._next + i) % n for i in range(n)]
-        best = min(order, key=lambda i: self._in_flight[i])
-        self._next = (best + 1) % n
-        return best
-
-    async def _send(self, call: Callable[[ModelAPI], Awaitable[R]], estimate: int,
-                    tag: str) -> R:
-        index = self._pick_endpoint()
-        api = self.apis[index]
-        self._in_flight[index] += 1
-        self.stats.in_flight += 1
+        hook = before if self._limits.active else None
         try:
-            async with self._semaphores[index]:
-                if self._rpm:
-                    await self._rpm.acquire(1)
-                if self._tpm:
-                    await self._tpm.acquire(estimate)
-                self.stats._bump(tag, "requests")
-                try:
-                    out = await asyncio.wait_for(call(api), self.timeout)
-                except asyncio.TimeoutError as exc:
-                    raise RetryableError(f"no reply within {self.timeout:g}s") from exc
-                if isinstance(out, ModelOutput):
-                    if self._tpm and out.usage.total_tokens:  # some servers report no usage
-                        self._tpm.adjust(out.usage.total_tokens - estimate)
-                    self.stats._add_usage(tag, out.usage)
-                return out
-        finally:
-            self._in_flight[index] -= 1
-            self.stats.in_flight -= 1
+            out = await self._retry.run(
+                lambda: self._transport.send(on, tag=tag, before=hook), tag)
+        except SchemaUnsupportedError as exc:
+            # a refused format is the ladder's business (nothing failed) unless it is forced
+            self._fail_fast.check(exc, negotiating=self._ladder.fixed is None)
+            raise
+        except ModelError as exc:
+            self.stats._bump(tag, "failures")
+            self._fail_fast.check(exc)  # raises JudgeFatalError when retrying cannot help
+            raise
+        self._fail_fast.success()
+        return out, charged
+
+    # ------------------------------------------------------------------ structured output
+
+    async def _ensure_mode(self) -> None:
+        """Find the structured-output rung if it is not known: from the run store, else by
+        one probe shared by every ask that waits for it."""
+        ladder = self._ladder
+        if ladder.mode is not None:
+            return
+        ladder.load(self.cache, self.apis)
+        if ladder.mode is not None or not ladder.probes:
+            return
+        if ladder.probe_task is None:
+            if time.monotonic() < ladder.probe_again_at:
+                return  # the last probe got no answer; the asks go on at the top rung
+            task = asyncio.ensure_future(self._probe())
+            task.add_done_callback(self._probe_done)
+            ladder.probe_task = task
+        await asyncio.shield(ladder.probe_task)
+
+    def _probe_done(self, task: asyncio.Future[None]) -> None:
+        self._ladder.probe_task = None
+        if not task.cancelled():
+            task.exception()  # retrieved: the waiters re-raise it themselves
+
+    async def _probe(self) -> None:
+        ladder = self._ladder
+        ep = self._transport.pick()
+        timeout = min(self.timeout, self.probe_timeout)
+
+        async def send(mode: StructuredMode) -> ModelOutput:
+            async def on(e: Endpoint) -> ModelOutput:
+                return await request(e.api, PROBE_MESSAGES, PROBE_CONFIG, PROBE_SCHEMA, mode)
+
+            try:
+                out = await self._transport.send(on, tag="probe", timeout=timeout, endpoint=ep)
+            except ModelError as exc:
+                if not isinstance(exc, SchemaUnsupportedError):
+                    self._fail_fast.check(exc)  # a refused key or unknown model: stop now
+                raise
+            self.stats._add_usage("probe", out.usage)
+            return out
+
+        try:
+            mode, refused = await find_mode(send, ladder.rungs)
+        except (RetryableError, PermanentError) as exc:
+            ladder.probe_again_at = time.monotonic() + PROBE_AGAIN_S
+            logger.warning(
+                "could not find which reply format %s takes (%s%s); going on with %s and the "
+                "normal retries", ep.label, "no answer: " if exc.retryable else "",
+                _short(redact(str(exc)), 160), ladder.current())
+            return
+        if ladder.mode is None:
+            ladder.mode = mode
+        ladder.record(self.cache, ep.api, mode)
+        refusals = f" (refused: {', '.join(refused)})" if refused else ""
+        if mode == "text":
+            logger.warning("%s takes no JSON reply format%s; using tagged-text replies",
+                           ep.label, refusals)
+        else:
+            logger.info("%s: structured output %s%s", ep.label, mode, refusals)
 
     # ------------------------------------------------------------------ ask
 
@@ -471,12 +365,17 @@ class ModelClient:
         attempts: int = 5,
         retry_temperature: float = 0.95,
     ) -> Asked[T]:
-        """Ask for a reply of type ``reply_model``; never raises for a judge failure.
+        """Ask for a reply of type ``reply_model``; never raises for a judge failure (only
+        ``JudgeFatalError``, which stops the run).
 
-        ``build_messages(mode)`` builds the prompt for "json" (schema reply) or "text" (tagged
-        reply parsed by ``parse_text``, which raises ``ReplyParseError``).
+        ``build_messages(mode)`` builds the prompt for "json" (a JSON reply, whichever JSON
+        rung carries the request) or "text" (tagged reply parsed by ``parse_text``, which
+        raises ``ReplyParseError``).
         """
         config = config or GenerateConfig()
+        schema = json_schema_of(reply_model)
+        self.stats._bump(tag, "asks")
+        await self._ensure_mode()
         mode: ReplyMode = self.reply_mode
         messages = build_messages(mode)
         raw: list[str] = []
@@ -484,15 +383,13 @@ class ModelClient:
         usage = Usage()
         calls = 0
         attempt = 0
-        json_schema = reply_model.model_json_schema()
-        self.stats._bump(tag, "asks")
 
         def give_up(reason: str) -> Asked[T]:
             self.stats._bump(tag, "unscored")
             return Asked(
                 value=None,
-                error=reason,
-                raw=raw,
+                error=redact(reason),
+                raw=[redact(r) for r in raw],
                 mode=mode,
                 usage=usage,
                 calls=calls,
@@ -500,34 +397,23 @@ class ModelClient:
             )
 
         while attempt < attempts:
-            if mode == "json" and self._text_mode:  # another ask found out meanwhile
-                mode = "text"
+            wire = self._ladder.current()
+            if reply_mode_of(wire) != mode:  # another ask stepped the ladder down meanwhile
+                mode = reply_mode_of(wire)
                 messages = build_messages(mode)
-            schema = json_schema if mode == "json" else None
             settings = (
                 config
                 if attempt == 0
                 else config.model_copy(update={"temperature": retry_temperature})
             )
-            prober = False
-            if schema is not None and self.structured_output == "auto" and not self._schema_ok:
-                # Until one schema request has gone through, let only one ask find out whether
-                # the endpoint takes schemas; the others wait instead of all being rejected.
-                if self._schema_probe is not None:
-                    await asyncio.shield(self._schema_probe)
-                    continue  # the mode may have changed; not an attempt
-                self._schema_probe = asyncio.get_running_loop().create_future()
-                prober = True
             try:
-                out = await self.generate(messages, settings, schema, tag=tag, attempt=attempt)
-                if schema is not None:
-                    self._schema_ok = True
+                out = await self.generate(messages, settings, None if wire == "text" else schema,
+                                          tag=tag, attempt=attempt, structured=wire)
             except SchemaUnsupportedError as exc:
-                if mode == "json" and self.structured_output == "auto":
-                    self._switch_to_text(exc)
-                    continue  # the rejected request produced no reply; not an attempt
+                if self._ladder.refused(wire, exc):
+                    continue  # the refused request produced no reply; not an attempt
                 return give_up(
-                    f"the endpoint rejected the request format ({_short(str(exc))}); "
+                    f"the endpoint refused the request format {wire} ({_short(str(exc))}); "
                     "use structured_output='auto' or 'text'"
                 )
             except ModelError as exc:
@@ -535,11 +421,6 @@ class ModelClient:
                 return give_up(
                     f"model call failed ({kind}, {type(exc).__name__}): {_short(str(exc))}"
                 )
-            finally:
-                if prober:
-                    probe, self._schema_probe = self._schema_probe, None
-                    if probe is not None and not probe.done():
-                        probe.set_result(None)
             calls += 1
             if not out.cached:
                 usage = usage + out.usage
@@ -571,15 +452,6 @@ class ModelClient:
         last = reasons[-1] if reasons else "no attempt was made"
         return give_up(f"no parsable reply after {attempt} attempt(s); last problem: {last}")
 
-    def _switch_to_text(self, exc: SchemaUnsupportedError) -> None:
-        if not self._text_mode:
-            self._text_mode = True
-            logger.warning(
-                "the judge endpoint rejected JSON-schema replies (%s); "
-                "using tagged-text replies for the rest of this run",
-                _short(str(exc), 160),
-            )
-
     # ------------------------------------------------------------------ accounting
 
     def cost_usd(self) -> float | None:
@@ -587,6 +459,8 @@ class ModelClient:
         return self.prices.cost(self.stats.total.usage) if self.prices else None
 
     def snapshot(self) -> dict[str, Any]:
+        """Counters, cost and endpoint notices, for progress displays (any thread)."""
+        self._transport.check_stalled()
         return self.stats.snapshot(self.prices)
 
     async def aclose(self) -> None:
@@ -598,7 +472,3 @@ class ModelClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-
-def _canonical(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)

@@ -10,12 +10,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
-from ._types import GenerateConfig, JsonSchema, Message, ModelOutput, PermanentError
+from ._types import GenerateConfig, JsonSchema, Message, ModelOutput, PermanentError, StructuredMode
 
 
 class ModelAPI(ABC):
     #: registry name, e.g. "openai_compatible"; part of the cache key
     provider: str = ""
+    #: the rungs of the structured-output ladder this provider can send, best first. The
+    #: default: ``generate`` either honours ``json_schema`` or raises
+    #: ``SchemaUnsupportedError`` (then the client asks for tagged text). A provider that
+    #: lists the json_object rungs takes ``generate(..., response_format=rung)``, and the
+    #: client probes which rung an endpoint accepts.
+    structured_modes: tuple[StructuredMode, ...] = ("json_schema", "text")
+    #: where the requests go, for servers; part of the per-endpoint records, never of the
+    #: cache key
+    base_url: str | None = None
 
     def __init__(self, model: str) -> None:
         self.model = model
@@ -41,6 +50,11 @@ class ModelAPI(ABC):
     def max_connections(self) -> int:
         """Default concurrency cap for this provider (per endpoint)."""
         return 16
+
+    def endpoint_label(self) -> str:
+        """How messages name this endpoint (no secrets)."""
+        return f"{self.base_url} (model {self.model})" if self.base_url else (
+            f"the {self.provider} model {self.model}")
 
     def cache_identity(self) -> dict[str, Any]:
         """What identifies this model in the cache key. Never includes secrets."""

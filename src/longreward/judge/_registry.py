@@ -25,7 +25,7 @@ class UnknownProviderError(LongRewardError, ValueError):
 _PROVIDERS: dict[str, tuple[str, tuple[tuple[str, str], ...]]] = {
     "openai_compatible": (
         "longreward.judge.providers.openai_compatible:create_openai_compatible",
-        (("openai", "openai"),),
+        (),  # httpx, a core dependency
     ),
     "dry_run": ("longreward.judge.providers.dry_run:DryRunAPI", ()),
     "transformers": (

@@ -10,7 +10,29 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import LongRewardError
+
 Role = Literal["system", "user", "assistant"]
+
+#: How a dimension's prompt asks for its reply: a JSON object ("json") or tagged text ("text").
+ReplyMode = Literal["json", "text"]
+
+#: How a request asks the endpoint for structure, best first (the capability ladder):
+#: ``response_format`` json_schema; llama.cpp's ``{"type": "json_object", "schema": ...}``
+#: (grammar-constrained); plain json_object (JSON, shape from the prompt only); no
+#: ``response_format`` and a tagged-text reply.
+StructuredMode = Literal["json_schema", "json_object_schema", "json_object", "text"]
+LADDER: tuple[StructuredMode, ...] = ("json_schema", "json_object_schema", "json_object", "text")
+
+#: The ``structured_output`` option: "auto" climbs down the ladder per endpoint; a mode forces
+#: it; "json" is the 0.1 name of "json_schema".
+StructuredOutput = Literal["auto", "json", "json_schema", "json_object_schema", "json_object",
+                           "text"]
+
+
+def reply_mode_of(mode: StructuredMode) -> ReplyMode:
+    """The prompt a request in ``mode`` needs: every JSON rung uses the JSON reply prompt."""
+    return "text" if mode == "text" else "json"
 
 
 class Message(BaseModel):
@@ -68,10 +90,14 @@ class ModelOutput(BaseModel):
         return self.texts[0] if self.texts else ""
 
 
-class ModelError(Exception):
-    """A model call failed. ``retryable`` says whether trying again can help."""
+class ModelError(LongRewardError):
+    """A model call failed. ``retryable`` says whether trying again can help. One call's
+    failure: the client retries it or reports it as a result; it does not stop a run
+    (``JudgeFatalError`` does)."""
 
     retryable: bool = False
+    #: the endpoint that failed, as shown to users (no secrets), set by the client
+    endpoint: str | None = None
 
     def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None):
         super().__init__(message)
@@ -85,6 +111,11 @@ class RetryableError(ModelError):
     retryable = True
 
 
+class EndpointUnreachableError(RetryableError):
+    """No HTTP answer at all (connection refused, DNS, reset, timeout): an outage, never an
+    answer about what the endpoint supports."""
+
+
 class PermanentError(ModelError):
     """400, 401, 403, 404, ... : the same request will fail again."""
 
@@ -96,10 +127,18 @@ class ContextTooLongError(PermanentError):
 
 
 class SchemaUnsupportedError(PermanentError):
-    """The endpoint rejected ``response_format`` json_schema; the caller switches to text mode."""
+    """The endpoint refused the request's ``response_format`` (recognised from the error body,
+    whatever the status); the client steps down the structured-output ladder."""
 
 
-class ReplyParseError(ValueError):
+class JudgeFatalError(LongRewardError):
+    """Retrying cannot fix this and every further call would fail the same way (the key is
+    refused, the model does not exist, the same permanent error call after call): the run
+    stops with this one message. Deliberately not a ``ModelError``, so code that turns one
+    failed call into an unscored result lets it through."""
+
+
+class ReplyParseError(LongRewardError, ValueError):
     """A judge reply could not be parsed. Raised by text parsers given to ``ModelClient.ask``;
     the client re-asks, and after its last attempt reports the reply as unscored."""
 

@@ -1,23 +1,39 @@
-"""One provider for every OpenAI-compatible endpoint: OpenAI, vLLM, SGLang, Ollama, GLM,
-DeepSeek... chosen by ``base_url``, never by the model's name.
+"""One provider for every OpenAI-compatible endpoint: OpenAI, vLLM, SGLang, Ollama, llama.cpp,
+GLM, DeepSeek... chosen by ``base_url``, never by the model's name.
 
-The SDK's own retries are off (``max_retries=0``): retries live in ``ModelClient`` only. This
-module maps SDK exceptions onto our retryable / permanent errors.
+It speaks the chat-completions wire format over httpx directly rather than through the openai
+SDK: the SDK's parameter processing (type-driven transforms of every request, JSON schema
+included) and response models cost more CPU per call than the whole rest of the judge path,
+and a judge run makes millions of calls. Retries live in ``ModelClient`` only; this module
+maps HTTP outcomes onto our retryable / permanent errors, recognising a structured-output
+refusal from the error body whatever the status.
+
+Connections: httpx's pool scans all its connections (some checks per pair of connections) on
+every request and reply, which grows with the square of the pool size and dominated the
+client's CPU at 64 concurrent requests. The connections are therefore split over several small
+pools ("shards") of at most ``SHARD_SIZE`` connections, and each request goes to the least busy
+one.
 """
 
 from __future__ import annotations
 
 import email.utils
+import functools
+import json
+import math
 import os
 import re
 import time
 from typing import Any
 
-import openai
+import httpx
 
 from .._provider import ModelAPI
+from .._redact import add_secrets, redact
 from .._types import (
+    LADDER,
     ContextTooLongError,
+    EndpointUnreachableError,
     GenerateConfig,
     JsonSchema,
     Message,
@@ -26,11 +42,15 @@ from .._types import (
     PermanentError,
     RetryableError,
     SchemaUnsupportedError,
+    StructuredMode,
     Usage,
 )
 
-#: Local servers (vLLM, SGLang, Ollama) accept any key; the SDK insists on a non-empty one.
+#: Local servers (vLLM, SGLang, Ollama) accept any key; a placeholder keeps proxies happy.
 PLACEHOLDER_KEY = "EMPTY"
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+#: connections per httpx pool (see the module docstring)
+SHARD_SIZE = 8
 
 _CONTEXT_PATTERNS = re.compile(
     r"context[ _-]?length|maximum context|context window|too many tokens|prompt is too long"
@@ -38,9 +58,12 @@ _CONTEXT_PATTERNS = re.compile(
     re.IGNORECASE,
 )
 _SCHEMA_PATTERNS = re.compile(
-    r"response_format|json_schema|structured[ _-]?output|guided_json|guided decoding",
+    r"response_format|json_schema|json_object|structured[ _-]?output|guided_json"
+    r"|guided decoding|grammar",
     re.IGNORECASE,
 )
+#: statuses whose meaning does not depend on the body: never read as a schema refusal
+_NOT_A_REFUSAL = (401, 403, 404, 408, 429)
 
 
 def resolve_api_key(api_key: str | None) -> str:
@@ -55,6 +78,7 @@ def resolve_api_key(api_key: str | None) -> str:
 
 class OpenAICompatibleAPI(ModelAPI):
     provider = "openai_compatible"
+    structured_modes = LADDER
 
     def __init__(
         self,
@@ -68,103 +92,158 @@ class OpenAICompatibleAPI(ModelAPI):
         max_connections: int = 32,
     ) -> None:
         super().__init__(model)
-        self.base_url = base_url
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL
+                         ).rstrip("/")
         self.extra_body = dict(extra_body or {})
+        self.timeout = timeout if timeout is not None else 600.0
         self._max_connections = max_connections
-        # The key lives only inside the SDK client: never on self, never in repr or logs.
-        self._client = openai.AsyncOpenAI(
-            api_key=resolve_api_key(api_key),
-            base_url=base_url,
-            max_retries=0,
-            timeout=timeout if timeout is not None else 600.0,
-            default_headers=extra_headers,
-        )
+        key = resolve_api_key(api_key)
+        headers = {"Authorization": f"Bearer {key}", "Accept": "application/json",
+                   "Content-Type": "application/json"}
+        headers.update(extra_headers or {})
+        # The key and header values live only in the request headers: never on self as
+        # text, never in repr, messages or logs (``redact`` masks them everywhere).
+        self._secret_values = [v for k, v in headers.items()
+                               if k not in ("Accept", "Content-Type") and v != PLACEHOLDER_KEY]
+        self._secret_values.append(key if key != PLACEHOLDER_KEY else "")
+        add_secrets(self._secret_values)
+        shards = max(1, math.ceil(max_connections / SHARD_SIZE))
+        self._shards = [
+            httpx.AsyncClient(
+                base_url=self.base_url, headers=headers, verify=_ssl_context(),
+                timeout=httpx.Timeout(self.timeout, connect=min(self.timeout, 30.0)),
+                limits=httpx.Limits(max_connections=None, max_keepalive_connections=SHARD_SIZE),
+            )
+            for _ in range(shards)
+        ]
+        self._load = [0] * shards
 
     def __repr__(self) -> str:
-        return f"OpenAICompatibleAPI(model={self.model!r}, base_url={self.base_url!r})"
+        return f"OpenAICompatibleAPI(model={self.model!r}, base_url={redact(self.base_url)!r})"
 
     def max_connections(self) -> int:
         return self._max_connections
 
-    def _sampling_kwargs(self, config: GenerateConfig) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"model": self.model, "temperature": config.temperature}
+    # ------------------------------------------------------------------ requests
+
+    def _sampling_body(self, config: GenerateConfig) -> dict[str, Any]:
+        body: dict[str, Any] = {"model": self.model, "temperature": config.temperature}
         if config.max_tokens is not None:
-            kwargs["max_tokens"] = config.max_tokens
+            body["max_tokens"] = config.max_tokens
         if config.top_p is not None:
-            kwargs["top_p"] = config.top_p
+            body["top_p"] = config.top_p
         if config.n != 1:
-            kwargs["n"] = config.n
+            body["n"] = config.n
         if config.seed is not None:
-            kwargs["seed"] = config.seed
+            body["seed"] = config.seed
         if config.stop:
-            kwargs["stop"] = config.stop
+            body["stop"] = config.stop
+        return body
+
+    async def _post(self, path: str, body: dict[str, Any], *, structured: bool = False
+                    ) -> dict[str, Any]:
         if self.extra_body:
-            kwargs["extra_body"] = self.extra_body
-        return kwargs
+            body = {**body, **self.extra_body}
+        i = min(range(len(self._shards)), key=self._load.__getitem__)
+        self._load[i] += 1
+        try:
+            response = await self._shards[i].post(
+                path, content=json.dumps(body, ensure_ascii=False).encode("utf-8"))
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        finally:
+            self._load[i] -= 1
+        return self._read(response, structured=structured)
+
+    def _transport_error(self, exc: httpx.HTTPError) -> ModelError:
+        text = redact(f"{type(exc).__name__}: {exc}", self._secret_values)
+        if isinstance(exc, httpx.TimeoutException | httpx.ConnectError | httpx.ProxyError):
+            return EndpointUnreachableError(f"connection problem: {text}")
+        if isinstance(exc, httpx.TransportError):  # reset, protocol error mid-reply
+            return RetryableError(f"connection problem: {text}")
+        return PermanentError(text)  # a bad URL and the like: the same next time
+
+    def _read(self, response: httpx.Response, *, structured: bool) -> dict[str, Any]:
+        status = response.status_code
+        if status >= 400:
+            raise classify_error(status, response.text, response.headers, structured=structured,
+                                 secrets=self._secret_values)
+        try:
+            data = response.json()
+        except ValueError:
+            raise RetryableError(
+                f"malformed response (HTTP {status}, not JSON): "
+                f"{redact(response.text[:200], self._secret_values)}") from None
+        if not isinstance(data, dict):
+            raise RetryableError(f"malformed response (HTTP {status}): not a JSON object")
+        if data.get("error") and not data.get("choices") and not data.get("data"):
+            # some servers report errors with HTTP 200
+            raise classify_error(500, response.text, response.headers, structured=structured,
+                                 secrets=self._secret_values)
+        return data
 
     async def generate(
         self,
         messages: list[Message],
         config: GenerateConfig,
         json_schema: JsonSchema | None = None,
+        *,
+        response_format: StructuredMode = "json_schema",
     ) -> ModelOutput:
-        kwargs = self._sampling_kwargs(config)
-        kwargs["messages"] = [m.model_dump() for m in messages]
-        if json_schema is not None:
-            kwargs["response_format"] = {
-                "type": "json_schema",
-                # strict=False: strict mode rejects common pydantic schemas (optional fields,
-                # bounds); we validate the reply ourselves anyway.
-                "json_schema": {
-                    "name": _schema_name(json_schema),
-                    "schema": json_schema,
-                    "strict": False,
-                },
-            }
-        try:
-            response = await self._client.chat.completions.create(**kwargs)
-        except openai.OpenAIError as exc:
-            raise map_openai_error(exc, secret=self._client.api_key) from exc
-        choices = sorted(response.choices or [], key=lambda c: c.index)
+        body = self._sampling_body(config)
+        body["messages"] = [{"role": m.role, "content": m.content} for m in messages]
+        fmt = _response_format(json_schema, response_format)
+        if fmt is not None:
+            body["response_format"] = fmt
+        data = await self._post("/chat/completions", body, structured=fmt is not None)
+        choices = _choices(data)
         return ModelOutput(
-            texts=[(c.message.content or "") if c.message else "" for c in choices],
-            usage=_usage(response.usage),
-            model=response.model or self.model,
-            finish_reasons=[c.finish_reason for c in choices],
+            texts=[_content((c.get("message") or {}).get("content")) for c in choices],
+            usage=_usage(data.get("usage")),
+            model=str(data.get("model") or self.model),
+            finish_reasons=[c.get("finish_reason") for c in choices],
         )
 
     async def complete_text(self, prompt: str, config: GenerateConfig) -> ModelOutput:
-        kwargs = self._sampling_kwargs(config)
-        kwargs["prompt"] = prompt
-        try:
-            response = await self._client.completions.create(**kwargs)
-        except openai.OpenAIError as exc:
-            raise map_openai_error(exc, secret=self._client.api_key) from exc
-        choices = sorted(response.choices or [], key=lambda c: c.index)
+        body = self._sampling_body(config)
+        body["prompt"] = prompt
+        data = await self._post("/completions", body)
+        choices = _choices(data)
         return ModelOutput(
-            texts=[c.text or "" for c in choices],
-            usage=_usage(response.usage),
-            model=response.model or self.model,
-            finish_reasons=[c.finish_reason for c in choices],
+            texts=[_content(c.get("text")) for c in choices],
+            usage=_usage(data.get("usage")),
+            model=str(data.get("model") or self.model),
+            finish_reasons=[c.get("finish_reason") for c in choices],
         )
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
-        try:
-            # "float" explicitly: the SDK may ask for base64, which not every
-            # OpenAI-compatible server implements.
-            response = await self._client.embeddings.create(
-                model=self.model, input=texts, encoding_format="float")
-        except openai.OpenAIError as exc:
-            raise map_openai_error(exc, secret=self._client.api_key) from exc
-        data = sorted(response.data, key=lambda d: d.index)
-        if len(data) != len(texts):
+        # "float" explicitly: not every OpenAI-compatible server implements base64.
+        data = await self._post("/embeddings", {"model": self.model, "input": texts,
+                                                "encoding_format": "float"})
+        items = data.get("data")
+        if not isinstance(items, list):
+            raise RetryableError("malformed embeddings response: no 'data' list")
+        items = sorted(items, key=lambda d: d.get("index", 0))
+        if len(items) != len(texts):
             raise PermanentError(
-                f"embedding endpoint returned {len(data)} vectors for {len(texts)} inputs "
+                f"embedding endpoint returned {len(items)} vectors for {len(texts)} inputs "
                 f"(model {self.model!r}); check that the model is an embedding model")
-        return [list(d.embedding) for d in data]
+        return [[float(x) for x in d.get("embedding") or []] for d in items]
+
+    async def list_models(self) -> list[dict[str, Any]]:
+        """``GET /models``: the served models as the server describes them."""
+        i = min(range(len(self._shards)), key=self._load.__getitem__)
+        try:
+            response = await self._shards[i].get("/models")
+        except httpx.HTTPError as exc:
+            raise self._transport_error(exc) from None
+        data = self._read(response, structured=False)
+        items = data.get("data")
+        return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
 
     async def aclose(self) -> None:
-        await self._client.close()
+        for shard in self._shards:
+            await shard.aclose()
 
 
 def create_openai_compatible(
@@ -176,21 +255,58 @@ def create_openai_compatible(
     return [OpenAICompatibleAPI(model, base_url=url, **options) for url in urls]
 
 
-def _schema_name(schema: JsonSchema) -> str:
+@functools.lru_cache(maxsize=1)
+def _ssl_context() -> Any:
+    # one for the process: building one (loading the CA bundle) takes ~20 ms, per pool
+    return httpx.create_ssl_context()
+
+
+# ---------------------------------------------------------------------- wire format
+
+@functools.lru_cache(maxsize=256)
+def _schema_name(title: str) -> str:
     # OpenAI requires ^[a-zA-Z0-9_-]{1,64}$ for the name.
-    name = re.sub(r"[^a-zA-Z0-9_-]", "_", str(schema.get("title") or "reply"))
-    return name[:64] or "reply"
+    return re.sub(r"[^a-zA-Z0-9_-]", "_", title)[:64] or "reply"
+
+
+def _response_format(schema: JsonSchema | None, mode: StructuredMode) -> dict[str, Any] | None:
+    if schema is None or mode == "text":
+        return None
+    if mode == "json_schema":
+        # strict=False: strict mode rejects common pydantic schemas (optional fields,
+        # bounds); we validate the reply ourselves anyway.
+        return {"type": "json_schema",
+                "json_schema": {"name": _schema_name(str(schema.get("title") or "reply")),
+                                "schema": schema, "strict": False}}
+    if mode == "json_object_schema":  # llama.cpp: JSON constrained by a grammar from the schema
+        return {"type": "json_object", "schema": schema}
+    return {"type": "json_object"}
+
+
+def _choices(data: dict[str, Any]) -> list[dict[str, Any]]:
+    choices = data.get("choices")
+    if not isinstance(choices, list):
+        raise RetryableError("malformed response: no 'choices' list")
+    return sorted((c for c in choices if isinstance(c, dict)), key=lambda c: c.get("index", 0))
+
+
+def _content(content: Any) -> str:
+    if isinstance(content, list):  # content parts
+        return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return "" if content is None else str(content)
 
 
 def _usage(usage: Any) -> Usage:
-    if usage is None:
+    if not isinstance(usage, dict):
         return Usage()
-    details = getattr(usage, "prompt_tokens_details", None)
-    cached = getattr(details, "cached_tokens", None) if details is not None else None
+    details = usage.get("prompt_tokens_details")
+    cached = details.get("cached_tokens") if isinstance(details, dict) else None
+    # DeepSeek reports its prefix-cache hits under its own name
+    cached = cached or usage.get("prompt_cache_hit_tokens")
     return Usage(
-        prompt_tokens=usage.prompt_tokens or 0,
-        completion_tokens=usage.completion_tokens or 0,
-        cached_tokens=cached or 0,
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        cached_tokens=int(cached or 0),
     )
 
 
@@ -218,47 +334,45 @@ def parse_retry_after(headers: Any) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _error_text(exc: openai.APIStatusError) -> str:
-    # The SDK's message repeats the whole body; the server's own message reads better.
-    body = exc.body
-    if isinstance(body, dict) and body.get("message"):
-        extras = [f"{k}={body[k]}" for k in ("code", "param") if body.get(k)]
-        return str(body["message"]) + (f" ({', '.join(extras)})" if extras else "")
-    return str(exc.message)
+def error_text(body: str) -> str:
+    """The server's own message from an error body (OpenAI's ``{"error": {"message"}}``,
+    FastAPI's ``{"detail": ...}``, a bare string), else the body itself, shortened."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        data = None
+    if isinstance(data, dict):
+        err = data.get("error")
+        if isinstance(err, dict) and err.get("message"):
+            extras = [f"{k}={err[k]}" for k in ("code", "param") if err.get(k)]
+            return str(err["message"]) + (f" ({', '.join(extras)})" if extras else "")
+        if isinstance(err, str) and err:
+            return err
+        for key in ("detail", "message"):
+            if data.get(key):
+                value = data[key]
+                return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    text = " ".join(body.split())
+    return text if len(text) <= 1000 else text[:999] + "…"
 
 
-def map_openai_error(exc: Exception, *, secret: str | None = None) -> ModelError:
-    """Classify an SDK exception: retryable (429, 5xx, timeouts, connection) or permanent.
+def classify_error(status: int, body: str, headers: Any = None, *, structured: bool = False,
+                   secrets: list[str] | None = None) -> ModelError:
+    """An HTTP error as retryable (429, 5xx, 408…) or permanent, with the special cases the
+    client acts on: a prompt too long for the model, and a refused ``response_format``.
 
-    ``secret`` (the API key) is blanked out of the message: servers echo keys in 401 errors,
-    and error messages end up in output rows and logs.
+    A refusal is read from the body whatever the status: llama.cpp's server answers a
+    json_schema request with HTTP 500 and a validation error naming ``response_format``;
+    others use 400 or 422. It only counts when the request carried a ``response_format``.
+    The message is redacted (servers echo keys and headers in error bodies).
     """
-    error = _classify(exc)
-    if secret and secret != PLACEHOLDER_KEY and secret in str(error):
-        redacted = type(error)(
-            str(error).replace(secret, "***"), retry_after=error.retry_after, status=error.status
-        )
-        return redacted
-    return error
-
-
-def _classify(exc: Exception) -> ModelError:
-    if isinstance(exc, openai.APIConnectionError):  # includes APITimeoutError
-        return RetryableError(f"connection problem: {exc}")
-    if isinstance(exc, openai.APIStatusError):
-        status = exc.status_code
-        retry_after = parse_retry_after(exc.response.headers if exc.response is not None else None)
-        text = _error_text(exc)
-        message = f"HTTP {status}: {text}"
-        if status in (408, 409, 425, 429) or status >= 500:
-            return RetryableError(message, retry_after=retry_after, status=status)
-        if status in (400, 413, 422):
-            if _CONTEXT_PATTERNS.search(text):
-                return ContextTooLongError(message, status=status)
-            if _SCHEMA_PATTERNS.search(text):
-                return SchemaUnsupportedError(message, status=status)
-        return PermanentError(message, status=status)
-    if isinstance(exc, openai.APIResponseValidationError):
-        # The server answered 200 with a body the SDK could not read: usually a glitch.
-        return RetryableError(f"malformed response: {exc}")
-    return PermanentError(f"{type(exc).__name__}: {exc}")
+    text = error_text(body)
+    message = redact(f"HTTP {status}: {text}", secrets or ())
+    retry_after = parse_retry_after(headers)
+    if status in (400, 413, 422) and _CONTEXT_PATTERNS.search(text):
+        return ContextTooLongError(message, status=status)
+    if structured and status not in _NOT_A_REFUSAL and _SCHEMA_PATTERNS.search(body):
+        return SchemaUnsupportedError(message, status=status)
+    if status in (408, 409, 425, 429) or status >= 500:
+        return RetryableError(message, retry_after=retry_after, status=status)
+    return PermanentError(message, status=status)

@@ -1,0 +1,112 @@
+"""Usage accounting: prices, per-tag counters and the snapshot progress bars read.
+
+Counters are only touched from the client's event loop, so they need no lock; a progress
+thread that reads a snapshot may see a count one call old, never a torn one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ._types import Message, Usage
+
+
+class Price(BaseModel):
+    """USD per million tokens. ``cached_input_per_mtok`` defaults to the input price."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_per_mtok: float = Field(ge=0)
+    output_per_mtok: float = Field(ge=0)
+    cached_input_per_mtok: float | None = Field(default=None, ge=0)
+
+    def cost(self, usage: Usage) -> float:
+        cached = min(usage.cached_tokens, usage.prompt_tokens)
+        cached_rate = (
+            self.input_per_mtok
+            if self.cached_input_per_mtok is None
+            else self.cached_input_per_mtok
+        )
+        return (
+            (usage.prompt_tokens - cached) * self.input_per_mtok
+            + cached * cached_rate
+            + usage.completion_tokens * self.output_per_mtok
+        ) / 1e6
+
+
+@dataclass
+class TagStats:
+    """Counters for one tag (e.g. "faithfulness") or for the whole client."""
+
+    requests: int = 0  # requests sent to an endpoint (each retry is one more)
+    cache_hits: int = 0
+    retries: int = 0
+    failures: int = 0  # generate() calls that ended in an error
+    asks: int = 0
+    unscored: int = 0  # asks that ended with value=None
+    unparsable: int = 0  # replies that could not be parsed (each re-ask counts)
+    usage: Usage = field(default_factory=Usage)
+
+    def as_dict(self) -> dict[str, int]:
+        return {
+            "requests": self.requests,
+            "cache_hits": self.cache_hits,
+            "retries": self.retries,
+            "failures": self.failures,
+            "asks": self.asks,
+            "unscored": self.unscored,
+            "unparsable": self.unparsable,
+            "prompt_tokens": self.usage.prompt_tokens,
+            "completion_tokens": self.usage.completion_tokens,
+            "cached_tokens": self.usage.cached_tokens,
+        }
+
+
+class ClientStats:
+    """Totals and per-tag counters, plus what the progress display should say about the
+    endpoints (``notices``: an endpoint that is down, a long ``Retry-After`` wait)."""
+
+    def __init__(self) -> None:
+        self.total = TagStats()
+        self.by_tag: dict[str, TagStats] = {}
+        self.in_flight = 0
+        #: short human-readable lines about the endpoints' health, newest last
+        self.notices: dict[str, str] = {}
+
+    def tag(self, tag: str) -> TagStats:
+        stats = self.by_tag.get(tag)
+        if stats is None:
+            stats = self.by_tag[tag] = TagStats()
+        return stats
+
+    def _bump(self, tag: str, name: str, n: int = 1) -> None:
+        for stats in (self.total, self.tag(tag)):
+            setattr(stats, name, getattr(stats, name) + n)
+
+    def _add_usage(self, tag: str, usage: Usage) -> None:
+        for stats in (self.total, self.tag(tag)):
+            stats.usage = stats.usage + usage
+
+    def notice(self, key: str, text: str | None) -> None:
+        """Set (or with ``None`` clear) the notice ``key`` (one per endpoint and kind)."""
+        if text is None:
+            self.notices.pop(key, None)
+        else:
+            self.notices[key] = text
+
+    def snapshot(self, price: Price | None = None) -> dict[str, Any]:
+        """A plain dict for progress bars and logs."""
+        out: dict[str, Any] = self.total.as_dict()
+        out["in_flight"] = self.in_flight
+        out["cost_usd"] = price.cost(self.total.usage) if price else None
+        out["by_tag"] = {name: s.as_dict() for name, s in sorted(self.by_tag.items())}
+        out["notices"] = list(self.notices.values())
+        return out
+
+
+def estimate_tokens(messages: list[Message]) -> int:
+    # ≈4 characters per token: close enough to pace a limiter before the real count is known.
+    return max(1, sum(len(m.content) for m in messages) // 4)
