@@ -211,17 +211,6 @@ def _num(x: Any, fmt: str = "{:.2f}") -> str:
     return "–" if x is None else fmt.format(x)
 
 
-FACT_ROWS: tuple[tuple[str, str, str], ...] = (
-    ("answers", "answers", "{:d}"),
-    ("faithfulness scored", "faithfulness_scored", "{:d}"),
-    ("answers with no statement", "no_statements", "{:d}"),
-    ("statements per answer", "statements_per_answer", "{:.2f}"),
-    ("% fully supported", "fully", "{:.2f}"),
-    ("% partially supported", "partially", "{:.2f}"),
-    ("% not supported", "not", "{:.2f}"),
-    ("FactScore-style % (per answer)", "factscore", "{:.2f}"),
-    ("faithfulness mean", "faithfulness_mean", "{:.2f}"),
-)
 
 
 @eval_app.command("facts")
@@ -232,7 +221,7 @@ def facts_command(
 ) -> None:
     """FactScore-style counts from the faithfulness details of scored answers (no judge call): statements per answer, % fully / partially / not supported, answers with no statement. Two files: their differences."""
     from ..eval._run import write_result
-    from ..eval.facts import compare_facts, facts_of_file
+    from ..eval.facts import FACT_ROWS, compare_facts, facts_of_file
 
     if len(scored) > 2:
         raise typer.BadParameter("give one scored file, or two to compare")

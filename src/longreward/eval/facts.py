@@ -27,10 +27,19 @@ from typing import Any
 from ..io.files import read_rows
 
 NONE_GROUP = "(none)"
-#: the numbers compared between two files, in display order
-METRICS: tuple[str, ...] = ("answers", "faithfulness_scored", "no_statements",
-                            "statements_per_answer", "fully", "partially", "not", "factscore",
-                            "faithfulness_mean")
+#: the numbers shown and compared, in display order: (label, key, format)
+FACT_ROWS: tuple[tuple[str, str, str], ...] = (
+    ("answers", "answers", "{:d}"),
+    ("faithfulness scored", "faithfulness_scored", "{:d}"),
+    ("answers with no statement", "no_statements", "{:d}"),
+    ("statements per answer", "statements_per_answer", "{:.2f}"),
+    ("% fully supported", "fully", "{:.2f}"),
+    ("% partially supported", "partially", "{:.2f}"),
+    ("% not supported", "not", "{:.2f}"),
+    ("FactScore-style % (per answer)", "factscore", "{:.2f}"),
+    ("faithfulness mean", "faithfulness_mean", "{:.2f}"),
+)
+METRICS: tuple[str, ...] = tuple(key for _, key, _ in FACT_ROWS)
 
 
 def group_value(row: dict[str, Any], by: str | None) -> str:

@@ -10,7 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..eval.facts import fact_stats
+from ..eval.facts import FACT_ROWS, fact_stats
 from . import _svg
 from ._load import Inputs, ScoredFile
 
@@ -195,14 +195,6 @@ def _agreement_section(results: list[tuple[Path, dict[str, Any]]]) -> str:
     return "".join(parts)
 
 
-_FACT_ROWS = (("answers", "answers", "{:d}"),
-              ("faithfulness scored", "faithfulness_scored", "{:d}"),
-              ("answers with no statement", "no_statements", "{:d}"),
-              ("statements per answer", "statements_per_answer", "{:.2f}"),
-              ("% fully supported", "fully", "{:.1f}"),
-              ("% partially supported", "partially", "{:.1f}"),
-              ("% not supported", "not", "{:.1f}"),
-              ("FactScore-style % (per answer)", "factscore", "{:.1f}"))
 
 
 def _facts_section(files: list[ScoredFile], results: list[tuple[Path, dict[str, Any]]]) -> str:
@@ -218,7 +210,7 @@ def _facts_section(files: list[ScoredFile], results: list[tuple[Path, dict[str, 
         return ""
     body = ["<tr><td>" + escape(label) + "</td>" + "".join(_td(s.get(key), fmt)
                                                              for _, s in columns) + "</tr>"
-            for label, key, fmt in _FACT_ROWS]
+            for label, key, fmt in FACT_ROWS]
     return ('<section id="facts"><h2>Statements and support (FactScore-style)</h2>'
             '<p class="muted">From the faithfulness details of the scored answers; no judge '
             "calls.</p>" + _table(["", *[c for c, _ in columns]], body, sortable=False)
