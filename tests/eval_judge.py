@@ -25,7 +25,10 @@ def schema_name(body: dict[str, Any]) -> str | None:
 
 
 def block(text: str, tag: str) -> str:
-    m = re.search(rf"<{tag}>\s*(.*?)\s*</{tag}>", text, flags=re.S)
+    """The content of ``<tag>`` (or of a fenced ``<tag_CODE>``, the form candidate texts take
+    when the prompt fences them as data)."""
+    m = re.search(rf"<{tag}(?:_[A-Za-z0-9]+)?>\s*(.*?)\s*</{tag}(?:_[A-Za-z0-9]+)?>", text,
+                  flags=re.S)
     return m.group(1) if m else ""
 
 
