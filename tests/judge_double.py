@@ -28,6 +28,8 @@ Knobs (thread-safe to set from the test while the server runs):
 - ``context_limit``: prompts above this many tokens (≈chars/4) get a context-length 400
 - ``fail_with``: ``(status, message)`` returned for every completion request
 - ``delay``: seconds to hold every completion request
+- ``probe_delay``: seconds to hold the format probe before anything else (a probe that
+  times out on a busy server)
 """
 
 from __future__ import annotations
@@ -152,6 +154,7 @@ class JudgeDouble:
         self.context_limit: int | None = None
         self.fail_with: tuple[int, str] | None = None
         self.delay = 0.0
+        self.probe_delay = 0.0
         self._fault_rng = random.Random(0)
         self._fault_source: Faults | None = None
         self._queued: list[str] = []
@@ -239,6 +242,7 @@ class JudgeDouble:
             self.context_limit = None
             self.fail_with = None
             self.delay = 0.0
+            self.probe_delay = 0.0
             self._fault_source = None
             self._queued.clear()
 
@@ -380,6 +384,8 @@ class JudgeDouble:
             # that count judge requests or queue faults see only the judge's own calls.
             probe = body.get("messages") == PROBE_MESSAGES
             (self._probes if probe else self._requests).append({"path": path, "body": body})
+        if probe and self.probe_delay:
+            await self._hold(self.probe_delay)
         gated = self._gate(request, body)
         if gated is not None:
             return gated

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, Field
 
+from longreward.errors import LongRewardError
 from longreward.judge import (
     Asked,
     ContextTooLongError,
@@ -22,6 +23,7 @@ from longreward.judge import (
     JudgeFatalError,
     Message,
     ModelClient,
+    ModelError,
     OpenAICompatibleAPI,
     PermanentError,
     Price,
@@ -506,3 +508,190 @@ def test_identical_calls_in_flight_are_sent_once(judge_double: JudgeDouble, tmp_
 
     run(go())
     assert judge_double.count() == 2
+
+
+# ---------------------------------------------------------------------- fail fast, health
+
+
+@pytest.mark.parametrize(
+    ("setup", "words"),
+    [
+        (lambda d: setattr(d, "required_api_key", "another-key"), "API key"),
+        (lambda d: setattr(d, "fail_with", (403, "Forbidden for this project")), "API key"),
+        (lambda d: setattr(d, "models", {"some-other-model"}), "--model"),
+    ],
+)
+def test_refused_key_or_unknown_model_stops_the_run_at_once(
+        judge_double: JudgeDouble, setup: Any, words: str) -> None:
+    """Before: every one of the run's requests was sent and failed the same way."""
+    setup(judge_double)
+
+    async def go() -> None:
+        async with client_for(judge_double, structured_output="auto") as client:
+            results = await asyncio.gather(*(ask(client, question=f"q{i}") for i in range(40)),
+                                           return_exceptions=True)
+            assert all(isinstance(r, JudgeFatalError) for r in results)
+            with pytest.raises(JudgeFatalError):  # and every later call, without a request
+                await client.generate(messages(), GenerateConfig())
+
+    run(go())
+    # the probe met the error; nothing else was sent
+    assert judge_double.count() == 0 and len(judge_double.probes) == 1
+    assert issubclass(JudgeFatalError, LongRewardError)
+    assert not issubclass(JudgeFatalError, ModelError)
+
+
+def test_the_same_permanent_error_in_a_row_is_fatal(judge_double: JudgeDouble) -> None:
+    judge_double.fail_with = (400, "max_tokens must be at most 512, got 2048")
+
+    async def go() -> None:
+        async with client_for(judge_double, fatal_after=3) as client:
+            for i in range(2):  # one record's problem, twice: still results
+                asked = await ask(client, question=f"q{i}")
+                assert asked.value is None and "max_tokens" in (asked.error or "")
+            with pytest.raises(JudgeFatalError, match="3 calls in a row") as info:
+                await ask(client, question="q2")
+            assert "max_tokens must be at most" in str(info.value)
+            with pytest.raises(JudgeFatalError):
+                await ask(client, question="q3")
+
+    run(go())
+    assert judge_double.count() == 3
+
+
+def test_different_errors_and_successes_reset_the_streak(judge_double: JudgeDouble) -> None:
+    async def go() -> None:
+        async with client_for(judge_double, fatal_after=2) as client:
+            judge_double.fail_with = (400, "bad thing A")
+            assert not (await ask(client, question="1")).ok
+            judge_double.fail_with = None
+            assert (await ask(client, question="2")).ok
+            judge_double.fail_with = (400, "bad thing A")
+            assert not (await ask(client, question="3")).ok
+            judge_double.context_limit, judge_double.fail_with = 5, None  # a record's problem
+            assert not (await ask(client, question="4")).ok
+            judge_double.context_limit, judge_double.fail_with = None, (400, "bad thing A")
+            assert not (await ask(client, question="5")).ok
+
+    run(go())
+
+
+def test_retry_after_is_capped_and_a_long_wait_is_shown(
+        judge_double: JudgeDouble, caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import longreward.judge._retries as retries
+
+    monkeypatch.setattr(retries, "LONG_WAIT_S", 0.1)  # "long" for a test
+    judge_double.faults = Faults(rate=0.0, retry_after=3600)
+    judge_double.queue_faults("429")
+
+    async def go() -> None:
+        async with client_for(judge_double, max_retry_after=0.3) as client:
+            with caplog.at_level(logging.WARNING, logger="longreward.judge"):
+                out = await client.generate(messages(), GenerateConfig())
+            assert out.text and client.stats.total.retries == 1
+            assert client.snapshot()["notices"] == []  # cleared by the reply
+
+    run(go())
+    shown = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    assert len(shown) == 1 and "Retry-After 3600s" in shown[0]
+    assert "capped at max_retry_after=0.3s" in shown[0]
+
+
+def test_a_dead_endpoint_is_reported_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    api = OpenAICompatibleAPI(MODEL, base_url=f"http://127.0.0.1:{port}/v1")
+
+    async def go() -> None:
+        async with ModelClient(api, max_retries=2, backoff_base=0.01) as client:
+            with caplog.at_level(logging.WARNING, logger="longreward.judge"), \
+                    pytest.raises(RetryableError):
+                await client.generate(messages(), GenerateConfig())
+            notices = client.snapshot()["notices"]
+            assert len(notices) == 1 and "not answering" in notices[0]
+
+    run(go())
+    warned = [r.getMessage() for r in caplog.records if "is not answering" in r.getMessage()]
+    assert len(warned) == 1 and f":{port}/v1" in warned[0]  # once, not once per retry
+
+
+def test_a_silent_endpoint_is_reported_by_the_progress_snapshot(
+        judge_double: JudgeDouble, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    import longreward.judge._transport as transport
+
+    monkeypatch.setattr(transport, "STALL_S", 0.2)
+    judge_double.delay = 0.8
+
+    async def go() -> None:
+        async with client_for(judge_double) as client:
+            task = asyncio.ensure_future(client.generate(messages(), GenerateConfig()))
+            await asyncio.sleep(0.5)
+            with caplog.at_level(logging.WARNING, logger="longreward.judge"):
+                notices = client.snapshot()["notices"]
+            assert len(notices) == 1 and "no reply from" in notices[0]
+            await task
+            assert client.snapshot()["notices"] == []
+
+    run(go())
+    assert any("no reply from" in r.getMessage() for r in caplog.records)
+
+
+# ---------------------------------------------------------------------- secrets
+
+
+def test_header_values_and_bearer_tokens_are_redacted_everywhere(
+        judge_double: JudgeDouble, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Before: a server that echoed request headers in an error put an X-Token value into
+    the output rows and the SQLite file."""
+    token = "tok-PRIVATE-7f3a9c21"
+    bearer = "Bearer eyJhbGciOi.unknownsecretvalue123"
+    judge_double.fail_with = (500, f"upstream said no; headers were x-token={token}, "
+                                   f"authorization: {bearer}")
+    api = OpenAICompatibleAPI(MODEL, base_url=judge_double.base_url,
+                              extra_headers={"X-Token": token})
+
+    async def go() -> None:
+        with RunStore(tmp_path) as store:
+            client = ModelClient(api, cache=store, max_retries=1, backoff_base=0.01,
+                                 structured_output="json_schema")
+            async with client:
+                with caplog.at_level(logging.DEBUG, logger="longreward"):
+                    asked = await ask(client)
+                assert asked.value is None and asked.error
+                store.record("score", "a1", {"unscored": {"helpfulness": asked.error},
+                                             "raw": asked.raw})
+                for text in (asked.error, repr(api)):
+                    assert token not in text and "unknownsecretvalue123" not in text
+                assert "***" in asked.error
+
+    run(go())
+    for path in tmp_path.iterdir():
+        blob = path.read_bytes()
+        assert token.encode() not in blob and b"unknownsecretvalue123" not in blob, path
+    for record in caplog.records:
+        assert token not in record.getMessage()
+        assert "unknownsecretvalue123" not in record.getMessage()
+
+
+@pytest.mark.parametrize("text", [
+    "Authorization: Bearer abcdef123456789",
+    '{"api_key": "sk-live-0123456789abcdefXYZ"}',
+    "token=deadbeefcafe0001&x=1",
+    "see https://user:hunter22@judge.example/v1",
+    "jwt eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.SflKxwRJSMeKKF2QT4fwpM",
+])
+def test_credential_shaped_strings_are_redacted(text: str) -> None:
+    from longreward.judge import redact
+
+    clean = redact(text)
+    assert "***" in clean
+    for secret in ("abcdef123456789", "sk-live-0123456789abcdefXYZ", "deadbeefcafe0001",
+                   "hunter22", "SflKxwRJSMeKKF2QT4fwpM"):
+        assert secret not in clean
+    assert redact("the score is 7 and the answer cites page 12") == (
+        "the score is 7 and the answer cites page 12")

@@ -26,7 +26,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -66,6 +65,7 @@ from ._types import (
     Usage,
     reply_mode_of,
 )
+from ._verdict import parse_json_reply
 
 logger = logging.getLogger("longreward.judge")
 install_log_filter("longreward", "longreward.judge")
@@ -100,25 +100,6 @@ def json_schema_of(model: type[BaseModel]) -> JsonSchema:
     """The reply model's JSON schema, built once per model (pydantic rebuilds it on every
     call, which cost ~8% of the client's CPU per ask). Shared: do not mutate it."""
     return model.model_json_schema()
-
-
-_FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.DOTALL)
-
-
-def parse_json_reply(text: str, model: type[T]) -> T:
-    """Validate a JSON reply, tolerating ```json fences and prose around one JSON object."""
-    candidates = [text.strip()]
-    candidates += [m.group(1).strip() for m in _FENCE.finditer(text)]
-    start, end = text.find("{"), text.rfind("}")
-    if 0 <= start < end:
-        candidates.append(text[start : end + 1])
-    first_error: ValidationError | None = None
-    for candidate in candidates:
-        try:
-            return model.model_validate_json(candidate)
-        except ValidationError as exc:
-            first_error = first_error or exc
-    raise ReplyParseError(f"reply is not a valid {model.__name__}: {_short(str(first_error))}")
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -334,7 +315,8 @@ class ModelClient:
             return out
 
         try:
-            mode, refused = await find_mode(send, ladder.rungs)
+            mode, refused = await find_mode(
+                send, ladder.rungs, lambda m, exc: ladder.refused(m, exc, quiet=True))
         except (RetryableError, PermanentError) as exc:
             ladder.probe_again_at = time.monotonic() + PROBE_AGAIN_S
             logger.warning(
@@ -342,9 +324,7 @@ class ModelClient:
                 "normal retries", ep.label, "no answer: " if exc.retryable else "",
                 _short(redact(str(exc)), 160), ladder.current())
             return
-        if ladder.mode is None:
-            ladder.mode = mode
-        ladder.record(self.cache, ep.api, mode)
+        ladder.accepted(self.cache, ep.api, mode)
         refusals = f" (refused: {', '.join(refused)})" if refused else ""
         if mode == "text":
             logger.warning("%s takes no JSON reply format%s; using tagged-text replies",
@@ -432,7 +412,8 @@ class ModelClient:
             else:
                 try:
                     value = (
-                        parse_json_reply(text, reply_model) if mode == "json" else parse_text(text)
+                        parse_json_reply(text, reply_model, messages) if mode == "json"
+                        else parse_text(text)
                     )
                 except (ReplyParseError, ValidationError) as exc:
                     reason = _short(str(exc))

@@ -69,17 +69,22 @@ def meta_key(api: ModelAPI) -> str:
 
 
 async def find_mode(send: Callable[[StructuredMode], Awaitable[ModelOutput]],
-                    rungs: tuple[StructuredMode, ...]) -> tuple[StructuredMode, list[str]]:
-    """The best rung ``send`` gets through, and the rungs refused on the way. Any error other
-    than a refusal (an outage, a refused key) propagates: it is not an answer."""
+                    rungs: tuple[StructuredMode, ...],
+                    on_refused: Callable[[StructuredMode, Exception], object] | None = None,
+                    ) -> tuple[StructuredMode, list[str]]:
+    """The best rung ``send`` gets through, and the rungs refused on the way (each also
+    reported to ``on_refused`` as it happens: a refusal is an answer even if the probe is cut
+    short later). Any error other than a refusal (an outage, a refused key) propagates."""
     refused: list[str] = []
     for mode in rungs:
         if mode == "text":
             break
         try:
             await send(mode)
-        except SchemaUnsupportedError:
+        except SchemaUnsupportedError as exc:
             refused.append(mode)
+            if on_refused is not None:
+                on_refused(mode, exc)
             continue
         return mode, refused
     return "text", refused
@@ -147,7 +152,6 @@ class Ladder:
         """A request in ``mode`` went through on ``api``."""
         if self.mode is None and self.fixed is None:
             self.mode = mode
-            logger.info("structured output: %s", mode)
         self.record(cache, api, mode)
 
     def record(self, cache: Any, api: ModelAPI, mode: StructuredMode) -> None:
@@ -161,15 +165,17 @@ class Ladder:
         set_meta(key, {"mode": mode, "provider": api.provider, "model": api.model,
                        "found_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
 
-    def refused(self, mode: StructuredMode, exc: Exception) -> bool:
+    def refused(self, mode: StructuredMode, exc: Exception, *, quiet: bool = False) -> bool:
         """A request in ``mode`` was refused. True if the caller should send again in
-        ``current()`` (a lower rung), False if there is nowhere lower to go."""
+        ``current()`` (a lower rung), False if there is nowhere lower to go. The lower rung
+        is a guess until a request in it goes through (``accepted`` records it)."""
         if self.fixed is not None or mode == "text":
             return False
-        if self.current() != mode:
+        if self.rungs.index(self.current()) > self.rungs.index(mode):
             return True  # another ask stepped down meanwhile
         lower = self.rungs[self.rungs.index(mode) + 1]
         self.mode = lower
-        logger.warning("the judge endpoint refused %s replies (%s); trying %s", mode,
-                       short(redact(str(exc)), 160), lower)
+        logger.log(logging.DEBUG if quiet else logging.WARNING,
+                   "the judge endpoint refused %s replies (%s); trying %s", mode,
+                   short(redact(str(exc)), 160), lower)
         return True

@@ -99,7 +99,9 @@ class Transport:
                     out = await _within(limit, call(ep))
                 except asyncio.TimeoutError as exc:
                     error: ModelError = EndpointUnreachableError(f"no reply within {limit:g}s")
-                    self._unreachable(ep, error)
+                    error.endpoint = ep.label
+                    if timeout is None:  # a probe's deliberately short wait says nothing
+                        self._unreachable(ep, error)  # about the endpoint's health
                     raise error from exc
                 except EndpointUnreachableError as exc:
                     self._unreachable(ep, exc)
@@ -123,8 +125,9 @@ class Transport:
                            ep.last_reply - ep.down_since)
             ep.down_since = None
             ep.reported_at = -1e18
+        if self.stats.notices:  # a reply ends "not answering", "no reply for" and "waiting"
             self.stats.notice(f"down:{ep.label}", None)
-        self.stats.notice(f"wait:{ep.label}", None)
+            self.stats.notice(f"wait:{ep.label}", None)
 
     def _unreachable(self, ep: Endpoint, exc: ModelError) -> None:
         exc.endpoint = ep.label
