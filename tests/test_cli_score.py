@@ -191,7 +191,10 @@ def test_rerun_with_other_options_is_refused_and_restart_rescores_from_the_cache
     stats = json.loads((tmp_path / "out.jsonl.run" / "summary.json").read_text())["stats"]
     by_dim = stats["by_dimension"]  # usage summed per dimension, as well as per run
     assert set(by_dim) == {"helpfulness", "logicality", "faithfulness", "completeness"}
-    assert sum(d["prompt_tokens"] for d in by_dim.values()) == stats["prompt_tokens"] > 0
+    # every call but the endpoint's one reply-format probe belongs to a dimension
+    probe = sum(c.get("prompt_tokens", 0) for tag, c in stats["by_tag"].items()
+                if tag.split(".", 1)[0] not in by_dim)
+    assert sum(d["prompt_tokens"] for d in by_dim.values()) == stats["prompt_tokens"] - probe > 0
     # Before: the finished rows (four dimensions) were silently kept as if scored on one.
     r = run_cli("score", str(inp), *judge_args(judge_double, out), "--dimensions", "helpfulness")
     assert r.returncode == 2
