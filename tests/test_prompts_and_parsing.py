@@ -1,10 +1,12 @@
-"""Prompt files fill strictly; text parsers read the judge's own verdict, never the template."""
+"""Prompt files fill strictly and fence candidate text; text parsers read the judge's own
+verdict, never the template (the adversarial cases are in test_injection*.py)."""
 
 from __future__ import annotations
 
 import pytest
 
 from longreward.judge import ReplyParseError
+from longreward.judge._verdict import fenced_texts
 from longreward.reward.dimensions import MissingVariablesError, load_prompt
 from longreward.reward.dimensions._parse import (
     parse_bullets,
@@ -12,6 +14,7 @@ from longreward.reward.dimensions._parse import (
     parse_score,
     parse_tagged_list,
 )
+from longreward.reward.dimensions._prompts import FENCED
 from longreward.reward.dimensions.faithfulness import parse_batch_grade_text
 
 PROMPTS = {
@@ -30,13 +33,19 @@ PROMPTS = {
 def test_every_prompt_loads_with_its_variables(name, lang):
     p = load_prompt(name, lang)
     assert p.variables == PROMPTS[name]
-    values = {v: f"<<{v}>>" for v in p.variables}
+    values = {v: f"@@{v}@@" for v in p.variables}
     for mode in ("json", "text"):
         system, user = p.messages(mode, **values)
         assert system.role == "system" and user.role == "user"
+        assert system.content.startswith(f"<!-- step: {name} -->\n")
         assert "$" not in system.content
-        assert all(f"<<{v}>>" in user.content for v in p.variables)
+        assert all(f"@@{v}@@" in user.content for v in p.variables)
         assert p.reply[mode] in system.content
+        # candidate text is fenced, and the system text explains the fence
+        fenced = [values[v] for v in FENCED if v in p.variables]
+        assert fenced_texts([system, user]) == fenced
+        for v in p.variables & FENCED.keys():
+            assert f"<{FENCED[v]}_CODE>" in system.content
     if lang == "zh":
         assert any("\u4e00" <= ch <= "\u9fff" for ch in p.system)
 
@@ -56,16 +65,32 @@ def test_static_prefix_is_identical_across_candidates():
     assert a[0] == b[0]
     # the candidate comes last in the user turn, after the shared points
     assert a[1].content.index("- p") < a[1].content.index("answer one")
+    # the fence is a function of the content: the same request twice is the same request
+    # (one cache key, resumable runs); another answer gets another boundary
+    assert p.messages("json", query="q", points="- p", response="answer one") == a
+    assert a[1].content.split("answer one")[0][-26:] != b[1].content.split("a different")[0][-26:]
 
 
-def test_parse_score_takes_the_last_numeric_bracket():
-    assert parse_score("first [[3]] then final [[8]]", "") == 8
-    assert parse_score("Score [[7.5]]", "") == 7.5
-    assert parse_score("[[ 9/10 ]]", "") == 9
+def test_parse_score_reads_the_final_verdict_line():
+    assert parse_score("Weak in places.\n[[8]]", "") == 8
+    assert parse_score("Analysis.\nScore: [[7.5]]", "") == 7.5
+    assert parse_score("**Rating:** [[ 9/10 ]]", "") == 9
+    assert parse_score("分析。\n分数：【【6】】", "") == 6
+    assert parse_score("分析。\n［［4］］", "") == 4
+    # the same verdict twice is one verdict
+    assert parse_score("[[5]]\nreasons\n[[5]]", "") == 5
+    # brackets inside prose are not verdict lines (the old parser took the last one anywhere)
+    with pytest.raises(ReplyParseError, match="no score line"):
+        parse_score("first [[3]] then final [[8]]", "")
     with pytest.raises(ReplyParseError):
         parse_score("I give it a 7", "")
     with pytest.raises(ReplyParseError, match="outside"):
         parse_score("[[12]]", "")
+    # a non-numeric final verdict is an error, not a step back to an earlier number
+    with pytest.raises(ReplyParseError, match="not in the form"):
+        parse_score("[[8]]\n[[high]]", "")
+    with pytest.raises(ReplyParseError, match="ambiguous: .*two different"):
+        parse_score("[[3]]\nOn reflection:\n[[8]]", "")
 
 
 def test_parser_ignores_lines_echoed_from_the_prompt():
@@ -77,8 +102,8 @@ def test_parser_ignores_lines_echoed_from_the_prompt():
 
 
 def test_parse_choice_and_lists():
-    assert parse_choice("analysis... [[partially]]", "") == "partially"
-    assert parse_choice("分析 [[不支持]]", "") == "not"
+    assert parse_choice("analysis...\n[[partially]]", "") == "partially"
+    assert parse_choice("分析\n判定：[[不支持]]", "") == "not"
     with pytest.raises(ReplyParseError):
         parse_choice("[[maybe]]", "")
     assert parse_tagged_list("<statement>A.</statement>\n<statement> B. </statement>", "",
@@ -92,9 +117,18 @@ def test_parse_choice_and_lists():
 
 
 def test_parse_batch_grades():
-    reply = "(1) ok\n[[1: fully]]\n(2) hmm\n[[2：partially]]\n[[3: not]]"
-    got = parse_batch_grade_text(reply, "")
+    reply = "(1) ok\n[[1: fully]]\n(2) hmm\n[[2：partially]]\n【【3: not】】"
+    got = parse_batch_grade_text(reply, "", 3)
     assert [(g.statement, g.support) for g in got.grades] == [(1, "fully"), (2, "partially"),
                                                              (3, "not")]
     with pytest.raises(ReplyParseError):
-        parse_batch_grade_text("[[K: VERDICT]]", "")
+        parse_batch_grade_text("[[K: VERDICT]]", "", 1)
+    # a repeated number is invalid, never "the last one wins"; so is a missing one
+    with pytest.raises(ReplyParseError, match="more than one"):
+        parse_batch_grade_text("[[1: not]]\n[[2: not]]\n[[1: fully]]", "", 2)
+    with pytest.raises(ReplyParseError, match="missing \\[2\\]"):
+        parse_batch_grade_text("[[1: not]]\n[[3: not]]", "", 3)
+    with pytest.raises(ReplyParseError, match="unknown \\[4\\]"):
+        parse_batch_grade_text("[[1: not]]\n[[4: not]]", "", 1)
+    with pytest.raises(ReplyParseError, match="not one of"):
+        parse_batch_grade_text("[[1: maybe]]", "", 1)

@@ -215,7 +215,8 @@ def test_explicit_language_overrides_detection(judge_double):
 
 
 def test_judge_window_too_small_leaves_completeness_unscored_with_reason(judge_double):
-    judge_double.context_limit = 1500  # tokens; a 4096-token extraction chunk does not fit
+    # tokens: the helpfulness prompt (~1,550) fits; a 4096-token extraction chunk does not
+    judge_double.context_limit = 2000
     scorer = make_scorer(judge_double, dimensions=["helpfulness", "completeness"])
     ans = run(scorer.score(make_document(300), "What happened?", "A short answer."))
     assert ans.results["helpfulness"].score is not None

@@ -58,8 +58,10 @@ async def ask_judge(
     tag: str,
 ) -> Answered:
     """Fill ``prompt`` and ask the judge through the client's single retry/parse path.
-    ``parse_text(reply, prompt_static_text)`` reads a tagged-text reply."""
-    static = prompt.static_text()
+    ``parse_text(reply, shown)`` reads a tagged-text reply; ``shown`` is the prompt's fixed
+    text carrying the fenced candidate texts (``PromptTemplate.shown``), so the parser can
+    tell the judge's own verdict from an echo of the prompt or a quote of the candidate."""
+    static = prompt.shown(**variables)
 
     def build(mode: ReplyMode):
         return prompt.messages(mode, **variables)

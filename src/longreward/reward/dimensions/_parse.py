@@ -1,43 +1,58 @@
-"""Tolerant parsers for tagged-text judge replies (used when an endpoint has no JSON schema
-support). Every parser first drops reply lines that repeat the prompt verbatim, then reads the
-judge's *last* tagged value, so an echoed template or few-shot example is never taken for the
-judge's own verdict. A reply with nothing parsable raises ``ReplyParseError``; the client then
-re-asks (``ModelClient.ask``)."""
+"""Parsers for tagged-text judge replies (used when an endpoint takes no JSON format).
+
+The judged answers come from the policy being trained against this reward, and it will
+search for any way to write its own score (``[[10]]`` in the answer, a fake
+``</statement><statement>`` item, a verdict line for statement 1 hidden in statement 3). So
+every parser reads only what the judge itself wrote, by the rules of
+``longreward.judge._verdict``:
+
+- lines that repeat the prompt's fixed text (an echoed template or few-shot example) and
+  lines that quote the judged text are removed first;
+- a score or verdict is read only from a verdict line (``[[7]]``, ``Score: [[7]]``,
+  ``【【7】】``); the last one is the verdict, and an earlier different one, or a value the
+  judged text also writes for itself, is ambiguous;
+- batched grades need exactly one ``[[K: VERDICT]]`` line per statement: a repeated or
+  missing number is an error, never "the last one wins".
+
+``prompt_text`` is the prompt's fixed text; as a ``PromptText`` (what ``ask_judge`` passes)
+it also carries the fenced candidate texts. A reply that cannot be read raises
+``ReplyParseError``; the client then re-asks, and in the end reports the step unscored with
+the reason (``ModelClient.ask``).
+"""
 
 from __future__ import annotations
 
 import re
 
 from ...judge import ReplyParseError
+from ...judge._verdict import (
+    candidates_of,
+    claimed,
+    fold,
+    read_verdict,
+    strip_echo,
+    verdict_line,
+    verdict_lines,
+    without_quotes,
+)
 
-_BRACKET = re.compile(r"\[\[\s*([^\[\]]{1,40}?)\s*\]\]")
+__all__ = ["parse_bullets", "parse_choice", "parse_keyed_choices", "parse_score",
+           "parse_tagged_list", "strip_echo"]
+
 _NUMBER = re.compile(r"^(-?\d+(?:\.\d+)?)(?:\s*/\s*10)?$")
 
 
-def _normalise(line: str) -> str:
-    return " ".join(line.split())
-
-
-def strip_echo(reply: str, prompt_text: str) -> str:
-    """Remove lines of ``reply`` that also occur, whole, in the prompt (a judge copying its
-    instructions or examples). Short lines such as "Analysis:" are kept: they carry nothing
-    a parser could mistake for a verdict on their own."""
-    prompt_lines = {_normalise(ln) for ln in prompt_text.splitlines() if len(ln.strip()) >= 12}
-    kept = [ln for ln in reply.splitlines() if _normalise(ln) not in prompt_lines]
-    return "\n".join(kept)
+def _number(x: str) -> float | None:
+    m = _NUMBER.match(x.strip())
+    return float(m.group(1)) if m else None
 
 
 def parse_score(reply: str, prompt_text: str, *, low: float = 0.0, high: float = 10.0) -> float:
-    """The last ``[[N]]`` with a number in [low, high]."""
-    text = strip_echo(reply, prompt_text)
-    for raw in reversed(_BRACKET.findall(text)):
-        m = _NUMBER.match(raw.strip())
-        if m:
-            value = float(m.group(1))
-            if low <= value <= high:
-                return value
-            raise ReplyParseError(f"score {value:g} outside {low:g}–{high:g}")
-    raise ReplyParseError("no score in [[N]] form found in the reply")
+    """The judge's final ``[[N]]`` verdict line, N a number in [low, high]."""
+    value = read_verdict(reply, prompt_text, _number, "[[N]]", "score")
+    if not low <= value <= high:
+        raise ReplyParseError(f"score {value:g} outside {low:g}–{high:g}")
+    return value
 
 
 _SUPPORT_WORDS = {
@@ -50,31 +65,93 @@ _SUPPORT_WORDS = {
 
 
 def parse_choice(reply: str, prompt_text: str, words: dict[str, str] | None = None) -> str:
-    """The last ``[[word]]`` whose word maps to a known label."""
+    """The judge's final ``[[word]]`` verdict line, the word mapping to a known label."""
     words = words or _SUPPORT_WORDS
-    text = strip_echo(reply, prompt_text)
-    for raw in reversed(_BRACKET.findall(text)):
-        key = raw.strip().lower()
-        if key in words:
-            return words[key]
-    raise ReplyParseError(f"no verdict among [[{']], [['.join(sorted(set(words.values())))}]]")
+    form = f"[[{' / '.join(sorted(set(words.values())))}]]"
+    return read_verdict(reply, prompt_text, lambda x: words.get(fold(x)), form)
+
+
+_KEYED = re.compile(r"^(\d+)\s*:\s*(.+)$")
+
+
+def parse_keyed_choices(reply: str, prompt_text: str, n: int,
+                        words: dict[str, str] | None = None) -> dict[int, str]:
+    """Batched verdicts: exactly one ``[[K: word]]`` line for each K in 1..n.
+
+    A repeated K, a missing K, a K outside 1..n or an unknown word makes the reply invalid,
+    as does a line whose (K, word) the judged text also writes (it may be a copy)."""
+    words = words or _SUPPORT_WORDS
+
+    def keyed(x: str) -> tuple[int, str | None] | None:
+        m = _KEYED.match(fold(x))
+        return None if m is None else (int(m.group(1)), words.get(m.group(2).strip()))
+
+    own, quoted = verdict_lines(reply, prompt_text)
+    pairs = [p for p in map(keyed, own) if p is not None]
+    if not pairs:
+        what = "only quotes the judged text" if quoted else "has no [[K: VERDICT]] lines"
+        raise ReplyParseError(f"{'ambiguous: ' if quoted else ''}the reply {what}")
+    theirs = claimed(prompt_text, keyed)
+    grades: dict[int, str] = {}
+    for k, word in pairs:
+        if word is None:
+            raise ReplyParseError(f"the verdict for statement {k} is not one of "
+                                  f"{', '.join(sorted(set(words.values())))}")
+        if (k, word) in theirs:
+            raise ReplyParseError(f"ambiguous: the verdict [[{k}: {word}]] also appears in the "
+                                  "judged text, so it may be copied from it")
+        if k in grades:
+            raise ReplyParseError(f"statement {k} has more than one verdict line")
+        grades[k] = word
+    wrong = sorted(set(grades) - set(range(1, n + 1)))
+    missing = sorted(set(range(1, n + 1)) - set(grades))
+    copied = sorted({p[0] for p in map(keyed, quoted) if p is not None} & set(missing))
+    if copied:
+        raise ReplyParseError(f"ambiguous: the only verdict line for statement {copied[0]} "
+                              "quotes the judged text")
+    if wrong or missing:
+        raise ReplyParseError(
+            f"expected one verdict for each of statements 1–{n}"
+            + (f"; missing {missing}" if missing else "") + (f"; unknown {wrong}" if wrong else ""))
+    return grades
+
+
+def _items(reply: str, tag: str) -> list[tuple[int, int]]:
+    return [m.span(1) for m in re.finditer(rf"<{tag}>(.*?)</{tag}>", reply, flags=re.S | re.I)]
 
 
 def parse_tagged_list(reply: str, prompt_text: str, tag: str) -> list[str]:
-    """Contents of ``<tag>…</tag>`` pairs; ``<none/>`` (with no pairs) means an empty list."""
+    """Contents of ``<tag>…</tag>`` pairs; ``<none/>`` (with no pairs) means an empty list.
+
+    Items are meant to copy the judged text, so they are not dropped as quotes. But two
+    adjacent items whose junction ``…</tag><tag>…`` occurs in the judged text are one item
+    that the text split with its own tags: they are joined, never read as two."""
     text = strip_echo(reply, prompt_text)
-    items = [m.strip() for m in re.findall(rf"<{tag}>(.*?)</{tag}>", text, flags=re.S | re.I)]
-    items = [i for i in items if i and i != "..." and i != "…"]
+    spans = _items(text, tag)
+    sources = [fold(c) for c in candidates_of(prompt_text)]
+    compact = ["".join(s.split()) for s in sources]
+    merged: list[tuple[int, int]] = []
+    for start, end in spans:
+        junction = "".join(fold(text[merged[-1][0]:end]).split()) if merged else ""
+        if junction and any(junction in s for s in compact):
+            merged[-1] = (merged[-1][0], end)
+        else:
+            merged.append((start, end))
+    items = [text[a:b].strip() for a, b in merged]
+    items = [i for i in items if i and i not in ("...", "…")]
     if items:
         return items
     if re.search(r"<none\s*/?>", text, flags=re.I):
+        if any(re.search(r"<none\s*/?>", s) for s in sources):
+            raise ReplyParseError("ambiguous: the reply's <none/> also appears in the judged text")
         return []
     raise ReplyParseError(f"no <{tag}>…</{tag}> items and no <none/> in the reply")
 
 
 def parse_bullets(reply: str, prompt_text: str) -> list[str]:
-    """Lines starting with "- " (used for the logicality error list); "none" means empty."""
-    text = strip_echo(reply, prompt_text)
+    """Lines starting with "- " (used for the logicality error list); "none" means empty.
+    Lines quoting the judged text are not the judge's own findings and are left out."""
+    text = without_quotes(reply, prompt_text)
     return [ln.strip()[2:].strip() for ln in text.splitlines()
             if ln.strip().startswith("- ") and ln.strip()[2:].strip().lower() not in
-            {"none", "无", "没有"}]
+            {"none", "无", "没有"} and verdict_line(ln) is None]

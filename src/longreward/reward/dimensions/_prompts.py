@@ -10,6 +10,17 @@ A file holds four sections, each opened by a marker line::
 The system message is system + the reply section of the mode in use, so everything before
 the document/candidate is static and endpoints can reuse their prefix cache. Filling is
 strict: a missing or unexpected variable raises ``MissingVariablesError``.
+
+Candidate text is data. The answers we judge come from the policy trained against this
+reward, which will search for any way to write its own score, so the variables that carry
+candidate text (``FENCED``: the answer, the statements taken from it) are not pasted into
+the prompt as they are: each is fenced between tags whose boundary is derived from a hash of
+the text (``judge._verdict.fence``), which the text cannot close or imitate; the prompts'
+system text tells the judge so. The boundary is a function of the content, so the same
+request is the same cache key on every run.
+
+The system message starts with ``<!-- step: NAME -->``: an explicit step id, so logs, proxies
+and the test doubles can tell the steps apart without reading the prompt's prose.
 """
 
 from __future__ import annotations
@@ -21,9 +32,14 @@ from string import Template
 from typing import Literal
 
 from ...judge import Message, ReplyMode
+from ...judge._verdict import PromptText, fence, neutralise
 
 Language = Literal["en", "zh"]
 
+
+#: prompt variables that carry candidate text, and the tag each is fenced in
+FENCED = {"response": "answer", "statement": "statement_to_check",
+          "statements": "statements_to_check", "answer_a": "answer_a", "answer_b": "answer_b"}
 
 _MARKERS = ("<!-- system -->", "<!-- user -->", "<!-- reply:json -->", "<!-- reply:text -->")
 
@@ -49,13 +65,20 @@ class PromptTemplate:
             raise MissingVariablesError(
                 f"prompt {self.name}.{self.language}: missing {missing}, unexpected {extra}")
         system = f"{self.system}\n\n{self.reply[mode]}".strip()
+        values = {k: fence(FENCED[k], v) if k in FENCED else v for k, v in variables.items()}
         return [Message(role="system", content=system),
-                Message(role="user", content=self.user.substitute(variables).strip())]
+                Message(role="user", content=self.user.substitute(values).strip())]
 
     def static_text(self) -> str:
         """Every fixed line of the prompt; the text parsers ignore reply lines that merely
         repeat it, so an echoing judge cannot be read as scoring."""
         return "\n".join([self.system, self.user.template, *self.reply.values()])
+
+    def shown(self, **variables: str) -> PromptText:
+        """What a reply parser needs to know of the prompt: its fixed text, and the fenced
+        candidate texts as the judge saw them (to recognise quotes and copied verdicts)."""
+        return PromptText(self.static_text(),
+                          [neutralise(variables[k]) for k in FENCED if k in variables])
 
 
 def parse_prompt_file(name: str, language: str, text: str) -> PromptTemplate:
@@ -68,7 +91,8 @@ def parse_prompt_file(name: str, language: str, text: str) -> PromptTemplate:
         end = positions[i + 1] if i + 1 < len(_MARKERS) else len(text)
         parts.append(text[positions[i] + len(marker):end].strip())
     user = Template(parts[1])
-    return PromptTemplate(name=name, language=language, system=parts[0], user=user,
+    system = f"<!-- step: {name} -->\n{parts[0]}"
+    return PromptTemplate(name=name, language=language, system=system, user=user,
                           reply={"json": parts[2], "text": parts[3]},
                           variables=frozenset(user.get_identifiers()))
 

@@ -18,21 +18,28 @@ Departures from the paper, on purpose:
 - Optional batching (``grade_batch_size > 1``, off by default): the statements of one answer
   are graded B at a time in one call, against the union of their top-k excerpts (each
   excerpt shown once). This cuts judge calls and prompt tokens several-fold; each statement
-  still gets its own verdict, and a statement the judge skips is graded on its own.
+  still gets its own verdict. A batch reply must give exactly one verdict per statement (a
+  repeated or missing number is invalid, never "the last one wins": a statement could
+  otherwise carry a fake ``[[1: fully]]`` line for another); a batch that stays invalid after
+  the re-asks is graded one statement at a time.
+
+The statements come from the answer, i.e. from the policy being trained, so they are fenced
+as data in the grading prompts like the answer itself (see ``_prompts`` and
+``judge._verdict``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
-import re
 from typing import Any, Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...judge import ModelError, ReplyParseError
 from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
-from ._parse import parse_choice, parse_tagged_list, strip_echo
+from ._parse import parse_choice, parse_keyed_choices, parse_tagged_list
 from ._prompts import load_prompt
 from ._registry import DimensionInput, dimension
 from ._shared import PromptWork
@@ -60,6 +67,26 @@ class BatchGradeReply(BaseModel):
     grades: list[BatchGrade]
 
 
+@functools.cache
+def batch_reply_model(n: int) -> type[BatchGradeReply]:
+    """The reply model of a batch of ``n`` statements: one grade for each of 1..n, no
+    number repeated (a JSON reply is held to the same rule as a text one)."""
+
+    class Batch(BatchGradeReply):
+        model_config = ConfigDict(title="BatchGradeReply")
+        grades: list[BatchGrade] = Field(min_length=n, max_length=n)
+
+        @model_validator(mode="after")
+        def _one_per_statement(self) -> Batch:
+            numbers = [g.statement for g in self.grades]
+            if sorted(numbers) != list(range(1, n + 1)):
+                raise ValueError(f"expected one grade for each of statements 1–{n}, "
+                                 f"got numbers {numbers}")
+            return self
+
+    return Batch
+
+
 def parse_statements_text(reply: str, prompt_text: str) -> StatementsReply:
     return StatementsReply(statements=parse_tagged_list(reply, prompt_text, "statement"))
 
@@ -68,16 +95,10 @@ def parse_grade_text(reply: str, prompt_text: str) -> GradeReply:
     return GradeReply(analysis=reply.strip(), support=parse_choice(reply, prompt_text))  # type: ignore[arg-type]
 
 
-_BATCH_VERDICT = re.compile(r"\[\[\s*(\d+)\s*[:：]\s*(fully|partially|not)\s*\]\]", re.I)
-
-
-def parse_batch_grade_text(reply: str, prompt_text: str) -> BatchGradeReply:
-    text = strip_echo(reply, prompt_text)
-    grades = {int(k): v.lower() for k, v in _BATCH_VERDICT.findall(text)}  # last one wins
-    if not grades:
-        raise ReplyParseError("no [[K: VERDICT]] lines found in the reply")
-    return BatchGradeReply(grades=[BatchGrade(statement=k, analysis="", support=v)  # type: ignore[arg-type]
-                                   for k, v in sorted(grades.items())])
+def parse_batch_grade_text(reply: str, prompt_text: str, n: int) -> BatchGradeReply:
+    grades = parse_keyed_choices(reply, prompt_text, n)
+    return batch_reply_model(n)(grades=[BatchGrade(statement=k, analysis="", support=v)  # type: ignore[arg-type]
+                                        for k, v in sorted(grades.items())])
 
 
 def faithfulness_score(supports: list[str]) -> float:
@@ -146,10 +167,13 @@ async def _grade_batch(work: PromptWork, statements: list[str], *, settings: Jud
     union = sorted({h.chunk for hs in hits for h in hs})  # document order, each excerpt once
     listing = "\n".join(f"({i}) {s}" for i, s in enumerate(statements, start=1))
     prompt = load_prompt("faithfulness_grading_batch", work.language)
+    n = len(statements)
     ans = await ask_judge(settings, prompt,
                           {"evidence": format_evidence([chunks[c].text for c in union]),
                            "statements": listing},
-                          BatchGradeReply, parse_batch_grade_text, tag=f"{NAME}.grade_batch")
+                          batch_reply_model(n),
+                          lambda reply, shown: parse_batch_grade_text(reply, shown, n),
+                          tag=f"{NAME}.grade_batch")
     usage = usage_dict(ans.usage, ans.calls)
     by_number: dict[int, BatchGrade] = {}
     if ans.value is not None:
@@ -162,7 +186,7 @@ async def _grade_batch(work: PromptWork, statements: list[str], *, settings: Jud
             out[s] = {"statement": s, "evidence": _evidence_rows(work, hs), "support": g.support,
                       "analysis": g.analysis, "batch_usage": usage,
                       "batch_size": len(statements)}
-    # Skipped by the judge (or the batch failed): grade those on their own, concurrently.
+    # The batch failed (no valid reply after the re-asks): grade each on its own, concurrently.
     skipped = [s for s in statements if s not in out]
     singles = await asyncio.gather(*(_grade(work, s, settings=settings, top_k=top_k)
                                      for s in skipped))
