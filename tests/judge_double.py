@@ -28,6 +28,7 @@ Knobs (thread-safe to set from the test while the server runs):
 - ``context_limit``: prompts above this many tokens (≈chars/4) get a context-length 400
 - ``fail_with``: ``(status, message)`` returned for every completion request
 - ``delay``: seconds to hold every completion request
+- ``ignore_n``: answer one choice whatever ``n`` asks (as llama.cpp's server does)
 - ``probe_delay``: seconds to hold the format probe before anything else (a probe that
   times out on a busy server)
 """
@@ -155,6 +156,7 @@ class JudgeDouble:
         self.fail_with: tuple[int, str] | None = None
         self.delay = 0.0
         self.probe_delay = 0.0
+        self.ignore_n = False
         self._fault_rng = random.Random(0)
         self._fault_source: Faults | None = None
         self._queued: list[str] = []
@@ -243,6 +245,7 @@ class JudgeDouble:
             self.fail_with = None
             self.delay = 0.0
             self.probe_delay = 0.0
+            self.ignore_n = False
             self._fault_source = None
             self._queued.clear()
 
@@ -314,7 +317,7 @@ class JudgeDouble:
         return None
 
     def _replies(self, body: dict[str, Any], chat: bool) -> list[str]:
-        n = int(body.get("n") or 1)
+        n = 1 if self.ignore_n else int(body.get("n") or 1)
         responder = self.responder
         if body.get("messages") == PROBE_MESSAGES:
             responder = None  # the client's format probe: any reply will do

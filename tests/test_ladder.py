@@ -157,7 +157,7 @@ def test_a_refusal_seen_by_a_probe_that_is_cut_short_still_counts(
 
     async def go() -> None:
         async with client_for(judge_double, probe_timeout=0.2) as client:
-            await client._ensure_mode()
+            assert await client.detect_structured_output() == "json_object_schema"
             assert client.structured_mode == "json_object_schema"
 
     asyncio.run(go())

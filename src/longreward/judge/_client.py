@@ -274,6 +274,13 @@ class ModelClient:
 
     # ------------------------------------------------------------------ structured output
 
+    async def detect_structured_output(self) -> StructuredMode | None:
+        """The structured-output rung this client's endpoints take: forced, recorded in the
+        run store, or found now by one probe (None if the probe got no answer). ``ask``
+        does this by itself; ``longreward probe`` calls it to report the same answer."""
+        await self._ensure_mode()
+        return self._ladder.mode
+
     async def _ensure_mode(self) -> None:
         """Find the structured-output rung if it is not known: from the run store, else by
         one probe shared by every ask that waits for it."""
