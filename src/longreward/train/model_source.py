@@ -46,7 +46,15 @@ class ModelSource:
     def load_model(self, **kwargs: Any) -> Any:
         from transformers import AutoModelForCausalLM
 
-        return AutoModelForCausalLM.from_pretrained(self.location, **self.kwargs, **kwargs)
+        model = AutoModelForCausalLM.from_pretrained(self.location, **self.kwargs, **kwargs)
+        if "gguf_file" in self.kwargs:
+            # The GGUF weights are dequantised on load; the GGUF "quantizer" transformers keeps
+            # would refuse save_pretrained, so the model is an ordinary one from here on.
+            model.hf_quantizer = None
+            if hasattr(model.config, "quantization_config"):
+                del model.config.quantization_config
+            model.is_quantized = False
+        return model
 
 
 def _looks_like_path(spec: str) -> bool:
