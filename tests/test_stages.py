@@ -451,3 +451,20 @@ def test_runner_cancels_the_other_units_when_one_fails(tmp_path: Path) -> None:
     with pytest.raises(KeyError):
         asyncio.run(run_stage(spec, us, work, output_path=tmp_path / "o.jsonl", concurrency=2))
     assert not finished and time.monotonic() - t0 < 4
+
+
+def test_a_train_section_in_run_yaml_validates_and_trains_on_the_runs_pairs(tmp_path: Path) -> None:
+    from longreward.stages.run import load_run_config
+
+    write_jsonl(tmp_path / "prompts.jsonl", prompts_rows(1))
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("prompts: prompts.jsonl\nrun_dir: run\nsample: {policy: {provider: dry_run}}\n"
+                   "score: {judge: {provider: dry_run}}\n"
+                   "train: {model: tiny-model, beta: 0.2, max_steps: 3}\n")
+    config = load_run_config(cfg)
+    assert config.train is not None and config.train.beta == 0.2
+    assert config.train.pairs == str(tmp_path / "run" / "pairs.jsonl")
+    assert config.train.output_dir == str(tmp_path / "run" / "train")
+    cfg.write_text(cfg.read_text().replace("beta: 0.2", "betta: 0.2"))
+    with pytest.raises(Exception, match="betta"):
+        load_run_config(cfg)

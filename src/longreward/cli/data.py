@@ -266,7 +266,12 @@ def run_command(
         return stage_progress(name, console=err, enabled=progress, stats=stats)
 
     def stage_done(name: str, s: Any) -> None:
-        if name == "score":
+        if name == "train":
+            err.print(summary_table("longreward train", [
+                ("steps", s.steps), ("output", str(s.output_dir)),
+                *((k, f"{v:.4g}") for k, v in s.last_metrics.items() if k in (
+                    "loss", "rewards/accuracies", "rewards/margins"))]))
+        elif name == "score":
             err.print(_score_table(s, cfg.score, Path(cfg.outputs.scored)))
         else:
             err.print({"sample": _sample_table, "pairs": _pairs_table}[name](s))

@@ -31,6 +31,7 @@ from ..io.records import FieldMap
 from ..preference.pairs import PairOptions
 from ..preference.sampling import SampleOptions
 from ..store import RunLock, check_stage_settings
+from ..train.config import TrainConfig
 from .pairs import PairsSummary, build_pairs
 from .sample import SampleSummary, sample_file
 from .score import ScoreSummary, score_output_settings
@@ -62,6 +63,9 @@ class RunConfig(BaseModel):
     sample: SampleOptions = Field(default_factory=SampleOptions)
     score: ScoreOptions = Field(default_factory=ScoreOptions)
     pairs: PairOptions = Field(default_factory=PairOptions)
+    #: optional DPO + λ·CE training on the pairs (needs the ``train`` extra); its ``pairs``
+    #: defaults to this run's pairs file and its ``output_dir`` to ``run_dir/train``
+    train: TrainConfig | None = None
     #: a Hub dataset id to upload the pairs to (needs the ``hub`` extra)
     push_to_hub: str | None = None
 
@@ -105,7 +109,16 @@ class RunConfig(BaseModel):
             return str(path if path.is_absolute() else (root / path))
 
         run_dir = Path(fix(self.run_dir, base))
+        pairs_path = fix(self.outputs.pairs, run_dir)
+        train = self.train
+        if train is not None:
+            train = train.model_copy(update={
+                "pairs": fix(train.pairs, base) if train.pairs else pairs_path,
+                "output_dir": fix(train.output_dir, base) if train.output_dir
+                else str(run_dir / "train"),
+            })
         return self.model_copy(update={
+            "train": train,
             "prompts": fix(self.prompts, base),
             "run_dir": str(run_dir),
             "outputs": RunOutputs(
@@ -136,6 +149,7 @@ class RunSummary:
     model_calls: dict[str, int] = field(default_factory=dict)
 
     pair_options: PairOptions | None = None
+    train: Any = None  # train.TrainResult when the config has a train: section
 
     @property
     def exit_code(self) -> int:
@@ -260,4 +274,14 @@ async def _run_pipeline(config: RunConfig, stage_bar: StageBar | None,
     summary.model_calls["pairs"] = 0
     if on_stage_done:
         on_stage_done("pairs", summary.pairs)
+
+    # -- train (optional)
+    if config.train is not None and summary.pairs.pairs:
+        from ..train import train
+
+        t0 = time.perf_counter()
+        summary.train = train(config.train)
+        summary.seconds["train"] = time.perf_counter() - t0
+        if on_stage_done:
+            on_stage_done("train", summary.train)
     return summary
