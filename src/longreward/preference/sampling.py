@@ -37,7 +37,6 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..config import EndpointOptions, renamed
-from ..errors import LongRewardError
 from ..io.records import FieldMap, Prompt
 from ..store import TRANSPORT_KEYS
 from .formats import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, render_prompt
@@ -352,7 +351,7 @@ async def sample_prompt(prompt: Prompt, *, options: SampleOptions, renderer: _Re
                         client: Any) -> SampledPrompt:
     """``options.n`` answers to one prompt. Plain: no file or store handling (the stage
     commits the rows). Raises ``SamplingFailed`` when the answers cannot be had."""
-    from ..judge import GenerateConfig, Message, ModelError
+    from ..judge import GenerateConfig, JudgeFatalError, Message, ModelError
 
     try:
         msgs, _sent_context, trunc = renderer.render(prompt.context, prompt.query)
@@ -378,7 +377,7 @@ async def sample_prompt(prompt: Prompt, *, options: SampleOptions, renderer: _Re
         )
         try:
             out = await client.generate(messages, config, tag=STAGE, attempt=call)
-        except LongRewardError:
+        except JudgeFatalError:
             raise  # fatal for the run (e.g. the policy endpoint refuses our key)
         except ModelError as exc:
             raise SamplingFailed(f"{type(exc).__name__}: {exc}") from None

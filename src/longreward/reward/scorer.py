@@ -18,7 +18,14 @@ from typing import Any
 from ..config import ScoreOptions
 from ..errors import LongRewardError, RecordError, UsageError
 from ..io.records import Candidate, PromptRecord
-from ..judge import GenerateConfig, ModelAPI, ModelClient, canonical_provider
+from ..judge import (
+    GenerateConfig,
+    ModelAPI,
+    ModelClient,
+    ModelError,
+    ReplyParseError,
+    canonical_provider,
+)
 from ..retrieval import Retriever, create_retriever
 from ..text import Tokenizer, detect_language, get_tokenizer
 from .dimensions import (
@@ -205,6 +212,9 @@ class LongReward:
         traceback is logged, and it is counted, so the run's exit code is not 0."""
         try:
             return await job
+        except (ModelError, ReplyParseError) as exc:
+            # a judge failure that escaped the dimension: a result, not a bug and not fatal
+            return DimensionResult.unscored(name, f"judge error: {type(exc).__name__}: {exc}")
         except LongRewardError:
             raise
         except Exception as exc:  # noqa: BLE001 - logged with traceback, counted, in the row
