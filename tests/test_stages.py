@@ -373,6 +373,11 @@ def test_the_readme_python_example_runs_as_pasted(tmp_path: Path) -> None:
     readme = (REPO / "README.md").read_text(encoding="utf-8")
     section = readme[readme.index("## Python API"):]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)  # type: ignore[union-attr]
+    import shutil
+
+    # the example writes out/api-scored.jsonl under the repository: start it fresh
+    for leftover in (REPO / "out").glob("api-scored.jsonl*"):
+        shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
     script = tmp_path / "example.py"
     script.write_text(code, encoding="utf-8")
     r = subprocess.run([sys.executable, str(script)], cwd=REPO, capture_output=True, text=True,
