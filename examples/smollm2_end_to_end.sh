@@ -43,9 +43,15 @@ stage sample longreward sample "$PROMPTS" -o "$OUT/candidates.jsonl" -c "$OUT/sa
   --provider llama_cpp --model "$GGUF" -n "$N" --temperature 1.0 --max-new-tokens "$MAX_NEW" \
   --seed 1 --no-progress
 
-stage score longreward score "$OUT/candidates.jsonl" -o "$OUT/scored.jsonl" -c "$OUT/score.yaml" \
-  --provider llama_cpp --model "$GGUF" --max-tokens "$JUDGE_TOKENS" --dimensions "$DIMENSIONS" \
-  --grade-batch-size 8 --no-progress
+# Exit code 1 means some answer ended unscored on every dimension (it says so, with the
+# reasons in the rows): a 135M judge does that now and then, and the rest go on to pairs.
+# Exit code 2 (a usage or fatal judge error) still stops the script.
+score_stage() {
+  longreward score "$OUT/candidates.jsonl" -o "$OUT/scored.jsonl" -c "$OUT/score.yaml" \
+    --provider llama_cpp --model "$GGUF" --max-tokens "$JUDGE_TOKENS" --dimensions "$DIMENSIONS" \
+    --grade-batch-size 8 --no-progress || [ $? -eq 1 ]
+}
+stage score score_stage
 
 # 4 answers per prompt: at least 3 scored ones make a pair (the paper's code wants 5 of 10).
 stage pairs longreward pairs "$OUT/scored.jsonl" -o "$OUT/pairs.jsonl" --min-candidates 3 --no-parquet

@@ -5,7 +5,7 @@ A client spreads its calls over interchangeable endpoints (replicas of one model
 its own concurrency cap; the least busy endpoint gets the next request. An endpoint that does
 not answer at all is reported at once (a warning and a notice in the progress display), again
 every minute while it stays down, and when it answers again; one with requests in flight and no
-reply for a minute is reported too, so a dead judge is never 18 minutes of silence.
+reply for 45 s is reported too, so a dead judge is never 18 minutes of silence.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ logger = logging.getLogger("longreward.judge")
 R = TypeVar("R")
 
 #: an endpoint with requests in flight and no reply for this long is reported as stalled
-STALL_S = 60.0
+STALL_S = 45.0  # with progress lines every 30 s, reported within the first minute
 #: a down endpoint is reported again after this long
 REPORT_EVERY_S = 60.0
 
