@@ -288,12 +288,12 @@ def test_transformers_completion_style_applies_the_chat_template(tiny_model: Pat
 
 
 def test_vllm_max_model_len_caps_the_truncation_window(tiny_model: Path) -> None:
-    from longreward.preference.sampling import _make_renderer
+    from longreward.preference.sampling import make_renderer
 
     def window(**provider_options: Any) -> int | None:
         opts = SampleOptions(policy=PolicyOptions(provider="vllm", model=str(tiny_model),
                                                   provider_options=provider_options))
-        return _make_renderer(opts).window
+        return make_renderer(opts).window
 
     assert window() == 256  # the model config's max_position_embeddings
     # vLLM refuses prompts beyond max_model_len, so the document must be cut to fit it.

@@ -193,10 +193,10 @@ def pairs_command(
                           push_to_hub=push_to_hub, private=private)
     report_errors(summary.errors, rejected_path(output))
     err.print(_pairs_table(summary))
-    problem = summary.problem(options)
+    problem = summary.problem
     if problem:
         err.print(f"[red]{escape(problem)}[/]")
-    raise typer.Exit(summary.exit_code(options))
+    raise typer.Exit(summary.exit_code)
 
 
 # --------------------------------------------------------------------------- mix
@@ -294,7 +294,7 @@ def run_command(
         ("pairs", summary.pairs.pairs if summary.pairs else 0),
         ("pairs file", cfg.outputs.pairs),
     ]))
-    problem = summary.pairs.problem(cfg.pairs) if summary.pairs else None
+    problem = summary.pairs.problem if summary.pairs else None
     if problem:
         err.print(f"[red]{escape(problem)}[/]")
     raise typer.Exit(summary.exit_code)

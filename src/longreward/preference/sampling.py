@@ -308,7 +308,8 @@ class _Renderer:
         return [{"role": "user", "content": text}], context, trunc
 
 
-def _make_renderer(options: SampleOptions) -> _Renderer:
+def make_renderer(options: SampleOptions) -> _Renderer:
+    """The request renderer (layout, chat template, truncation) for ``options``."""
     from ..text.tokenizers import get_tokenizer
 
     policy = options.policy
@@ -425,10 +426,6 @@ def answer_id(prompt_id: str, k: int) -> str:
     """The id of a prompt's k-th answer."""
     return f"{prompt_id}-{k}"
 
-
-def make_renderer(options: SampleOptions) -> _Renderer:
-    """The request renderer (layout, chat template, truncation) for ``options``."""
-    return _make_renderer(options)
 
 
 def __getattr__(name: str) -> Any:

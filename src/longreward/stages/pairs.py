@@ -77,15 +77,18 @@ class PairsSummary:
     stats: dict[str, Any] = field(default_factory=dict)
     judges: list[dict[str, Any]] = field(default_factory=list)
     seconds: float = 0.0
+    #: the ``min_candidates`` the prompts were held to (named in the fix)
+    min_candidates: int = 0
 
-    def problem(self, options: PairOptions) -> str | None:
+    @property
+    def problem(self) -> str | None:
         """What went wrong, with the fix, when the run lost pairs for a reason the user can
         act on: no pair at all from some prompts, or prompts whose document was not found."""
         fixes = {
             "missing_prompt": "their document was not found: pass --prompts PROMPTS (the file "
                               "they were sampled or scored from), or --run-dir of the score "
                               "run (default: SCORED.run/), or score with --keep-context",
-            "too_few_candidates": f"they have fewer than {options.min_candidates} scored "
+            "too_few_candidates": f"they have fewer than {self.min_candidates} scored "
                                   "answers: sample more answers per prompt, or lower "
                                   "--min-candidates",
             "mixed_dimensions": "their answers were scored on different dimensions or by "
@@ -109,9 +112,10 @@ class PairsSummary:
                     f"{fixes.get(reason, reason)}")
         return None
 
-    def exit_code(self, options: PairOptions) -> int:
+    @property
+    def exit_code(self) -> int:
         """Non-zero when a record was rejected or pairs were lost for a fixable reason."""
-        return 1 if (self.errors or self.problem(options)) else 0
+        return 1 if (self.errors or self.problem) else 0
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -227,7 +231,7 @@ def build_pairs(
     started = time.perf_counter()
     options = options or PairOptions()
     output_path = Path(output_path)
-    summary = PairsSummary()
+    summary = PairsSummary(min_candidates=options.min_candidates)
     prompts = None
     if prompts_path is not None:
         prompts, bad = read_prompts(prompts_path, prompt_fields)

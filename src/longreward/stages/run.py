@@ -148,7 +148,6 @@ class RunSummary:
     seconds: dict[str, float] = field(default_factory=dict)
     model_calls: dict[str, int] = field(default_factory=dict)
 
-    pair_options: PairOptions | None = None
     train: Any = None  # train.TrainResult when the config has a train: section
 
     @property
@@ -156,7 +155,7 @@ class RunSummary:
         bad = bool(
             (self.sample and self.sample.exit_code)
             or (self.score is not None and self.score.exit_code)
-            or (self.pairs and self.pair_options and self.pairs.exit_code(self.pair_options))
+            or (self.pairs and self.pairs.exit_code)
         )
         return 1 if bad else 0
 
@@ -218,7 +217,7 @@ async def _run_pipeline(config: RunConfig, stage_bar: StageBar | None,
     out = config.outputs
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    summary = RunSummary(pair_options=config.pairs)
+    summary = RunSummary()
     with RunStore(run_dir) as store:
         # Both model stages are checked before either runs, so a changed judge is reported
         # before any new sampling is paid for.

@@ -172,8 +172,9 @@ async def score_file(
                    ) -> None:
         rec: PromptRecord = unit.payload
         assert scorer is not None
+        wanted = set(left)
         todo = PromptRecord(rec.prompt_id, rec.context, rec.query,
-                            [c for c in rec.candidates if c.id in set(left)], rec.label)
+                            [c for c in rec.candidates if c.id in wanted], rec.label)
         judge_id = scorer.judge_identity
 
         def done(ans: ScoredAnswer) -> None:
