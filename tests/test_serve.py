@@ -445,6 +445,35 @@ def test_missing_extra_is_one_line_with_the_fix(judge_double, tmp_path, monkeypa
         monkeypatch.delitem(sys.modules, module)
 
 
+def test_announced_url_accepts_connections_before_uvicorn_has_started(judge_double, tmp_path):
+    """`longreward serve` prints its URL before uvicorn runs; a client that connects at
+    once must wait in the listen queue and then be served, not be refused (a CI flake)."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from longreward.serve._server import _config, bind, url_of
+
+    sock = bind("127.0.0.1", 0)
+    host, port = url_of(sock).removeprefix("http://").rsplit(":", 1)
+    early = socket.create_connection((host, int(port)), timeout=30)  # refused before the fix
+    early.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    app = create_app(service(judge_double, options(judge_double, tmp_path)))
+    server = uvicorn.Server(_config(app, access_log=False, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        reply = b""
+        while chunk := early.recv(65536):
+            reply += chunk
+        assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
+    finally:
+        early.close()
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
 def test_import_stays_light():
     code = ("import sys, longreward, longreward.serve, longreward.serve.verl, "
             "longreward.serve.trl, longreward.cli; "

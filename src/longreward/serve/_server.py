@@ -24,11 +24,19 @@ def _uvicorn() -> Any:
     return uvicorn
 
 
+# a trainer opens one connection per sample of a step (1,000 at once is usual)
+BACKLOG = 4096
+
+
 def bind(host: str, port: int) -> socket.socket:
+    """A listening socket. It listens before the URL is announced: a client that connects
+    as soon as it reads the URL waits in the kernel's queue until uvicorn has started and
+    accepts, instead of being refused (seen in CI, where startup takes a while)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    sock.listen(BACKLOG)
     return sock
 
 
@@ -39,9 +47,8 @@ def url_of(sock: socket.socket) -> str:
 
 def _config(app: Any, *, access_log: bool, log_level: str) -> Any:
     uvicorn = _uvicorn()
-    # backlog: a trainer opens one connection per sample of a step (1,000 at once is usual)
     return uvicorn.Config(app, lifespan="on", access_log=access_log, log_level=log_level,
-                          timeout_graceful_shutdown=5, backlog=4096, timeout_keep_alive=30)
+                          timeout_graceful_shutdown=5, backlog=BACKLOG, timeout_keep_alive=30)
 
 
 def serve_forever(app: Any, host: str, port: int, *,
