@@ -34,21 +34,22 @@ stage() {  # stage NAME command...: run it, record its wall time
     "$name" "$t0" "$(date +%s.%N)" | tee -a "$TIMES"
 }
 
-# llama.cpp options (context window, threads; n_gpu_layers for a GPU) go in provider_options.
-OPTS="n_ctx: 4096${THREADS:+, n_threads: $THREADS}"
-printf 'policy:\n  provider_options: {%s}\n' "$OPTS" > "$OUT/sample.yaml"
-printf 'judge:\n  attempts: 2\n  provider_options: {%s}\n' "$OPTS" > "$OUT/score.yaml"
+# llama.cpp options (context window, threads; n_gpu_layers=-1 for a GPU build) are
+# --provider-option flags, or provider_options in a config file.
+LLAMA=(--provider llama_cpp --model "$GGUF" --provider-option n_ctx=4096)
+[ -n "${THREADS:-}" ] && LLAMA+=(--provider-option "n_threads=$THREADS")
+# Re-asks of an unreadable verdict: 2 in all (default 5) keeps a 135M judge's CPU time down.
+printf 'judge:\n  attempts: 2\n' > "$OUT/score.yaml"
 
-stage sample longreward sample "$PROMPTS" -o "$OUT/candidates.jsonl" -c "$OUT/sample.yaml" \
-  --provider llama_cpp --model "$GGUF" -n "$N" --temperature 1.0 --max-new-tokens "$MAX_NEW" \
-  --seed 1 --no-progress
+stage sample longreward sample "$PROMPTS" -o "$OUT/candidates.jsonl" "${LLAMA[@]}" \
+  -n "$N" --temperature 1.0 --max-new-tokens "$MAX_NEW" --seed 1 --no-progress
 
 # Exit code 1 means some answer ended unscored on every dimension (it says so, with the
 # reasons in the rows): a 135M judge does that now and then, and the rest go on to pairs.
 # Exit code 2 (a usage or fatal judge error) still stops the script.
 score_stage() {
   longreward score "$OUT/candidates.jsonl" -o "$OUT/scored.jsonl" -c "$OUT/score.yaml" \
-    --provider llama_cpp --model "$GGUF" --max-tokens "$JUDGE_TOKENS" --dimensions "$DIMENSIONS" \
+    "${LLAMA[@]}" --max-tokens "$JUDGE_TOKENS" --dimensions "$DIMENSIONS" \
     --grade-batch-size 8 --no-progress || [ $? -eq 1 ]
 }
 stage score score_stage

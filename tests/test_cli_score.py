@@ -334,3 +334,22 @@ def test_an_edited_answer_is_scored_again_not_kept_stale(judge_double, tmp_path)
     for cid in ("q0-0", "q0-2"):
         assert by_id[cid] == first[cid]
     assert "changed since scored" in r.stderr
+
+
+def test_provider_options_from_the_command_line_are_typed_like_a_config_file(tmp_path):
+    """--provider-option KEY=VALUE reaches judge.provider_options (score, eval, serve) and
+    policy.provider_options (sample), numbers and booleans read as YAML reads them."""
+    import typer
+
+    from longreward.cli.score import build_score_options, score_overrides
+
+    config = tmp_path / "score.yaml"
+    config.write_text("judge:\n  provider: llama_cpp\n  model: m.gguf\n"
+                      "  provider_options: {n_threads: 4, n_gpu_layers: 0}\n")
+    flags = score_overrides({"provider_option": ["n_ctx=8192", "verbose=true",
+                                                 "chat_format=chatml", "n_gpu_layers=-1"]})
+    opts = build_score_options(config, flags)
+    assert opts.judge.provider_options == {"n_threads": 4, "n_gpu_layers": -1, "n_ctx": 8192,
+                                           "verbose": True, "chat_format": "chatml"}
+    with pytest.raises(typer.BadParameter, match="KEY=VALUE"):
+        score_overrides({"provider_option": ["n_ctx"]})

@@ -168,3 +168,31 @@ def test_calls_run_off_the_event_loop_one_at_a_time(api):
     ticks, texts = asyncio.run(go())
     assert ticks >= 2
     assert texts[0] == texts[1] and texts[0]  # two calls on one context did not interleave
+
+
+@needs_model
+def test_sample_cli_fits_a_long_document_into_the_llama_cpp_window(tmp_path):
+    """`sample --provider llama_cpp` budgets for the engine's n_ctx (set with
+    --provider-option, read as a number) and counts with the GGUF's own tokenizer, so a
+    document longer than the window is cut in the middle instead of failing the prompt."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from longreward.cli import app
+
+    doc = " ".join(f"In year {1900 + i} the harbour board approved levy {i}." for i in range(300))
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text(json.dumps({"id": "p1", "context": doc,
+                                   "query": "What did the board approve?"}) + "\n")
+    out = tmp_path / "cands.jsonl"
+    res = CliRunner().invoke(app, [
+        "sample", str(prompts), "-o", str(out), "--provider", "llama_cpp", "--model", str(GGUF),
+        "--provider-option", "n_ctx=512", "--provider-option", "n_threads=2", "-n", "1",
+        "--max-new-tokens", "8", "--seed", "1", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    cut = row["truncated"]
+    assert cut["limit_tokens"] < 512 and cut["original_tokens"] > 2000
+    assert cut["tokenizer"] == str(GGUF) and cut["approximate"] is False
+    assert row["response"]

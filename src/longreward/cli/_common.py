@@ -46,6 +46,23 @@ def key_values(items: list[str] | None, what: str) -> dict[str, str] | None:
     return out
 
 
+def option_values(items: list[str] | None, what: str) -> dict[str, Any] | None:
+    """Repeated ``KEY=VALUE`` flags whose values are read as YAML scalars, as in a config
+    file: ``n_ctx=8192`` is a number, ``verbose=true`` a boolean, ``device=cpu`` text."""
+    import yaml
+
+    raw = key_values(items, what)
+    if raw is None:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        try:
+            out[k] = yaml.safe_load(v) if v else v
+        except yaml.YAMLError:
+            out[k] = v
+    return out
+
+
 def validate_options(model: type[M], config: Path | None, flags: dict[str, Any],
                      section: str | None = None) -> M:
     """Config file (its ``section`` when it has one, else the whole file) + flags → model.

@@ -13,7 +13,14 @@ from rich.markup import escape
 
 from .._progress import stage_progress, summary_table
 from ._app import app
-from ._common import SHOW_ERRORS, err, flag_overrides, report_errors, validate_options
+from ._common import (
+    SHOW_ERRORS,
+    err,
+    flag_overrides,
+    option_values,
+    report_errors,
+    validate_options,
+)
 
 
 def _calls(s: Any) -> str:
@@ -69,8 +76,9 @@ def sample_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Candidates JSONL (one row per answer; the input of `longreward score`).")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/TOML with the same options (its `sample:` section if present); flags win.", exists=True)] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (SQLite cache + state). Default: OUTPUT.run/")] = None,
-    provider: Annotated[str | None, typer.Option(help="Policy provider: openai_compatible, vllm, transformers, dry_run.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Served model name, or HF name/path for vllm/transformers.")] = None,
+    provider: Annotated[str | None, typer.Option(help="Policy provider: openai_compatible (default), llama_cpp (a .gguf file in this process), vllm, transformers, dry_run.")] = None,
+    provider_option: Annotated[list[str] | None, typer.Option("--provider-option", help="Provider setting KEY=VALUE (repeatable), as provider_options in a config file: e.g. n_ctx=8192, n_threads=8, n_gpu_layers=-1 for llama_cpp; device=cuda for transformers.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Served model name, HF name/path for vllm/transformers, or a .gguf file for llama_cpp.")] = None,
     base_url: Annotated[list[str] | None, typer.Option("--base-url", help="OpenAI-compatible base URL (repeatable).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Offline dry-run policy (placeholder answers, not a model).")] = False,
     style: Annotated[str | None, typer.Option(help="chat (server applies the chat template) or completion (we apply it).")] = None,
@@ -103,6 +111,7 @@ def sample_command(
     flags = flag_overrides(**{
         "policy.provider": "dry_run" if dry_run else provider, "policy.model": model,
         "policy.base_urls": base_url, "policy.style": style, "policy.api_key_env": api_key_env,
+        "policy.provider_options": option_values(provider_option, "--provider-option"),
         "policy.max_concurrency": concurrency, "policy.rpm": rpm, "policy.tpm": tpm,
         "policy.max_retries": max_retries, "policy.timeout": timeout,
         "n": n, "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens,

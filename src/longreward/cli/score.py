@@ -14,7 +14,14 @@ from rich.console import Console
 from .._progress import stage_progress, summary_table
 from ..config import ScoreOptions
 from ._app import app
-from ._common import err, flag_overrides, key_values, report_errors, validate_options
+from ._common import (
+    err,
+    flag_overrides,
+    key_values,
+    option_values,
+    report_errors,
+    validate_options,
+)
 
 
 def build_score_options(config: Path | None, overrides: dict[str, Any],
@@ -37,6 +44,7 @@ def score_overrides(flags: dict[str, Any]) -> dict[str, Any]:
         "judge.rpm": v["rpm"], "judge.tpm": v["tpm"], "judge.max_retries": v["max_retries"],
         "judge.structured_output": v["structured_output"],
         "judge.extra_headers": key_values(v["header"], "--header"),
+        "judge.provider_options": option_values(v["provider_option"], "--provider-option"),
         "dimensions": [d.strip() for d in v["dimensions"].split(",")] if v["dimensions"] else None,
         "weights": {k: float(w) for k, w in (key_values(v["weight"], "--weight") or {}).items()} or None,
         "language": v["language"], "tokenizer": v["tokenizer"],
@@ -59,7 +67,7 @@ def score_command(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/TOML file with the same options (flags win).", exists=True)] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (SQLite cache + state). Default: OUTPUT.run/")] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Prompts file (id, context, query): the document for rows that carry only a prompt_id (e.g. `sample --no-context`).", exists=True, dir_okay=False)] = None,
-    provider: Annotated[str | None, typer.Option("--provider", help="Judge provider: openai_compatible, dry_run, transformers, vllm.")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", help="Judge provider: openai_compatible (default), llama_cpp (a .gguf file in this process), transformers, vllm, dry_run.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Judge model name (or local path for transformers).")] = None,
     base_url: Annotated[list[str] | None, typer.Option("--base-url", help="OpenAI-compatible base URL; repeat to spread calls over several servers.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Use the offline dry-run judge (deterministic placeholders, not judgments).")] = False,
@@ -73,6 +81,7 @@ def score_command(
     max_retries: Annotated[int | None, typer.Option(help="Retries of a failed request (429, 5xx, timeouts).")] = None,
     structured_output: Annotated[str | None, typer.Option(help="auto (JSON schema, text fallback), json or text.")] = None,
     header: Annotated[list[str] | None, typer.Option("--header", help="Extra HTTP header KEY=VALUE (repeatable).")] = None,
+    provider_option: Annotated[list[str] | None, typer.Option("--provider-option", help="Provider setting KEY=VALUE (repeatable), as provider_options in a config file: e.g. n_ctx=8192, n_threads=8, n_gpu_layers=-1 for llama_cpp; device=cuda for transformers.")] = None,
     dimensions: Annotated[str | None, typer.Option(help="Comma-separated subset of helpfulness,logicality,faithfulness,completeness.")] = None,
     weight: Annotated[list[str] | None, typer.Option("--weight", help="Reward weight DIM=W (repeatable).")] = None,
     language: Annotated[str | None, typer.Option(help="auto, en or zh: language of the judge prompts.")] = None,

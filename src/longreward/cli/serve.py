@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from ._app import app
-from ._common import err, flag_overrides, report_errors
+from ._common import err, flag_overrides, option_values, report_errors
 
 
 @app.command("serve")
@@ -19,7 +19,9 @@ def serve_command(
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000; 0 picks a free one).")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run store for the judge-call cache and registered documents (default: serve.run/).")] = None,
+    provider: Annotated[str | None, typer.Option("--provider", help="Judge provider (score.judge.provider): openai_compatible (default), llama_cpp (a .gguf file in this process), transformers, vllm.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Judge model (score.judge.model).")] = None,
+    provider_option: Annotated[list[str] | None, typer.Option("--provider-option", help="Judge provider setting KEY=VALUE (repeatable), as score.judge.provider_options in serve.yaml: e.g. n_ctx=8192 for llama_cpp.")] = None,
     base_url: Annotated[list[str] | None, typer.Option("--base-url", help="Judge's OpenAI-compatible base URL; repeatable.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Offline dry-run judge (placeholder scores, not judgments).")] = False,
     api_key_env: Annotated[str | None, typer.Option(help="Env var holding the judge's API key.")] = None,
@@ -36,7 +38,8 @@ def serve_command(
     overrides = flag_overrides(**{
         "prompts": str(prompts) if prompts else None, "host": host, "port": port,
         "run_dir": str(run_dir) if run_dir else None,
-        "score.judge.provider": "dry_run" if dry_run else None, "score.judge.model": model,
+        "score.judge.provider": "dry_run" if dry_run else provider, "score.judge.model": model,
+        "score.judge.provider_options": option_values(provider_option, "--provider-option"),
         "score.judge.base_urls": base_url, "score.judge.api_key_env": api_key_env,
         "auth_token_env": token_env, "fallback_reward": fallback_reward,
         "max_concurrent_requests": max_concurrent_requests, "request_timeout": request_timeout,

@@ -31,6 +31,7 @@ How it is built, and why:
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..config import EndpointOptions, renamed
 from ..io.records import FieldMap, Prompt
 from ..store import TRANSPORT_KEYS
+from ..text.tokenizers import pretrained_source
 from .formats import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, render_prompt
 
 __all__ = [
@@ -231,7 +233,8 @@ def build_policy_client(policy: PolicyOptions, *, cache: Any = None) -> Any:
 
 
 def _is_local(policy: PolicyOptions) -> bool:
-    return policy.provider in ("transformers", "hf", "vllm")
+    """The policy runs here, so its tokenizer and window can be read from the model."""
+    return policy.provider in ("transformers", "hf", "vllm", "llama_cpp")
 
 
 def _hf_tokenizer(spec: str) -> Any:
@@ -241,15 +244,18 @@ def _hf_tokenizer(spec: str) -> Any:
         from ..errors import MissingDependencyError
 
         raise MissingDependencyError("rendering a chat template", "transformers", "local") from exc
-    return AutoTokenizer.from_pretrained(spec)
+    location, kwargs = pretrained_source(spec)
+    return AutoTokenizer.from_pretrained(location, **kwargs)
 
 
 def _window_from_config(model: str) -> int | None:
-    """The context window of a local HF model, from its config (no weights loaded)."""
+    """The context window of a local HF model or GGUF file, from its config (no weights
+    loaded)."""
     try:
         from transformers import AutoConfig
 
-        cfg = AutoConfig.from_pretrained(model)
+        location, kwargs = pretrained_source(model)
+        cfg = AutoConfig.from_pretrained(location, **kwargs)
     except Exception:  # noqa: BLE001 - any failure just means "unknown window"
         return None
     for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
@@ -257,6 +263,32 @@ def _window_from_config(model: str) -> int | None:
         if isinstance(value, int) and value > 0:
             return value
     return None
+
+
+def _model_tokenizer(policy: PolicyOptions) -> str | None:
+    """The policy's own tokenizer, when it runs here and can be read; else ``None`` (the
+    approximate count). A GGUF's tokenizer is read through transformers, which the
+    ``[gguf]`` extra alone does not install."""
+    if not _is_local(policy):
+        return None
+    if policy.provider == "llama_cpp" and importlib.util.find_spec("transformers") is None:
+        return None
+    return policy.model
+
+
+def _engine_window(policy: PolicyOptions) -> int | None:
+    """The window the engine runs with when it is set below the model's trained one: it
+    rejects longer prompts outright, so the budget is for it. vLLM's ``max_model_len`` is
+    often lowered to fit the KV cache; llama.cpp's ``n_ctx`` has a small default (0 there
+    means the trained window)."""
+    po = policy.provider_options
+    if policy.provider == "llama_cpp":
+        from ..judge.providers.llama_cpp import DEFAULT_N_CTX
+
+        cap = po.get("n_ctx", DEFAULT_N_CTX)
+    else:
+        cap = po.get("max_model_len", (po.get("engine_args") or {}).get("max_model_len"))
+    return cap if isinstance(cap, int) and cap > 0 else None
 
 
 @dataclass
@@ -313,18 +345,17 @@ def make_renderer(options: SampleOptions) -> _Renderer:
     from ..text.tokenizers import get_tokenizer
 
     policy = options.policy
-    spec = options.tokenizer or (policy.model if _is_local(policy) else None)
+    spec = options.tokenizer or _model_tokenizer(policy)
     counter = get_tokenizer(spec)
     approximate = spec is None
     window = options.context_window
     if window is None and _is_local(policy):
-        window = _window_from_config(policy.model)
-        # An engine capped below the model's trained window (vLLM ``max_model_len``, often
-        # lowered to fit the KV cache) rejects longer prompts outright: budget for the cap.
-        po = policy.provider_options
-        cap = po.get("max_model_len", (po.get("engine_args") or {}).get("max_model_len"))
-        if isinstance(cap, int) and cap > 0:
-            window = cap if window is None else min(window, cap)
+        cap = _engine_window(policy)
+        # llama.cpp runs with exactly n_ctx, even above the trained window (its choice, and
+        # reading a GGUF's config costs seconds); other engines are capped below it.
+        exact = cap is not None and policy.provider == "llama_cpp"
+        trained = None if exact else _window_from_config(policy.model)
+        window = min((w for w in (trained, cap) if w is not None), default=None)
     chat_tok = None
     if policy.style == "completion" and spec is not None:
         chat_tok = _hf_tokenizer(spec)

@@ -11,11 +11,22 @@ from __future__ import annotations
 
 import functools
 import re
+from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from longreward.errors import MissingDependencyError, UsageError
 
-__all__ = ["HFTokenizer", "RegexTokenizer", "Tokenizer", "get_tokenizer"]
+__all__ = ["HFTokenizer", "RegexTokenizer", "Tokenizer", "get_tokenizer", "pretrained_source"]
+
+
+def pretrained_source(spec: str) -> tuple[str, dict[str, Any]]:
+    """What ``from_pretrained`` gets for a Hub name, a directory or a ``.gguf`` file:
+    transformers reads the tokenizer, chat template and config stored in a GGUF when given
+    its directory and ``gguf_file=`` (needs the ``gguf`` package)."""
+    path = Path(spec).expanduser()
+    if path.suffix.lower() == ".gguf" and path.is_file():
+        return str(path.parent), {"gguf_file": path.name}
+    return spec, {}
 
 
 @runtime_checkable
@@ -80,7 +91,7 @@ class RegexTokenizer:
 
 
 class HFTokenizer:
-    """A Hugging Face *fast* tokenizer, loaded by hub name or local path.
+    """A Hugging Face *fast* tokenizer, loaded by hub name, local path or ``.gguf`` file.
 
     ``transformers`` is imported on first use only. Documents run to 128k tokens, past most
     models' ``model_max_length``: encoding goes through the Rust backend with truncation
@@ -102,12 +113,13 @@ class HFTokenizer:
                 "A Hugging Face tokenizer", "transformers", "local"
             ) from exc
         try:
-            tokenizer = AutoTokenizer.from_pretrained(self.name, use_fast=True)
+            location, kwargs = pretrained_source(self.name)
+            tokenizer = AutoTokenizer.from_pretrained(location, use_fast=True, **kwargs)
         except (OSError, ValueError) as exc:
             raise UsageError(
                 f"Could not load the tokenizer {self.name!r} ({exc}). Pass a local directory "
-                "that holds a tokenizer.json, a Hugging Face name that is cached or reachable, "
-                "or 'regex' for the built-in approximation."
+                "that holds a tokenizer.json, a .gguf model file, a Hugging Face name that is "
+                "cached or reachable, or 'regex' for the built-in approximation."
             ) from exc
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None:

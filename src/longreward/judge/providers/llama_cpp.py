@@ -45,6 +45,8 @@ from .._types import (
 )
 
 _DEFAULT_MAX_NEW_TOKENS = 512
+#: the context window when no ``n_ctx`` is given (``sample`` budgets its prompts for it too)
+DEFAULT_N_CTX = 4096
 
 
 def _require_llama_cpp() -> Any:
@@ -71,7 +73,7 @@ class LlamaCppAPI(ModelAPI):
         self,
         model: str,
         *,
-        n_ctx: int = 4096,
+        n_ctx: int = DEFAULT_N_CTX,
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         n_batch: int = 512,
