@@ -353,3 +353,38 @@ def test_provider_options_from_the_command_line_are_typed_like_a_config_file(tmp
                                            "verbose": True, "chat_format": "chatml"}
     with pytest.raises(typer.BadParameter, match="KEY=VALUE"):
         score_overrides({"provider_option": ["n_ctx"]})
+
+
+def test_score_run_records_its_slowest_calls_and_the_report_shows_them(judge_double,
+                                                                        tmp_path):
+    """The judge client times every call that reaches the model; `score` keeps the slowest
+    in RUN/summary.json and `longreward report` of the scored file lists them. Calls served
+    from the run store are not calls: a rerun records none."""
+    from longreward.report import build_report
+
+    inp = tmp_path / "in.jsonl"
+    write_flat(inp, n_prompts=1, n_cands=2)
+    out = tmp_path / "out.jsonl"
+    judge_double.delay = 0.02
+    r = run_cli("score", str(inp), *judge_args(judge_double, out),
+                "--dimensions", "helpfulness,logicality")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "out.jsonl.run" / "summary.json").read_text())
+    slow = summary["stats"]["slowest_calls"]
+    assert 4 <= len(slow) <= 20  # 2 answers × 2 dimensions, plus the format probe
+    assert [c["seconds"] for c in slow] == sorted((c["seconds"] for c in slow), reverse=True)
+    assert min(c["seconds"] for c in slow) >= 0.02
+    assert {c["tag"] for c in slow} >= {"helpfulness", "logicality"}
+    assert all(c["prompt_tokens"] > 0 for c in slow if c["tag"] == "helpfulness")
+
+    html = tmp_path / "report.html"
+    build_report([out], html)
+    page = html.read_text(encoding="utf-8")
+    section = page[page.index('<section id="slowest">'):page.index('<section id="prompts">')]
+    assert "helpfulness" in section and "out.jsonl" in section
+
+    r = run_cli("score", str(inp), *judge_args(judge_double, out),
+                "--dimensions", "helpfulness,logicality", "--restart")
+    assert r.returncode == 0, r.stderr
+    summary = json.loads((tmp_path / "out.jsonl.run" / "summary.json").read_text())
+    assert summary["stats"]["requests"] == 0 and summary["stats"]["slowest_calls"] == []

@@ -3,9 +3,6 @@ call), the slowest calls of a run, the per-method accounting, and writing a resu
 
 from __future__ import annotations
 
-import heapq
-import itertools
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,49 +30,6 @@ def cached_calls(client: ModelClient, run_dir: str | Path) -> Iterator[RunStore]
         finally:
             if attached:
                 client.cache = None
-
-
-class CallTimes:
-    """The slowest judge calls that reached a model (cache hits are not calls). Each time is
-    the wall time of ``ModelClient.generate``: waiting for a free connection, the request and
-    its retries included, which is what a user waits for.
-
-    The client does not time calls itself, so this wraps the client's ``generate`` for the
-    duration of an eval run (``ModelClient.ask`` and the dimensions call it by attribute)."""
-
-    def __init__(self, keep: int = 20) -> None:
-        self.keep = keep
-        self._heap: list[tuple[float, int, dict[str, Any]]] = []
-        self._n = itertools.count()
-
-    def attach(self, client: ModelClient) -> None:
-        if getattr(client, "_eval_call_times", None) is self:
-            return
-        inner = client.generate
-
-        async def generate(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            out = await inner(*args, **kwargs)
-            if not out.cached:
-                self.add(time.perf_counter() - start, kwargs.get("tag", ""), out.usage,
-                         attempt=kwargs.get("attempt", 0))
-            return out
-
-        client.generate = generate  # type: ignore[method-assign]
-        client._eval_call_times = self  # type: ignore[attr-defined]
-
-    def add(self, seconds: float, tag: str, usage: Any, *, attempt: int = 0) -> None:
-        item = {"seconds": round(seconds, 4), "tag": tag, "attempt": attempt,
-                "prompt_tokens": usage.prompt_tokens,
-                "completion_tokens": usage.completion_tokens}
-        entry = (seconds, next(self._n), item)
-        if len(self._heap) < self.keep:
-            heapq.heappush(self._heap, entry)
-        else:
-            heapq.heappushpop(self._heap, entry)
-
-    def slowest(self) -> list[dict[str, Any]]:
-        return [item for _, _, item in sorted(self._heap, key=lambda e: -e[0])]
 
 
 _COUNTERS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "cached_tokens",

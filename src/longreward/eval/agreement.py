@@ -39,7 +39,7 @@ from ..reward.scorer import LongReward, build_client
 from ..stages.runner import fingerprint
 from ..stages.score import ScoreSummary, score_file, usage_by_dimension
 from . import baselines as bl
-from ._run import CallTimes, cached_calls, counters, tag_costs, write_result
+from ._run import cached_calls, counters, tag_costs, write_result
 from ._stats import TIE_RULES, Accuracy, Bootstrap, TieRule, Verdict, accuracy, verdict_from_scores
 
 RESULT_KIND = "longreward.eval.agreement"
@@ -336,8 +336,6 @@ async def evaluate_agreement(
     own = scorer is None
     if scorer is None:
         scorer = LongReward(build_client(score_options), options=score_options)
-    times = CallTimes()
-    times.attach(scorer.client)
     scored_path = scored_path_for(output_path)
     try:
         summary: ScoreSummary = await score_file(
@@ -457,7 +455,7 @@ async def evaluate_agreement(
                     "all_unscored": summary.all_unscored,
                     "internal_errors": summary.internal_errors},
         "stats": {k: v for k, v in stats.items() if k != "notices"},
-        "slowest_calls": times.slowest(),
+        "slowest_calls": stats["slowest_calls"],
         "seconds": time.perf_counter() - started,
         "exit_code": 1 if (data.rejected or summary.exit_code) else 0,
         "options": {"agreement": agreement.model_dump(mode="json"),

@@ -32,7 +32,7 @@ from ..reward.dimensions._base import judge_score
 from ..reward.dimensions._parse import parse_score
 from ..reward.scorer import LongReward, build_client
 from ..text import detect_language
-from ._run import PROMPTS_PACKAGE, CallTimes, cached_calls, tag_costs, write_result
+from ._run import PROMPTS_PACKAGE, cached_calls, tag_costs, write_result
 
 RESULT_KIND = "longreward.eval.reference"
 TAG = "reference"
@@ -202,8 +202,6 @@ async def evaluate_reference(
     write_rejected(output_path, rejected)
 
     scorer = LongReward(client or build_client(options), options=options)
-    times = CallTimes()
-    times.attach(scorer.client)
     try:
         with cached_calls(scorer.client, run_dir):
             grades = await asyncio.gather(*(grade_answer(
@@ -239,7 +237,7 @@ async def evaluate_reference(
         "scale": "mean of 1–10 grades × 10 (as LongBench-Chat reports)",
         "judge": scorer.judge_identity, "sampled": sampled,
         "cost": tag_costs(stats.get("by_tag", {}), [TAG]),
-        "slowest_calls": times.slowest(), "per_answer": per_answer,
+        "slowest_calls": stats["slowest_calls"], "per_answer": per_answer,
         "seconds": time.perf_counter() - started,
         "exit_code": 1 if rejected or any(g.score is None for g in grades) else 0,
     }

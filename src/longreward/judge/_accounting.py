@@ -6,6 +6,8 @@ thread that reads a snapshot may see a count one call old, never a torn one.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,9 +67,35 @@ class TagStats:
         }
 
 
+class SlowestCalls:
+    """The slowest model calls (cache hits are not calls), for reports. Each time is the
+    wall time of one call to the model: waiting for the limiters and a free connection, the
+    request and its retries, which is what a user waits for."""
+
+    def __init__(self, keep: int = 20) -> None:
+        self.keep = keep
+        self._heap: list[tuple[float, int, dict[str, Any]]] = []
+        self._n = itertools.count()
+
+    def add(self, seconds: float, tag: str, usage: Usage, *, attempt: int = 0) -> None:
+        item = {"seconds": round(seconds, 4), "tag": tag, "attempt": attempt,
+                "prompt_tokens": usage.prompt_tokens,
+                "completion_tokens": usage.completion_tokens}
+        entry = (seconds, next(self._n), item)
+        if len(self._heap) < self.keep:
+            heapq.heappush(self._heap, entry)
+        else:
+            heapq.heappushpop(self._heap, entry)
+
+    def items(self) -> list[dict[str, Any]]:
+        """Slowest first."""
+        return [dict(item) for _, _, item in sorted(self._heap, key=lambda e: -e[0])]
+
+
 class ClientStats:
     """Totals and per-tag counters, plus what the progress display should say about the
-    endpoints (``notices``: an endpoint that is down, a long ``Retry-After`` wait)."""
+    endpoints (``notices``: an endpoint that is down, a long ``Retry-After`` wait) and the
+    slowest calls."""
 
     def __init__(self) -> None:
         self.total = TagStats()
@@ -75,6 +103,7 @@ class ClientStats:
         self.in_flight = 0
         #: short human-readable lines about the endpoints' health, newest last
         self.notices: dict[str, str] = {}
+        self.slowest = SlowestCalls()
 
     def tag(self, tag: str) -> TagStats:
         stats = self.by_tag.get(tag)
@@ -104,6 +133,7 @@ class ClientStats:
         out["cost_usd"] = price.cost(self.total.usage) if price else None
         out["by_tag"] = {name: s.as_dict() for name, s in sorted(self.by_tag.items())}
         out["notices"] = list(self.notices.values())
+        out["slowest_calls"] = self.slowest.items()
         return out
 
 

@@ -208,15 +208,16 @@ class ModelClient:
         if self._fail_fast.error is not None:
             raise self._fail_fast.error
         if self.cache is None:
-            return await self._generate(messages, config, json_schema, tag, structured)
+            return await self._generate(messages, config, json_schema, tag, structured, attempt)
         key = self._keys.key(messages, config, json_schema, attempt, structured)
         return await self._cached.get_or_call(
             self.cache, key, tag,
-            lambda: self._generate(messages, config, json_schema, tag, structured))
+            lambda: self._generate(messages, config, json_schema, tag, structured, attempt))
 
     async def _generate(self, messages: list[Message], config: GenerateConfig,
                         json_schema: JsonSchema | None, tag: str,
-                        structured: StructuredMode | None) -> ModelOutput:
+                        structured: StructuredMode | None, attempt: int) -> ModelOutput:
+        started = time.perf_counter()
         estimate = estimate_tokens(messages)
         mode: StructuredMode | None = structured or ("json_schema" if json_schema else None)
 
@@ -228,6 +229,7 @@ class ModelClient:
 
         out, charged = await self._run(on, estimate, tag)
         self.stats._add_usage(tag, out.usage)
+        self.stats.slowest.add(time.perf_counter() - started, tag, out.usage, attempt=attempt)
         if self._limits.active:
             used = out.usage.total_tokens or estimate + sum(len(t) for t in out.texts) // 4
             await self._limits.after(charged, used)

@@ -323,14 +323,14 @@ def _slowest_section(files: list[ScoredFile], results: list[tuple[Path, dict[str
     calls = []
     for path, r in results:
         calls += [{**c, "source": path.name} for c in r.get("slowest_calls") or []]
-    for f in files:
+    for f in files:  # the score run's summary.json: stats are the judge client's snapshot
         calls += [{**c, "source": f.path.name}
-                  for c in (f.summary or {}).get("slowest_calls") or []]
+                  for c in ((f.summary or {}).get("stats") or {}).get("slowest_calls") or []]
     calls.sort(key=lambda c: -c.get("seconds", 0))
     if not calls:
-        body = ('<p class="muted">No call timings in these inputs (every call came from the '
-                "cache, or the inputs were made without timing: `longreward eval` records "
-                "them).</p>")
+        body = ('<p class="muted">No call timings in these inputs: every call came from the '
+                "cache, or no run summary was found next to the scored files (`longreward "
+                "score` writes RUN/summary.json, `longreward eval` its result file).</p>")
     else:
         body = _table(["seconds", "step", "attempt", "prompt tokens", "completion tokens",
                        "from"],
