@@ -28,6 +28,7 @@ Knobs (thread-safe to set from the test while the server runs):
 - ``context_limit``: prompts above this many tokens (≈chars/4) get a context-length 400
 - ``fail_with``: ``(status, message)`` returned for every completion request
 - ``delay``: seconds to hold every completion request
+- ``hold``: while True, every completion request (not the format probe) waits
 - ``ignore_n``: answer one choice whatever ``n`` asks (as llama.cpp's server does)
 - ``probe_delay``: seconds to hold the format probe before anything else (a probe that
   times out on a busy server)
@@ -155,6 +156,7 @@ class JudgeDouble:
         self.context_limit: int | None = None
         self.fail_with: tuple[int, str] | None = None
         self.delay = 0.0
+        self.hold = False
         self.probe_delay = 0.0
         self.ignore_n = False
         self._fault_rng = random.Random(0)
@@ -244,6 +246,7 @@ class JudgeDouble:
             self.context_limit = None
             self.fail_with = None
             self.delay = 0.0
+            self.hold = False
             self.probe_delay = 0.0
             self.ignore_n = False
             self._fault_source = None
@@ -394,6 +397,8 @@ class JudgeDouble:
             return gated
         if self.delay:
             await self._hold(self.delay)
+        while self.hold and not probe and not self._stopping:
+            await asyncio.sleep(0.05)
         fault = None if probe else self._draw_fault()
         faults = self.faults
         if fault == "429":

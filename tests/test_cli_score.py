@@ -388,3 +388,35 @@ def test_score_run_records_its_slowest_calls_and_the_report_shows_them(judge_dou
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "out.jsonl.run" / "summary.json").read_text())
     assert summary["stats"]["requests"] == 0 and summary["stats"]["slowest_calls"] == []
+
+
+def test_a_rejected_key_stops_score_with_one_message_and_no_traceback(judge_double, tmp_path):
+    """Every answer's calls get the same 401 at once: one clear message, exit 2, within
+    seconds; the units that failed together leave no "Task exception was never retrieved"
+    traceback behind the message."""
+    inp = tmp_path / "in.jsonl"
+    write_flat(inp, n_prompts=3, n_cands=4)
+    judge_double.required_api_key = "sk-the-right-key-0123456789"
+    out = tmp_path / "out.jsonl"
+    t0 = time.monotonic()
+    r = run_cli("score", str(inp), *judge_args(judge_double, out),
+                env={"LONGREWARD_API_KEY": "sk-a-wrong-key-0123456789"})
+    assert r.returncode == 2, r.stderr
+    assert time.monotonic() - t0 < 60
+    assert "401" in r.stderr or "rejected" in r.stderr.lower()
+    assert "Traceback" not in r.stderr and "never retrieved" not in r.stderr, r.stderr[-3000:]
+    assert "sk-a-wrong-key-0123456789" not in r.stderr
+
+
+def test_header_flags_take_curl_form_and_a_bad_one_is_not_echoed():
+    import typer
+
+    from longreward.cli._common import key_values
+
+    assert key_values(["X-Token: abc:def", "X-Org=o=1"], "--header") == {
+        "X-Token": "abc:def", "X-Org": "o=1"}
+    with pytest.raises(typer.BadParameter) as info:
+        key_values(["Xsupersecretvalue"], "--header")
+    assert "supersecret" not in str(info.value) and "number 1" in str(info.value)
+    with pytest.raises(typer.BadParameter):
+        key_values(["dims: 1"], "--weight")  # ':' is only the header form

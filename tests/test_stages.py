@@ -175,9 +175,10 @@ def test_a_second_process_on_the_same_run_directory_stops_at_once(judge_double: 
         {"id": f"a{i}", "prompt_id": "p", "context": DOC, "query": "When?",
          "response": f"In 19{i:02d}."} for i in range(3)])
     out = tmp_path / "out.jsonl"
-    judge_double.delay = 0.5
+    judge_double.hold = True  # the first run cannot finish before the second has tried
+    secret = "Xsecret-header-value-123"
     args = ["score", str(inp), "-o", str(out), "--base-url", judge_double.base_url, "--model",
-            "judge-double", "--no-progress"]
+            "judge-double", "--no-progress", "--header", f"X-Token={secret}"]
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
     first = subprocess.Popen([sys.executable, "-m", "longreward", *args], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -193,7 +194,11 @@ def test_a_second_process_on_the_same_run_directory_stops_at_once(judge_double: 
         message = flat(second.stderr)
         assert "in use by process" in message and str(first.pid) in message
         assert time.monotonic() - t0 < 30  # it did not wait for the first to finish
+        # the holder's command line is shown and stored without the header's value
+        assert "X-Token=***" in message and secret not in message
+        assert secret not in lock.read_text()
     finally:
+        judge_double.hold = False
         first.communicate(timeout=120)
     assert first.returncode == 0
     ids = [r["id"] for r in read_jsonl(out)]

@@ -34,14 +34,17 @@ def flag_overrides(**flags: Any) -> dict[str, Any]:
 
 
 def key_values(items: list[str] | None, what: str) -> dict[str, str] | None:
-    """Repeated ``KEY=VALUE`` flags as a dict."""
+    """Repeated ``KEY=VALUE`` flags as a dict. ``--header`` also takes curl's ``Name: value``.
+    A malformed item is not echoed: it may be a header carrying a secret."""
     if not items:
         return None
     out = {}
-    for item in items:
-        if "=" not in item:
-            raise typer.BadParameter(f"{what} must look like KEY=VALUE, got {item!r}")
-        k, v = item.split("=", 1)
+    for n, item in enumerate(items, 1):
+        sep = "=" if "=" in item else ":" if what == "--header" and ":" in item else None
+        if sep is None or not item.split(sep, 1)[0].strip():
+            form = "NAME=VALUE or 'NAME: value'" if what == "--header" else "KEY=VALUE"
+            raise typer.BadParameter(f"{what} number {n} must look like {form}")
+        k, v = item.split(sep, 1)
         out[k.strip()] = v.strip()
     return out
 

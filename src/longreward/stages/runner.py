@@ -213,7 +213,11 @@ async def gather_or_cancel(coros: list[Awaitable[Any]]) -> list[Any]:
         for t in pending:
             t.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
-    for t in tasks:
-        if t.done() and not t.cancelled() and t.exception() is not None:
-            raise t.exception()  # type: ignore[misc]
+    # Read every failure, not only the one raised: units that failed at the same moment
+    # (e.g. all of them on a 401) would otherwise print "Task exception was never retrieved"
+    # with a traceback after the run's one clear message.
+    failures = [t.exception() for t in tasks if t.done() and not t.cancelled()]
+    first = next((e for e in failures if e is not None), None)
+    if first is not None:
+        raise first
     return [t.result() for t in tasks]

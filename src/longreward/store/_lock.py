@@ -29,6 +29,27 @@ _held: dict[str, tuple[int, int]] = {}  # resolved lock path -> (fd, depth)
 _guard = threading.Lock()
 
 
+def command_line(argv: list[str]) -> str:
+    """The command as the lock file records it and a second process prints it: without
+    secrets (``--header`` values, anything credential-shaped), since both end up in logs."""
+    from ..judge._redact import MASK, redact
+
+    def header(value: str) -> str:
+        name, sep, _ = value.partition("=") if "=" in value else value.partition(":")
+        return f"{name}{sep}{MASK}" if sep else MASK
+
+    parts: list[str] = []
+    for i, arg in enumerate(argv):
+        if i == 0:
+            arg = os.path.basename(arg)
+        elif parts and parts[-1] == "--header":
+            arg = header(arg)
+        elif arg.startswith("--header="):
+            arg = "--header=" + header(arg.removeprefix("--header="))
+        parts.append(arg)
+    return redact(" ".join(parts))[:300]
+
+
 def _holder_text(path: Path) -> str:
     try:
         info = json.loads(path.read_text(encoding="utf-8") or "{}")
@@ -70,9 +91,7 @@ class RunLock:
                         "this run another output and --run-dir."
                     ) from None
             info = {"pid": os.getpid(), "host": socket.gethostname(),
-                    "command": " ".join(os.path.basename(a) if i == 0 else a
-                                        for i, a in enumerate(sys.argv))[:300],
-                    "started": time.time()}
+                    "command": command_line(sys.argv), "started": time.time()}
             os.ftruncate(fd, 0)
             os.write(fd, json.dumps(info).encode("utf-8"))
             _held[key] = (fd, 1)
