@@ -353,6 +353,8 @@ def test_provider_options_from_the_command_line_are_typed_like_a_config_file(tmp
                                            "verbose": True, "chat_format": "chatml"}
     with pytest.raises(typer.BadParameter, match="KEY=VALUE"):
         score_overrides({"provider_option": ["n_ctx"]})
+    capped = build_score_options(None, score_overrides({"max_retry_after": 7.5}))
+    assert capped.judge.max_retry_after == 7.5
 
 
 def test_score_run_records_its_slowest_calls_and_the_report_shows_them(judge_double,

@@ -559,6 +559,30 @@ def test_the_same_permanent_error_in_a_row_is_fatal(judge_double: JudgeDouble) -
     assert judge_double.count() == 3
 
 
+def test_the_same_500_after_all_retries_in_a_row_is_fatal_but_an_outage_is_not(
+        judge_double: JudgeDouble) -> None:
+    """A server that answers every call with the same 500, retries included, stops the run
+    (before: 344 requests and every answer unscored); 503s are an outage and only ever leave
+    the call unscored."""
+    async def calls(n: int, status: int, message: str) -> list[Any]:
+        judge_double.fail_with = (status, message)
+        async with client_for(judge_double, fatal_after=3, max_retries=1) as client:
+            out: list[Any] = []
+            for i in range(n):
+                try:
+                    out.append(await ask(client, question=f"q{i}"))
+                except JudgeFatalError as exc:
+                    out.append(exc)
+            return out
+
+    got = run(calls(5, 503, "upstream overloaded"))
+    assert all(not isinstance(r, JudgeFatalError) and r.value is None for r in got)
+    got = run(calls(5, 500, "Internal error: the sampler crashed (tensor 17)"))
+    assert [isinstance(r, JudgeFatalError) for r in got] == [False, False, True, True, True]
+    assert "3 calls in a row" in str(got[2]) and "sampler crashed" in str(got[2])
+    assert "rerun the same command" in str(got[2])
+
+
 def test_different_errors_and_successes_reset_the_streak(judge_double: JudgeDouble) -> None:
     async def go() -> None:
         async with client_for(judge_double, fatal_after=2) as client:

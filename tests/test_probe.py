@@ -51,6 +51,17 @@ def test_a_llama_cpp_like_endpoint(judge_double: JudgeDouble) -> None:
     assert "--completeness-chunk-tokens 1280" in text  # 5000 - 2048 - 1500, in 256s
 
 
+def test_a_server_that_answers_any_name_gets_its_listed_name_suggested(
+        judge_double: JudgeDouble) -> None:
+    """llama.cpp's server answers whatever model name is sent; the suggestion names the one
+    it lists rather than repeating the name that happened to work."""
+    api = OpenAICompatibleAPI("m", base_url=judge_double.base_url)
+    report = asyncio.run(probe_endpoint(api, timeout=5.0, check_context=False))
+    assert checks(report)["model listed"] is False and report.works
+    assert report.suggestions[0].startswith(
+        f"--base-url {judge_double.base_url} --model {MODEL}   (the name the server lists")
+
+
 def test_unknown_model_and_refused_key_are_reported_with_the_fix(
         judge_double: JudgeDouble) -> None:
     judge_double.models = {"the-real-model"}

@@ -148,6 +148,9 @@ def test_a_repeated_prompt_id_is_rejected_by_sample_and_score_alike(tmp_path: Pa
     r = cli("score", str(cands), "-o", str(tmp_path / "s.jsonl"), "--dry-run", "--no-progress",
             "--prompts", str(prompts))
     assert r.returncode == 1 and not read_jsonl(tmp_path / "s.jsonl")
+    (why,) = read_jsonl(tmp_path / "s.jsonl.rejected.jsonl")
+    assert "was rejected in the prompts file" in why["error"]
+    assert "different documents or questions" in why["error"]
 
 
 def test_a_candidate_joined_to_another_document_than_it_was_sampled_from_is_rejected(
@@ -305,6 +308,31 @@ def test_empty_or_blank_ids_are_rejected(tmp_path: Path) -> None:
     r = cli("sample", str(prompts), "-o", str(tmp_path / "c.jsonl"), "--dry-run", "--no-progress")
     assert r.returncode == 1
     assert {row["prompt_id"] for row in read_jsonl(tmp_path / "c.jsonl")} == {"p"}
+
+
+def test_blank_ids_inside_a_record_are_rejected_not_replaced() -> None:
+    """A blank prompt_id of a flat row, or a blank id of a grouped candidate, is an error
+    naming the field: a made-up id in its place would split a prompt's answers apart."""
+    from longreward.errors import RecordError
+    from longreward.io.records import group_records
+
+    rows = [("r1", {"id": "a1", "prompt_id": "p", "context": DOC, "query": "Q?",
+                    "response": "R1."}),
+            ("r2", {"id": "a2", "prompt_id": "  ", "context": DOC, "query": "Q?",
+                    "response": "R2."}),
+            ("r3", {"id": "a3", "prompt_id": None, "context": DOC, "query": "Q?",
+                    "response": "R3."}),  # null: absent, so an id from the content
+            ("r4", {"id": "g", "context": DOC, "query": "Q?",
+                    "candidates": [{"id": "\t", "response": "C0."}, {"response": "C1."},
+                                   {"id": "c2", "response": "C2."}]})]
+    out = list(group_records(rows))
+    errors = [str(e) for e in out if isinstance(e, RecordError)]
+    assert errors == ["record r2, field 'prompt_id': empty or not a string/integer id",
+                      "record r4, field 'candidates[0].id': empty or not a string/integer id"]
+    kept = {rec.prompt_id: [c.id for c in rec.candidates] for rec in out
+            if not isinstance(rec, RecordError)}
+    assert kept["p"] == ["a1"] and kept["g"] == ["g-1", "c2"]
+    assert [ids for pid, ids in kept.items() if pid.startswith("p-")] == [["a3"]]
 
 
 # --------------------------------------------------------------------------- bug 7

@@ -21,12 +21,15 @@ class MissingDependencyError(LongRewardError, ImportError):
 class RecordError(LongRewardError, ValueError):
     """One input record is unusable. Names the record and the field; the run goes on."""
 
-    def __init__(self, record: str, field: str | None, message: str) -> None:
+    def __init__(self, record: str, field: str | None, message: str, *,
+                 record_id: str | None = None) -> None:
         where = f"record {record}" + (f", field '{field}'" if field else "")
         super().__init__(f"{where}: {message}")
         self.record = record
         self.field = field
         self.reason = message
+        #: the id the record carries, where it has a usable one (e.g. a repeated prompt id)
+        self.record_id = record_id
 
 
 class ConfigError(LongRewardError, ValueError):

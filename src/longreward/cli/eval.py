@@ -31,7 +31,7 @@ app.add_typer(eval_app, name="eval")
 #: score's flags that say how to reach and drive the judge
 JUDGE_FLAGS = ("config", "provider", "model", "base_url", "dry_run", "api_key_env",
                "temperature", "max_tokens", "timeout", "concurrency", "rpm", "tpm",
-               "max_retries", "structured_output", "header", "provider_option", "language")
+               "max_retries", "max_retry_after", "structured_output", "header", "provider_option", "language")
 #: score's flags that decide how answers are scored and how the data's fields are named
 SCORE_FLAGS = (*JUDGE_FLAGS, "dimensions", "weight", "tokenizer", "retrieval",
                "retrieval_model", "top_k", "chunk_tokens", "completeness_chunk_tokens",

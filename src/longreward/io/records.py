@@ -83,10 +83,23 @@ def _str_id(value: Any) -> str | None:
     return None
 
 
+_BAD_ID = "empty or not a string/integer id"
+
+
+def _given_id(value: Any) -> str | None:
+    """An optional id: ``None`` when absent (or null), ``""`` when given but empty, blank or
+    of another type (the caller rejects the record: a default id in its place would split a
+    prompt's answers apart or rename an answer without a word), else the id."""
+    if value is None:
+        return None
+    return _str_id(value) or ""
+
+
 def group_records(
     rows: Iterable[tuple[str, dict[str, Any] | RecordError]],
     fields: FieldMap | None = None,
     prompts: dict[str, Prompt] | None = None,
+    rejected_prompts: Iterable[RecordError] = (),
 ) -> Iterator[PromptRecord | RecordError]:
     """Turn raw rows into ``PromptRecord``s. Bad rows (and bad candidates) come out as
     ``RecordError`` and never stop the others. Flat rows are grouped, so their records are
@@ -96,8 +109,10 @@ def group_records(
     carry only a ``prompt_id``, so candidates need not repeat a long document N times. A row
     that records the hash of the document it was sampled from (``document``) must match the
     joined document: a prompts file edited since, or a repeated prompt id, would otherwise
-    have the answer judged against another document."""
+    have the answer judged against another document. ``rejected_prompts`` (the errors of
+    :func:`read_prompts`) let a row whose prompt was rejected there say why."""
     f = fields or FieldMap()
+    why_not = {e.record_id: e for e in rejected_prompts if e.record_id is not None}
     flat: dict[str, PromptRecord] = {}
     seen_ids: set[str] = set()
     for label, row in rows:
@@ -108,8 +123,11 @@ def group_records(
             pid = _str_id(row.get(f.prompt_id))
             src = prompts.get(pid) if pid is not None else None
             if src is None:
-                yield RecordError(label, f.prompt_id, "no document: the row has no "
-                                  f"'{f.context}' and its prompt_id is not in the prompts file")
+                cause = why_not.get(pid) if pid is not None else None
+                yield RecordError(label, f.prompt_id, f"no document: the row has no "
+                                  f"'{f.context}', and its prompt_id " + (
+                                      f"was rejected in the prompts file ({cause})" if cause
+                                      else "is not in the prompts file"))
                 continue
             recorded = row.get("document")
             if isinstance(recorded, str) and recorded and recorded != src.document_key:
@@ -134,7 +152,7 @@ def group_records(
             continue
         rid = _str_id(row.get(f.id))
         if rid is None:
-            yield RecordError(label, f.id, "missing, empty or not a string/integer id")
+            yield RecordError(label, f.id, "missing, " + _BAD_ID)
             continue
         if rid in seen_ids:
             yield RecordError(label, f.id, f"duplicate id {rid!r}; ids must be unique")
@@ -144,8 +162,12 @@ def group_records(
         except RecordError as exc:
             yield exc
             continue
+        given = _given_id(row.get(f.prompt_id))
+        if given == "":
+            yield RecordError(label, f.prompt_id, _BAD_ID)
+            continue
         seen_ids.add(rid)
-        pid = _str_id(row.get(f.prompt_id)) or "p-" + hashlib.sha256(
+        pid = given or "p-" + hashlib.sha256(
             (context + "\x00" + query).encode("utf-8")).hexdigest()[:16]
         rec = flat.get(pid)
         if rec is None:
@@ -164,7 +186,7 @@ def _grouped(row: dict[str, Any], label: str, context: str, query: str, f: Field
              seen_ids: set[str]) -> Iterator[PromptRecord | RecordError]:
     pid = _str_id(row.get(f.id)) or _str_id(row.get(f.prompt_id))
     if pid is None:
-        yield RecordError(label, f.id, "missing, empty or not a string/integer id")
+        yield RecordError(label, f.id, "missing, " + _BAD_ID)
         return
     raw = row[f.candidates]
     if not isinstance(raw, list) or not raw:
@@ -177,7 +199,11 @@ def _grouped(row: dict[str, Any], label: str, context: str, query: str, f: Field
         if isinstance(item, str):
             cid, text = f"{pid}-{k}", item
         elif isinstance(item, dict):
-            cid = _str_id(item.get("id")) or f"{pid}-{k}"
+            given = _given_id(item.get("id"))
+            if given == "":
+                yield RecordError(label, f"{where}.id", _BAD_ID)
+                continue
+            cid = given or f"{pid}-{k}"
             text = next((item[key] for key in (f.response, *_RESPONSE_KEYS) if key in item), None)
             extra = {key: v for key, v in item.items() if key not in {"id", f.response,
                                                                         *_RESPONSE_KEYS}}
@@ -241,7 +267,7 @@ def read_prompts(path: str | Path, fields: FieldMap | None = None
         if pid in conflicting:
             errors.append(RecordError(label, f.id, f"id {pid!r} is used by rows with different "
                                       f"documents or questions (first: {conflicting[pid]}); "
-                                      "give each prompt its own id"))
+                                      "give each prompt its own id", record_id=pid))
         elif first is None:
             out[pid] = Prompt(pid, ctx, query, label)
         elif (first.context, first.query) == (ctx, query):
@@ -253,5 +279,5 @@ def read_prompts(path: str | Path, fields: FieldMap | None = None
             for where in (first.label, label):
                 errors.append(RecordError(where, f.id, f"id {pid!r} is used by rows with "
                                           "different documents or questions; give each prompt "
-                                          "its own id"))
+                                          "its own id", record_id=pid))
     return out, errors

@@ -60,6 +60,8 @@ class ProbeReport:
     n_supported: bool | None = None
     cached_tokens_reported: bool | None = None
     latency_s: float | None = None
+    #: the model ids /models lists
+    served_models: list[str] = field(default_factory=list)
     suggestions: list[str] = field(default_factory=list)
     fatal: str | None = None
 
@@ -126,6 +128,7 @@ async def _run_checks(client: ModelClient, api: Any, report: ProbeReport,
     else:
         report.add("reachable", True, f"/models lists {len(entries)} model(s)")
     ids = [str(e.get("id")) for e in entries if e.get("id")]
+    report.served_models = ids
     if ids:
         listed = report.model in ids
         shown = ", ".join(ids[:5]) + (" …" if len(ids) > 5 else "")
@@ -226,6 +229,14 @@ def suggestions(report: ProbeReport) -> list[str]:
             return ["check that the server runs and that --base-url (ending in /v1) is right"]
         return []
     out = [f"--base-url {report.base_url} --model {report.model}"]
+    if report.served_models and report.model not in report.served_models:
+        # Single-model servers (llama.cpp, some vLLM setups) answer whatever name is sent;
+        # the listed name is the one that keeps working when the server is shared or moved.
+        out = [f"--base-url {report.base_url} --model {report.served_models[0]}   (the name "
+               f"the server lists; it answered for {report.model!r} too)"
+               if report.works else
+               f"--base-url {report.base_url} --model {report.served_models[0]}   (the name "
+               "the server lists)"]
     mode = report.structured_mode
     if mode not in (None, "json_schema"):
         out.append(f"--structured-output {mode}   (score's default 'auto' finds it too, with "

@@ -188,9 +188,13 @@ class FailFast:
         can succeed. ``negotiating``: a schema refusal is the ladder's business then."""
         if self.error is not None:
             raise self.error
-        if isinstance(exc, RetryableError):
-            return  # an outage: retried and reported, never fatal
-        if not isinstance(exc, PermanentError) or isinstance(exc, ContextTooLongError):
+        if isinstance(exc, RetryableError) and exc.status != 500:
+            return  # an outage (429, 502-504, timeouts, refused connections): never fatal
+        # A 500 is retried like an outage, but one that still answers every call with the
+        # same error after all its retries is a broken server or a request it will never
+        # take (llama.cpp answers an unsupported option with a 500), not a passing outage.
+        if not isinstance(exc, (PermanentError, RetryableError)) or isinstance(
+                exc, ContextTooLongError):
             self.success()  # a too-long prompt is one record's problem, not the judge's
             return
         if isinstance(exc, SchemaUnsupportedError) and negotiating:
@@ -211,15 +215,21 @@ class FailFast:
         signature = (type(exc), exc.status, _NUMBERS.sub("#", str(exc)))
         self._streak = self._streak + 1 if signature == self._last else 1
         self._last = signature
-        if self._streak >= self.after:
-            hint = ("Fix: use --structured-output auto, which finds the reply format the "
-                    "server takes." if isinstance(exc, SchemaUnsupportedError) else
-                    "Fix: check the options the message names (model, max tokens, "
-                    "temperature, headers) against what the server accepts; `longreward "
-                    "probe` shows what it supports.")
-            self._fatal(f"{where} failed {self._streak} calls in a row with the same "
-                        f"permanent error ({text}). Retrying cannot fix this, so the run "
-                        f"stops. {hint}")
+        if self._streak < self.after:
+            return
+        if isinstance(exc, RetryableError):
+            self._fatal(f"{where} failed {self._streak} calls in a row, each after its "
+                        f"retries, with the same server error ({text}), so the run stops "
+                        "instead of sending every request. Fix the server (its log says "
+                        "why), then rerun the same command: finished answers are kept.")
+        hint = ("Fix: use --structured-output auto, which finds the reply format the "
+                "server takes." if isinstance(exc, SchemaUnsupportedError) else
+                "Fix: check the options the message names (model, max tokens, "
+                "temperature, headers) against what the server accepts; `longreward "
+                "probe` shows what it supports.")
+        self._fatal(f"{where} failed {self._streak} calls in a row with the same "
+                    f"permanent error ({text}). Retrying cannot fix this, so the run "
+                    f"stops. {hint}")
 
     def _fatal(self, message: str) -> None:
         self.error = JudgeFatalError(message)

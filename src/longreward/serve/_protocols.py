@@ -19,6 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from ..errors import LongRewardError
 from ._service import ItemResult, ScoreItem
 
 #: longest reason text copied into an OpenRLHF/slime reply (the native reply has it whole)
@@ -74,7 +75,7 @@ class SlimeRequest(BaseModel):
     label: Any = None
 
 
-class ProtocolError(ValueError):
+class ProtocolError(LongRewardError, ValueError):
     """A request that is well-formed JSON but cannot be answered item by item (e.g. lists
     of different lengths): the whole request is refused with 422 and this message."""
 

@@ -107,12 +107,14 @@ def read_score_input(
     prompts file for rows that carry only a ``prompt_id``."""
     rejected: list[RecordError] = []
     prompts = None
+    bad_prompts: list[RecordError] = []
     if prompts_path is not None:
         # A bad prompts row is reported by ``sample``; here, a candidate that needs it is
-        # rejected naming its prompt_id.
-        prompts, _ = read_prompts(prompts_path, prompt_fields or fields)
+        # rejected naming its prompt_id and, where there is one, the prompts row's fault.
+        prompts, bad_prompts = read_prompts(prompts_path, prompt_fields or fields)
     records: list[PromptRecord] = []
-    for item in group_records(iter_rows(input_path, id_field=fields.id), fields, prompts):
+    for item in group_records(iter_rows(input_path, id_field=fields.id), fields, prompts,
+                              bad_prompts):
         if isinstance(item, RecordError):
             rejected.append(item)
         else:

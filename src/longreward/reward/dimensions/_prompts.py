@@ -45,7 +45,9 @@ _MARKERS = ("<!-- system -->", "<!-- user -->", "<!-- reply:json -->", "<!-- rep
 
 
 class MissingVariablesError(KeyError):
-    pass
+    """A prompt template was rendered without one of its variables. Our prompts are fixed
+    text, so this is a bug in a dimension, not bad input: deliberately not a
+    ``LongRewardError``, so it surfaces as an internal error with its traceback."""
 
 
 @dataclass(frozen=True)
