@@ -12,6 +12,7 @@ import re
 import subprocess
 import sys
 import time
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -206,6 +207,61 @@ def test_a_second_process_on_the_same_run_directory_stops_at_once(judge_double: 
     assert first.returncode == 0
     ids = [r["id"] for r in read_jsonl(out)]
     assert sorted(ids) == ["a0", "a1", "a2"]  # each row once
+
+
+def test_a_second_process_on_the_same_output_with_another_run_dir_stops_too(
+        judge_double: Any, tmp_path: Path) -> None:
+    inp = write_jsonl(tmp_path / "in.jsonl", [
+        {"id": f"a{i}", "prompt_id": "p", "context": DOC, "query": "When?",
+         "response": f"In 19{i:02d}."} for i in range(2)])
+    out = tmp_path / "out.jsonl"
+    judge_double.hold = True
+    args = ["score", str(inp), "-o", str(out), "--base-url", judge_double.base_url, "--model",
+            "judge-double", "--no-progress", "--dimensions", "helpfulness"]
+    env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
+    first = subprocess.Popen([sys.executable, "-m", "longreward", *args, "--run-dir",
+                              str(tmp_path / "run1")], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        from longreward.store import OutputLock
+
+        lock = OutputLock(out).path  # in the temp directory, keyed by the output's path
+        deadline = time.monotonic() + 60
+        while not (lock.exists() and str(first.pid) in lock.read_text()):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.1)
+        second = cli(*args, "--run-dir", str(tmp_path / "run2"), timeout=60)
+        assert second.returncode == 2, second.stderr
+        message = flat(second.stderr)
+        assert f"the output {out.resolve()} is in use by process {first.pid}" in message
+    finally:
+        judge_double.hold = False
+        first.communicate(timeout=120)
+    assert first.returncode == 0
+    assert sorted(r["id"] for r in read_jsonl(out)) == ["a0", "a1"]
+
+
+def test_pairs_reads_alongside_other_readers_but_not_while_score_still_writes(
+        tmp_path: Path) -> None:
+    import fcntl
+
+    from longreward.store import OutputLock
+
+    scored = tmp_path / "scored.jsonl"
+    cands = resources.files("longreward").joinpath("examples", "candidates.jsonl")
+    assert cli("score", str(cands), "-o", str(scored), "--dry-run",
+               "--no-progress").returncode == 0
+    lock = OutputLock(scored).path
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a+") as fh:
+        fcntl.flock(fh, fcntl.LOCK_SH)  # another reader (a second `pairs`)
+        r = cli("pairs", str(scored), "-o", str(tmp_path / "p1.jsonl"), "--min-candidates", "2")
+        assert r.returncode == 0, r.stderr
+        fcntl.flock(fh, fcntl.LOCK_EX)  # a score run still writing it
+        r = cli("pairs", str(scored), "-o", str(tmp_path / "p2.jsonl"), "--min-candidates", "2")
+        assert r.returncode == 2 and "Traceback" not in r.stderr
+        assert "still being written" in flat(r.stderr) and str(scored.resolve()) in flat(r.stderr)
+        assert not (tmp_path / "p2.jsonl").exists()
 
 
 def test_a_rerun_repairs_an_output_that_holds_rows_twice(tmp_path: Path) -> None:

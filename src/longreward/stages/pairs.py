@@ -27,7 +27,7 @@ from ..preference.pairs import (
     candidate_from_row,
     iter_selections,
 )
-from ..store import STORE_FILENAME, RunStore
+from ..store import STORE_FILENAME, OutputLock, RunStore
 
 
 class DocumentSource:
@@ -228,6 +228,26 @@ def build_pairs(
     look in; by default the scored file's own (``SCORED.run/``).
     """
 
+    # No reading a scored file that a score run is still writing, and no two pairs runs
+    # writing one output (they share its temporary file).
+    with OutputLock(scored_path, reading=True), OutputLock(Path(output_path).with_suffix(
+            ".jsonl")):
+        return _build_pairs(scored_path, output_path, options, prompts_path=prompts_path,
+                            prompt_fields=prompt_fields, run_dirs=run_dirs,
+                            push_to_hub=push_to_hub, private=private)
+
+
+def _build_pairs(
+    scored_path: str | Path,
+    output_path: str | Path,
+    options: PairOptions | None,
+    *,
+    prompts_path: str | Path | None,
+    prompt_fields: FieldMap | None,
+    run_dirs: list[str | Path] | None,
+    push_to_hub: str | None,
+    private: bool,
+) -> PairsSummary:
     started = time.perf_counter()
     options = options or PairOptions()
     output_path = Path(output_path)

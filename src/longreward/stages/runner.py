@@ -32,7 +32,7 @@ from typing import Any, Literal
 
 from ..errors import RecordError
 from ..io.files import ResumableJsonlWriter, default_run_dir, write_rejected, write_rows
-from ..store import RunLock, RunStore, check_stage_settings
+from ..store import OutputLock, RunLock, RunStore, check_stage_settings
 
 Row = dict[str, Any]
 Redo = Literal["none", "unscored", "all"]
@@ -123,7 +123,7 @@ async def run_stage(
     units = list(units)
     directory = stage_run_dir(output_path, run_dir)
     output_path = Path(output_path)
-    with RunLock(directory), RunStore(directory) as store:
+    with RunLock(directory), OutputLock(output_path), RunStore(directory) as store:
         if redo == "all":
             store.forget(spec.name)
         check_stage_settings(store, spec.name, spec.settings, where=str(directory))

@@ -63,8 +63,17 @@ def _holder_text(path: Path) -> str:
 class RunLock:
     """``with RunLock(run_dir): ...`` — exclusive use of ``run_dir`` by this process."""
 
+    #: an output lock lives outside the user's tree; where it cannot be made (a temp
+    #: directory shared with other users), the run goes on with the run-directory lock alone
+    required = True
+    #: readers share the lock with each other, never with a writer
+    shared = False
+
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.path = (Path(run_dir) / LOCK_FILENAME).resolve()
+        self.what = f"the run directory {self.path.parent}"
+        self.busy = ("Two runs on it would write every row twice. Fix: wait for it to finish "
+                     "(or stop it), or give this run another output and --run-dir.")
 
     def acquire(self) -> None:
         key = str(self.path)
@@ -73,27 +82,31 @@ class RunLock:
                 fd, depth = _held[key]
                 _held[key] = (fd, depth + 1)
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError:
+                if self.required:
+                    raise
+                return
             try:
                 import fcntl
             except ImportError:  # Windows: no flock; run without the guard rather than not at all
                 fcntl = None  # type: ignore[assignment]
             if fcntl is not None:
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    mode = fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX
+                    fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 except BlockingIOError:
                     os.close(fd)
                     raise RunLockedError(
-                        f"the run directory {self.path.parent} is in use by "
-                        f"{_holder_text(self.path)}. Two runs on one directory would write "
-                        "every row twice. Fix: wait for it to finish (or stop it), or give "
-                        "this run another output and --run-dir."
+                        f"{self.what} is in use by {_holder_text(self.path)}. {self.busy}"
                     ) from None
-            info = {"pid": os.getpid(), "host": socket.gethostname(),
-                    "command": command_line(sys.argv), "started": time.time()}
-            os.ftruncate(fd, 0)
-            os.write(fd, json.dumps(info).encode("utf-8"))
+            if not self.shared:  # the holder a blocked process names is the writer
+                info = {"pid": os.getpid(), "host": socket.gethostname(),
+                        "command": command_line(sys.argv), "started": time.time()}
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps(info).encode("utf-8"))
             _held[key] = (fd, 1)
 
     def release(self) -> None:
@@ -115,3 +128,28 @@ class RunLock:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.release()
+
+
+class OutputLock(RunLock):
+    """Exclusive use of one output file, whatever run directory each writer uses: two runs
+    with different run directories on one output would also write every row twice. With
+    ``reading=True``, a stage that reads the file (``pairs`` reading scored answers) holds
+    it shared, so that it cannot read a file another process is still writing (readers do
+    not exclude each other). The lock file lives
+    in the temp directory, keyed by the file's absolute path, so no file is left beside it."""
+
+    required = False
+
+    def __init__(self, output: str | os.PathLike[str], *, reading: bool = False) -> None:
+        import hashlib
+        import tempfile
+
+        target = Path(output).resolve()
+        digest = hashlib.sha256(str(target).encode("utf-8", "surrogatepass")).hexdigest()[:24]
+        self.path = Path(tempfile.gettempdir()) / "longreward-locks" / f"{digest}.lock"
+        self.shared = reading
+        self.what = f"{'the input' if reading else 'the output'} {target}"
+        self.busy = ("It is still being written: what is read now would miss its unfinished "
+                     "rows. Fix: wait for that run to finish." if reading else
+                     "Two runs on it would write every row twice. Fix: wait for it to finish "
+                     "(or stop it), or give this run another output.")
