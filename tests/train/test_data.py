@@ -70,3 +70,18 @@ def test_parquet_and_openrlhf_keys(tmp_path, tokenizer):
                                   keys=PairKeys("q", "good", "bad"))
     assert report.n_pairs == 1
     assert tokenizer.decode(pairs[0].rejected_ids) == "w5 w6 <eos>"
+
+
+def test_pairs_longer_than_the_model_window_are_warned_about_with_the_fix():
+    from longreward.train.data import TokenizedPair
+    from longreward.train.trainer import window_warning
+
+    def pair(prompt: int, chosen: int, rejected: int) -> TokenizedPair:
+        return TokenizedPair([1] * prompt, [2] * chosen, [3] * rejected, record="r")
+
+    pairs = [pair(100, 20, 30), pair(8000, 300, 100), pair(10, 1, 1)]
+    assert window_warning({"max_position_embeddings": 8300}, pairs) is None  # 8000 + 300 fits
+    text = window_warning({"max_position_embeddings": 8192}, pairs)
+    assert text is not None and "1 pair(s)" in text and "8,300 tokens" in text
+    assert "--max-length 8192" in text
+    assert window_warning({}, pairs) is None  # no stated window: nothing to say

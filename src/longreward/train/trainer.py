@@ -160,6 +160,9 @@ def train(cfg: TrainConfig, log: Callable[[str], None] = print) -> TrainResult:
     if cfg.gradient_checkpointing:
         enable_checkpointing(model)
     model_config = model.config.to_dict()
+    warning = window_warning(model_config, [*pairs, *eval_pairs])
+    if warning:
+        say(warning)
     commit = getattr(model.config, "_commit_hash", None)
     ref_key = reference_cache_key(cfg, model_config, tokenizer, commit=commit)
     if cfg.lora:
@@ -382,6 +385,27 @@ def save_merged(accelerator: Any, model: torch.nn.Module, tokenizer: Any, path: 
         del merged
     accelerator.wait_for_everyone()
     return path
+
+
+def window_warning(model_config: dict[str, Any], pairs: list[TokenizedPair]) -> str | None:
+    """A warning when some pair is longer than the window the model was trained with. Not
+    an error: extending the window by training on longer sequences (with RoPE scaling set
+    in the config) is a legitimate aim, but done by accident it trains on positions the
+    model has never seen."""
+    window = next((v for k in ("max_position_embeddings", "n_positions", "max_seq_len")
+                   if isinstance(v := model_config.get(k), int) and v > 0), None)
+    if window is None or not pairs:
+        return None
+    longest = max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids))
+                  for p in pairs)
+    if longest <= window:
+        return None
+    over = sum(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) > window
+               for p in pairs)
+    return (f"warning: {over} pair(s) are longer than the model's {window:,}-token window "
+            f"(max_position_embeddings), up to {longest:,} tokens; they train on positions "
+            f"the model never saw. Pass --max-length {window} to cut their prompts to fit, "
+            "unless extending the window is the point (with RoPE scaling in the config).")
 
 
 def load_pairs_for_training(cfg: TrainConfig, tokenizer: Any,
