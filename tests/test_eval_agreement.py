@@ -140,7 +140,8 @@ def test_agreement_accuracy_is_exact_with_a_controlled_judge(judge_double, tmp_p
     longer = sum(1 for pid, _, _, label in PAIRS if label != "tie" and
                  len(text[pid][0 if label == "a" else 1]) > len(text[pid][1 if label == "a" else 0]))
     assert m["length"]["agree"] == longer
-    assert m["consensus"]["ties"] == 5  # two answers per prompt: consensus cannot choose
+    # two answers per prompt: consensus cannot choose, so it is left out with a note
+    assert "consensus" not in m and "consensus left out" in result["notes"][0]
     for name in ("reward", "pairwise"):
         lo, hi = m[name]["ci"]
         assert lo <= m[name]["accuracy"] <= hi
@@ -263,8 +264,8 @@ def test_cli_on_the_shipped_longeval_example_with_the_dry_run_judge(tmp_path):
     result = json.loads(out.read_text())
     assert result["pairs"] == 19 and result["below_min_gap"] == 1  # article_1: 100 vs 100
     names = [m["name"] for m in result["methods"]]
-    assert names == ["reward", "faithfulness", "completeness", "length", "consensus",
-                     "holistic"]
+    assert names == ["reward", "faithfulness", "completeness", "length", "holistic"]
+    assert "note: consensus left out" in " ".join(r.stderr.split())
     assert [a["removed"] for a in result["ablation"]] == ["faithfulness", "completeness"]
     scored = [json.loads(x) for x in Path(result["scored"]).read_text().splitlines()]
     assert len(scored) == 40 and scored[0]["meta"]["model"] in ("bigbird_pegasus", "longt5")

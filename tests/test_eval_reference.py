@@ -99,8 +99,8 @@ def test_cli_reference_with_dry_run_judge_and_policy(tmp_path):
     assert r.returncode == 1, r.stderr  # rejected records
     assert "DRY RUN" in r.stderr and "score (×10)" in r.stderr and "rejected" in r.stderr
     assert set(json.loads(out.read_text())["groups"]) == {"A", "B"}
-    r = subprocess.run([*base, "--policy-dry-run", "-o", str(tmp_path / "gen.json")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run([*base, "--policy-dry-run", "-o", str(tmp_path / "gen.json"),
+                        "--no-progress"], capture_output=True, text=True, timeout=120)
     assert json.loads((tmp_path / "gen.json").read_text())["answers"] == 2, r.stderr
     r = subprocess.run(base, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--answers" in r.stderr

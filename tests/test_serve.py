@@ -180,6 +180,8 @@ def test_openrlhf_get_reward(judge_double, tmp_path):
         mismatch = client.post("/get_reward", json={"query": ["a", "b"], "prompts": ["a"],
                                                      "labels": ["p1", "p1"]})
         old_client = client.post("/get_reward", json={"query": [prompt + answer]})
+        no_labels = client.post("/get_reward", json={"query": [prompt + answer],
+                                                      "prompts": [prompt], "labels": []})
     n = len(body["query"])
     assert len(out["rewards"]) == len(out["scores"]) == len(out["items"]) == n
     assert all(len(v) == n for v in out["extra_logs"].values())
@@ -199,6 +201,9 @@ def test_openrlhf_get_reward(judge_double, tmp_path):
     assert mismatch.status_code == 422 and "'prompts' has 1 entries" in mismatch.json()["error"]
     assert old_client.status_code == 200
     assert "no 'prompts' in the request" in old_client.json()["items"][0]["reason"]
+    # an empty labels list (a dataset without the label column) is per item, not a 422
+    assert no_labels.status_code == 200 and no_labels.json()["rewards"] == [None]
+    assert "names no registered prompt" in no_labels.json()["items"][0]["reason"]
 
 
 # --------------------------------------------------------------------------- slime
@@ -558,3 +563,29 @@ def test_cli_refuses_a_named_token_variable_that_is_not_set(tmp_path):
                          timeout=60)
     assert out.returncode == 2
     assert "NO_SUCH_TOKEN_VAR" in out.stderr and "not set" in out.stderr
+
+
+def test_cli_takes_scores_judge_and_scoring_flags(judge_double, tmp_path):
+    """serve borrows score's flags (same names, same meaning, under score: of serve.yaml),
+    plus its own --max-body-bytes."""
+    args = ["--base-url", judge_double.base_url, "--model", "judge-double", "--port", "0",
+            "--run-dir", str(tmp_path / "state"), "--dimensions", "helpfulness,logicality",
+            "--weight", "helpfulness=3", "--weight", "logicality=1", "--max-retries", "0",
+            "--max-body-bytes", "2048",
+            "--log-level", "warning"]
+    proc, url = _start_cli(args, {"LONGREWARD_API_KEY": JUDGE_KEY})
+    try:
+        with httpx.Client(base_url=url, timeout=60) as client:
+            item = {"context": document("harbour"), "query": "What was approved?",
+                    "response": "Line 3."}
+            assert client.post("/score", json={"items": [item]}).status_code == 413
+            item["context"] = "The harbour board approved line 3 worth 3007 coins."
+            r = client.post("/score", json={"items": [item]})
+        assert r.status_code == 200, r.text
+        (out,) = r.json()["items"]
+        assert set(out["scores"]) == {"helpfulness", "logicality"}
+        h, lg = out["scores"]["helpfulness"], out["scores"]["logicality"]
+        assert out["reward"] == pytest.approx((3 * h + lg) / 4)
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=30)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -91,3 +94,29 @@ def report_errors(errors: list[Any], listed_in: Path | None, console: Console | 
         console.print(f"… and {len(errors) - SHOW_ERRORS} more")
     if errors and listed_in is not None:
         console.print(f"rejected records listed in {listed_in}")
+
+
+def with_flags_of(source: Callable[..., Any], names: tuple[str, ...]
+                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Give a command the parameters ``names`` of command ``source``; the command receives
+    their values as one dict in its ``borrowed`` parameter."""
+    params = inspect.signature(source, eval_str=True).parameters
+    taken = [params[n].replace(kind=inspect.Parameter.KEYWORD_ONLY) for n in names]
+
+    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+               for p in inspect.signature(fn, eval_str=True).parameters.values()
+               if p.name != "borrowed"]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            borrowed = {n: kwargs.pop(n) for n in names}
+            return fn(**kwargs, borrowed=borrowed)
+
+        del command.__wrapped__  # typer must read the signature below, not fn's
+        signature = inspect.Signature([*own, *taken])
+        command.__signature__ = signature  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
+        return command
+
+    return decorate

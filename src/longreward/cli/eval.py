@@ -9,8 +9,6 @@ help and default) rather than declared again, and mapped to options by the same
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,50 +18,19 @@ from rich.table import Table
 
 from .._progress import stage_progress, summary_table
 from ._app import app
-from ._common import err, report_errors
-from .score import build_score_options, score_command, score_overrides
+from ._common import err, report_errors, with_flags_of
+from .score import (
+    JUDGE_FLAGS,
+    SCORE_FLAGS,
+    build_score_options,
+    score_command,
+    score_overrides,
+)
 
 eval_app = typer.Typer(help="Can the reward be trusted? Agreement with human labels, "
                             "FactScore-style counts, reference-answer grading.",
                        no_args_is_help=True)
 app.add_typer(eval_app, name="eval")
-
-#: score's flags that say how to reach and drive the judge
-JUDGE_FLAGS = ("config", "provider", "model", "base_url", "dry_run", "api_key_env",
-               "temperature", "max_tokens", "timeout", "concurrency", "rpm", "tpm",
-               "max_retries", "max_retry_after", "structured_output", "header", "provider_option", "language")
-#: score's flags that decide how answers are scored and how the data's fields are named
-SCORE_FLAGS = (*JUDGE_FLAGS, "dimensions", "weight", "tokenizer", "retrieval",
-               "retrieval_model", "top_k", "chunk_tokens", "completeness_chunk_tokens",
-               "grade_batch_size", "max_document_tokens", "prompt_concurrency", "field_id",
-               "field_prompt_id", "field_context", "field_query", "field_response")
-
-
-def with_flags_of(source: Callable[..., Any], names: tuple[str, ...]
-                  ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Give a command the parameters ``names`` of command ``source``; the command receives
-    their values as one dict in its ``borrowed`` parameter."""
-    params = inspect.signature(source, eval_str=True).parameters
-    taken = [params[n].replace(kind=inspect.Parameter.KEYWORD_ONLY) for n in names]
-
-    def decorate(fn: Callable[..., Any]) -> Callable[..., Any]:
-        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
-               for p in inspect.signature(fn, eval_str=True).parameters.values()
-               if p.name != "borrowed"]
-
-        @functools.wraps(fn)
-        def command(**kwargs: Any) -> Any:
-            borrowed = {n: kwargs.pop(n) for n in names}
-            return fn(**kwargs, borrowed=borrowed)
-
-        del command.__wrapped__  # typer must read the signature below, not fn's
-        signature = inspect.Signature([*own, *taken])
-        command.__signature__ = signature  # type: ignore[attr-defined]
-        command.__annotations__ = {p.name: p.annotation for p in signature.parameters.values()}
-        return command
-
-    return decorate
-
 
 def _options(borrowed: dict[str, Any]) -> Any:
     return build_score_options(borrowed.get("config"), score_overrides(borrowed))
@@ -179,6 +146,8 @@ def agreement_command(
         err.print("[yellow]warning:[/] no pair with a human preference was formed: check "
                   "--label-field (and --min-gap for pointwise data)")
     err.print(agreement_table(result))
+    for note in result.get("notes") or []:
+        err.print(f"[yellow]note:[/] {note}")
     err.print(f"results: {output}; scored answers: {result['scored']}")
     raise typer.Exit(result["exit_code"])
 
@@ -268,10 +237,11 @@ def reference_command(
     examples_field: Annotated[str, typer.Option(help="Question field holding the scored examples.")] = "examples",
     run_dir: Annotated[Path | None, typer.Option(help="Run directory (store, call cache). Default: OUTPUT.run/")] = None,
     sample_config: Annotated[Path | None, typer.Option(help="Generate the answers: YAML/TOML with `longreward sample`'s options (its `sample:` section if present).", exists=True, dir_okay=False)] = None,
-    policy_provider: Annotated[str | None, typer.Option(help="Generate the answers from this policy provider (openai_compatible, vllm, transformers, dry_run).")] = None,
+    policy_provider: Annotated[str | None, typer.Option(help="Generate the answers from this policy provider (openai_compatible, llama_cpp, vllm, transformers, dry_run).")] = None,
     policy_model: Annotated[str | None, typer.Option(help="Generate the answers with this policy model.")] = None,
     policy_base_url: Annotated[list[str] | None, typer.Option(help="Policy endpoint (repeatable).")] = None,
     policy_dry_run: Annotated[bool, typer.Option("--policy-dry-run", help="Generate placeholder answers with the offline dry-run policy.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     borrowed: dict[str, Any] | None = None,
 ) -> None:
     """Grade answers against reference answers, 1–10 with optional scored examples per question, reported as mean × 10 (as LongBench-Chat does). Answers from a file, or generated from a policy through the sample machinery (one per question, temperature 0, unless the sample config says otherwise)."""
@@ -295,9 +265,23 @@ def reference_command(
             "policy.model": policy_model, "policy.base_urls": policy_base_url},
             options.fields)
     _dry_run_banner(options)
-    result = _run(lambda: evaluate_reference(questions, output, options, ref,
-                                             answers_path=answers, sample_options=sample_options,
-                                             run_dir=run_dir))
+
+    async def main() -> dict[str, Any]:
+        from ..reward.scorer import build_client
+
+        client = build_client(options)
+        try:
+            with stage_progress("eval: grading", console=err, enabled=progress,
+                                stats=client.snapshot) as bar:
+                return await evaluate_reference(
+                    questions, output, options, ref, answers_path=answers,
+                    sample_options=sample_options, run_dir=run_dir, client=client,
+                    on_start=lambda total, done: bar.start(total, done),
+                    on_answer=lambda: bar.advance())
+        finally:
+            await client.aclose()
+
+    result = _run(main)
     from ..io.files import rejected_path
 
     for r in _read_rejected(rejected_path(output))[:20]:

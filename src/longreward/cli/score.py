@@ -61,6 +61,17 @@ def score_overrides(flags: dict[str, Any]) -> dict[str, Any]:
     })
 
 
+#: score's flags that say how to reach and drive the judge
+JUDGE_FLAGS = ("config", "provider", "model", "base_url", "dry_run", "api_key_env",
+               "temperature", "max_tokens", "timeout", "concurrency", "rpm", "tpm",
+               "max_retries", "max_retry_after", "structured_output", "header", "provider_option", "language")
+#: score's flags that decide how answers are scored and how the data's fields are named
+SCORE_FLAGS = (*JUDGE_FLAGS, "dimensions", "weight", "tokenizer", "retrieval",
+               "retrieval_model", "top_k", "chunk_tokens", "completeness_chunk_tokens",
+               "grade_batch_size", "max_document_tokens", "prompt_concurrency", "field_id",
+               "field_prompt_id", "field_context", "field_query", "field_response")
+
+
 @app.command("score")
 def score_command(
     input: Annotated[Path, typer.Argument(help="JSONL, JSON or Parquet: flat rows (id, context, query, response) or grouped rows (id, context, query, candidates).", exists=True, dir_okay=False)],
@@ -85,7 +96,7 @@ def score_command(
     header: Annotated[list[str] | None, typer.Option("--header", help="Extra HTTP header KEY=VALUE (repeatable).")] = None,
     provider_option: Annotated[list[str] | None, typer.Option("--provider-option", help="Provider setting KEY=VALUE (repeatable), as provider_options in a config file: e.g. n_ctx=8192, n_threads=8, n_gpu_layers=-1 for llama_cpp; device=cuda for transformers.")] = None,
     dimensions: Annotated[str | None, typer.Option(help="Comma-separated subset of helpfulness,logicality,faithfulness,completeness.")] = None,
-    weight: Annotated[list[str] | None, typer.Option("--weight", help="Reward weight DIM=W (repeatable).")] = None,
+    weight: Annotated[list[str] | None, typer.Option("--weight", help="Reward weight DIM=W (repeatable). Once one is given, a dimension without a weight counts 0.")] = None,
     language: Annotated[str | None, typer.Option(help="auto, en or zh: language of the judge prompts.")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="HF tokenizer name or path for chunking (default: built-in, no download).")] = None,
     retrieval: Annotated[str | None, typer.Option(help="bm25 (default), dense, api or hybrid.")] = None,

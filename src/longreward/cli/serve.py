@@ -4,46 +4,49 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from ._app import app
-from ._common import err, flag_overrides, option_values, report_errors
+from ._common import err, flag_overrides, report_errors, with_flags_of
+from .score import JUDGE_FLAGS, score_command, score_overrides
+
+#: score's flags that serve takes too, under ``score:`` of serve.yaml (``--config`` is serve's
+#: own file, and the data's field names are the protocols' business)
+SERVE_SCORE_FLAGS = (*(f for f in JUDGE_FLAGS if f != "config"), "dimensions", "weight",
+                     "tokenizer", "retrieval", "retrieval_model", "top_k", "chunk_tokens",
+                     "completeness_chunk_tokens", "grade_batch_size", "max_document_tokens")
 
 
 @app.command("serve")
+@with_flags_of(score_command, SERVE_SCORE_FLAGS)
 def serve_command(
     config: Annotated[Path | None, typer.Option("--config", "-c", help="serve.yaml: `score:` (the judge options of `longreward score`), host, port, run_dir, prompts, limits, fallback_reward. Flags win.", exists=True, dir_okay=False)] = None,
     prompts: Annotated[Path | None, typer.Option("--prompts", help="Prompts file (id, context, query) to register at start; trainers then name a prompt by its id.", exists=True, dir_okay=False)] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on (default 127.0.0.1).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8000; 0 picks a free one).")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run store for the judge-call cache and registered documents (default: serve.run/).")] = None,
-    provider: Annotated[str | None, typer.Option("--provider", help="Judge provider (score.judge.provider): openai_compatible (default), llama_cpp (a .gguf file in this process), transformers, vllm.")] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Judge model (score.judge.model).")] = None,
-    provider_option: Annotated[list[str] | None, typer.Option("--provider-option", help="Judge provider setting KEY=VALUE (repeatable), as score.judge.provider_options in serve.yaml: e.g. n_ctx=8192 for llama_cpp.")] = None,
-    base_url: Annotated[list[str] | None, typer.Option("--base-url", help="Judge's OpenAI-compatible base URL; repeatable.")] = None,
-    dry_run: Annotated[bool, typer.Option("--dry-run", help="Offline dry-run judge (placeholder scores, not judgments).")] = False,
-    api_key_env: Annotated[str | None, typer.Option(help="Env var holding the judge's API key.")] = None,
     token_env: Annotated[str | None, typer.Option(help="Env var holding the bearer token clients must send (default: LONGREWARD_SERVE_TOKEN, when set).")] = None,
     fallback_reward: Annotated[float | None, typer.Option(help="Reward sent for items that could not be scored (mask 0, logged); default: null.")] = None,
     max_concurrent_requests: Annotated[int | None, typer.Option(help="Requests handled at once; more get 503 + Retry-After.")] = None,
     request_timeout: Annotated[float | None, typer.Option(help="Per-request deadline, seconds.")] = None,
+    max_body_bytes: Annotated[int | None, typer.Option(help="Larger request bodies get 413 (default 32 MiB).")] = None,
     log_level: Annotated[str, typer.Option(help="Log level: debug, info, warning.")] = "info",
+    borrowed: dict[str, Any] | None = None,
 ) -> None:
-    """Serve LongReward as the reward of online RL: native /score, OpenRLHF /get_reward, slime /slime, document registration, /health and /metrics. Needs the serve extra: pip install 'longreward\\[serve]'."""
+    """Serve LongReward as the reward of online RL: native /score, OpenRLHF /get_reward, slime /slime, document registration, /health and /metrics. Takes score's judge and scoring flags. Needs the serve extra: pip install 'longreward\\[serve]'."""
+    from ..config import deep_merge
     from ..judge import DRY_RUN_BANNER
     from ..serve import RewardService, create_app, load_serve_options, serve_forever
 
-    overrides = flag_overrides(**{
+    overrides = deep_merge(flag_overrides(**{
         "prompts": str(prompts) if prompts else None, "host": host, "port": port,
         "run_dir": str(run_dir) if run_dir else None,
-        "score.judge.provider": "dry_run" if dry_run else provider, "score.judge.model": model,
-        "score.judge.provider_options": option_values(provider_option, "--provider-option"),
-        "score.judge.base_urls": base_url, "score.judge.api_key_env": api_key_env,
         "auth_token_env": token_env, "fallback_reward": fallback_reward,
         "max_concurrent_requests": max_concurrent_requests, "request_timeout": request_timeout,
-    })
+        "max_body_bytes": max_body_bytes,
+    }), {"score": score_overrides(borrowed or {})})
     options = load_serve_options(config, overrides)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s:     %(name)s: %(message)s"))

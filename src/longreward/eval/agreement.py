@@ -370,6 +370,7 @@ async def evaluate_agreement(
 
         baseline: dict[str, list[Verdict]] = {}
         baseline_details: dict[str, Any] = {}
+        notes: list[str] = []
         which = agreement.baselines
         if "length" in which:
             text = {c.id: c.response for r in data.records for c in r.candidates}
@@ -382,8 +383,16 @@ async def evaluate_agreement(
                 values = bl.consensus_scores([c.response for c in rec.candidates],
                                              pool.get(rec.prompt_id))
                 score.update(zip([c.id for c in rec.candidates], values, strict=True))
-            baseline["consensus"] = [verdict_from_scores(score[p.a], score[p.b])
-                                     for p in counted]
+            if all(len(r.candidates) + len(pool.get(r.prompt_id) or []) < 3
+                   for r in data.records):
+                # Two answers are each other's only neighbour: every pair ties, and a row
+                # of 50% would read as a finding.
+                notes.append("consensus left out: every prompt has 2 answers, and each is "
+                             "then the other's only neighbour (every pair ties); give more "
+                             "samples per prompt with --consensus-pool FILE")
+            else:
+                baseline["consensus"] = [verdict_from_scores(score[p.a], score[p.b])
+                                         for p in counted]
         judged = [b for b in which if b in bl.JUDGED]
         with cached_calls(scorer.client, run_dir) as store:
             if judged and counted:
@@ -449,6 +458,7 @@ async def evaluate_agreement(
         "ablation_seconds": ablation_seconds,
         "ablation_requests": ablation_requests,
         "baseline_details": baseline_details,
+        "notes": notes,
         "pair_details": pair_rows,
         "scoring": {"answers": summary.answers_total, "scored_now": summary.answers_scored,
                     "resumed": summary.answers_done_before,

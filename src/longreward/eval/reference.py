@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,9 +174,12 @@ async def evaluate_reference(
     sample_options: Any = None,
     run_dir: str | Path | None = None,
     client: Any = None,
+    on_start: Callable[[int, int], None] | None = None,
+    on_answer: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Grade the answers (``answers_path``, or sampled with ``sample_options`` from the policy)
-    against the questions' references; write and return the result. A coroutine."""
+    against the questions' references; write and return the result. A coroutine.
+    ``on_start(total, 0)`` and ``on_answer()`` drive a progress display of the grading."""
     from ..stages.sample import sample_file
 
     reference = reference or ReferenceOptions()
@@ -202,13 +206,20 @@ async def evaluate_reference(
     write_rejected(output_path, rejected)
 
     scorer = LongReward(client or build_client(options), options=options)
+
+    async def grade(a: dict[str, Any]) -> Any:
+        question = questions[str(a[answer_fields.prompt_id])]
+        out = await grade_answer(scorer.settings, question, a[answer_fields.response],
+                                 language=_language(options, question))
+        if on_answer is not None:
+            on_answer()
+        return out
+
+    if on_start is not None:
+        on_start(len(answers), 0)
     try:
         with cached_calls(scorer.client, run_dir):
-            grades = await asyncio.gather(*(grade_answer(
-                scorer.settings, questions[str(a[answer_fields.prompt_id])],
-                a[answer_fields.response],
-                language=_language(options, questions[str(a[answer_fields.prompt_id])]))
-                for a in answers))
+            grades = await asyncio.gather(*(grade(a) for a in answers))
         stats = scorer.client.snapshot()
     finally:
         if client is None:

@@ -96,7 +96,9 @@ def heatmap(names: Sequence[str], matrix: Sequence[Sequence[float | None]],
     """A labelled correlation matrix (Pearson r in each cell)."""
     cell, left, top = 46, 96, 98
     size = len(names)
-    width, height = left + cell * size + 8, top + cell * size + 8
+    # wide enough for the title too (≈6.5 px a character at the title's size)
+    width = max(left + cell * size + 8, int(len(title) * 6.5) + 12)
+    height = top + cell * size + 8
     parts = [f'<text x="4" y="14" class="t">{escape(title)}</text>']
     for i, name in enumerate(names):
         y = top + cell * i + cell / 2 + 4

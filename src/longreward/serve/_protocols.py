@@ -131,6 +131,12 @@ def strip_suffixes(text: str, suffixes: list[str]) -> str:
 
 def openrlhf_items(req: OpenRLHFRequest, suffixes: list[str]) -> list[ScoreItem]:
     n = len(req.query)
+    # An empty list is what OpenRLHF sends when the dataset has no such column: the same as
+    # leaving it out, so each item says what it lacks instead of the batch being refused.
+    if req.prompts == [] and n:
+        req = req.model_copy(update={"prompts": None})
+    if req.labels == [] and n:
+        req = req.model_copy(update={"labels": None})
     for name in ("prompts", "labels"):
         got = getattr(req, name)
         if got is not None and len(got) != n:
