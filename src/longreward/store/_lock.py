@@ -135,8 +135,8 @@ class OutputLock(RunLock):
     with different run directories on one output would also write every row twice. With
     ``reading=True``, a stage that reads the file (``pairs`` reading scored answers) holds
     it shared, so that it cannot read a file another process is still writing (readers do
-    not exclude each other). The lock file lives
-    in the temp directory, keyed by the file's absolute path, so no file is left beside it."""
+    not exclude each other). The lock file lives in the temp directory, keyed by the file's
+    absolute path, so no file is left beside it."""
 
     required = False
 
