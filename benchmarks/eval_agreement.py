@@ -96,8 +96,11 @@ def main() -> None:
             *((b, per_method[b]) for b in ("pairwise", "holistic", "length", "consensus"))]
     for name, (calls, chars) in rows:
         a = acc.get(name.strip())
-        print(f"{name:<22}{calls / pairs:>12.2f}{chars / pairs:>20,.0f}"
-              f"{'' if a is None else f'{100 * a:.1f}%':>10}")
+        shown = ("left out" if name.strip() not in acc else "–" if a is None
+                 else f"{100 * a:.1f}%")
+        print(f"{name:<22}{calls / pairs:>12.2f}{chars / pairs:>20,.0f}{shown:>10}")
+    for note in result.get("notes") or []:
+        print(f"note: {note}")
     ablation = result["ablation_seconds"]
     print(f"leave-one-out ablation ({len(result['ablation'])} rewards recombined): "
           f"{1000 * ablation:.2f} ms, {result['ablation_requests']} judge calls; "
