@@ -563,10 +563,13 @@ def test_the_same_500_after_all_retries_in_a_row_is_fatal_but_an_outage_is_not(
         judge_double: JudgeDouble) -> None:
     """A server that answers every call with the same 500, retries included, stops the run
     (before: 344 requests and every answer unscored); 503s are an outage and only ever leave
-    the call unscored."""
-    async def calls(n: int, status: int, message: str) -> list[Any]:
-        judge_double.fail_with = (status, message)
+    the call unscored, and so are 500s from a server that has answered before."""
+    async def calls(n: int, status: int, message: str, *, worked_first: bool = False
+                    ) -> list[Any]:
         async with client_for(judge_double, fatal_after=3, max_retries=1) as client:
+            if worked_first:
+                assert (await ask(client, question="ok")).value is not None
+            judge_double.fail_with = (status, message)
             out: list[Any] = []
             for i in range(n):
                 try:
@@ -581,6 +584,11 @@ def test_the_same_500_after_all_retries_in_a_row_is_fatal_but_an_outage_is_not(
     assert [isinstance(r, JudgeFatalError) for r in got] == [False, False, True, True, True]
     assert "3 calls in a row" in str(got[2]) and "sampler crashed" in str(got[2])
     assert "rerun the same command" in str(got[2])
+    # once the server has answered, a run of 500s may be one bad document's: never fatal
+    judge_double.fail_with = None
+    got = run(calls(5, 500, "Internal error: the sampler crashed (tensor 17)",
+                    worked_first=True))
+    assert all(not isinstance(r, JudgeFatalError) and r.value is None for r in got)
 
 
 def test_different_errors_and_successes_reset_the_streak(judge_double: JudgeDouble) -> None:

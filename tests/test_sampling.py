@@ -386,3 +386,26 @@ def test_an_edited_prompt_is_sampled_again_not_kept_stale(tmp_path):
     by_id = {x["id"]: x for x in after}
     assert all(by_id[f"p1-{k}"]["query"] == rows[1]["query"] for k in range(3))
     assert all(by_id[f"p{i}-{k}"] == first[f"p{i}-{k}"] for i in (0, 2) for k in range(3))
+
+
+def test_a_gguf_whose_tokenizer_cannot_be_read_falls_back_to_the_approximate_count(
+        tmp_path, caplog):
+    """transformers cannot read every GGUF (an architecture it lacks, a damaged file): the
+    llama_cpp policy then still fits prompts to n_ctx, with the approximate count and a
+    warning, instead of failing every prompt."""
+    import logging
+
+    from longreward.preference.sampling import SampleOptions, make_renderer
+
+    pytest.importorskip("transformers")
+    fake = tmp_path / "unknown-arch.gguf"
+    fake.write_bytes(b"GGUF" + b"\x00" * 64)
+    options = SampleOptions.model_validate({"policy": {
+        "provider": "llama_cpp", "model": str(fake), "provider_options": {"n_ctx": 1024}},
+        "max_new_tokens": 64})
+    with caplog.at_level(logging.WARNING, logger="longreward"):
+        renderer = make_renderer(options)
+    assert renderer.approximate and renderer.window == 1024
+    assert any("counting tokens approximately" in r.getMessage() for r in caplog.records)
+    _msgs, context, cut = renderer.render("harbour levy " * 2000, "What was approved?")
+    assert cut is not None and cut.approximate and len(context) < len("harbour levy " * 2000)

@@ -180,9 +180,9 @@ def test_a_second_process_on_the_same_run_directory_stops_at_once(judge_double: 
          "response": f"In 19{i:02d}."} for i in range(3)])
     out = tmp_path / "out.jsonl"
     judge_double.hold = True  # the first run cannot finish before the second has tried
-    secret = "Xsecret-header-value-123"
+    secret = "Xsecret-header-value-123="  # a base64-style tail: split at the ':' first
     args = ["score", str(inp), "-o", str(out), "--base-url", judge_double.base_url, "--model",
-            "judge-double", "--no-progress", "--header", f"X-Token={secret}"]
+            "judge-double", "--no-progress", "--header", f"X-Token: {secret}"]
     env = {**os.environ, "NO_COLOR": "1", "COLUMNS": "200"}
     first = subprocess.Popen([sys.executable, "-m", "longreward", *args], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -255,6 +255,15 @@ def test_pairs_reads_alongside_other_readers_but_not_while_score_still_writes(
     lock.parent.mkdir(parents=True, exist_ok=True)
     with open(lock, "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_SH)  # another reader (a second `pairs`)
+        fh.truncate(0)
+        fh.write(json.dumps({"pid": 4242, "host": "h", "command": "longreward pairs",
+                             "started": 0, "mode": "reading"}))
+        fh.flush()
+        # a score run on the file being read is told so, naming the reader
+        r = cli("score", str(cands), "-o", str(scored), "--dry-run", "--no-progress",
+                "--restart")
+        assert r.returncode == 2 and "process 4242" in flat(r.stderr)
+        assert "It is being read" in flat(r.stderr)
         r = cli("pairs", str(scored), "-o", str(tmp_path / "p1.jsonl"), "--min-candidates", "2")
         assert r.returncode == 0, r.stderr
         fcntl.flock(fh, fcntl.LOCK_EX)  # a score run still writing it
@@ -380,11 +389,14 @@ def test_blank_ids_inside_a_record_are_rejected_not_replaced() -> None:
                     "response": "R3."}),  # null: absent, so an id from the content
             ("r4", {"id": "g", "context": DOC, "query": "Q?",
                     "candidates": [{"id": "\t", "response": "C0."}, {"response": "C1."},
-                                   {"id": "c2", "response": "C2."}]})]
+                                   {"id": "c2", "response": "C2."}]}),
+            ("r5", {"id": " ", "prompt_id": "h", "context": DOC, "query": "Q?",
+                    "candidates": ["C."]})]
     out = list(group_records(rows))
     errors = [str(e) for e in out if isinstance(e, RecordError)]
     assert errors == ["record r2, field 'prompt_id': empty or not a string/integer id",
-                      "record r4, field 'candidates[0].id': empty or not a string/integer id"]
+                      "record r4, field 'candidates[0].id': empty or not a string/integer id",
+                      "record r5, field 'id': empty or not a string/integer id"]
     kept = {rec.prompt_id: [c.id for c in rec.candidates] for rec in out
             if not isinstance(rec, RecordError)}
     assert kept["p"] == ["a1"] and kept["g"] == ["g-1", "c2"]

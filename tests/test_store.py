@@ -128,3 +128,34 @@ def test_committed_rows_survive_kill_9(tmp_path: Path) -> None:
     with RunStore(tmp_path) as store:
         assert store.count("score") == 20
         assert store.get_call("key") == {"texts": ["kept"]}
+
+
+def test_output_locks_live_in_a_private_directory_and_never_follow_a_symlink(
+        tmp_path, monkeypatch):
+    """Lock files sit outside the user's tree; in a directory others could write, a planted
+    symlink could make a run truncate another file. A directory that is not the user's own
+    and private is not used (the output goes unlocked); a symlink at the lock's name is
+    not followed."""
+    import os
+
+    from longreward.store import OutputLock
+
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    out = tmp_path / "data" / "scored.jsonl"
+    with OutputLock(out) as lock:
+        directory = lock.path.parent
+        assert oct(os.stat(directory).st_mode & 0o777) == "0o700"
+        assert "writing" in lock.path.read_text()
+
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    lock.path.unlink()
+    lock.path.symlink_to(victim)
+    with OutputLock(out):  # O_NOFOLLOW: the symlink is refused (so: no lock), not followed
+        assert victim.read_text() == "precious" and lock.path.is_symlink()
+
+    lock.path.unlink()
+    os.chmod(directory, 0o777)  # not private any more: no lock rather than an unsafe one
+    with OutputLock(out) as again:
+        assert not again.path.exists()
+    assert victim.read_text() == "precious"

@@ -41,32 +41,45 @@ def key_values(items: list[str] | None, what: str) -> dict[str, str] | None:
     A malformed item is not echoed: it may be a header carrying a secret."""
     if not items:
         return None
+    from ..judge._redact import split_header
+
     out = {}
     for n, item in enumerate(items, 1):
-        sep = "=" if "=" in item else ":" if what == "--header" and ":" in item else None
-        if sep is None or not item.split(sep, 1)[0].strip():
+        if what == "--header":
+            pair = split_header(item)
+        else:
+            k, sep, v = item.partition("=")
+            pair = (k.strip(), v.strip()) if sep and k.strip() else None
+        if pair is None:
             form = "NAME=VALUE or 'NAME: value'" if what == "--header" else "KEY=VALUE"
             raise typer.BadParameter(f"{what} number {n} must look like {form}")
-        k, v = item.split(sep, 1)
-        out[k.strip()] = v.strip()
+        out[pair[0]] = pair[1]
     return out
 
 
 def option_values(items: list[str] | None, what: str) -> dict[str, Any] | None:
-    """Repeated ``KEY=VALUE`` flags whose values are read as YAML scalars, as in a config
-    file: ``n_ctx=8192`` is a number, ``verbose=true`` a boolean, ``device=cpu`` text."""
-    import yaml
-
+    """Repeated ``KEY=VALUE`` flags with typed values: ``n_ctx=8192`` is a number,
+    ``verbose=true`` a boolean, ``seed=null`` none, anything else text. Only those plain
+    forms are converted (not YAML's octal ``010``, ``no`` for false or dates), so a value is
+    never changed behind the user's back."""
     raw = key_values(items, what)
     if raw is None:
         return None
-    out: dict[str, Any] = {}
-    for k, v in raw.items():
+    return {k: _scalar(v) for k, v in raw.items()}
+
+
+def _scalar(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("null", "none"):
+        return None
+    for kind in (int, float):
         try:
-            out[k] = yaml.safe_load(v) if v else v
-        except yaml.YAMLError:
-            out[k] = v
-    return out
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def validate_options(model: type[M], config: Path | None, flags: dict[str, Any],

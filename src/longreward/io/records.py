@@ -184,7 +184,11 @@ def group_records(
 
 def _grouped(row: dict[str, Any], label: str, context: str, query: str, f: FieldMap,
              seen_ids: set[str]) -> Iterator[PromptRecord | RecordError]:
-    pid = _str_id(row.get(f.id)) or _str_id(row.get(f.prompt_id))
+    given = _given_id(row.get(f.id))
+    if given == "":
+        yield RecordError(label, f.id, _BAD_ID)
+        return
+    pid = given or _str_id(row.get(f.prompt_id))
     if pid is None:
         yield RecordError(label, f.id, "missing, " + _BAD_ID)
         return

@@ -317,7 +317,7 @@ class ModelClient:
             try:
                 out = await self._transport.send(on, tag="probe", timeout=timeout, endpoint=ep)
             except ModelError as exc:
-                if not isinstance(exc, SchemaUnsupportedError):
+                if not isinstance(exc, (SchemaUnsupportedError, RetryableError)):
                     self._fail_fast.check(exc)  # a refused key or unknown model: stop now
                 raise
             self.stats._add_usage("probe", out.usage)

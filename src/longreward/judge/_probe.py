@@ -229,9 +229,10 @@ def suggestions(report: ProbeReport) -> list[str]:
             return ["check that the server runs and that --base-url (ending in /v1) is right"]
         return []
     out = [f"--base-url {report.base_url} --model {report.model}"]
-    if report.served_models and report.model not in report.served_models:
+    if len(report.served_models) == 1 and report.model not in report.served_models:
         # Single-model servers (llama.cpp, some vLLM setups) answer whatever name is sent;
         # the listed name is the one that keeps working when the server is shared or moved.
+        # (A server that lists several models gets no guess: any one would be arbitrary.)
         out = [f"--base-url {report.base_url} --model {report.served_models[0]}   (the name "
                f"the server lists; it answered for {report.model!r} too)"
                if report.works else

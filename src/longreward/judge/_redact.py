@@ -45,6 +45,18 @@ _lock = threading.Lock()
 _secrets: frozenset[str] = frozenset()
 
 
+def split_header(item: str) -> tuple[str, str] | None:
+    """A ``--header`` flag as (name, value): ``Name=value`` or curl's ``Name: value``, split
+    at whichever separator comes first (a header name holds neither, while a value such as
+    a base64 token may hold both). ``None`` when there is no separator or no name."""
+    cuts = [i for i in (item.find("="), item.find(":")) if i > 0]
+    if not cuts:
+        return None
+    at = min(cuts)
+    name = item[:at].strip()
+    return (name, item[at + 1:].strip()) if name else None
+
+
 def add_secrets(values: Iterable[str | None]) -> None:
     """Register values to mask wherever they appear (API keys, header values). Process-wide:
     a key known to one endpoint object is a secret in every message of the process."""

@@ -178,21 +178,24 @@ class FailFast:
         self.error: JudgeFatalError | None = None  # once set, every call raises it
         self._streak = 0
         self._last: tuple[object, ...] | None = None
+        self._worked = False  # some call of this client has succeeded
 
     def success(self) -> None:
         self._streak = 0
         self._last = None
+        self._worked = True
 
     def check(self, exc: ModelError, *, negotiating: bool = False) -> None:
         """Raise ``JudgeFatalError`` when ``exc`` (a call's final error) means no later call
         can succeed. ``negotiating``: a schema refusal is the ladder's business then."""
         if self.error is not None:
             raise self.error
-        if isinstance(exc, RetryableError) and exc.status != 500:
+        if isinstance(exc, RetryableError) and (exc.status != 500 or self._worked):
             return  # an outage (429, 502-504, timeouts, refused connections): never fatal
-        # A 500 is retried like an outage, but one that still answers every call with the
-        # same error after all its retries is a broken server or a request it will never
-        # take (llama.cpp answers an unsupported option with a 500), not a passing outage.
+        # A 500 is retried like an outage, but a server that has answered nothing but the
+        # same 500, each call after all its retries, is broken or will never take these
+        # requests (llama.cpp answers an unsupported option with a 500). Once a call has
+        # succeeded, a run of 500s may be one bad document's: those calls end unscored.
         if not isinstance(exc, (PermanentError, RetryableError)) or isinstance(
                 exc, ContextTooLongError):
             self.success()  # a too-long prompt is one record's problem, not the judge's

@@ -32,6 +32,7 @@ How it is built, and why:
 from __future__ import annotations
 
 import importlib.util
+import logging
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -42,6 +43,8 @@ from ..io.records import FieldMap, Prompt
 from ..store import TRANSPORT_KEYS
 from ..text.tokenizers import pretrained_source
 from .formats import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, render_prompt
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "PolicyOptions",
@@ -323,7 +326,7 @@ class _Renderer:
         trunc = None
         if budget is not None:
             if budget < 1:
-                raise ValueError(
+                raise NoRoomError(
                     f"the question, template and {self.options.max_new_tokens} new tokens "
                     f"leave no room for the document in a {self.window}-token window; "
                     "lower max_new_tokens"
@@ -347,6 +350,19 @@ def make_renderer(options: SampleOptions) -> _Renderer:
     policy = options.policy
     spec = options.tokenizer or _model_tokenizer(policy)
     counter = get_tokenizer(spec)
+    if spec is not None and not options.tokenizer:
+        # The policy's own tokenizer is a refinement, not a requirement (transformers cannot
+        # read every GGUF architecture, for one): if it does not load, count approximately.
+        try:
+            counter.count("a")
+        except Exception as exc:  # noqa: BLE001 - any failure means "use the approximation"
+            from ..judge._retries import short
+
+            logger.warning("sample: cannot load the tokenizer of %s (%s); counting tokens "
+                           "approximately to fit the window", spec,
+                           short(str(exc) or type(exc).__name__, 200))
+            spec = None
+            counter = get_tokenizer(None)
     approximate = spec is None
     window = options.context_window
     if window is None and _is_local(policy):
@@ -363,6 +379,10 @@ def make_renderer(options: SampleOptions) -> _Renderer:
 
 
 # --------------------------------------------------------------------------- one prompt
+
+
+class NoRoomError(ValueError):
+    """The question, template and answer budget leave no room for the document."""
 
 
 class SamplingFailed(Exception):
@@ -387,7 +407,7 @@ async def sample_prompt(prompt: Prompt, *, options: SampleOptions, renderer: _Re
 
     try:
         msgs, _sent_context, trunc = renderer.render(prompt.context, prompt.query)
-    except ValueError as exc:  # no room for the document in the window
+    except NoRoomError as exc:
         raise SamplingFailed(str(exc)) from None
     messages = [Message(role=m["role"], content=m["content"]) for m in msgs]  # type: ignore[arg-type]
     texts: list[str] = []

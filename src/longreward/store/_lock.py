@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import sys
 import threading
 import time
@@ -32,11 +33,11 @@ _guard = threading.Lock()
 def command_line(argv: list[str]) -> str:
     """The command as the lock file records it and a second process prints it: without
     secrets (``--header`` values, anything credential-shaped), since both end up in logs."""
-    from ..judge._redact import MASK, redact
+    from ..judge._redact import MASK, redact, split_header
 
     def header(value: str) -> str:
-        name, sep, _ = value.partition("=") if "=" in value else value.partition(":")
-        return f"{name}{sep}{MASK}" if sep else MASK
+        pair = split_header(value)
+        return f"{pair[0]}={MASK}" if pair else MASK
 
     parts: list[str] = []
     for i, arg in enumerate(argv):
@@ -50,30 +51,40 @@ def command_line(argv: list[str]) -> str:
     return redact(" ".join(parts))[:300]
 
 
-def _holder_text(path: Path) -> str:
+def _holder(path: Path) -> tuple[str, bool]:
+    """Who holds the lock, as the lock file says, and whether it holds it to read."""
     try:
         info = json.loads(path.read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
-        return "another process"
+        return "another process", False
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
     return (f"process {info.get('pid', '?')} on {info.get('host', '?')} "
-            f"({info.get('command', '?')}, started {started})")
+            f"({info.get('command', '?')}, started {started})", info.get("mode") == "reading")
 
 
 class RunLock:
     """``with RunLock(run_dir): ...`` — exclusive use of ``run_dir`` by this process."""
 
-    #: an output lock lives outside the user's tree; where it cannot be made (a temp
-    #: directory shared with other users), the run goes on with the run-directory lock alone
+    #: an output lock lives outside the user's tree; where it cannot be made, the run goes
+    #: on with the run-directory lock alone
     required = True
     #: readers share the lock with each other, never with a writer
     shared = False
+    #: what a blocked writer is told when another writer holds the lock
+    fix = "give this run another output and --run-dir"
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.path = (Path(run_dir) / LOCK_FILENAME).resolve()
         self.what = f"the run directory {self.path.parent}"
-        self.busy = ("Two runs on it would write every row twice. Fix: wait for it to finish "
-                     "(or stop it), or give this run another output and --run-dir.")
+
+    def _busy(self, holder_reads: bool) -> str:
+        if self.shared:
+            return ("It is still being written: what is read now would miss its unfinished "
+                    "rows. Fix: wait for that run to finish.")
+        if holder_reads:
+            return "It is being read. Fix: wait for that run to finish."
+        return ("Two runs on it would write every row twice. Fix: wait for it to finish (or "
+                f"stop it), or {self.fix}.")
 
     def acquire(self) -> None:
         key = str(self.path)
@@ -83,8 +94,10 @@ class RunLock:
                 _held[key] = (fd, depth + 1)
                 return
             try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+                self._make_parent()
+                # never through a symlink planted at the lock's name
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0),
+                             0o644)
             except OSError:
                 if self.required:
                     raise
@@ -99,15 +112,20 @@ class RunLock:
                     fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 except BlockingIOError:
                     os.close(fd)
+                    holder, reads = _holder(self.path)
                     raise RunLockedError(
-                        f"{self.what} is in use by {_holder_text(self.path)}. {self.busy}"
-                    ) from None
-            if not self.shared:  # the holder a blocked process names is the writer
-                info = {"pid": os.getpid(), "host": socket.gethostname(),
-                        "command": command_line(sys.argv), "started": time.time()}
-                os.ftruncate(fd, 0)
-                os.write(fd, json.dumps(info).encode("utf-8"))
+                        f"{self.what} is in use by {holder}. {self._busy(reads)}") from None
+            # A blocked process names the holder from this file (readers too: the last one
+            # to start is named).
+            info = {"pid": os.getpid(), "host": socket.gethostname(),
+                    "command": command_line(sys.argv), "started": time.time(),
+                    "mode": "reading" if self.shared else "writing"}
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
             _held[key] = (fd, 1)
+
+    def _make_parent(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def release(self) -> None:
         key = str(self.path)
@@ -135,10 +153,16 @@ class OutputLock(RunLock):
     with different run directories on one output would also write every row twice. With
     ``reading=True``, a stage that reads the file (``pairs`` reading scored answers) holds
     it shared, so that it cannot read a file another process is still writing (readers do
-    not exclude each other). The lock file lives in the temp directory, keyed by the file's
-    absolute path, so no file is left beside it."""
+    not exclude each other).
+
+    The lock files live outside the user's tree, keyed by the file's absolute path, in a
+    directory private to the user (``$XDG_RUNTIME_DIR`` or the temp directory): in a shared
+    temp directory another user could otherwise create it first, or plant symlinks where
+    our lock files will be written. Where that directory cannot be had, the output goes
+    unlocked (the run directory's lock still holds)."""
 
     required = False
+    fix = "give this run another output"
 
     def __init__(self, output: str | os.PathLike[str], *, reading: bool = False) -> None:
         import hashlib
@@ -146,10 +170,16 @@ class OutputLock(RunLock):
 
         target = Path(output).resolve()
         digest = hashlib.sha256(str(target).encode("utf-8", "surrogatepass")).hexdigest()[:24]
-        self.path = Path(tempfile.gettempdir()) / "longreward-locks" / f"{digest}.lock"
+        base = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+        user = getattr(os, "getuid", lambda: "")()
+        self.path = Path(base) / f"longreward-locks-{user}" / f"{digest}.lock"
         self.shared = reading
         self.what = f"{'the input' if reading else 'the output'} {target}"
-        self.busy = ("It is still being written: what is read now would miss its unfinished "
-                     "rows. Fix: wait for that run to finish." if reading else
-                     "Two runs on it would write every row twice. Fix: wait for it to finish "
-                     "(or stop it), or give this run another output.")
+
+    def _make_parent(self) -> None:
+        directory = self.path.parent
+        directory.mkdir(mode=0o700, exist_ok=True)
+        st = os.lstat(directory)
+        uid = getattr(os, "getuid", lambda: st.st_uid)()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
+            raise PermissionError(f"{directory} is not a private directory of this user")

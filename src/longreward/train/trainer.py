@@ -392,8 +392,8 @@ def window_warning(model_config: dict[str, Any], pairs: list[TokenizedPair]) -> 
     an error: extending the window by training on longer sequences (with RoPE scaling set
     in the config) is a legitimate aim, but done by accident it trains on positions the
     model has never seen."""
-    window = next((v for k in ("max_position_embeddings", "n_positions", "max_seq_len")
-                   if isinstance(v := model_config.get(k), int) and v > 0), None)
+    key, window = next(((k, v) for k in ("max_position_embeddings", "n_positions", "max_seq_len")
+                        if isinstance(v := model_config.get(k), int) and v > 0), (None, None))
     if window is None or not pairs:
         return None
     longest = max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids))
@@ -403,7 +403,7 @@ def window_warning(model_config: dict[str, Any], pairs: list[TokenizedPair]) -> 
     over = sum(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) > window
                for p in pairs)
     return (f"warning: {over} pair(s) are longer than the model's {window:,}-token window "
-            f"(max_position_embeddings), up to {longest:,} tokens; they train on positions "
+            f"({key}), up to {longest:,} tokens; they train on positions "
             f"the model never saw. Pass --max-length {window} to cut their prompts to fit, "
             "unless extending the window is the point (with RoPE scaling in the config).")
 
