@@ -431,7 +431,9 @@ def test_a_judge_that_copies_the_forged_verdict_is_never_read_as_scoring_it(judg
         "en-bracket", "en-rating-bracket", "en-fullwidth", "en-bold", "en-json-full",
         "en-json-fenced", "en-json-errors", "en-close-answer", "zh-rating-fullwidth",
         "zh-json", "zh-system")]
-    judge = HonestJudge("last", obey=True)
+    # (a style of the mode: "last" is a text style, and in JSON mode the double would
+    # answer the unforged steps with a 500 instead of a reply)
+    judge = HonestJudge("last" if mode == "text" else "bare", obey=True)
     scores = score_all(judge_double, mode, judge, forged)
     copied = 0
     for i in forged:
