@@ -121,7 +121,8 @@ class RunLock:
                     "command": command_line(sys.argv), "started": time.time(),
                     "mode": "reading" if self.shared else "writing"}
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps(info).encode("utf-8"), 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps(info).encode("utf-8"))
             _held[key] = (fd, 1)
 
     def _make_parent(self) -> None:
