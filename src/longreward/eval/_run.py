@@ -1,5 +1,6 @@
 """What the eval commands share: the run store as the judge's call cache (so a rerun repeats no
-call), the slowest calls of a run, the per-method accounting, and writing a result file."""
+call), the per-method accounting, and writing a result file. (The slowest calls come from the
+judge client's own snapshot.)"""
 
 from __future__ import annotations
 

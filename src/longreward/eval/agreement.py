@@ -378,11 +378,6 @@ async def evaluate_agreement(
         if "consensus" in which:
             pool = (_read_pool(agreement.consensus_pool, options.fields)
                     if agreement.consensus_pool else {})
-            score: dict[str, float] = {}
-            for rec in data.records:
-                values = bl.consensus_scores([c.response for c in rec.candidates],
-                                             pool.get(rec.prompt_id))
-                score.update(zip([c.id for c in rec.candidates], values, strict=True))
             if all(len(r.candidates) + len(pool.get(r.prompt_id) or []) < 3
                    for r in data.records):
                 # Two answers are each other's only neighbour: every pair ties, and a row
@@ -391,6 +386,11 @@ async def evaluate_agreement(
                              "then the other's only neighbour (every pair ties); give more "
                              "samples per prompt with --consensus-pool FILE")
             else:
+                score: dict[str, float] = {}
+                for rec in data.records:
+                    values = bl.consensus_scores([c.response for c in rec.candidates],
+                                                 pool.get(rec.prompt_id))
+                    score.update(zip([c.id for c in rec.candidates], values, strict=True))
                 baseline["consensus"] = [verdict_from_scores(score[p.a], score[p.b])
                                          for p in counted]
         judged = [b for b in which if b in bl.JUDGED]
@@ -464,7 +464,7 @@ async def evaluate_agreement(
                     "resumed": summary.answers_done_before,
                     "all_unscored": summary.all_unscored,
                     "internal_errors": summary.internal_errors},
-        "stats": {k: v for k, v in stats.items() if k != "notices"},
+        "stats": {k: v for k, v in stats.items() if k not in ("notices", "slowest_calls")},
         "slowest_calls": stats["slowest_calls"],
         "seconds": time.perf_counter() - started,
         "exit_code": 1 if (data.rejected or summary.exit_code) else 0,

@@ -233,11 +233,9 @@ def suggestions(report: ProbeReport) -> list[str]:
         # Single-model servers (llama.cpp, some vLLM setups) answer whatever name is sent;
         # the listed name is the one that keeps working when the server is shared or moved.
         # (A server that lists several models gets no guess: any one would be arbitrary.)
+        too = f"; it answered for {report.model!r} too" if report.works else ""
         out = [f"--base-url {report.base_url} --model {report.served_models[0]}   (the name "
-               f"the server lists; it answered for {report.model!r} too)"
-               if report.works else
-               f"--base-url {report.base_url} --model {report.served_models[0]}   (the name "
-               "the server lists)"]
+               f"the server lists{too})"]
     mode = report.structured_mode
     if mode not in (None, "json_schema"):
         out.append(f"--structured-output {mode}   (score's default 'auto' finds it too, with "

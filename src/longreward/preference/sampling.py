@@ -41,7 +41,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from ..config import EndpointOptions, renamed
 from ..io.records import FieldMap, Prompt
 from ..store import TRANSPORT_KEYS
-from ..text.tokenizers import pretrained_source
+from ..text.tokenizers import pretrained_source, trained_window
 from .formats import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, render_prompt
 
 logger = logging.getLogger(__name__)
@@ -261,11 +261,8 @@ def _window_from_config(model: str) -> int | None:
         cfg = AutoConfig.from_pretrained(location, **kwargs)
     except Exception:  # noqa: BLE001 - any failure just means "unknown window"
         return None
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(cfg, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
+    found = trained_window(cfg)
+    return found[1] if found else None
 
 
 def _model_tokenizer(policy: PolicyOptions) -> str | None:

@@ -232,92 +232,76 @@ def build_pairs(
     # writing one output (they share its temporary file).
     with OutputLock(scored_path, reading=True), OutputLock(Path(output_path).with_suffix(
             ".jsonl")):
-        return _build_pairs(scored_path, output_path, options, prompts_path=prompts_path,
-                            prompt_fields=prompt_fields, run_dirs=run_dirs,
-                            push_to_hub=push_to_hub, private=private)
+        started = time.perf_counter()
+        options = options or PairOptions()
+        output_path = Path(output_path)
+        summary = PairsSummary(min_candidates=options.min_candidates)
+        prompts = None
+        if prompts_path is not None:
+            prompts, bad = read_prompts(prompts_path, prompt_fields)
+            summary.errors.extend(bad)
+        by_prompt, order = _group_candidates(Path(scored_path), summary)
+        if prompts is not None:
+            rank = {pid: i for i, pid in enumerate(prompts)}
+            order.sort(key=lambda pid: rank.get(pid, len(rank)))
+        summary.prompts = len(order)
 
+        if run_dirs is None:
+            run_dirs = [default_run_dir(scored_path)]
+        documents = DocumentSource(prompts, [Path(d) for d in run_dirs])
+        rows: list[dict[str, Any]] = []
+        judges: dict[str, dict[str, Any]] = {}
+        for sel in iter_selections(by_prompt, order, options):
+            if sel.skip is not None:
+                summary.skipped[sel.skip] += 1
+                continue
+            assert sel.chosen is not None and sel.rejected is not None
+            try:
+                messages = _prompt_messages(sel, by_prompt[sel.prompt_id], documents, options)
+            except RecordError as exc:
+                summary.errors.append(exc)
+                continue
+            if messages is None:
+                summary.skipped["missing_prompt"] += 1
+                continue
+            for c in (sel.chosen, sel.rejected):
+                if c.judge:
+                    judges[json.dumps(c.judge, sort_keys=True)] = c.judge
+            meta = {
+                "prompt_id": sel.prompt_id,
+                "chosen_id": sel.chosen.id,
+                "rejected_id": sel.rejected.id,
+                "chosen_reward": sel.chosen.reward,
+                "rejected_reward": sel.rejected.reward,
+                "margin": sel.margin,
+                "chosen_scores": sel.chosen.scores,
+                "rejected_scores": sel.rejected.scores,
+                "dimensions": list(sel.chosen.dimensions),
+            }
+            pair = PairExample(prompt=messages, chosen=sel.chosen.response, rejected=sel.rejected.response,
+                               meta=meta)
+            rows.append(pair_to_row(pair, options.format, options.keys))
 
-def _build_pairs(
-    scored_path: str | Path,
-    output_path: str | Path,
-    options: PairOptions | None,
-    *,
-    prompts_path: str | Path | None,
-    prompt_fields: FieldMap | None,
-    run_dirs: list[str | Path] | None,
-    push_to_hub: str | None,
-    private: bool,
-) -> PairsSummary:
-    started = time.perf_counter()
-    options = options or PairOptions()
-    output_path = Path(output_path)
-    summary = PairsSummary(min_candidates=options.min_candidates)
-    prompts = None
-    if prompts_path is not None:
-        prompts, bad = read_prompts(prompts_path, prompt_fields)
-        summary.errors.extend(bad)
-    by_prompt, order = _group_candidates(Path(scored_path), summary)
-    if prompts is not None:
-        rank = {pid: i for i, pid in enumerate(prompts)}
-        order.sort(key=lambda pid: rank.get(pid, len(rank)))
-    summary.prompts = len(order)
-
-    if run_dirs is None:
-        run_dirs = [default_run_dir(scored_path)]
-    documents = DocumentSource(prompts, [Path(d) for d in run_dirs])
-    rows: list[dict[str, Any]] = []
-    judges: dict[str, dict[str, Any]] = {}
-    for sel in iter_selections(by_prompt, order, options):
-        if sel.skip is not None:
-            summary.skipped[sel.skip] += 1
-            continue
-        assert sel.chosen is not None and sel.rejected is not None
-        try:
-            messages = _prompt_messages(sel, by_prompt[sel.prompt_id], documents, options)
-        except RecordError as exc:
-            summary.errors.append(exc)
-            continue
-        if messages is None:
-            summary.skipped["missing_prompt"] += 1
-            continue
-        for c in (sel.chosen, sel.rejected):
-            if c.judge:
-                judges[json.dumps(c.judge, sort_keys=True)] = c.judge
-        meta = {
-            "prompt_id": sel.prompt_id,
-            "chosen_id": sel.chosen.id,
-            "rejected_id": sel.rejected.id,
-            "chosen_reward": sel.chosen.reward,
-            "rejected_reward": sel.rejected.reward,
-            "margin": sel.margin,
-            "chosen_scores": sel.chosen.scores,
-            "rejected_scores": sel.rejected.scores,
-            "dimensions": list(sel.chosen.dimensions),
-        }
-        pair = PairExample(prompt=messages, chosen=sel.chosen.response, rejected=sel.rejected.response,
-                           meta=meta)
-        rows.append(pair_to_row(pair, options.format, options.keys))
-
-    summary.pairs = len(rows)
-    summary.judges = list(judges.values())
-    summary.stats = _score_stats(rows)
-    # Both files are always derived from the output stem, so "-o pairs.jsonl" and
-    # "-o pairs.parquet" produce the same two files.
-    jsonl = output_path.with_suffix(".jsonl")
-    write_rows(jsonl, rows)
-    summary.outputs.append(str(jsonl))
-    if options.write_parquet or output_path.suffix.lower() == ".parquet":
-        pq_path = output_path.with_suffix(".parquet")
-        write_parquet_rows(pq_path, rows)
-        summary.outputs.append(str(pq_path))
-    documents.close()
-    write_rejected(output_path, summary.errors)
-    summary.seconds = time.perf_counter() - started
-    card = write_card(output_path, options, summary, scored_path=str(scored_path))
-    summary.card = str(card)
-    if push_to_hub:
-        push_rows_to_hub(rows, push_to_hub, card_path=card, private=private)
-    return summary
+        summary.pairs = len(rows)
+        summary.judges = list(judges.values())
+        summary.stats = _score_stats(rows)
+        # Both files are always derived from the output stem, so "-o pairs.jsonl" and
+        # "-o pairs.parquet" produce the same two files.
+        jsonl = output_path.with_suffix(".jsonl")
+        write_rows(jsonl, rows)
+        summary.outputs.append(str(jsonl))
+        if options.write_parquet or output_path.suffix.lower() == ".parquet":
+            pq_path = output_path.with_suffix(".parquet")
+            write_parquet_rows(pq_path, rows)
+            summary.outputs.append(str(pq_path))
+        documents.close()
+        write_rejected(output_path, summary.errors)
+        summary.seconds = time.perf_counter() - started
+        card = write_card(output_path, options, summary, scored_path=str(scored_path))
+        summary.card = str(card)
+        if push_to_hub:
+            push_rows_to_hub(rows, push_to_hub, card_path=card, private=private)
+        return summary
 
 
 

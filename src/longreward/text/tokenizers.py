@@ -16,7 +16,22 @@ from typing import Any, Protocol, runtime_checkable
 
 from longreward.errors import MissingDependencyError, UsageError
 
-__all__ = ["HFTokenizer", "RegexTokenizer", "Tokenizer", "get_tokenizer", "pretrained_source"]
+__all__ = ["HFTokenizer", "RegexTokenizer", "Tokenizer", "get_tokenizer", "pretrained_source",
+           "trained_window"]
+
+#: config fields that hold the context window a model was trained with, by model family
+_WINDOW_FIELDS = ("max_position_embeddings", "n_positions", "max_sequence_length",
+                  "seq_length", "max_seq_len")
+
+
+def trained_window(config: Any) -> tuple[str, int] | None:
+    """(field, tokens) of the window a model was trained with, from its config (a
+    transformers config object or its dict); ``None`` when the config does not say."""
+    for name in _WINDOW_FIELDS:
+        value = config.get(name) if isinstance(config, dict) else getattr(config, name, None)
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            return name, value
+    return None
 
 
 def pretrained_source(spec: str) -> tuple[str, dict[str, Any]]:

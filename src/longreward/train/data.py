@@ -48,6 +48,12 @@ class TokenizedPair:
     def packed_length(self) -> int:
         return len(self.prompt_ids) + len(self.chosen_ids) + len(self.rejected_ids)
 
+    @property
+    def sequence_length(self) -> int:
+        """Prompt + the longer answer: the length of one ordinary DPO sequence, which
+        ``max_length`` bounds."""
+        return len(self.prompt_ids) + max(len(self.chosen_ids), len(self.rejected_ids))
+
 
 @dataclass
 class DataReport:

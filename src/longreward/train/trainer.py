@@ -25,6 +25,7 @@ import torch
 
 from ..errors import LongRewardError
 from ..preference.formats import PairKeys
+from ..text.tokenizers import trained_window
 from .attention import register_shared_prefix_attention, resolve_backend
 from .config import TrainConfig
 from .data import DataReport, TokenizedPair, build_dataset
@@ -392,16 +393,15 @@ def window_warning(model_config: dict[str, Any], pairs: list[TokenizedPair]) -> 
     an error: extending the window by training on longer sequences (with RoPE scaling set
     in the config) is a legitimate aim, but done by accident it trains on positions the
     model has never seen."""
-    key, window = next(((k, v) for k in ("max_position_embeddings", "n_positions", "max_seq_len")
-                        if isinstance(v := model_config.get(k), int) and v > 0), (None, None))
-    if window is None or not pairs:
+    found = trained_window(model_config)
+    if found is None or not pairs:
         return None
-    longest = max(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids))
-                  for p in pairs)
+    key, window = found
+    lengths = [p.sequence_length for p in pairs]
+    longest = max(lengths)
     if longest <= window:
         return None
-    over = sum(len(p.prompt_ids) + max(len(p.chosen_ids), len(p.rejected_ids)) > window
-               for p in pairs)
+    over = sum(n > window for n in lengths)
     return (f"warning: {over} pair(s) are longer than the model's {window:,}-token window "
             f"({key}), up to {longest:,} tokens; they train on positions "
             f"the model never saw. Pass --max-length {window} to cut their prompts to fit, "
