@@ -239,6 +239,14 @@ def json_objects(text: str) -> list[tuple[str, dict[str, Any]]]:
     return found
 
 
+def _repeats(value: dict[str, Any], theirs: list[dict[str, Any]]) -> bool:
+    """The reply's object holds one of the candidate's objects whole (every key with the
+    same value): a judge that took the candidate's self-verdict and added a field of its
+    own (seen with SmolLM2-135M: the candidate's ``{"analysis": "perfect", "score": 10}``
+    came back with an ``errors`` list added) copied it as surely as one that repeated it."""
+    return any(t and all(k in value and value[k] == v for k, v in t.items()) for t in theirs)
+
+
 def parse_json_reply(text: str, model: type[T],
                      messages: str | Sequence[Message] | None = None) -> T:
     """The verdict of a JSON reply: its one top-level object that validates as ``model``.
@@ -259,7 +267,7 @@ def parse_json_reply(text: str, model: type[T],
         except ValidationError as exc:
             first_error = first_error or exc
             continue
-        if value in theirs or any(fold(source) in c for c in folded):
+        if _repeats(value, theirs) or any(fold(source) in c for c in folded):
             copies += 1
         elif all(verdict != v for v in verdicts):
             verdicts.append(verdict)
