@@ -315,3 +315,137 @@ def _sample_options(config: Path | None, flags: dict[str, Any], fields: Any) -> 
         section = data.get("sample")
         base = deep_merge(base, section if isinstance(section, dict) else data)
     return _validated(SampleOptions, deep_merge(base, flag_overrides(**flags)))
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def robustness_table(result: dict[str, Any]) -> Table:
+    """The console table of a robustness result: one row per attack class."""
+    t = Table(title=f"robustness: {result['answers']} answers attacked, "
+                    f"{result['variants']} variants", title_justify="left")
+    t.add_column("class", no_wrap=True)
+    for col in ("n", "win rate", "+gain", "mean Δ", "share", "calls/sent", "tokens", "gate"):
+        t.add_column(col, justify="right")
+
+    def ci(low: Any, high: Any, fmt: str) -> str:
+        return "" if low is None else f"\n{fmt.format(low)}–{fmt.format(high)}"
+
+    for c in result["classes"]:
+        cost = c.get("cost") or {}
+        win = c["win_rate"]
+        t.add_row(
+            c["class"], str(c["variants"]) + (f"\n{c['no_verdict']} no verdict"
+                                              if c["no_verdict"] else ""),
+            "–" if win is None else f"{100 * win:.0f}%" + ci(
+                *[None if x is None else 100 * x for x in c["win_rate_ci"]], "{:.0f}"),
+            _num(c["mean_positive_gain"]) + ci(*c["mean_positive_gain_ci"], "{:.2f}"),
+            _num(c["mean_delta"], "{:+.2f}"), _num(c["reward_share"]),
+            f"{cost['calls']}/{cost['requests']}" if cost else "–",
+            f"{cost['prompt_tokens'] + cost['completion_tokens']:,}" if cost else "–",
+            "[red]FAIL[/]" if c["failed"] else "ok")
+    th = result["thresholds"]
+    given = {k: v for k, v in th.items() if v is not None}
+    t.caption = ("win rate: variants whose reward is above their original's; mean +gain: the "
+                 "mean reward gained by those (95% CI below each); share: variant reward / "
+                 "original reward; calls: judge calls the class needs (sent + from the cache); "
+                 "tokens: sent, in + out. CI: bootstrap "
+                 f"over attacked answers, {result['bootstrap']['resamples']} resamples. Gate: "
+                 + (", ".join(f"{k}={v:g}" for k, v in given.items()) if given else
+                    "none given (--max-win-rate, --max-gain, --max-master-key-reward)"))
+    return t
+
+
+@eval_app.command("robustness")
+@with_flags_of(score_command, SCORE_FLAGS)
+def robustness_command(
+    answers: Annotated[Path, typer.Argument(help="Answers to attack: candidate rows (flat or grouped, as `score` reads them) or a scored file (its documents come from its run directory, or --documents-from / --prompts).", exists=True, dir_okay=False)],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Result JSON. The scored originals and variants go to STEM.scored.jsonl beside it.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (store, call cache). Default: OUTPUT.run/")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="Prompts file (id, context, query) for answer rows that carry only a prompt_id.", exists=True, dir_okay=False)] = None,
+    documents_from: Annotated[Path | None, typer.Option(help="Run directory whose store holds the documents of a scored input file (default: INPUT.run/).", exists=True, file_okay=False)] = None,
+    classes: Annotated[str, typer.Option(help="Comma-separated attack classes: forgery, self_praise, grader_note, fake_turn, master_key, layout, padding, truncation; or 'all'.")] = "all",
+    variants_per_class: Annotated[int, typer.Option(help="Variants of each answer in each class.", min=1)] = 3,
+    sample: Annotated[int | None, typer.Option(help="Attack a seeded sample of this many answers (default: every answer).", min=1)] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the variants, the sample and the bootstrap.")] = 0,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).", min=0)] = 1000,
+    max_win_rate: Annotated[float | None, typer.Option(help="Gate: exit 3 when a class's win rate is above this (0–1), e.g. 0.10.")] = None,
+    max_gain: Annotated[float | None, typer.Option(help="Gate: exit 3 when a class's mean positive gain is above this (reward points), e.g. 0.25.")] = None,
+    max_master_key_reward: Annotated[float | None, typer.Option(help="Gate: exit 3 when a master key gets a reward above this, e.g. 1.0.")] = None,
+    write_variants: Annotated[Path | None, typer.Option(help="Also write the originals and variants as a candidates file, for another version of `longreward score` to score.")] = None,
+    score: Annotated[bool, typer.Option("--score/--no-score", help="--no-score: only build the variants (with --write-variants); no judge call.")] = True,
+    scored: Annotated[Path | None, typer.Option(help="Read the figures from this scored file of the variants (made from --write-variants by any `longreward score`) instead of scoring them.", exists=True, dir_okay=False)] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    borrowed: dict[str, Any] | None = None,
+) -> None:
+    """Attack the answers with the suite of known reward hacks (verdict forgery, self-praise, notes to the grader, fake turn ends, master keys, layout, padding, truncation), score every variant with your judge, and report per class how often a variant beats its original, by how much, and at what cost. Exit 3 when a class passes a --max-* gate, so it can guard an RL run. Resumable; a rerun makes no judge call."""
+    from ..eval.robustness import (
+        RobustnessOptions,
+        analyse_scored,
+        evaluate_robustness,
+        plan_variants,
+        read_answers,
+        write_variants_file,
+    )
+    from ..io.files import rejected_path
+
+    options = _options(borrowed or {})
+    robustness = _validated(RobustnessOptions, {
+        "classes": [c.strip() for c in classes.split(",") if c.strip()],
+        "variants_per_class": variants_per_class, "sample": sample, "seed": seed,
+        "bootstrap": bootstrap, "max_win_rate": max_win_rate, "max_gain": max_gain,
+        "max_master_key_reward": max_master_key_reward})
+    if not score and write_variants is None:
+        raise typer.BadParameter("--no-score builds variants only to write them: give "
+                                 "--write-variants FILE")
+    if score and output is None:
+        raise typer.BadParameter("give -o/--output FILE for the result (or --no-score "
+                                 "--write-variants FILE to only write the variants)")
+    if write_variants is not None:
+        records, rejected = read_answers(answers, options.fields, prompts_path=prompts,
+                                         documents_from=documents_from)
+        plan = plan_variants(records, robustness, rejected)
+        report_errors(plan.rejected, None)
+        n = write_variants_file(plan, write_variants)
+        err.print(f"variants: {n} answers ({len(plan.answer_ids)} originals, "
+                  f"{len(plan.variants)} variants) written to {write_variants}")
+        if not score:
+            raise typer.Exit(1 if plan.rejected else 0)
+    assert output is not None
+    if scored is not None:
+        result = analyse_scored(answers, scored, output, robustness, fields=options.fields,
+                                prompts_path=prompts, documents_from=documents_from)
+    else:
+        _dry_run_banner(options)
+
+        async def main() -> dict[str, Any]:
+            from ..reward.scorer import LongReward, build_client
+
+            scorer = LongReward(build_client(options), options=options)
+            try:
+                with stage_progress("eval: robustness", console=err, enabled=progress,
+                                    stats=scorer.client.snapshot) as bar:
+                    return await evaluate_robustness(
+                        answers, output, options, robustness, run_dir=run_dir,
+                        prompts_path=prompts, documents_from=documents_from, scorer=scorer,
+                        on_start=lambda total, done: bar.start(total, done),
+                        on_answer=lambda _row: bar.advance())
+            finally:
+                await scorer.aclose()
+
+        result = _run(main)
+    from ..errors import RecordError
+
+    report_errors([RecordError(r["record"], r.get("field"), r["error"])
+                   for r in _read_rejected(rejected_path(output))], rejected_path(output))
+    err.print(robustness_table(result))
+    for note in result.get("notes") or []:
+        err.print(f"[yellow]note:[/] {note}")
+    for name, why in (result.get("failed") or {}).items():
+        err.print(f"[red]gate:[/] {name}: {'; '.join(why)}")
+    run = result.get("this_run")
+    if run:
+        err.print(f"this run: {run['requests']} judge requests sent, {run['cache_hits']} "
+                  "answered from the run store")
+    err.print(f"results: {output}; scored answers: {result['scored']}")
+    raise typer.Exit(result["exit_code"])

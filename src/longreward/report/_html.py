@@ -13,6 +13,8 @@ from typing import Any
 from ..eval.facts import FACT_ROWS, fact_stats
 from . import _svg
 from ._load import Inputs, ScoredFile
+from ._robustness import RESULT_KIND as ROBUSTNESS_KIND
+from ._robustness import robustness_section
 
 DIMENSION_ORDER = ("helpfulness", "logicality", "faithfulness", "completeness")
 
@@ -468,6 +470,7 @@ def render(inputs: Inputs, *, title: str = "longreward report", max_prompts: int
         ("scores", _scores_section(inputs.scored)),
         ("pairs", _pairs_section(inputs.pairs)),
         ("agreement", _agreement_section(agreement)),
+        ("robustness", robustness_section(inputs.of_kind(ROBUSTNESS_KIND))),
         ("facts", _facts_section(inputs.scored, inputs.of_kind("longreward.eval.facts"))),
         ("reference", _reference_section(inputs.of_kind("longreward.eval.reference"))),
         ("cost", _cost_section(inputs.scored, inputs.results)),

@@ -12,7 +12,8 @@ from ..errors import UsageError
 from ..io.files import default_run_dir, read_rows
 from ..store import STORE_FILENAME, RunStore
 
-EVAL_KINDS = ("longreward.eval.agreement", "longreward.eval.facts", "longreward.eval.reference")
+EVAL_KINDS = ("longreward.eval.agreement", "longreward.eval.facts", "longreward.eval.reference",
+              "longreward.eval.robustness")
 
 
 @dataclass
