@@ -128,7 +128,8 @@ WORLDS = {
 
 
 def world_rows(languages: tuple[str, ...] = ("en", "zh")) -> list[dict[str, Any]]:
-    """The worlds' answers as grouped candidate rows (``score``'s input)."""
+    """The worlds' answers as grouped candidate rows (``score``'s input): prompt
+    ``reservoir-LANG``, answers ``LANG-good`` and ``LANG-flawed``."""
     return [{"id": f"reservoir-{lang}", "context": WORLDS[lang].document,
              "query": WORLDS[lang].query,
              "candidates": [{"id": f"{lang}-{name}", "response": text}
@@ -176,9 +177,23 @@ def _schema_consts(body: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class Honest:
-    """Judges the substance only. ``seen`` records (step, fenced text) of every request."""
+    """Judges the substance only. ``worlds``: the worlds it knows (default ``WORLDS``; pass
+    your own ``World`` objects to judge other data); ``seen`` records (step, fenced text) of
+    every request."""
 
+    worlds: tuple[World, ...] = tuple(WORLDS.values())
     seen: list[tuple[str, str]] = field(default_factory=list)
+
+    def world(self, body: dict[str, Any]) -> World:
+        """The world a request is about: the one whose question or document text it holds
+        (a grading request holds only excerpts), else the first of its language."""
+        user = body["messages"][-1]["content"]
+        for w in self.worlds:
+            if w.query in user or any(s in user for s in w.sentences()):
+                return w
+        system = body["messages"][0]["content"]
+        lang = "zh" if any("\u4e00" <= ch <= "\u9fff" for ch in system[:400]) else "en"
+        return next((w for w in self.worlds if w.language == lang), self.worlds[0])
 
     def __call__(self, body: dict[str, Any]) -> str | None:
         system = body["messages"][0]["content"]
@@ -186,8 +201,7 @@ class Honest:
         if m is None:
             return "ok"  # the client's structured-output probe
         step = m.group(1)
-        world = WORLDS["zh" if any("\u4e00" <= ch <= "\u9fff" for ch in system[:400])
-                       else "en"]
+        world = self.world(body)
         answer = fenced(body, "answer")
         self.seen.append((step, answer or fenced(body, "statement_to_check")))
         value = self.verdict(step, world, body, answer)

@@ -440,6 +440,9 @@ def _result(plan: Plan, options: RobustnessOptions, rows: dict[str, dict[str, An
                      "cost is not known here")
     missing = sum(1 for v in plan.variants if v.id not in rows) + sum(
         1 for o in originals if not o["scored"])
+    if scoring is not None and scoring.rejected:
+        notes.append(f"{scoring.rejected} records were rejected while scoring (listed in "
+                     f"{scored}.rejected.jsonl); their answers count as no verdict")
     if missing:
         notes.append(f"{missing} answers of the plan have no scored row with their text "
                      "(they count as no verdict); was the scored file made from this plan "
