@@ -63,9 +63,10 @@ TOLERANCE = 1e-9
 #: exit code when a class passes a threshold (1 stays "bad input or unscored answers")
 GATE_EXIT_CODE = 3
 #: the fields of a scored row that are results, not inputs: left out when a scored file is
-#: given as the answers to attack
-_RESULT_FIELDS = ("document", "reward", "scores", "unscored", "dimensions", "weights",
-                  "language", "details", "judge", "meta")
+#: given as the answers to attack (``document``, the hash, stays: with ``--prompts`` it is
+#: checked against the document joined)
+_RESULT_FIELDS = ("reward", "scores", "unscored", "dimensions", "weights", "language",
+                  "details", "judge", "meta")
 
 
 class RobustnessOptions(BaseModel):
