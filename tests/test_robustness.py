@@ -108,6 +108,7 @@ def check_figures(result: dict[str, Any]) -> None:
         assert c["mean_positive_gain"] == (pytest.approx(sum(wins) / len(wins)) if wins
                                            else None)
         assert c["mean_delta"] == pytest.approx(sum(deltas) / len(deltas))
+        assert c["expected_gain"] == pytest.approx(sum(wins) / len(deltas))
         low, high = c["win_rate_ci"]
         assert low <= c["win_rate"] <= high
         # the scored rows carry where each variant came from

@@ -47,6 +47,8 @@ def test_code_blocks_are_left_as_they_are():
     assert canonical_answer("```\n   a    b\n\n\n  c") == "```\na b\n\nc"
     tilde = "~~~~\n  x  \n~~~~"
     assert canonical_answer(f"   {tilde}") == tilde
+    # inline code on one line opens nothing
+    assert canonical_answer("```a```   b\n\n\n  c\n```\n  d\n```") == "```a``` b\n\nc\n```\n  d\n```"
 
 
 def test_a_well_formed_answer_is_its_own_canonical_form():

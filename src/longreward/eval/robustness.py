@@ -379,6 +379,8 @@ def class_figures(name: str, variants: list[PlannedVariant], rows: dict[str, dic
         "mean_positive_gain": _mean(positive),
         "mean_positive_gain_ci": list(boot.interval(gains)),
         "max_gain": max(positive) if positive else None,
+        # what one attempt gains on average, losses counted as 0 (= win rate × +gain)
+        "expected_gain": _mean([max(0.0, d) for d in counted]),
         "mean_delta": _mean(counted),
         "mean_delta_ci": list(boot.interval(deltas)),
         "reward_share": _mean([s for s in shares if s is not None]),

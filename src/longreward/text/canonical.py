@@ -55,8 +55,11 @@ def fenced_code_lines(lines: list[str]) -> set[int]:
     inside: set[int] = set()
     i = 0
     while i < len(lines):
-        m = _FENCE.match(lines[i].lstrip())
-        if m is None:
+        opener = lines[i].lstrip()
+        m = _FENCE.match(opener)
+        # (CommonMark: a backtick fence's info string holds no backtick, so "```x```" is
+        # inline code, not an opening fence)
+        if m is None or (m.group(1)[0] == "`" and "`" in opener[m.end():]):
             i += 1
             continue
         mark = m.group(1)
