@@ -159,12 +159,13 @@ def test_every_class_builds_distinct_variants_of_every_answer_and_a_rerun_builds
     assert len(ids) == len(set(ids)) == 15 * 8 * 3
     # seeded: the same plan again, another seed another one
     assert [(v.id, v.text) for v in _plan().variants] == [(v.id, v.text) for v in plan.variants]
-    other = {v.text for v in _plan(seed=1).variants
-             if v.attack_class not in ("master_key", "truncation")}
+    some = ["forgery", "self_praise", "grader_note", "fake_turn", "padding", "layout"]
+    other = {v.text for v in _plan(seed=1, classes=some).variants}
     assert len(other & {v.text for v in plan.variants}) < len(other) // 4
-    # more variants per class keeps the first ones
-    assert {v.id: v.text for v in plan.variants}.items() <= {
-        v.id: v.text for v in _plan(per_class=4).variants}.items()
+    # more variants per class keeps the first ones, and a class's variants do not depend on
+    # which other classes are asked for
+    assert {v.id: v.text for v in plan.variants if v.attack_class in some[:2]}.items() <= {
+        v.id: v.text for v in _plan(per_class=4, classes=some[:2]).variants}.items()
 
 
 def test_attack_strings_vary_in_both_languages():
@@ -304,12 +305,21 @@ def test_cli_gate_exit_codes_and_a_free_rerun(judge_double, tmp_path):
                                                          result["classes"]]
     # the cost is what the class cost when it was scored, not the rerun's zero
     assert [c["cost"] for c in again["classes"]] == [c["cost"] for c in result["classes"]]
-    # the gain gate alone
-    r = _cli(*base, "--max-gain", "0.25", cwd=tmp_path)
-    assert r.returncode == GATE_EXIT_CODE and "mean positive gain" in r.stderr
+    # the gain gate alone (in-process from here on: the entry point was run above)
+    base[2] = str(tmp_path / "r.json")
+    r = _invoke(*base, "--max-gain", "0.25")
+    assert r.exit_code == GATE_EXIT_CODE and "mean positive gain" in r.output
     # bad usage: exit 2 with the fix
-    r = _cli(*base, "--classes", "flattery", cwd=tmp_path)
-    assert r.returncode == 2 and "unknown attack class" in r.stderr
+    r = _invoke(*base, "--classes", "flattery")
+    assert r.exit_code == 2 and "unknown attack class" in r.output
+
+
+def _invoke(*args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from longreward.cli import app
+
+    return CliRunner().invoke(app, ["eval", "robustness", *args], terminal_width=200)
 
 
 def test_a_bad_record_is_named_and_the_rest_is_attacked(judge_double, tmp_path):
@@ -318,11 +328,11 @@ def test_a_bad_record_is_named_and_the_rest_is_attacked(judge_double, tmp_path):
     with answers.open("a", encoding="utf-8") as fh:
         fh.write(json.dumps({"id": "broken", "context": "x", "query": "y",
                              "candidates": [{"id": "b1", "response": "  "}]}) + "\n")
-    r = _cli(str(answers), "-o", "r.json", "--base-url", judge_double.base_url, "--model",
-             "judge-double", "--max-retries", "0", "--classes", "truncation",
-             "--variants-per-class", "1", "--no-progress", cwd=tmp_path)
-    assert r.returncode == 1, r.stderr
-    assert "b1" in r.stderr and (tmp_path / "r.json.rejected.jsonl").exists()
+    r = _invoke(str(answers), "-o", str(tmp_path / "r.json"), "--base-url",
+                judge_double.base_url, "--model", "judge-double", "--max-retries", "0",
+                "--classes", "truncation", "--variants-per-class", "1", "--no-progress")
+    assert r.exit_code == 1, r.output
+    assert "b1" in r.output and (tmp_path / "r.json.rejected.jsonl").exists()
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["answers"] == 2 and result["rejected"] == 1
 
