@@ -253,6 +253,8 @@ def test_the_suite_shows_each_persuadable_judges_weakness(judge_double, tmp_path
         assert figures["mean_positive_gain"] > 0.25
     if judge is AnalysisCopying:
         assert j.copied > 0
+    if judge is EmptyRating:  # issue 21: a lone ":" got 6.5 of 10 from a real judge
+        assert by_class(result)["master_key"]["reward_share"] > 0.5
     # the honest judge, same variants: the weakness is the judge's, not the variants'
     honest = run_suite(judge_double, tmp_path, Honest(), classes, name="honest")
     for cls in classes:
