@@ -5,7 +5,13 @@ A client spreads its calls over interchangeable endpoints (replicas of one model
 its own concurrency cap; the least busy endpoint gets the next request. An endpoint that does
 not answer at all is reported at once (a warning and a notice in the progress display), again
 every minute while it stays down, and when it answers again; one with requests in flight and no
-reply for 45 s is reported too, so a dead judge is never 18 minutes of silence.
+reply for 45 s is reported too, so a dead judge is never 18 minutes of silence. That check runs
+on a timer of its own while requests are in flight, so it needs no progress display.
+
+An endpoint that refuses every connection and has never answered in this run is not a judge
+that is down for a moment but one that is not there (not started, or a wrong URL): after
+``REFUSED_FATAL_S`` of refusals from every endpoint the run stops with one message that says
+so, instead of retrying every request for minutes.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from ._accounting import ClientStats
 from ._provider import ModelAPI
 from ._redact import redact
 from ._retries import short
-from ._types import EndpointUnreachableError, ModelError
+from ._types import EndpointUnreachableError, JudgeFatalError, ModelError
 
 logger = logging.getLogger("longreward.judge")
 
@@ -32,6 +38,11 @@ R = TypeVar("R")
 STALL_S = 45.0  # with progress lines every 30 s, reported within the first minute
 #: a down endpoint is reported again after this long
 REPORT_EVERY_S = 60.0
+#: how often the stall check runs while requests are in flight
+STALL_CHECK_S = 5.0
+#: refused connections from every endpoint, none of which has answered yet, for this long
+#: stop the run
+REFUSED_FATAL_S = 5.0
 
 
 @dataclass
@@ -46,6 +57,8 @@ class Endpoint:
     last_reply: float | None = None
     down_since: float | None = None
     reported_at: float = field(default=-1e18)
+    #: monotonic time of the first refused connection since the endpoint last answered
+    refused_since: float | None = None
 
 
 if sys.version_info >= (3, 11):
@@ -68,6 +81,9 @@ class Transport:
             for i, api in enumerate(apis)
         ]
         self._next = 0  # round-robin among equally busy endpoints
+        #: some endpoint has answered (anything, an HTTP error included) in this run
+        self.answered = False
+        self._stall_timer: asyncio.TimerHandle | None = None
 
     def pick(self) -> Endpoint:
         eps = self.endpoints
@@ -89,6 +105,9 @@ class Transport:
             ep.last_reply = time.monotonic()  # the stall clock starts with a busy period
         ep.in_flight += 1
         self.stats.in_flight += 1
+        if self._stall_timer is None:
+            self._stall_timer = asyncio.get_running_loop().call_later(
+                STALL_CHECK_S, self._stall_tick)
         try:
             async with ep.semaphore:
                 if before is not None:
@@ -115,11 +134,22 @@ class Transport:
         finally:
             ep.in_flight -= 1
             self.stats.in_flight -= 1
+            if self._stall_timer is not None and not any(e.in_flight for e in self.endpoints):
+                self._stall_timer.cancel()  # idle: nothing can stall
+                self._stall_timer = None
+
+    def _stall_tick(self) -> None:
+        # A loop timer rather than a task: nothing is left pending when the loop ends.
+        self.check_stalled()
+        self._stall_timer = asyncio.get_running_loop().call_later(STALL_CHECK_S,
+                                                                  self._stall_tick)
 
     # ------------------------------------------------------------------ health
 
     def _replied(self, ep: Endpoint) -> None:
         ep.last_reply = time.monotonic()
+        self.answered = True
+        ep.refused_since = None
         if ep.down_since is not None:
             logger.warning("%s answers again after %.0fs", ep.label,
                            ep.last_reply - ep.down_since)
@@ -134,6 +164,9 @@ class Transport:
         now = time.monotonic()
         if ep.down_since is None:
             ep.down_since = now
+        if getattr(exc, "cannot_connect", False) and not self.answered:
+            ep.refused_since = ep.refused_since if ep.refused_since is not None else now
+            self._stop_if_nothing_listens(now, exc)
         down = now - ep.down_since
         self.stats.notice(f"down:{ep.label}", f"{ep.label} not answering for {down:.0f}s")
         if now - ep.reported_at >= REPORT_EVERY_S:
@@ -141,6 +174,18 @@ class Transport:
             logger.warning(
                 "%s is not answering (%s); down for %.0fs, still retrying. Check that the "
                 "server is up and the URL is right.", ep.label, short(str(exc), 160), down)
+
+    def _stop_if_nothing_listens(self, now: float, exc: ModelError) -> None:
+        times = [e.refused_since for e in self.endpoints if e.refused_since is not None]
+        if len(times) < len(self.endpoints) or now - max(times) < REFUSED_FATAL_S:
+            return
+        where = ", ".join(e.label for e in self.endpoints)
+        raise JudgeFatalError(
+            f"cannot connect to the judge at {where}: every connection was refused for "
+            f"{now - min(times):.0f}s ({short(str(exc), 160)}) and it has not answered once "
+            "in this run, so the run stops instead of retrying every request. Fix: start the "
+            "judge server (or wait until it accepts connections), or correct --base-url; "
+            "then rerun the same command: finished answers are kept.") from exc
 
     def check_stalled(self) -> None:
         """Report endpoints with requests in flight and no reply for ``STALL_S`` (called from
