@@ -95,7 +95,7 @@ def score_command(
     structured_output: Annotated[str | None, typer.Option(help="auto (JSON schema, text fallback), json or text.")] = None,
     header: Annotated[list[str] | None, typer.Option("--header", help="Extra HTTP header KEY=VALUE (repeatable).")] = None,
     provider_option: Annotated[list[str] | None, typer.Option("--provider-option", help="Provider setting KEY=VALUE (repeatable), as provider_options in a config file: e.g. n_ctx=8192, n_threads=8, n_gpu_layers=-1 for llama_cpp; device=cuda for transformers.")] = None,
-    dimensions: Annotated[str | None, typer.Option(help="Comma-separated subset of helpfulness,logicality,faithfulness,completeness.")] = None,
+    dimensions: Annotated[str | None, typer.Option(help="Comma-separated dimensions to score, e.g. helpfulness,faithfulness (default: all four: helpfulness, logicality, faithfulness, completeness).")] = None,
     weight: Annotated[list[str] | None, typer.Option("--weight", help="Reward weight DIM=W (repeatable; merged over a config file's weights). Once weights are set, a dimension without one counts 0.")] = None,
     language: Annotated[str | None, typer.Option(help="auto, en or zh: language of the judge prompts.")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="HF tokenizer name or path for chunking (default: built-in, no download).")] = None,

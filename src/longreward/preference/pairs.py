@@ -41,6 +41,7 @@ from .formats import (
     PAIR_FORMATS,
     PairFormat,
     PairKeys,
+    check_pair_format,
     check_prompt_template,
 )
 
@@ -84,7 +85,7 @@ class PairOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: PairFormat = Field("trl", description="trl, trl_standard, openrlhf or sharegpt")
+    format: PairFormat = Field("trl", description=", ".join(PAIR_FORMATS))
     min_candidates: int = Field(5, ge=2, description="scored answers needed (same dimensions)")
     min_margin: float = Field(0.0, ge=0, description="skip pairs whose reward gap is smaller")
     not_worse_on: list[str] = Field(
@@ -103,9 +104,7 @@ class PairOptions(BaseModel):
     @field_validator("format")
     @classmethod
     def _known_format(cls, v: str) -> str:
-        if v not in PAIR_FORMATS:
-            raise ValueError(f"unknown format {v!r}; choose one of {', '.join(PAIR_FORMATS)}")
-        return v
+        return check_pair_format(v)
 
     @field_validator("prompt_template")
     @classmethod

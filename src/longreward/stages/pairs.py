@@ -26,7 +26,7 @@ from ..io.files import (
     write_rows,
 )
 from ..io.records import FieldMap, Prompt, read_prompts
-from ..preference.formats import PairExample, pair_to_row, render_prompt
+from ..preference.formats import PairExample, describe_format, pair_to_row, render_prompt
 from ..preference.pairs import (
     SKIP_REASONS,
     Candidate,
@@ -343,14 +343,7 @@ def write_card(
 ) -> Path:
     path = card_path_for(output_path)
     config = options.model_dump()
-    fmt_note = {
-        "trl": "TRL conversational preference (`prompt`/`chosen`/`rejected` as message lists)",
-        "trl_standard": "TRL standard preference (`prompt`/`chosen`/`rejected` strings)",
-        "openrlhf": f"OpenRLHF (`--prompt_key {options.prompt_key} --chosen_key {options.chosen_key}"
-        f" --rejected_key {options.rejected_key}`)",
-        "sharegpt": "LLaMA-Factory sharegpt preference (`conversations`/`chosen`/`rejected`, "
-        "`ranking: true`)",
-    }[options.format]
+    fmt_note = describe_format(options.format, options.keys)
     lines = [
         "---",
         "tags: [dpo, preference, long-context, longreward]",
