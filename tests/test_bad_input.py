@@ -24,8 +24,13 @@ from longreward.cli import app
 from longreward.errors import RecordError
 from longreward.io.files import iter_rows
 from longreward.io.records import FieldMap, PromptRecord, document_key, group_records, read_prompts
-from longreward.judge import GenerateConfig, JudgeFatalError, Message, ModelClient, ModelError
-from longreward.judge import _transport
+from longreward.judge import (
+    GenerateConfig,
+    Message,
+    ModelClient,
+    ModelError,
+    _transport,
+)
 from longreward.judge.providers.openai_compatible import OpenAICompatibleAPI
 
 from judge_double import JudgeDouble
@@ -303,6 +308,19 @@ def test_a_call_after_its_client_closed_fails_as_a_call_not_a_bug(judge_double: 
     assert "closed" in str(error)
 
 
+def test_a_judge_answering_500_until_the_run_stops_ends_in_one_message(
+        judge_double: JudgeDouble, tmp_path: Path) -> None:
+    judge_double.fail_with = (500, "internal server error")
+    rows = [row(f"{p}{k}", f"Answer {k}.", pid=p) for p in "abc" for k in range(4)]
+    inp = write_jsonl(tmp_path / "in.jsonl", rows)
+    code, text = run("score", inp, "-o", tmp_path / "out.jsonl", "--no-progress", "--model",
+                     "m", "--base-url", judge_double.base_url, "--max-retries", "1",
+                     "--structured-output", "text")
+    assert code == 2 and "failed 5 calls in a row" in text
+    for noise in ("Traceback", "client has been closed", "internal error"):
+        assert noise not in text
+
+
 def test_a_judge_that_never_replies_is_reported_while_requests_wait(
         judge_double: JudgeDouble, monkeypatch: pytest.MonkeyPatch,
         caplog: pytest.LogCaptureFixture) -> None:
@@ -376,4 +394,44 @@ def test_training_keeps_other_libraries_warnings_out_of_its_lines(
     assert "step=1 loss=0.69" in out.out
     assert "(2 FutureWarning" in out.out and "--verbose shows them" in out.out
     with library_output(shown=True), pytest.warns(FutureWarning):
-        warnings.warn("shown when asked", FutureWarning)
+        warnings.warn("shown when asked", FutureWarning, stacklevel=1)
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _readme_commands(heading: str) -> list[str]:
+    """The ``longreward`` lines (continuations joined) of one README section."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    lines = section.replace("\\\n", " ").splitlines()
+    return [line.split("#", 1)[0].strip() for line in lines if line.startswith("longreward ")]
+
+
+def test_the_readme_eval_and_report_lines_run_as_pasted(tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    import shlex
+    import shutil
+
+    shutil.copytree(REPO / "examples", tmp_path / "examples")
+    monkeypatch.chdir(tmp_path)
+    commands = _readme_commands("## Can the reward be trusted?")
+    assert [c.split()[1] for c in commands] == ["eval", "eval", "report", "probe"]
+    pairs = tmp_path / "out" / "pairs.jsonl"  # step 2 of the set-up makes it
+    write_jsonl(tmp_path / "in.jsonl", [row(f"a{k}", f"Answer {k}.") for k in range(5)])
+    assert score(tmp_path / "in.jsonl", tmp_path / "s.jsonl")[0] == 0
+    assert run("pairs", tmp_path / "s.jsonl", "-o", pairs)[0] == 0
+    for command in commands[:3]:
+        code, text = run(*shlex.split(command)[1:])
+        assert code == 0, (command, text)
+    assert (tmp_path / "out" / "report.html").stat().st_size > 10_000
+
+
+def test_the_readme_serve_line_names_files_that_exist() -> None:
+    import yaml
+
+    [command] = [c for c in _readme_commands("## Online RL") if c.startswith("longreward serve")]
+    config = REPO / command.split("--config", 1)[1].split()[0]
+    prompts = yaml.safe_load(config.read_text(encoding="utf-8"))["prompts"]
+    assert (config.parent / prompts).is_file()
+    assert "--prompts" not in command  # the config sets it
