@@ -272,9 +272,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_a_judge_nobody_listens_at_stops_the_run_fast_with_what_to_do(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_transport, "REFUSED_FATAL_S", 0.5)
+def test_a_judge_nobody_listens_at_stops_the_run_fast_with_what_to_do(tmp_path: Path) -> None:
     inp = write_jsonl(tmp_path / "in.jsonl", [row(f"a{k}") for k in range(3)])
     code, text = run("score", inp, "-o", tmp_path / "out.jsonl", "--no-progress", "--model",
                      "m", "--base-url", f"http://127.0.0.1:{_free_port()}/v1")

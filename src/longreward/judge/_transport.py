@@ -9,9 +9,11 @@ reply for 45 s is reported too, so a dead judge is never 18 minutes of silence. 
 on a timer of its own while requests are in flight, so it needs no progress display.
 
 An endpoint that refuses every connection and has never answered in this run is not a judge
-that is down for a moment but one that is not there (not started, or a wrong URL): after
-``REFUSED_FATAL_S`` of refusals from every endpoint the run stops with one message that says
-so, instead of retrying every request for minutes.
+that is down for a moment but one that is not there (not started, or a wrong URL): once every
+endpoint has refused ``REFUSED_FATAL_AFTER`` connections the run stops with one message that
+says so, instead of retrying every request for minutes. (Counted in attempts, not seconds: the
+retry backoff spaces one call's attempts out, so a time limit would be checked late.) A judge
+that has answered once and then goes away is an outage, retried as before.
 """
 
 from __future__ import annotations
@@ -40,9 +42,9 @@ STALL_S = 45.0  # with progress lines every 30 s, reported within the first minu
 REPORT_EVERY_S = 60.0
 #: how often the stall check runs while requests are in flight
 STALL_CHECK_S = 5.0
-#: refused connections from every endpoint, none of which has answered yet, for this long
-#: stop the run
-REFUSED_FATAL_S = 5.0
+#: this many refused connections from every endpoint, none of which has answered yet, stop
+#: the run
+REFUSED_FATAL_AFTER = 3
 
 
 @dataclass
@@ -57,8 +59,8 @@ class Endpoint:
     last_reply: float | None = None
     down_since: float | None = None
     reported_at: float = field(default=-1e18)
-    #: monotonic time of the first refused connection since the endpoint last answered
-    refused_since: float | None = None
+    #: connections refused since the endpoint last answered
+    refused: int = 0
 
 
 if sys.version_info >= (3, 11):
@@ -149,7 +151,7 @@ class Transport:
     def _replied(self, ep: Endpoint) -> None:
         ep.last_reply = time.monotonic()
         self.answered = True
-        ep.refused_since = None
+        ep.refused = 0
         if ep.down_since is not None:
             logger.warning("%s answers again after %.0fs", ep.label,
                            ep.last_reply - ep.down_since)
@@ -165,8 +167,8 @@ class Transport:
         if ep.down_since is None:
             ep.down_since = now
         if getattr(exc, "cannot_connect", False) and not self.answered:
-            ep.refused_since = ep.refused_since if ep.refused_since is not None else now
-            self._stop_if_nothing_listens(now, exc)
+            ep.refused += 1
+            self._stop_if_nothing_listens(exc)
         down = now - ep.down_since
         self.stats.notice(f"down:{ep.label}", f"{ep.label} not answering for {down:.0f}s")
         if now - ep.reported_at >= REPORT_EVERY_S:
@@ -175,17 +177,16 @@ class Transport:
                 "%s is not answering (%s); down for %.0fs, still retrying. Check that the "
                 "server is up and the URL is right.", ep.label, short(str(exc), 160), down)
 
-    def _stop_if_nothing_listens(self, now: float, exc: ModelError) -> None:
-        times = [e.refused_since for e in self.endpoints if e.refused_since is not None]
-        if len(times) < len(self.endpoints) or now - max(times) < REFUSED_FATAL_S:
+    def _stop_if_nothing_listens(self, exc: ModelError) -> None:
+        if any(e.refused < REFUSED_FATAL_AFTER for e in self.endpoints):
             return
         where = ", ".join(e.label for e in self.endpoints)
         raise JudgeFatalError(
-            f"cannot connect to the judge at {where}: every connection was refused for "
-            f"{now - min(times):.0f}s ({short(str(exc), 160)}) and it has not answered once "
-            "in this run, so the run stops instead of retrying every request. Fix: start the "
-            "judge server (or wait until it accepts connections), or correct --base-url; "
-            "then rerun the same command: finished answers are kept.") from exc
+            f"cannot connect to the judge at {where}: it refused {REFUSED_FATAL_AFTER} "
+            f"connections in a row ({short(str(exc), 160)}) and has not answered once in this "
+            "run, so the run stops instead of retrying every request. Fix: start the judge "
+            "server (or wait until it accepts connections), or correct --base-url; then rerun "
+            "the same command: finished answers are kept.") from exc
 
     def check_stalled(self) -> None:
         """Report endpoints with requests in flight and no reply for ``STALL_S`` (called from
