@@ -44,7 +44,7 @@ REPORT_EVERY_S = 60.0
 STALL_CHECK_S = 5.0
 #: this many refused connections from every endpoint, none of which has answered yet, stop
 #: the run
-REFUSED_FATAL_AFTER = 3
+REFUSED_FATAL_AFTER = 8
 
 
 @dataclass
