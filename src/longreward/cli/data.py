@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -304,7 +303,6 @@ def run_command(
                           ("pairs", summary.pairs.errors if summary.pairs else [])):
         for e in errors[:SHOW_ERRORS]:
             err.print(f"[red]{stage}: rejected[/] {e}")
-    (Path(cfg.run_dir) / "run_summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
     err.print(summary_table("longreward run", [
         *((f"{k} wall time", f"{v:.2f}s") for k, v in summary.seconds.items()),
         *((f"{k} model calls", v) for k, v in summary.model_calls.items()),

@@ -3,8 +3,14 @@
 Input: JSONL, JSON (a list, or an object with a list under ``data``/``rows``) and Parquet.
 A bad row never stops a run: it comes out as a ``RecordError`` naming the record (line
 number or row index, plus the id when one can be read) so the caller reports it and goes on.
+That includes rows no careful reader should guess at: a key given twice in one object, and
+nesting deeper than ``MAX_DEPTH`` (which would otherwise end the whole run in a
+``RecursionError``). A pipe is read to its end, with a notice that it waits for its writer.
 
-Output: ``ResumableJsonlWriter`` appends one line per finished item and flushes it at once.
+Output: ``check_output`` refuses, before any work, an output that cannot be written (a
+directory, an input of the stage, a folder that cannot be made).
+
+``ResumableJsonlWriter`` appends one line per finished item and flushes it at once.
 Reopened after a crash it drops a torn last line and knows which ids are already written,
 so a rerun writes no duplicate row.
 """
@@ -61,8 +67,8 @@ def _check_readable(path: Path) -> None:
     if stat.S_ISDIR(mode):
         raise InputFileError(f"{path} is a directory; give the file of records inside it")
     if stat.S_ISFIFO(mode) or stat.S_ISCHR(mode):
-        logger.warning("%s is a pipe, not a file: reading it until its writer closes it "
-                       "(it waits while no program writes to it; Ctrl-C stops)", path)
+        logger.warning("%s is a pipe or a terminal, not a file: reading it until its writer "
+                       "closes it (it waits while nothing writes to it; Ctrl-C stops)", path)
     elif not stat.S_ISREG(mode):
         raise InputFileError(f"{path} is not a regular file (a socket or a block device); "
                              "give a file of records")

@@ -11,7 +11,9 @@ that makes it resumable lives here, once:
    (``redo="unscored"``), and *stale* ones, whose input (document, question, answer) has
    changed since they were made;
 5. repair the output: drop a torn last line and rows written twice, add rows the store has
-   but the file lacks (a kill between the two writes), and rewrite it when rows were forgotten;
+   but the file lacks (a kill between the two writes), and take out the rows to redo. Rows
+   another run directory wrote there are kept: as done, when made from the same input; an
+   item whose row was made from another input is rejected, naming the conflict;
 6. build the to-do list from what is not finished;
 7. run the units with bounded concurrency, committing each row to the store, then the output.
 
@@ -187,24 +189,16 @@ async def run_stage(
             out.kept_from_elsewhere = sorted(adopted)
             todo: list[tuple[Unit, list[str]]] = []
             for unit in units:
-                for item in unit.items:
-                    if item in conflicts:
-                        out.rejected.append(RecordError(
-                            f"{item} (prompt {unit.key})", "id",
-                            f"{output_path.name} already holds a row for this id that another "
-                            "run directory made from another input (answer, question or "
-                            f"document); {directory} did not make it, and one output holds one "
-                            "row per id, so this one is not made: give it its own id, or "
-                            "write to another output", record_id=item))
-                left = [i for i in unit.items
-                        if i not in finished and i not in adopted and i not in conflicts]
+                refused = [i for i in unit.items if i in conflicts]
+                out.rejected += [_conflict(i, unit, output_path, directory) for i in refused]
+                done = [i for i in unit.items if i in finished or i in adopted]
+                left = [i for i in unit.items if i not in done and i not in conflicts]
                 out.items_total += len(unit.items)
-                out.items_done_before += sum(1 for i in unit.items
-                                             if i in finished or i in adopted)
+                out.items_done_before += len(done)
                 out.units_total += 1
                 if left:
                     todo.append((unit, left))
-                else:
+                elif not refused:
                     out.units_done_before += 1
             write_rejected(output_path, out.rejected)
             if on_start is not None:
@@ -237,6 +231,15 @@ async def run_stage(
             finally:
                 write_rejected(output_path, out.rejected)
     return out
+
+
+def _conflict(item: str, unit: Unit, output: Path, run_dir: Path) -> RecordError:
+    return RecordError(
+        f"{item} (prompt {unit.key})", "id",
+        f"{output.name} already holds a row for this id that another run directory made from "
+        f"another input (answer, question or document); {run_dir} did not make it, and one "
+        "output holds one row per id, so this one is not made: give it its own id, or write "
+        "to another output", record_id=item)
 
 
 async def gather_or_cancel(coros: list[Awaitable[Any]]) -> list[Any]:
