@@ -152,6 +152,7 @@ def test_empty_inputs_exit_2_in_every_command_that_reads_them(tmp_path: Path) ->
     assert not (tmp_path / "s.jsonl").exists() and not (tmp_path / "p.jsonl").exists()
 
 
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this system")
 def test_a_fifo_input_says_that_it_waits_then_reads_what_is_written(tmp_path: Path) -> None:
     fifo = tmp_path / "in.jsonl"
     os.mkfifo(fifo)
