@@ -197,6 +197,16 @@ def test_padding_copies_the_least_relevant_sentences_of_the_document():
     assert not any(key in s for s in pool for key in ("1958", "41 million", "38 per cent"))
 
 
+def test_an_empty_answers_file_is_a_usage_error_and_help_reads_as_text(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    r = _invoke(str(empty), "-o", str(tmp_path / "r.json"), "--dry-run")
+    assert r.exit_code == 2 and "holds no records" in " ".join(r.output.split())
+    assert not (tmp_path / "r.json").exists()
+    r = _invoke("--help")
+    assert r.exit_code == 0 and "--max-win-rate" in r.output and "<str>" not in r.output
+
+
 def test_options_reject_unknown_classes():
     with pytest.raises(ValueError, match="unknown attack class"):
         RobustnessOptions(classes=["flattery"])

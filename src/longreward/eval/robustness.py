@@ -42,7 +42,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import ScoreOptions
-from ..errors import RecordError
+from ..errors import InputFileError, RecordError
 from ..io.files import default_run_dir, iter_rows, read_rows, write_rejected, write_rows
 from ..io.records import Candidate, FieldMap, PromptRecord, group_records, read_prompts
 from ..reward.scorer import LongReward, build_client
@@ -191,6 +191,9 @@ def read_answers(path: str | Path, fields: FieldMap | None = None, *,
     rows = _with_documents(iter_rows(path, id_field=f.id), f, docs)
     for item in group_records(rows, f, prompts, bad_prompts):
         (rejected.append(item) if isinstance(item, RecordError) else records.append(item))
+    if not records and not rejected:
+        raise InputFileError(f"{path} holds no records (it is empty or only blank lines): "
+                             "no answer to attack")
     return records, rejected
 
 
