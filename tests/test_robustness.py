@@ -419,3 +419,19 @@ def test_report_shows_the_robustness_section(judge_double, tmp_path):
         dom, log = _chromium(out, tmp_path)
         assert 'data-lr-ready="1"' in re.search(r"<html[^>]*>", dom).group(0), log[-2000:]
         assert not _console_errors(log)
+
+
+def test_the_readme_line_runs_as_pasted(tmp_path, monkeypatch):
+    import shlex
+
+    repo = EXAMPLES.parents[2]
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Before an RL run", 1)[1].split("\n## ", 1)[0]
+    [line] = [x for x in section.replace("\\\n", " ").splitlines()
+              if x.startswith("longreward eval robustness")]
+    (tmp_path / "src").symlink_to(repo / "src")
+    monkeypatch.chdir(tmp_path)  # the output lands in tmp_path/out, not in the repository
+    r = _invoke(*shlex.split(line)[3:])
+    assert r.exit_code == 0, r.output
+    result = json.loads((tmp_path / "out" / "robustness.json").read_text())
+    assert result["answers"] == 3 and len(result["classes"]) == len(ATTACK_CLASSES)
