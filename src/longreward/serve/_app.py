@@ -217,7 +217,9 @@ def json_problem(body: bytes) -> str | None:
     if not body.strip():
         return None
     try:
-        value = json.loads(body, parse_constant=_not_json, parse_float=_finite)
+        # strict UTF-8 first: json.loads would take UTF-16 and encoded surrogates
+        value = json.loads(body.decode("utf-8"), parse_constant=_not_json,
+                           parse_float=_finite)
     except RecursionError:
         return "invalid JSON: nested too deeply"
     except UnicodeDecodeError:

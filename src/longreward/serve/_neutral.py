@@ -20,19 +20,22 @@ So the neutral reward of a sample of group ``g`` (its prompt id, or its document
 is, in this order:
 1. ``group``: the mean of ``g``'s judged rewards handed out in the last ``window`` seconds (a
    step's samples of one prompt are scored within minutes; the same prompt comes back in a
-   later epoch, when the policy has moved). The service first waits, within the request's
-   deadline, for ``g``'s samples still being scored in this process, so that the samples of
-   one step arriving together (OpenRLHF sends each as its own request) see each other;
+   later epoch, when the policy has moved). The mean is only exact once the whole group is
+   judged, so the service first waits, within the request's deadline, for ``g``'s samples
+   still being scored in this process (OpenRLHF sends each sample as its own request) and,
+   when ``group_size`` (the trainer's samples per prompt) is set, until that many samples of
+   ``g`` have been seen by any process sharing the run store: a sample that fails at once
+   would otherwise be filled before its siblings even arrive;
 2. ``running mean``: the mean of the last judged rewards of all prompts (1,000);
 3. ``prior``: before any reward was judged at all, ``prior`` (5.0, the middle of the 0–10
    scale). Then every sample so far has failed, and a group whose samples all get the same
    number has no advantage whatever the number.
 
-Judged rewards are kept in the run store (``served_rewards``), so every process sharing it —
-the reward workers of one trainer, several servers — sees the others' rewards: verl sends each
-sample to a random reward worker. It is not exact: a sample that fails before its group's
-other samples are judged (slime and verl send each sample when its generation ends) gets the
-running mean, close to neutral but not exactly.
+Samples and their judged rewards are kept in the run store (``served_rewards``), so every
+process sharing it — the reward workers of one trainer, several servers — sees the others':
+verl sends each sample to a random reward worker. Without ``group_size`` it is not exact: a
+sample that fails before its group's other samples are judged (slime and verl send each
+sample when its generation ends) gets what has been judged so far, or the running mean.
 """
 
 from __future__ import annotations
@@ -65,14 +68,18 @@ class NeutralRewards:
         self.window = window
         self.prior = prior
 
-    def observe(self, group: str, reward: float) -> None:
+    def observe(self, group: str, reward: float | None) -> None:
+        """A sample of ``group`` was judged (``reward``) or could not be (None)."""
         self.store.record_reward(group, reward)
 
+    def seen(self, group: str) -> int:
+        """Samples of ``group`` seen in the window, judged or not."""
+        return self.store.reward_stats(group, time.time() - self.window).group_seen
+
     def value(self, group: str | None) -> Neutral:
-        g_mean, g_n, r_mean, r_n = self.store.reward_stats(group or "",
-                                                           time.time() - self.window)
-        if group is not None and g_n and g_mean is not None:
-            return Neutral(float(g_mean), "group", g_n)
-        if r_n and r_mean is not None:
-            return Neutral(float(r_mean), "running mean", r_n)
+        st = self.store.reward_stats(group or "", time.time() - self.window)
+        if group is not None and st.group_judged and st.group_mean is not None:
+            return Neutral(float(st.group_mean), "group", st.group_judged)
+        if st.running_n and st.running_mean is not None:
+            return Neutral(float(st.running_mean), "running mean", st.running_n)
         return Neutral(self.prior, "prior", 0)

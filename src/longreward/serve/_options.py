@@ -53,6 +53,11 @@ class NeutralOptions(BaseModel):
     window: float = Field(default=600.0, gt=0)
     #: the neutral reward before any reward was judged
     prior: float = 5.0
+    #: the trainer's samples per prompt (OpenRLHF ``--rollout.n_samples_per_prompt``, slime
+    #: ``--n-samples-per-prompt``, verl ``actor_rollout_ref.rollout.n``): a sample that
+    #: cannot be scored then waits, within its deadline, until its whole group has been seen,
+    #: so that its reward is the group's exact mean. None: fill it with what is known then.
+    group_size: int | None = Field(default=None, ge=2)
 
 
 class ServeOptions(BaseModel):

@@ -407,6 +407,10 @@ class RewardService:
 
         final = [r for r in results if r is not None]
         assert len(final) == len(items)
+        assert self.neutral is not None
+        for r, g in zip(final, groups_of, strict=True):
+            if r.reward is None and g is not None:
+                self.neutral.observe(g, None)  # seen, not judged (judged ones: _score_record)
         await self._fill(final, groups_of, fill, deadline - loop.time())
         self._account(final)
         return ScoreOutcome(final, scoring_seconds)
@@ -469,13 +473,8 @@ class RewardService:
             logger.info("%d of %d item(s) have no reward (mask 0); first: item %s: %s",
                         len(missing), len(results), missing[0][0].id, missing[0][0].reason)
             return
-        # Siblings of the same prompt still being scored by this process (other requests:
-        # OpenRLHF sends each sample alone) make the group mean exact; wait for them while
-        # the deadline allows.
-        siblings = {t for _, g in missing if g is not None for t in self._in_flight.get(g, ())}
-        if siblings and time_left > 0:
-            await asyncio.wait(siblings, timeout=time_left)
         assert self.neutral is not None
+        await self._await_groups({g for _, g in missing if g is not None}, time_left)
         values: dict[str | None, Neutral] = {}
         for r, g in missing:
             if g not in values:
@@ -487,6 +486,25 @@ class RewardService:
         logger.warning("%d of %d item(s) got the neutral reward (mask 0); first: item %s: %s; "
                        "it got the %s", len(missing), len(results), first.id, first.reason,
                        values[g].describe())
+
+    async def _await_groups(self, groups: set[str], time_left: float) -> None:
+        """Wait, at most ``time_left`` seconds, for what makes these groups' means exact
+        (``_neutral``): their samples this process is still scoring (other requests:
+        OpenRLHF sends each sample alone) and, with ``neutral.group_size``, the samples that
+        have not arrived yet, at this process or another sharing the run store."""
+        assert self.neutral is not None
+        size = self.options.neutral.group_size
+        loop = asyncio.get_running_loop()
+        until = loop.time() + time_left
+        while groups and loop.time() < until:
+            siblings = {t for g in groups for t in self._in_flight.get(g, ())}
+            if siblings:
+                await asyncio.wait(siblings, timeout=until - loop.time())
+            if size is None:
+                return
+            groups = {g for g in groups if self.neutral.seen(g) < size}
+            if groups and not siblings:
+                await asyncio.sleep(max(0.0, min(0.2, until - loop.time())))
 
     def _account(self, results: list[ItemResult]) -> None:
         for r in results:

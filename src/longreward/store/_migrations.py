@@ -83,12 +83,13 @@ def m004_reward_service(db: sqlite3.Connection) -> None:
         "CREATE TABLE call_claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL,"
         " pid INTEGER NOT NULL, expires REAL NOT NULL)"
     )
-    # served_rewards: the judged rewards a reward service handed out, by group (a prompt), so
-    # that every process sharing the store can give a sample that cannot be scored the
-    # group's mean: a neutral reward under the trainers' group normalisation (serve._neutral).
+    # served_rewards: the samples a reward service saw, by group (a prompt), with their judged
+    # reward (NULL: it could not be scored), so that every process sharing the store can give
+    # a sample that cannot be scored the group's mean: a neutral reward under the trainers'
+    # group normalisation (serve._neutral).
     db.execute(
-        "CREATE TABLE served_rewards (id INTEGER PRIMARY KEY, grp TEXT NOT NULL,"
-        " reward REAL NOT NULL, at REAL NOT NULL)"
+        "CREATE TABLE served_rewards (id INTEGER PRIMARY KEY, grp TEXT NOT NULL, reward REAL,"
+        " at REAL NOT NULL)"
     )
     db.execute("CREATE INDEX served_rewards_grp ON served_rewards (grp, at)")
     # Metadata written before secrets were scrubbed on the way in (a run's settings held

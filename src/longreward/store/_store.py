@@ -28,7 +28,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..io.files import dumps
 from ._migrations import apply_migrations
@@ -72,6 +72,14 @@ def scrub_secrets(value: Any, key: str | None = None) -> Any:
     if isinstance(value, str):
         return redact(value)
     return value
+
+
+class RewardStats(NamedTuple):
+    group_mean: float | None
+    group_judged: int
+    group_seen: int
+    running_mean: float | None
+    running_n: int
 
 
 def _alive(pid: int) -> bool:
@@ -270,34 +278,37 @@ class RunStore:
 
     # ------------------------------------------------------------------ served rewards
 
-    def record_reward(self, group: str, reward: float, at: float | None = None) -> None:
-        """Keep a judged reward a reward service handed out for ``group`` (a prompt)."""
+    def record_reward(self, group: str, reward: float | None, at: float | None = None) -> None:
+        """Keep a sample a reward service saw for ``group`` (a prompt) and its judged reward
+        (None: it could not be scored)."""
         with self._lock:
             cursor = self.db.execute(
                 "INSERT INTO served_rewards (grp, reward, at) VALUES (?, ?, ?)",
-                (group, float(reward), time.time() if at is None else at))
+                (group, None if reward is None else float(reward),
+                 time.time() if at is None else at))
             if cursor.lastrowid and cursor.lastrowid % 512 == 0:
                 self._prune_rewards()
 
     def _prune_rewards(self, keep_seconds: float = 86400.0) -> None:
-        # Bounded: only the last day's rewards and the most recent ones are ever read.
+        # Bounded: only the last day's samples and the most recent ones are ever read.
         self.db.execute(
             "DELETE FROM served_rewards WHERE at < ? AND id <= "
             "(SELECT MAX(id) FROM served_rewards) - ?",
-            (time.time() - keep_seconds, _RECENT_REWARDS))
+            (time.time() - keep_seconds, 10 * _RECENT_REWARDS))
 
-    def reward_stats(self, group: str, since: float) -> tuple[float | None, int, float | None,
-                                                               int]:
-        """(mean, count) of ``group``'s rewards recorded at or after ``since``, and (mean,
-        count) of the last rewards of every group (a running mean)."""
+    def reward_stats(self, group: str, since: float) -> RewardStats:
+        """``group``'s samples recorded at or after ``since`` (their judged mean, how many
+        were judged, how many seen) and the running mean of the last judged rewards of every
+        group."""
         with self._lock:
-            g_mean, g_n = self.db.execute(
-                "SELECT AVG(reward), COUNT(*) FROM served_rewards WHERE grp = ? AND at >= ?",
-                (group, since)).fetchone()
+            g_mean, g_judged, g_seen = self.db.execute(
+                "SELECT AVG(reward), COUNT(reward), COUNT(*) FROM served_rewards "
+                "WHERE grp = ? AND at >= ?", (group, since)).fetchone()
             r_mean, r_n = self.db.execute(
                 "SELECT AVG(reward), COUNT(*) FROM (SELECT reward FROM served_rewards "
-                "ORDER BY id DESC LIMIT ?)", (_RECENT_REWARDS,)).fetchone()
-        return g_mean, int(g_n), r_mean, int(r_n)
+                "WHERE reward IS NOT NULL ORDER BY id DESC LIMIT ?)",
+                (_RECENT_REWARDS,)).fetchone()
+        return RewardStats(g_mean, int(g_judged), int(g_seen), r_mean, int(r_n))
 
     # ------------------------------------------------------------------ metadata
 
