@@ -94,7 +94,7 @@ class CachedCalls:
     async def get_or_call(self, cache: CallCache, key: str, tag: str,
                           call: Callable[[], Awaitable[ModelOutput]]) -> ModelOutput:
         claim = getattr(cache, "claim_call", None)
-        wait = 0.05
+        wait = 0.02
         while True:
             hit = cache.get_call(key)
             if hit is not None:
@@ -112,7 +112,7 @@ class CachedCalls:
                 if claim is None or claim(key):
                     break
                 await asyncio.sleep(wait)
-                wait = min(wait * 1.5, 1.0)
+                wait = min(wait * 1.5, 0.25)
                 continue
             shared = await asyncio.shield(pending)  # raises the leader's error
             if shared is not None:

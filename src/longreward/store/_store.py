@@ -155,12 +155,13 @@ class RunStore:
             return True
         now = time.time()
         with self._lock:
+            # a read first: a process waiting on a live claim polls without taking the
+            # write lock the other processes need to record their results
+            if not self._claimable(key, now):
+                return False
             self.db.execute("BEGIN IMMEDIATE")
             try:
-                row = self.db.execute("SELECT owner, host, pid, expires FROM call_claims "
-                                      "WHERE key = ?", (key,)).fetchone()
-                mine = row is None or row[0] == self._owner or row[3] < now or (
-                    row[1] == self._host and not _alive(int(row[2])))
+                mine = self._claimable(key, now)
                 if mine:
                     self.db.execute(
                         "INSERT OR REPLACE INTO call_claims (key, owner, host, pid, expires) "
@@ -171,6 +172,12 @@ class RunStore:
                 raise
             self.db.execute("COMMIT")
         return mine
+
+    def _claimable(self, key: str, now: float) -> bool:
+        row = self.db.execute("SELECT owner, host, pid, expires FROM call_claims WHERE key = ?",
+                              (key,)).fetchone()
+        return row is None or row[0] == self._owner or row[3] < now or (
+            row[1] == self._host and not _alive(int(row[2])))
 
     def release_call(self, key: str) -> None:
         """Give up this store object's claim on ``key`` (the call failed or was cancelled):
