@@ -246,3 +246,28 @@ def test_adapters_on_a_running_server(judge_double, tmp_path):
     assert rewards == pytest.approx([sync["score"], asynchronous["score"]])  # cached calls
     with pytest.raises(UsageError, match="no longreward server"):
         _backends.RemoteRewards("http://127.0.0.1:9")
+
+
+def test_remote_adapters_fill_as_their_trainer_needs(judge_double, tmp_path):
+    """Through a running server without a fallback: verl asks for numbers (``fill:
+    neutral``), TRL keeps None; the native route keeps null unless asked."""
+    opts = options(judge_double, tmp_path,
+                   prompts=str(write_config(judge_double, tmp_path).parent / "prompts.jsonl"))
+    with ServerThread(create_app(RewardService(opts))) as url:
+        judged = [verl_module.compute_score("x", f"Line {k}.", "p1", {}, url=url)
+                  for k in range(2)]
+        ghost = verl_module.compute_score("x", "Line 1.", "ghost", {}, url=url)
+        refused = verl_module.compute_score("x", "Line 1.", None, {}, url=url)
+        batch = verl_module.compute_score(solution_strs=["Line 3.", "  "],
+                                          ground_truths=["p1", "p1"], url=url)
+        rewards, logged = call_like_trl(longreward_reward(url=url), prompts=["q", "q"],
+                                        completions=["Line 1.", "Line 2."],
+                                        prompt_id=["p1", "ghost"])
+    mean = (judged[0]["score"] + judged[1]["score"]) / 2
+    assert ghost == {"score": pytest.approx(mean), "longreward_mask": 0.0,
+                     "longreward_fallback": 1.0}
+    assert refused["longreward_mask"] == 0.0 and refused["score"] == pytest.approx(mean)
+    assert [r["longreward_mask"] for r in batch] == [1.0, 0.0]
+    assert batch[1]["score"] == pytest.approx((2 * mean + batch[0]["score"]) / 3)  # p1's group
+    assert rewards[0] == pytest.approx(judged[1]["score"]) and rewards[1] is None
+    assert "unknown prompt id 'ghost'" in logged["longreward_reason"][1]
