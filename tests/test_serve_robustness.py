@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from longreward.serve._app import json_problem
-from test_serve import document, metric, register, serving
+from test_serve import document, metric, register, serving, steps
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -132,6 +132,39 @@ def test_number_protocols_meet_their_deadlines_with_the_neutral_reward(judge_dou
     assert "deadline of 0.7s exceeded" in sl["reason"] and sl["reward"] == 5.0
     assert metric(text, "longreward_deadline_exceeded_total") == 2
     assert metric(text, "longreward_neutral_rewards_total", basis="prior") == 2
+
+
+def test_a_retry_after_the_deadline_pays_only_what_did_not_finish(judge_double, tmp_path):
+    """The first round of judge calls finishes, the second is held past the OpenRLHF
+    deadline: the sample gets the neutral reward in time, and the client's retry (with the
+    judge well again) sends only the unfinished calls — the finished ones are in the store."""
+    first_round = {"helpfulness", "logicality", "faithfulness_statements",
+                   "completeness_extraction"}
+    body = {"query": ["Q: Line 3 was approved."], "prompts": ["Q: "], "labels": ["p1"]}
+    judge_double.delay = 2.0  # every call takes 2 s: the test sees round two start
+    with serving(judge_double, tmp_path, deadlines={"openrlhf": 6.0}) as (client, _):
+        register(client, "p1", "harbour")
+        url = str(client.base_url)
+
+        async def first_attempt() -> dict:
+            async with httpx.AsyncClient(base_url=url, timeout=60) as ac:
+                reply = asyncio.ensure_future(ac.post("/get_reward", json=body))
+                while not set(steps(judge_double)) - first_round:  # round two has arrived
+                    await asyncio.sleep(0.01)
+                judge_double.hold = True  # ... and waits past the deadline
+                return (await reply).json()
+
+        cut_off = asyncio.run(first_attempt())
+        before = len(steps(judge_double))
+        judge_double.hold, judge_double.delay = False, 0.0
+        retry = client.post("/get_reward", json=body).json()
+        text = client.get("/metrics").text
+    assert "deadline of 6s exceeded" in cut_off["items"][0]["reason"]
+    assert cut_off["extra_logs"]["longreward_mask"] == [0.0] and cut_off["rewards"] == [5.0]
+    assert retry["extra_logs"]["longreward_mask"] == [1.0]
+    resent = steps(judge_double)[before:]
+    assert resent and not set(resent) & first_round  # round one came from the store
+    assert metric(text, "longreward_judge_cache_hits_total", step="helpfulness") == 1
 
 
 @pytest.mark.parametrize("group_size", [None, 3])
