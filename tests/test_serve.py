@@ -216,6 +216,29 @@ def test_openrlhf_get_reward(judge_double, tmp_path):
     assert "names no registered prompt" in no_labels.json()["items"][0]["reason"]
 
 
+def test_split_query_finds_the_response_after_a_cut_prompt():
+    from longreward.serve._protocols import split_query
+
+    prompt = ("<|im_start|>user\n" + document("harbour", 20) + "\n\nWhat was approved?"
+              "<|im_end|>\n<|im_start|>assistant\n")
+    answer = "Line 3 was approved."
+    assert split_query(prompt + answer, prompt) == (answer, 1.0)
+    # cut on the left (OpenRLHF 0.9.1+), as a byte-level decoder leaves a split character,
+    # and as a SentencePiece decoder drops the first token's leading space
+    space = prompt.index(" ", 700)
+    for seen in ("\ufffd\ufffd" + prompt[700:], prompt[700:], prompt[space + 1:]):
+        got = split_query(seen + answer, prompt)
+        assert got is not None and got[0] == answer
+        assert got[1] == pytest.approx(len(seen.lstrip("\ufffd")) / len(prompt))
+    # cut on the right (OpenRLHF 0.9.0): the question is gone
+    got = split_query(prompt[:500] + "\ufffd" + answer, prompt)
+    assert got == (answer, pytest.approx(500 / len(prompt)))
+    # nothing of the prompt, or the prompt's end after text that is not the prompt's
+    assert split_query("Something else entirely. " + answer, prompt) is None
+    assert split_query("<s>" + prompt + answer, prompt) is None
+    assert split_query(prompt.replace("ledger", "Ledger") + answer, prompt) is None
+
+
 # --------------------------------------------------------------------------- slime
 
 

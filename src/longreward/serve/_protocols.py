@@ -172,6 +172,10 @@ def split_query(query: str, prompt: str) -> tuple[str, float] | None:
             if kept <= len(prompt) and query[skip:end] == prompt[len(prompt) - kept:]:
                 return query[end:], kept / len(prompt)
             end = query.find(tail, end - len(tail) + 1)
+    if tail in query:
+        # the prompt's end is there but what precedes it differs from the prompt: a decoding
+        # that changed the text (not a cut), where no split point can be trusted
+        return None
     # Cut on the right (OpenRLHF 0.9.0): the prompt's first characters survive.
     shared = 0
     limit = min(len(query), len(prompt))

@@ -377,8 +377,9 @@ class RewardService:
         for task, (rec, members) in tasks.items():
             if task in pending:
                 self.stats.deadline_exceeded += len(members)
-                reason = (f"deadline of {timeout:g}s exceeded before the judge finished (judge "
-                          "calls that did finish are cached: a retry costs less)")
+                reason = f"deadline of {timeout:g}s exceeded before the judge finished" + (
+                    " (judge calls that did finish are in the run store: a retry costs less)"
+                    if self.options.run_dir is not None else "")
                 for i in members:
                     results[i] = ItemResult(ids[i], "unscored", None, 0, reason,
                                             prompt_id=items[i].prompt_id,
