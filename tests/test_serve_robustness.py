@@ -209,6 +209,21 @@ def test_a_failed_sample_waits_for_its_siblings(judge_double, tmp_path, group_si
         (judged_a["rewards"][0] + judged_b["rewards"][0]) / 2)
 
 
+def test_a_group_smaller_than_group_size_is_not_held_to_the_deadline(judge_double, tmp_path):
+    """An evaluation sends fewer samples per prompt than training (OpenRLHF 4 instead of 8,
+    verl 1): a failed one waits ``max_wait`` for the siblings that will not come, not the
+    whole deadline (here 120 s, past the client's 30 s)."""
+    with serving(judge_double, tmp_path, deadlines={"openrlhf": 120.0},
+                 neutral={"group_size": 8, "max_wait": 0.5}) as (client, _):
+        register(client, "p1", "harbour")
+        r = client.post("/get_reward", timeout=30, json={
+            "query": ["Q: Line 1.", "Q: "], "prompts": ["Q: ", "Q: "], "labels": ["p1", "p1"]})
+    assert r.status_code == 200
+    out = r.json()
+    assert out["extra_logs"]["longreward_mask"] == [1.0, 0.0]
+    assert out["rewards"][1] == pytest.approx(out["rewards"][0])  # its group: one judged
+
+
 # --------------------------------------------------------------------------- processes
 
 WORKER = textwrap.dedent("""

@@ -24,8 +24,9 @@ is, in this order:
    judged, so the service first waits, within the request's deadline, for ``g``'s samples
    still being scored in this process (OpenRLHF sends each sample as its own request) and,
    when ``group_size`` (the trainer's samples per prompt) is set, until that many samples of
-   ``g`` have been seen by any process sharing the run store: a sample that fails at once
-   would otherwise be filled before its siblings even arrive;
+   ``g`` have been seen by any process sharing the run store (at most ``max_wait`` seconds:
+   an evaluation may send fewer samples per prompt): a sample that fails at once would
+   otherwise be filled before its siblings even arrive;
 2. ``running mean``: the mean of the last judged rewards of all prompts (1,000);
 3. ``prior``: before any reward was judged at all, ``prior`` (5.0, the middle of the 0–10
    scale). Then every sample so far has failed, and a group whose samples all get the same

@@ -58,6 +58,10 @@ class NeutralOptions(BaseModel):
     #: cannot be scored then waits, within its deadline, until its whole group has been seen,
     #: so that its reward is the group's exact mean. None: fill it with what is known then.
     group_size: int | None = Field(default=None, ge=2)
+    #: the longest a failed sample waits for group members that have not arrived yet
+    #: (seconds, within its deadline): a group smaller than ``group_size`` — an evaluation
+    #: with fewer samples per prompt, a one-off request — is not held up longer than this
+    max_wait: float = Field(default=30.0, ge=0)
 
 
 class ServeOptions(BaseModel):

@@ -494,18 +494,21 @@ class RewardService:
         OpenRLHF sends each sample alone) and, with ``neutral.group_size``, the samples that
         have not arrived yet, at this process or another sharing the run store."""
         assert self.neutral is not None
-        size = self.options.neutral.group_size
+        neutral = self.options.neutral
         loop = asyncio.get_running_loop()
         until = loop.time() + time_left
+        # siblings being judged are waited for until the deadline; those not arrived yet only
+        # for max_wait (a group may be smaller than group_size: an evaluation)
+        arrivals_until = min(until, loop.time() + neutral.max_wait)
         while groups and loop.time() < until:
             siblings = {t for g in groups for t in self._in_flight.get(g, ())}
             if siblings:
                 await asyncio.wait(siblings, timeout=until - loop.time())
-            if size is None:
+            if neutral.group_size is None or loop.time() >= arrivals_until:
                 return
-            groups = {g for g in groups if self.neutral.seen(g) < size}
+            groups = {g for g in groups if self.neutral.seen(g) < neutral.group_size}
             if groups and not siblings:
-                await asyncio.sleep(max(0.0, min(0.2, until - loop.time())))
+                await asyncio.sleep(max(0.0, min(0.2, arrivals_until - loop.time())))
 
     def _account(self, results: list[ItemResult]) -> None:
         for r in results:
