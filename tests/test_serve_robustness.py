@@ -91,7 +91,7 @@ def test_slow_clients_cannot_hold_the_server(judge_double, tmp_path):
                 w.close()
             return len(open_)
 
-        still_open = asyncio.run(trickle(300, 50))  # 5 s of trickling, 10x read_timeout
+        still_open = asyncio.run(trickle(300, 30))  # 3 s of trickling, 6x read_timeout
 
         async def stalled_body() -> bytes:
             r, w = await asyncio.open_connection(host, port)
