@@ -35,7 +35,8 @@ def build_report(inputs: list[str | Path], output: str | Path, *, title: str = "
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(output)
-    return ReportSummary(output, len(loaded.scored), len(loaded.pairs), len(loaded.results),
+    return ReportSummary(output, len(loaded.scored), len(loaded.pairs),
+                         len(loaded.agreement) + len(loaded.results),
                          len(page.encode("utf-8")))
 
 

@@ -69,18 +69,6 @@ def _frame(body: str, width: int = _W, height: int = _H) -> str:
             f'height="{height}" role="img" xmlns="http://www.w3.org/2000/svg">{body}</svg>')
 
 
-def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    n = len(xs)
-    if n < 3:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    if sxx == 0 or syy == 0:
-        return None
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / math.sqrt(sxx * syy)
-
-
 def _corr_color(r: float | None) -> str:
     if r is None:
         return "#eeeeee"
