@@ -49,7 +49,7 @@ def _pct(x: float | None) -> str:
 
 def _ci(m: Any) -> str:
     lo, hi = m.ci
-    return "–" if lo is None or hi is None else f"{100 * lo:.1f}–{100 * hi:.1f}"
+    return "–" if lo is None or hi is None else f"{100 * lo:.0f}–{100 * hi:.0f}"
 
 
 def agreement_table(result: Any) -> Table:

@@ -211,18 +211,18 @@ def _diagnostics_section(files: list[ScoredFile],
         return ""
     parts = ['<section id="diagnostics"><h2>When to trust the reward</h2>']
     for name, diags in blocks:
-        body = [f'<tr class="{escape(d.status)}"><td>{escape(d.title)}</td>'
-                + _td(d.value) + _td(d.n)
-                + f'<td><span class="badge {_STATUS_BADGE[d.status]}">'
-                  f"{escape(d.status.replace('_', ' '))}</span> {escape(d.reading)}</td></tr>"
-                for d in diags]
+        body = [f'<tr data-status="{escape(d.status)}"><td>{escape(d.title)}</td>'
+                + _td(d.value) + _td(d.n) + f"<td>{_STATUS_BADGE.get(d.status, '')}"
+                f"{escape(d.reading)}</td></tr>" for d in diags]
         parts.append(f"<h3>{escape(name)}</h3>"
                      + _table(["check", "value", "n", "reading"], body, sortable=False))
     parts.append("</section>")
     return "".join(parts)
 
 
-_STATUS_BADGE = {"ok": "ok", "warn": "bad", "not_measured": "none", "not_recorded": "none"}
+# "not measured" and "not recorded" say so in their reading
+_STATUS_BADGE = {"ok": '<span class="badge ok">ok</span> ',
+                 "warn": '<span class="badge bad">look</span> '}
 
 
 def _facts_section(files: list[ScoredFile], results: list[tuple[Path, dict[str, Any]]]) -> str:

@@ -84,8 +84,8 @@ def heatmap(names: Sequence[str], matrix: Sequence[Sequence[float | None]],
     """A labelled correlation matrix (Pearson r in each cell)."""
     cell, left, top = 46, 96, 98
     size = len(names)
-    # wide enough for the title too (≈6.5 px a character at the title's size)
-    width = max(left + cell * size + 8, int(len(title) * 6.5) + 12)
+    # wide enough for the title too (≈7.2 px a character at the title's bold 12 px)
+    width = max(left + cell * size + 8, int(len(title) * 7.2) + 12)
     height = top + cell * size + 8
     parts = [f'<text x="4" y="14" class="t">{escape(title)}</text>']
     for i, name in enumerate(names):
