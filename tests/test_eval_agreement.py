@@ -416,3 +416,24 @@ def test_cli_subset_and_self_consistency_with_the_dry_run_judge(tmp_path):
              "-o", str(out), "--dry-run", "--no-progress", "--prompts", "article_99",
              cwd=tmp_path)
     assert r.returncode == 2 and "article_99" in r.stderr and "article_0" in r.stderr
+
+
+def test_result_files_read_back_and_bad_ones_are_named(tmp_path):
+    minimal = {"kind": "longreward.eval.agreement", "version": 1, "data": "d.jsonl",
+               "scored": "r.scored.jsonl", "run_dir": "r.run", "format": "pairwise",
+               "prompts": 1, "answers": 2, "pairs": 1, "tie_rule": "half",
+               "tie_rule_text": "…", "bootstrap": {"resamples": 0, "seed": 0, "level": 0.95},
+               "dimensions": ["helpfulness"],
+               "methods": [{"name": "reward", "group": "reward", "accuracy": 1.0,
+                            "ci": [None, None], "n": 1, "agree": 1, "disagree": 0, "ties": 0,
+                            "abstained": 0, "cost": {"requests": 2, "calls": 2}}],
+               "a_key_from_a_later_version": True}
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps(minimal))
+    r = AgreementResult.read(old)  # written before diagnostics and subsets existed
+    assert r.reward.accuracy == 1.0 and r.diagnostics == [] and r.subset is None
+    assert r.method("reward").cost.calls == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**minimal, "methods": [{"name": "reward"}]}))
+    with pytest.raises(UsageError, match=r"bad\.json.*methods\.0\.group"):
+        AgreementResult.read(bad)

@@ -204,7 +204,7 @@ def _diagnostics_section(files: list[ScoredFile],
     its rows allow (no position bias or self-consistency: those need judge calls)."""
     blocks: list[tuple[str, list[Diagnostic]]] = [(p.name, r.diagnostics) for p, r in results
                                                   if r.diagnostics]
-    covered = {Path(r.scored).name for _, r in results}
+    covered = {Path(r.scored).name for _, r in results if r.diagnostics}  # (v1 results: none)
     blocks += [(f.path.name, diagnose_rows(f.rows)) for f in files
                if f.path.name not in covered and f.rows]
     if not blocks:
