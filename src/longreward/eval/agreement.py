@@ -17,6 +17,12 @@ labels:
    of the other dimensions, with no judge call.
 5. Baselines (:mod:`.baselines`), each only when asked for; the judged ones use the run store
    as their call cache, so they too cost nothing on a rerun.
+6. Diagnostics (:mod:`.diagnostics`): position bias, length, ties, self-consistency (opt-in),
+   dimension correlations, injection flags, each with its reading.
+
+``--prompts``/``--limit`` evaluate part of the data; the parts share the run directory, so a
+long run with a slow judge can be done piece by piece. The result is an ``AgreementResult``
+(:mod:`._result`), written as JSON.
 """
 
 from __future__ import annotations
@@ -454,6 +460,115 @@ def _orders(details: dict[str, Any], counted: list[HumanPair],
     return out
 
 
+@dataclass
+class _Judged:
+    """What the judge (and the free baselines) said, before it is counted against people."""
+
+    rows: dict[str, dict[str, Any]]
+    summary: ScoreSummary
+    #: the reward's and each dimension's verdicts; the leave-one-out rewards'; the baselines'
+    scored: dict[str, list[Verdict]]
+    ablation: dict[str, list[Verdict]]
+    baseline: dict[str, list[Verdict]]
+    baseline_details: dict[str, Any]
+    notes: list[str]
+    costs: dict[str, dict[str, int]]
+    stats: dict[str, Any]
+    consistency: Diagnostic
+    ablation_seconds: float
+    ablation_requests: int
+
+
+async def _judge(data: AgreementData, counted: list[HumanPair], options: ScoreOptions,
+                 agreement: AgreementOptions, scorer: LongReward, run_dir: Path,
+                 scored_path: Path, fields: FieldMap,
+                 on_start: Callable[[int, int], None] | None,
+                 on_answer: Callable[[dict[str, Any]], None] | None) -> _Judged:
+    """Score the answers (the resumable score stage), recombine the leave-one-out rewards,
+    run the baselines and, when asked, the self-consistency rescorings."""
+    # The answers file is ours, in the default field names; the stage scores it resumably.
+    # A subset's answers are added to those of earlier runs (the score stage keeps rows it
+    # is not asked about), so growing --limit resumes.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    answers_path = run_dir / "answers.jsonl"
+    write_rows(answers_path, _answers_rows(data.records))
+    summary: ScoreSummary = await score_file(
+        answers_path, scored_path, options, run_dir=run_dir, scorer=scorer, on_start=on_start,
+        on_answer=on_answer)
+    wanted = {c.id for r in data.records for c in r.candidates}
+    rows = {str(r["id"]): r for r in read_rows(scored_path)[0] if str(r["id"]) in wanted}
+    dims = list(options.dimensions)
+
+    requests_before = scorer.client.stats.total.requests
+    ablated, ablation_seconds = _ablation(rows, dims, options.weights)
+    ablation_requests = scorer.client.stats.total.requests - requests_before
+    ablation = {f"without {d}": [verdict_from_scores(ablated[d].get(p.a), ablated[d].get(p.b))
+                                 for p in counted] for d in dims} if len(dims) > 1 else {}
+
+    baseline, notes = _free_baselines(agreement.baselines, data, counted,
+                                      agreement.consensus_pool, fields)
+    details: dict[str, Any] = {}
+    judged = [b for b in agreement.baselines if b in bl.JUDGED]
+    with cached_calls(scorer.client, run_dir) as store:
+        if judged and counted:
+            got, details = await _judged_baselines(judged, scorer, data, rows, counted)
+            baseline.update(got)
+        stats = scorer.client.snapshot()
+        costs = method_costs(store, _cost_key(data), stats.get("by_tag", {}), dims,
+                             list(baseline))
+        # after the costs: the rescorings are not the reward's cost
+        consistency = (await _self_consistency(scorer, options, data, counted, agreement, rows)
+                       if agreement.self_consistency and counted else
+                       diag.self_consistency_not_run())
+    return _Judged(rows=rows, summary=summary, scored=_score_verdicts(rows, counted, dims),
+                   ablation=ablation, baseline=baseline, baseline_details=details, notes=notes,
+                   costs=costs, stats=stats, consistency=consistency,
+                   ablation_seconds=ablation_seconds, ablation_requests=ablation_requests)
+
+
+def _count(j: _Judged, counted: list[HumanPair], dims: list[str], agreement: AgreementOptions,
+           ) -> tuple[list[MethodAccuracy], list[MethodAccuracy], list[PairVerdicts],
+                      list[Diagnostic], Bootstrap]:
+    """Each method's accuracy with its interval and cost, the per-pair verdicts, and the
+    diagnostics."""
+    labels = [p.label for p in counted]
+    boot = Bootstrap([p.prompt_id for p in counted], resamples=agreement.bootstrap,
+                     seed=agreement.seed)
+
+    def acc(name: str, verdicts: list[Verdict], group: str) -> MethodAccuracy:
+        a = accuracy(name, verdicts, labels, agreement.ties, boot)
+        cost = j.costs.get(name)
+        return MethodAccuracy(name=name, group=group, accuracy=a.accuracy, ci=(a.low, a.high),
+                              n=a.n, agree=a.agree, disagree=a.disagree, ties=a.ties,
+                              abstained=a.abstained,
+                              cost=MethodCost(**cost) if cost is not None else None)
+
+    methods = [acc("reward", j.scored["reward"], "reward"),
+               *(acc(d, j.scored[d], "dimension") for d in dims),
+               *(acc(b, v, "baseline") for b, v in j.baseline.items())]
+    reward_acc = methods[0].accuracy
+    ablation = []
+    for name, verdicts in j.ablation.items():
+        a = acc(name, verdicts, "ablation")
+        a.removed = name.split(" ", 1)[1]
+        a.delta = None if a.accuracy is None or reward_acc is None else a.accuracy - reward_acc
+        ablation.append(a)
+
+    def reward_of(aid: str) -> float | None:
+        return (j.rows.get(aid) or {}).get("reward")
+
+    every = {**j.scored, **j.ablation, **j.baseline}
+    pairs = [PairVerdicts(id=p.id, prompt_id=p.prompt_id, a=p.a, b=p.b,
+                          label=p.label,  # type: ignore[arg-type]
+                          gap=p.gap, reward_a=reward_of(p.a), reward_b=reward_of(p.b),
+                          verdicts={m: v[i] for m, v in every.items()})
+             for i, p in enumerate(counted)]
+    length, ties, correlations, injection = diag.diagnose_rows(list(j.rows.values()), dims)
+    diagnostics = [diag.position_bias(_orders(j.baseline_details, counted)), length, ties,
+                   j.consistency, correlations, injection]
+    return methods, ablation, pairs, diagnostics, boot
+
+
 async def evaluate_agreement(
     data_path: str | Path,
     output_path: str | Path,
@@ -475,13 +590,6 @@ async def evaluate_agreement(
     data, subset = select_prompts(read_agreement_data(data_path, agreement, options.fields),
                                   agreement)
     write_rejected(output_path, data.rejected)
-
-    # The answers file is ours, in the default field names; the stage scores it resumably.
-    # A subset's answers are added to those of earlier runs (the score stage keeps rows it
-    # is not asked about), so growing --limit resumes.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    answers_path = run_dir / "answers.jsonl"
-    write_rows(answers_path, _answers_rows(data.records))
     score_options = options.model_copy(update={"fields": FieldMap()})
     own = scorer is None
     if scorer is None:
@@ -489,76 +597,14 @@ async def evaluate_agreement(
     scored_path = scored_path_for(output_path)
     dims = list(score_options.dimensions)
     counted = [p for p in data.pairs if p.label != "tie"]
-    labels = [p.label for p in counted]
     try:
-        summary: ScoreSummary = await score_file(
-            answers_path, scored_path, score_options, run_dir=run_dir, scorer=scorer,
-            on_start=on_start, on_answer=on_answer)
-        wanted = {c.id for r in data.records for c in r.candidates}
-        rows = {str(r["id"]): r for r in read_rows(scored_path)[0] if str(r["id"]) in wanted}
-        methods = _score_verdicts(rows, counted, dims)
-
-        requests_before = scorer.client.stats.total.requests
-        ablated, ablation_seconds = _ablation(rows, dims, score_options.weights)
-        ablation_requests = scorer.client.stats.total.requests - requests_before
-        ablation = {f"without {d}": [verdict_from_scores(ablated[d].get(p.a), ablated[d].get(p.b))
-                                     for p in counted] for d in dims} if len(dims) > 1 else {}
-
-        baseline, notes = _free_baselines(agreement.baselines, data, counted,
-                                          agreement.consensus_pool, options.fields)
-        baseline_details: dict[str, Any] = {}
-        judged = [b for b in agreement.baselines if b in bl.JUDGED]
-        with cached_calls(scorer.client, run_dir) as store:
-            if judged and counted:
-                got, baseline_details = await _judged_baselines(judged, scorer, data, rows,
-                                                                counted)
-                baseline.update(got)
-            stats = scorer.client.snapshot()
-            costs = method_costs(store, _cost_key(data), stats.get("by_tag", {}), dims,
-                                 list(baseline))
-            consistency = (await _self_consistency(scorer, score_options, data, counted,
-                                                   agreement, rows)
-                           if agreement.self_consistency and counted else
-                           diag.self_consistency_not_run())
+        judged = await _judge(data, counted, score_options, agreement, scorer, run_dir,
+                              scored_path, options.fields, on_start, on_answer)
     finally:
         if own:
             await scorer.aclose()
-
-    boot = Bootstrap([p.prompt_id for p in counted], resamples=agreement.bootstrap,
-                     seed=agreement.seed)
-
-    def acc(name: str, verdicts: list[Verdict], group: str) -> MethodAccuracy:
-        a = accuracy(name, verdicts, labels, agreement.ties, boot)
-        cost = costs.get(name)
-        return MethodAccuracy(name=name, group=group, accuracy=a.accuracy, ci=(a.low, a.high),
-                              n=a.n, agree=a.agree, disagree=a.disagree, ties=a.ties,
-                              abstained=a.abstained,
-                              cost=MethodCost(**cost) if cost is not None else None)
-
-    results_methods = [acc("reward", methods["reward"], "reward"),
-                       *(acc(d, methods[d], "dimension") for d in dims),
-                       *(acc(b, v, "baseline") for b, v in baseline.items())]
-    reward_acc = results_methods[0].accuracy
-    ablation_rows = []
-    for name, verdicts in ablation.items():
-        a = acc(name, verdicts, "ablation")
-        a.removed = name.split(" ", 1)[1]
-        a.delta = None if a.accuracy is None or reward_acc is None else a.accuracy - reward_acc
-        ablation_rows.append(a)
-
-    def reward_of(aid: str) -> float | None:
-        return (rows.get(aid) or {}).get("reward")
-
-    all_verdicts = {**methods, **ablation, **baseline}
-    pair_rows = [PairVerdicts(id=p.id, prompt_id=p.prompt_id, a=p.a, b=p.b,
-                              label=p.label,  # type: ignore[arg-type]
-                              gap=p.gap, reward_a=reward_of(p.a), reward_b=reward_of(p.b),
-                              verdicts={m: v[i] for m, v in all_verdicts.items()})
-                 for i, p in enumerate(counted)]
-    scored_rows = list(rows.values())
-    diagnostics = [diag.position_bias(_orders(baseline_details, counted)),
-                   *diag.diagnose_rows(scored_rows, dims)]
-    diagnostics.insert(3, consistency)
+    methods, ablation, pairs, diagnostics, boot = _count(judged, counted, dims, agreement)
+    summary, stats = judged.summary, judged.stats
     result = AgreementResult(
         data=str(data_path), scored=str(scored_path), run_dir=str(run_dir), format=data.kind,
         subset=subset, prompts=len(data.records),
@@ -569,9 +615,9 @@ async def evaluate_agreement(
         bootstrap=BootstrapInfo(resamples=agreement.bootstrap, seed=agreement.seed,
                                 level=boot.level),
         dimensions=dims, weights=score_options.weights, judge=scorer.judge_identity,
-        methods=results_methods, ablation=ablation_rows, ablation_seconds=ablation_seconds,
-        ablation_requests=ablation_requests, baseline_details=baseline_details,
-        diagnostics=diagnostics, notes=notes, pair_details=pair_rows,
+        methods=methods, ablation=ablation, ablation_seconds=judged.ablation_seconds,
+        ablation_requests=judged.ablation_requests, baseline_details=judged.baseline_details,
+        diagnostics=diagnostics, notes=judged.notes, pair_details=pairs,
         scoring=ScoringSummary(answers=summary.answers_total,
                                scored_now=summary.answers_scored,
                                resumed=summary.answers_done_before,
@@ -584,6 +630,7 @@ async def evaluate_agreement(
                  "score": _public_options(score_options)})
     result.write(output_path)
     return result
+
 
 def _public_options(options: ScoreOptions) -> dict[str, Any]:
     from ..stages.score import score_output_settings
