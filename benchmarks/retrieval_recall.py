@@ -276,7 +276,7 @@ def _minilm() -> str | None:
 
 
 async def run_set(title: str, docs: list[Document], skipped: Counter[str], k: int,
-                  minilm: str | None) -> dict[str, Any]:
+                  minilm: str | None, only: list[str] | None = None) -> dict[str, Any]:
     n = sum(len(d.statements) for d in docs)
     print(f"\n## {title}: {n} statements in {sum(1 for d in docs if d.statements)} documents")
     for why, count in skipped.items():
@@ -285,6 +285,8 @@ async def run_set(title: str, docs: list[Document], skipped: Counter[str], k: in
           f"{'index+search s':>16}")
     results: dict[str, Scores] = {}
     for name, make in retrievers(minilm):
+        if only and name != "bm25" and not any(o in name for o in only):
+            continue
         try:
             retriever = make()
         except ImportError as exc:
@@ -319,19 +321,24 @@ def main() -> None:
                         help="PubMed: the lexical aligner's least ROUGE-2 F1 to keep a "
                              "statement")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--only", action="append", default=None,
+                        help="run only the retrievers whose name contains this (repeatable; "
+                             "bm25 always runs, as the reference)")
+    parser.add_argument("--skip-pubmed", action="store_true")
     args = parser.parse_args()
     minilm = _minilm()
     out: dict[str, Any] = {"k": args.k}
     if args.squality:
         docs, skipped = squality(args.squality)
         out["squality"] = asyncio.run(run_set("SQuALITY, human evidence (LongEval)", docs,
-                                              skipped, args.k, minilm))
+                                              skipped, args.k, minilm, args.only))
     else:
         print("(no --squality: the human-evidence set is skipped)")
-    docs, skipped = pubmed(args.pubmed, args.min_f1)
-    out["pubmed"] = asyncio.run(run_set(
-        f"LongEval PubMed, lexical reference aligner (ROUGE-2 >= {args.min_f1}; favours BM25)",
-        docs, skipped, args.k, minilm))
+    if not args.skip_pubmed:
+        docs, skipped = pubmed(args.pubmed, args.min_f1)
+        out["pubmed"] = asyncio.run(run_set(
+            f"LongEval PubMed, lexical reference aligner (ROUGE-2 >= {args.min_f1}; favours "
+            "BM25)", docs, skipped, args.k, minilm, args.only))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
 
