@@ -354,10 +354,12 @@ def test_diagnostics_by_hand():
 
     # injection: not recorded, then 1 of 3 flagged
     assert dg.injection_rate(rows).status == "not_recorded"
-    flagged = [{**r, "injection_flags": f} for r, f in zip(rows, [[], ["[[10]]"], []],
-                                                             strict=False)]
+    marks = [[], [{"kind": "verdict", "start": 0, "end": 6, "text": "[[10]]"},
+                  {"kind": "verdict", "start": 9, "end": 15, "text": "[[10]]"}], []]
+    flagged = [{**r, "flags": f} for r, f in zip(rows, marks, strict=False)]
     inj = dg.injection_rate(flagged)
     assert inj.value == pytest.approx(1 / 3) and inj.n == 3 and "1 of 3" in inj.reading
+    assert "(verdict 2)" in inj.reading and inj.details["by_kind"] == {"verdict": 2}
 
     # self-consistency: a's reward moves 6 → 7 → 8 (sd 1), b's stays 7: the pair flips
     sc = dg.self_consistency({"a": [6.0, 7.0, 8.0], "b": [7.0, 7.0, 7.0]}, [("a", "b")],

@@ -13,8 +13,8 @@ judge twice, from its two verdicts), each with a one-line reading.
   is rescored at T > 0, and how often a pair's verdict flips between rescorings.
 - **dimension correlations**: Pearson's r between every two dimensions over the answers; two
   that move together add little to each other, a constant one ranks nothing.
-- **injection**: the share of answers flagged for verdict-shaped text (a list field of the row,
-  written by the scorer; "not recorded" when no row carries it).
+- **injection**: the share of answers flagged for text aimed at the judge (the row's ``flags``
+  list, written by the scorer; "not recorded" when no row carries it).
 
 Pure functions over plain rows: the numbers can be checked by hand. Thresholds for the
 readings are rules of thumb, stated in each reading's wording ("mostly", "leans"), not tests.
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import combinations
 from typing import Any
@@ -31,9 +32,9 @@ from typing import Any
 from ._result import Diagnostic
 from ._stats import TIE_TOLERANCE, Verdict, pearson, spearman
 
-#: row fields that may hold an answer's injection flags (a list of matched spans); the first
-#: present is read
-INJECTION_FIELDS = ("injection_flags", "injection", "flags")
+#: row fields that may hold an answer's injection flags (a list of flagged spans, each
+#: ``{kind, start, end, text}`` as ``reward.injection`` writes them); the first present is read
+INJECTION_FIELDS = ("flags", "injection_flags")
 
 Row = Mapping[str, Any]
 
@@ -299,14 +300,18 @@ def injection_rate(rows: Sequence[Row]) -> Diagnostic:
                                   "scorer that wrote them does not flag verdict-shaped text)")
     flagged = sum(1 for f in recorded if f)
     rate = flagged / len(recorded)
+    kinds: Counter[str] = Counter(
+        str(f.get("kind")) for flags in recorded if isinstance(flags, list)
+        for f in flags if isinstance(f, dict))
     if flagged:
-        reading = (f"{flagged} of {len(recorded)} answers ({_pct(rate)}) hold verdict-shaped "
-                   "text: look at them before trusting their rewards")
+        by_kind = f" ({', '.join(f'{k} {n}' for k, n in kinds.most_common())})" if kinds else ""
+        reading = (f"{flagged} of {len(recorded)} answers ({_pct(rate)}) hold text aimed at "
+                   f"the judge{by_kind}: look at them before trusting their rewards")
     else:
-        reading = f"no answer of {len(recorded)} holds verdict-shaped text"
+        reading = f"no answer of {len(recorded)} holds text aimed at the judge"
     return Diagnostic(name="injection", title=title, value=rate, n=len(recorded),
                       status="warn" if flagged else "ok", reading=reading,
-                      details={"flagged": flagged})
+                      details={"flagged": flagged, "by_kind": dict(kinds)})
 
 
 # --------------------------------------------------------------------------- all
