@@ -3,7 +3,8 @@
 Requests are routed by the reply schema's name (``response_format.json_schema.name``), which
 each judge step sets explicitly; the verdict is read from markers the test writes into each
 answer: ``H=`` helpfulness, ``L=`` logicality, ``C=`` completeness coverage, ``O=`` the holistic
-baseline, ``P=`` the pairwise baseline, ``R=`` the reference grade (6 without one).
+baseline, ``P=`` the pairwise baseline, ``R=`` the reference grade (6 without one). ``J=x`` makes helpfulness noisy when the request carries a
+seed (a rescoring at T > 0): it moves by x·(seed mod 3 − 1), so seeds 1, 2, 3 give −x, 0, +x.
 Faithfulness statements are the answer's sentences that start with "Fact"; a statement with
 "true" in it is fully supported, with "half" partially, otherwise not. So the expected accuracy of every method is
 known before the run.
@@ -53,7 +54,11 @@ class EvalJudge:
         user = body["messages"][-1]["content"]
         answer = block(user, "answer")
         if name == "ScoredReply":
-            return json.dumps({"analysis": "helpful enough", "score": mark(answer, "H")})
+            score = mark(answer, "H")
+            jitter = mark(answer, "J")
+            if jitter is not None and score is not None and body.get("seed") is not None:
+                score += jitter * (body["seed"] % 3 - 1)
+            return json.dumps({"analysis": "helpful enough", "score": score})
         if name == "LogicReply":
             return json.dumps({"errors": [], "analysis": "consistent",
                                "score": mark(answer, "L")})

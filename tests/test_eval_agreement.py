@@ -14,7 +14,13 @@ import pytest
 
 from eval_judge import EvalJudge
 from longreward import ScoreOptions
-from longreward.eval import AgreementOptions, evaluate_agreement, read_agreement_data
+from longreward.errors import UsageError
+from longreward.eval import (
+    AgreementOptions,
+    AgreementResult,
+    evaluate_agreement,
+    read_agreement_data,
+)
 from longreward.eval._stats import Bootstrap, accuracy, credit, verdict_from_scores
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "longeval_pubmed" / \
@@ -62,14 +68,13 @@ def options(double, dims=("helpfulness", "logicality", "faithfulness")) -> Score
                         dimensions=list(dims))
 
 
-def without_cost(methods: list[dict]) -> list[dict]:
-    return [{k: v for k, v in m.items() if k != "cost"} for m in methods]
+def without_cost(methods: list) -> list[dict]:
+    return [m.model_dump(exclude={"cost"}) for m in methods]
 
 
-def by_name(result: dict) -> dict[str, dict]:
-    out = {m["name"]: m for m in result["methods"]}
-    out.update({m["name"]: m for m in result["ablation"]})
-    return out
+def by_name(result) -> dict[str, dict]:
+    """Every method and leave-one-out row of a result, as dicts, by name."""
+    return {m.name: m.model_dump() for m in [*result.methods, *result.ablation]}
 
 
 # --------------------------------------------------------------------------- arithmetic
@@ -114,8 +119,8 @@ def test_agreement_accuracy_is_exact_with_a_controlled_judge(judge_double, tmp_p
     agreement = AgreementOptions(baselines=["all"], bootstrap=300, seed=1)
     result = asyncio.run(evaluate_agreement(data, out, options(judge_double), agreement))
 
-    assert result["pairs"] == 5 and result["human_ties_left_out"] == 1
-    assert result["format"] == "pairwise" and result["tie_rule"] == "half"
+    assert result.pairs == 5 and result.human_ties_left_out == 1
+    assert result.format == "pairwise" and result.tie_rule == "half"
     m = by_name(result)
     # worked out by hand in PAIRS' comment: reward ✓ ✓ = ✗ ✓
     assert m["reward"]["accuracy"] == pytest.approx(3.5 / 5)
@@ -128,11 +133,11 @@ def test_agreement_accuracy_is_exact_with_a_controlled_judge(judge_double, tmp_p
     assert m["without logicality"]["accuracy"] == pytest.approx(4.5 / 5)
     assert m["without faithfulness"]["accuracy"] == pytest.approx(3 / 5)
     assert m["without logicality"]["delta"] == pytest.approx(0.2)
-    assert result["ablation_requests"] == 0
+    assert result.ablation_requests == 0
     # baselines: pairwise ✓, self-contradiction (tie), ✓, ✗, tie
     pw = m["pairwise"]
     assert pw["accuracy"] == pytest.approx(3 / 5) and (pw["agree"], pw["ties"]) == (2, 2)
-    assert result["baseline_details"]["pairwise"]["p2"]["orders"] == ["a", "b"]
+    assert result.baseline_details["pairwise"]["p2"]["orders"] == ["a", "b"]
     # holistic ✓, no verdict (b unparsable), ✓, ✓, ✗
     ho = m["holistic"]
     assert ho["accuracy"] == pytest.approx(3.5 / 5) and ho["abstained"] == 1
@@ -141,7 +146,7 @@ def test_agreement_accuracy_is_exact_with_a_controlled_judge(judge_double, tmp_p
                  len(text[pid][0 if label == "a" else 1]) > len(text[pid][1 if label == "a" else 0]))
     assert m["length"]["agree"] == longer
     # two answers per prompt: consensus cannot choose, so it is left out with a note
-    assert "consensus" not in m and "consensus left out" in result["notes"][0]
+    assert "consensus" not in m and "consensus left out" in result.notes[0]
     for name in ("reward", "pairwise"):
         lo, hi = m[name]["ci"]
         assert lo <= m[name]["accuracy"] <= hi
@@ -150,16 +155,17 @@ def test_agreement_accuracy_is_exact_with_a_controlled_judge(judge_double, tmp_p
     assert judge.asked["PairwiseReply"] == 10
     assert judge.asked["HolisticReply"] == 9 + 5
     assert m["pairwise"]["cost"]["calls"] == 10
-    assert json.loads(out.read_text())["methods"] == result["methods"]
-    assert Path(result["scored"]).exists()
+    assert json.loads(out.read_text())["methods"] == result.to_json()["methods"]
+    assert AgreementResult.read(out) == result
+    assert Path(result.scored).exists()
 
     # rerun: every answer resumed, every baseline call from the store: no request at all
     before = judge_double.count()
     again = asyncio.run(evaluate_agreement(data, out, options(judge_double), agreement))
     assert judge_double.count() == before
-    assert again["stats"]["requests"] == 0
-    assert without_cost(again["methods"]) == without_cost(result["methods"])
-    assert again["ablation"] == result["ablation"]
+    assert again.stats["requests"] == 0
+    assert without_cost(again.methods) == without_cost(result.methods)
+    assert again.ablation == result.ablation
     # each method's cost is what it cost, though this run sent nothing
     for name in ("reward", "faithfulness", "pairwise", "holistic"):
         assert by_name(again)[name]["cost"]["calls"] == m[name]["cost"]["calls"] > 0
@@ -178,7 +184,7 @@ def test_tie_rules_change_only_the_credit_of_ties(judge_double, tmp_path):
                                            AgreementOptions(ties=rule, baselines=[]),
                                            run_dir=tmp_path / "run"))
         got[rule] = by_name(r)["reward"]
-        assert rule in r["tie_rule_text"] or r["tie_rule"] == rule
+        assert rule in r.tie_rule_text or r.tie_rule == rule
     assert got["wrong"]["accuracy"] == pytest.approx(3 / 5) and got["wrong"]["n"] == 5
     assert got["skip"]["accuracy"] == pytest.approx(3 / 4) and got["skip"]["n"] == 4
 
@@ -215,7 +221,7 @@ def test_pointwise_rows_form_within_prompt_pairs(judge_double, tmp_path):
     assert m["reward"]["accuracy"] == pytest.approx(2 / 3)
     # x1 shares the most words with the others, so consensus picks it; Y has two answers
     assert (m["consensus"]["agree"], m["consensus"]["ties"]) == (2, 1)
-    assert result["rejected"] == 1 and result["exit_code"] == 1
+    assert result.rejected == 1 and result.exit_code == 1
     assert (tmp_path / "points.json.rejected.jsonl").exists()
 
 
@@ -232,7 +238,7 @@ def test_bad_pairwise_rows_are_rejected_by_name_and_the_rest_is_evaluated(judge_
     result = asyncio.run(evaluate_agreement(
         data, tmp_path / "r.json", options(judge_double, dims=("helpfulness",)),
         AgreementOptions(baselines=[])))
-    assert result["pairs"] == 5 and result["rejected"] == 3 and result["exit_code"] == 1
+    assert result.pairs == 5 and result.rejected == 3 and result.exit_code == 1
     listed = [json.loads(x) for x in (tmp_path / "r.json.rejected.jsonl").read_text().splitlines()]
     assert {(x["record"].split(" ")[0], x["field"]) for x in listed} >= {
         ("pairs.jsonl:7", "label"), ("pairs.jsonl:8", "response_b")}
@@ -261,16 +267,175 @@ def test_cli_on_the_shipped_longeval_example_with_the_dry_run_judge(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "DRY RUN" in r.stderr and "agreement with human labels: 19 pairs" in r.stderr
     assert "ties: half" in r.stderr.lower().replace("\n", " ") or "Ties: half" in r.stderr
-    result = json.loads(out.read_text())
-    assert result["pairs"] == 19 and result["below_min_gap"] == 1  # article_1: 100 vs 100
-    names = [m["name"] for m in result["methods"]]
+    result = AgreementResult.read(out)
+    assert result.pairs == 19 and result.below_min_gap == 1  # article_1: 100 vs 100
+    names = [m.name for m in result.methods]
     assert names == ["reward", "faithfulness", "completeness", "length", "holistic"]
     assert "note: consensus left out" in " ".join(r.stderr.split())
-    assert [a["removed"] for a in result["ablation"]] == ["faithfulness", "completeness"]
-    scored = [json.loads(x) for x in Path(result["scored"]).read_text().splitlines()]
+    assert [a.removed for a in result.ablation] == ["faithfulness", "completeness"]
+    scored = [json.loads(x) for x in Path(result.scored).read_text().splitlines()]
     assert len(scored) == 40 and scored[0]["meta"]["model"] in ("bigbird_pegasus", "longt5")
     r2 = _cli(*args, cwd=tmp_path)
     assert r2.returncode == 0, r2.stderr
-    again = json.loads(out.read_text())
-    assert again["stats"]["requests"] == 0
-    assert without_cost(again["methods"]) == without_cost(result["methods"])
+    again = AgreementResult.read(out)
+    assert again.stats["requests"] == 0
+    assert without_cost(again.methods) == without_cost(result.methods)
+
+
+# --------------------------------------------------------------------------- subsets
+
+
+def test_a_subset_of_prompts_then_the_rest_resumes(judge_double, tmp_path):
+    judge_double.responder = EvalJudge()
+    data = tmp_path / "pairs.jsonl"
+    write_pairwise(data)
+    out = tmp_path / "agreement.json"
+    opts = options(judge_double, dims=("helpfulness", "logicality"))
+    first = asyncio.run(evaluate_agreement(data, out, opts,
+                                           AgreementOptions(limit=2, baselines=[])))
+    assert (first.prompts, first.pairs, first.answers) == (2, 2, 4)
+    assert first.subset is not None and first.subset.prompts_in_data == 6
+    assert [p.id for p in first.pair_details] == ["p1", "p2"]
+    sent = judge_double.count()
+    # a pairwise row's own id names its prompt
+    one = asyncio.run(evaluate_agreement(data, tmp_path / "one.json", opts,
+                                         AgreementOptions(prompts=["p2"], baselines=[]),
+                                         run_dir=tmp_path / "agreement.json.run"))
+    assert [p.id for p in one.pair_details] == ["p2"] and judge_double.count() == sent
+    # the whole data: the first two prompts' answers are resumed, only the others are scored
+    whole = asyncio.run(evaluate_agreement(data, out, opts, AgreementOptions(baselines=[])))
+    assert whole.subset is None and whole.pairs == 5
+    assert (whole.scoring.resumed, whole.scoring.scored_now) == (4, 8)
+    # mean(H, L): p1 ✓, p2 ✗, p3 and p4 tie, p5 ✓
+    assert by_name(whole)["reward"]["accuracy"] == pytest.approx(3 / 5)
+    with pytest.raises(UsageError, match="does not hold.*nope"):
+        asyncio.run(evaluate_agreement(data, out, opts,
+                                       AgreementOptions(prompts=["nope"], baselines=[])))
+
+
+# --------------------------------------------------------------------------- diagnostics
+
+
+def test_diagnostics_by_hand():
+    from longreward.eval import diagnostics as dg
+
+    # position bias: 4 pairs asked both ways; two flips, both times the first place won
+    pb = dg.position_bias({"pairwise": [("a", "a"), ("a", "b"), ("b", "b"), ("a", "b")],
+                           "other": [(None, "a")]})
+    assert pb.value == pytest.approx(0.5) and pb.n == 4 and pb.status == "warn"
+    assert "favours the first place" in pb.reading and "pairwise" in pb.reading
+    assert dg.position_bias({}).status == "not_measured"
+
+    def row(pid, text, reward, **scores):
+        return {"prompt_id": pid, "response": text, "reward": reward, "scores": scores}
+
+    # reward rises with length exactly: rho 1, "mostly measures length"
+    rows = [row("p", "x" * n, r, helpfulness=h, logicality=h, faithfulness=f)
+            for n, r, h, f in [(10, 2.0, 1, 10), (20, 4.0, 3, 10), (30, 6.0, 5, 10),
+                               (40, 8.0, 7, 10)]]
+    ln = dg.length_bias(rows)
+    assert ln.value == pytest.approx(1.0) and "mostly measures length" in ln.reading
+    assert ln.details["longer_wins"] == 1.0 and ln.details["within_prompt_pairs"] == 6
+    flat = dg.length_bias([row("p", "x" * n, r) for n, r in [(10, 5), (20, 9), (30, 1),
+                                                             (40, 2), (50, 7)]])
+    assert abs(flat.value) < 0.3 and "explains little" in flat.reading
+
+    # ties: prompt A's best and worst tie, B's do not, C has one answer (not counted)
+    tie = dg.tie_rate([row("A", "a", 5.0), row("A", "b", 5.0), row("B", "c", 5.0),
+                       row("B", "d", 6.0), row("B", "e", 6.0), row("C", "f", 1.0)])
+    assert tie.value == pytest.approx(0.5) and tie.n == 2 and tie.status == "warn"
+    assert tie.details["tied_pairs"] == 2 and tie.details["pairs"] == 4
+
+    # dimension correlations: helpfulness and logicality equal (r = 1); faithfulness constant
+    dc = dg.dimension_correlations(rows, ["helpfulness", "logicality", "faithfulness"])
+    assert dc.value == pytest.approx(1.0)
+    assert "helpfulness and logicality move together" in dc.reading
+    assert "faithfulness (always 10)" in dc.reading
+
+    # injection: not recorded, then 1 of 3 flagged
+    assert dg.injection_rate(rows).status == "not_recorded"
+    marks = [[], [{"kind": "verdict", "start": 0, "end": 6, "text": "[[10]]"},
+                  {"kind": "verdict", "start": 9, "end": 15, "text": "[[10]]"}], []]
+    flagged = [{**r, "flags": f} for r, f in zip(rows, marks, strict=False)]
+    inj = dg.injection_rate(flagged)
+    assert inj.value == pytest.approx(1 / 3) and inj.n == 3 and "1 of 3" in inj.reading
+    assert "(verdict 2)" in inj.reading and inj.details["by_kind"] == {"verdict": 2}
+
+    # self-consistency: a's reward moves 6 → 7 → 8 (sd 1), b's stays 7: the pair flips
+    sc = dg.self_consistency({"a": [6.0, 7.0, 8.0], "b": [7.0, 7.0, 7.0]}, [("a", "b")],
+                             temperature=0.7, reference_gap=1.0)
+    assert sc.value == pytest.approx(0.5) and sc.details["pairs_flipped"] == 1
+    assert sc.status == "warn" and "partly noise" in sc.reading
+
+
+def test_self_consistency_and_diagnostics_in_the_result(judge_double, tmp_path):
+    judge_double.responder = EvalJudge()
+    data = tmp_path / "pairs.jsonl"
+    rows = write_pairwise(data)
+    rows[2]["response_b"] += " J=2."  # p3's second answer: helpfulness 3, 5, 7 by seed
+    data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out = tmp_path / "agreement.json"
+    agreement = AgreementOptions(baselines=["pairwise"], self_consistency=6, bootstrap=0)
+    result = asyncio.run(evaluate_agreement(data, out, options(judge_double), agreement))
+    names = [d.name for d in result.diagnostics]
+    assert names == ["position_bias", "length", "ties", "self_consistency",
+                     "dimension_correlations", "injection"]
+    sc = result.diagnostic("self_consistency")
+    # six answers rescored 3 times; only p3/b moves: rewards 6, 6.67, 7.33 (sd 2/3)
+    assert sc.n == 6 and sc.details["repeats"] == 3
+    assert sc.details["per_answer_sd"]["p3/b"] == pytest.approx(2 / 3)
+    assert sc.value == pytest.approx((2 / 3) / 6)
+    assert (sc.details["pairs"], sc.details["pairs_flipped"]) == (3, 1)
+    assert sc.details["calls"] > 0
+    # the T=0 scores are untouched by the rescorings
+    assert by_name(result)["reward"]["accuracy"] == pytest.approx(3.5 / 5)
+    # position bias from the pairwise baseline's two orders: p2 and p5 contradict themselves
+    pb = result.diagnostic("position_bias")
+    assert pb.details["methods"]["pairwise"]["flips"] == 1 and pb.n == 5
+    assert result.diagnostic("injection").status == "not_recorded"
+    # a rerun makes no call: the rescorings are cached under their seeds
+    before = judge_double.count()
+    again = asyncio.run(evaluate_agreement(data, out, options(judge_double), agreement))
+    assert judge_double.count() == before
+    assert again.diagnostic("self_consistency").value == pytest.approx(sc.value)
+
+
+def test_cli_subset_and_self_consistency_with_the_dry_run_judge(tmp_path):
+    out = tmp_path / "agreement.json"
+    r = _cli("eval", "agreement", str(EXAMPLE), "--label-field", "human_faithfulness",
+             "-o", str(out), "--dry-run", "--dimensions", "helpfulness,logicality",
+             "--no-progress", "--baselines", "none", "--limit", "3",
+             "--self-consistency", "2", "--self-consistency-repeats", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = " ".join(r.stderr.split())
+    assert "agreement with human labels: 2 pairs, 3 prompts (a subset: 3 of 20 prompts)" in text
+    assert "when to trust the reward" in text and "self_consistency" in text
+    result = AgreementResult.read(out)
+    assert result.subset.limit == 3 and result.prompts == 3
+    sc = result.diagnostic("self_consistency")
+    assert sc.n == 2 and sc.details["repeats"] == 2 and sc.details["calls"] > 0
+    r = _cli("eval", "agreement", str(EXAMPLE), "--label-field", "human_faithfulness",
+             "-o", str(out), "--dry-run", "--no-progress", "--prompts", "article_99",
+             cwd=tmp_path)
+    assert r.returncode == 2 and "article_99" in r.stderr and "article_0" in r.stderr
+
+
+def test_result_files_read_back_and_bad_ones_are_named(tmp_path):
+    minimal = {"kind": "longreward.eval.agreement", "version": 1, "data": "d.jsonl",
+               "scored": "r.scored.jsonl", "run_dir": "r.run", "format": "pairwise",
+               "prompts": 1, "answers": 2, "pairs": 1, "tie_rule": "half",
+               "tie_rule_text": "…", "bootstrap": {"resamples": 0, "seed": 0, "level": 0.95},
+               "dimensions": ["helpfulness"],
+               "methods": [{"name": "reward", "group": "reward", "accuracy": 1.0,
+                            "ci": [None, None], "n": 1, "agree": 1, "disagree": 0, "ties": 0,
+                            "abstained": 0, "cost": {"requests": 2, "calls": 2}}],
+               "a_key_from_a_later_version": True}
+    old = tmp_path / "v1.json"
+    old.write_text(json.dumps(minimal))
+    r = AgreementResult.read(old)  # written before diagnostics and subsets existed
+    assert r.reward.accuracy == 1.0 and r.diagnostics == [] and r.subset is None
+    assert r.method("reward").cost.calls == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**minimal, "methods": [{"name": "reward"}]}))
+    with pytest.raises(UsageError, match=r"bad\.json.*methods\.0\.group"):
+        AgreementResult.read(bad)

@@ -56,8 +56,8 @@ def test_report_holds_every_section_and_loads_nothing(inputs, tmp_path):
     summary = build_report([inputs["agreement"], inputs["pairs"], inputs["facts"]], out)
     assert summary.scored_files == 1 and summary.pair_files == 1 and summary.results == 2
     page = out.read_text(encoding="utf-8")
-    for section in ("scores", "pairs", "agreement", "facts", "cost", "unscored", "slowest",
-                    "prompts"):
+    for section in ("scores", "pairs", "agreement", "diagnostics", "facts", "cost", "unscored",
+                    "slowest", "prompts"):
         assert f'<section id="{section}">' in page, section
     # no network at view time: nothing is loaded from anywhere
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
@@ -72,6 +72,12 @@ def test_report_holds_every_section_and_loads_nothing(inputs, tmp_path):
     assert "Section 0.3 of the survey reports figures on rainfall" in page  # the evidence
     assert "the key point" in page
     assert "completeness" in page and "no parsable reply" in page
+    # the diagnostics, each with its reading: the pairwise baseline contradicts itself on
+    # one pair of five (p2) when the answers swap places
+    diag = page[page.index('<section id="diagnostics">'):page.index('<section id="facts">')]
+    assert "changes its verdict in 20% of pairs" in diag
+    assert "self-consistency" in diag and "--self-consistency N" in diag
+    assert "not recorded" in diag  # no injection flags in these rows
     # the slowest calls that the eval timed
     slow = page[page.index('<section id="slowest">'):page.index('<section id="prompts">')]
     assert "faithfulness.grade" in slow or "helpfulness" in slow
@@ -83,7 +89,11 @@ def test_cli_report_and_bad_input(inputs, tmp_path):
                         str(inputs["pairs"]), "-o", str(out), "--max-prompts", "2"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
-    assert "The first 2 of 6 prompts" in out.read_text(encoding="utf-8")
+    page = out.read_text(encoding="utf-8")
+    assert "The first 2 of 6 prompts" in page
+    # a scored file alone still gets the checks its rows allow
+    diag = page[page.index('<section id="diagnostics">'):page.index('<section id="cost">')]
+    assert "length (reward vs answer characters)" in diag and "position bias" not in diag
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": 1, "text": "hello"}\n')
     r = subprocess.run([sys.executable, "-m", "longreward", "report", str(bad), "-o", str(out)],

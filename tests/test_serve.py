@@ -185,13 +185,21 @@ def test_openrlhf_get_reward(judge_double, tmp_path):
     n = len(body["query"])
     assert len(out["rewards"]) == len(out["scores"]) == len(out["items"]) == n
     assert all(len(v) == n for v in out["extra_logs"].values())
+    # OpenRLHF turns every value into a tensor: numbers only, never null
     assert all(isinstance(x, float) for v in out["extra_logs"].values() for x in v)
-    assert out["rewards"][0] is not None and out["rewards"][2] is not None
+    assert all(isinstance(x, float) for x in out["rewards"] + out["scores"])
     assert out["scores"][0] == pytest.approx(out["rewards"][0] / 10)
     assert out["extra_logs"]["longreward_mask"] == [1.0, 0.0, 1.0, 0.0]
-    assert out["rewards"][1] is None and out["scores"][1] is None
-    assert "does not start with prompts[1]" in out["items"][1]["reason"]
+    assert out["extra_logs"]["longreward_fallback"] == [0.0, 1.0, 0.0, 1.0]
+    assert out["extra_logs"]["longreward_prompt_seen"] == [1.0, 0.0, 1.0, 1.0]
+    # The failed sample of p1 gets the mean of p1's judged samples: neutral in its group.
+    assert "holds no part of prompts[1]" in out["items"][1]["reason"]
+    assert out["items"][1]["fallback_basis"] == "group"
+    assert out["rewards"][1] == pytest.approx((out["rewards"][0] + out["rewards"][2]) / 2)
+    # An unknown prompt has no group yet: the running mean of every judged reward.
     assert "unknown prompt id 'ghost'" in out["items"][3]["reason"]
+    assert out["items"][3]["fallback_basis"] == "running mean"
+    assert out["rewards"][3] == pytest.approx(out["rewards"][1])
     # The judge read the answer without the chat template's end-of-turn tokens.
     judged = judged_texts(judge_double, "helpfulness")
     assert any(answer in t for t in judged)
@@ -201,9 +209,34 @@ def test_openrlhf_get_reward(judge_double, tmp_path):
     assert mismatch.status_code == 422 and "'prompts' has 1 entries" in mismatch.json()["error"]
     assert old_client.status_code == 200
     assert "no 'prompts' in the request" in old_client.json()["items"][0]["reason"]
+    assert old_client.json()["rewards"] == [pytest.approx(out["rewards"][1])]
     # an empty labels list (a dataset without the label column) is per item, not a 422
-    assert no_labels.status_code == 200 and no_labels.json()["rewards"] == [None]
+    assert no_labels.status_code == 200
+    assert no_labels.json()["extra_logs"]["longreward_mask"] == [0.0]
     assert "names no registered prompt" in no_labels.json()["items"][0]["reason"]
+
+
+def test_split_query_finds_the_response_after_a_cut_prompt():
+    from longreward.serve._protocols import split_query
+
+    prompt = ("<|im_start|>user\n" + document("harbour", 20) + "\n\nWhat was approved?"
+              "<|im_end|>\n<|im_start|>assistant\n")
+    answer = "Line 3 was approved."
+    assert split_query(prompt + answer, prompt) == (answer, 1.0)
+    # cut on the left (OpenRLHF 0.9.1+), as a byte-level decoder leaves a split character,
+    # and as a SentencePiece decoder drops the first token's leading space
+    space = prompt.index(" ", 700)
+    for seen in ("\ufffd\ufffd" + prompt[700:], prompt[700:], prompt[space + 1:]):
+        got = split_query(seen + answer, prompt)
+        assert got is not None and got[0] == answer
+        assert got[1] == pytest.approx(len(seen.lstrip("\ufffd")) / len(prompt))
+    # cut on the right (OpenRLHF 0.9.0): the question is gone
+    got = split_query(prompt[:500] + "\ufffd" + answer, prompt)
+    assert got == (answer, pytest.approx(500 / len(prompt)))
+    # nothing of the prompt, or the prompt's end after text that is not the prompt's
+    assert split_query("Something else entirely. " + answer, prompt) is None
+    assert split_query("<s>" + prompt + answer, prompt) is None
+    assert split_query(prompt.replace("ledger", "Ledger") + answer, prompt) is None
 
 
 # --------------------------------------------------------------------------- slime
@@ -222,8 +255,11 @@ def test_slime_per_sample(judge_double, tmp_path):
             "prompt_id": "p1", "query": "Which line was approved on day 5?"}}).json()
     assert as_dict["mask"] == 1 and 0 <= as_dict["reward"] <= 10
     assert as_number == pytest.approx(as_dict["reward"])  # same item: judge calls cached
-    assert unknown["reward"] is None and unknown["mask"] == 0 and "ghost" in unknown["reason"]
-    assert unknown_n.status_code == 200 and unknown_n.json() is None
+    # slime's group normalisation runs torch.tensor on the rewards: a number, the neutral one
+    assert unknown["mask"] == 0 and "ghost" in unknown["reason"] and unknown["fallback"]
+    assert unknown["fallback_basis"] == "running mean"
+    assert unknown["reward"] == pytest.approx(as_dict["reward"])
+    assert unknown_n.status_code == 200 and unknown_n.json() == pytest.approx(unknown["reward"])
     assert by_object["status"] == "scored"
     queries = [r["body"]["messages"][-1]["content"] for r in judge_double.requests]
     assert any("Which line was approved on day 5?" in q for q in queries)
@@ -302,10 +338,14 @@ def test_all_unscored_is_null_with_mask_and_reason_then_fallback(judge_double, t
     assert item["reason"].startswith("all dimensions unscored")
     assert set(item["unscored"]) == {"helpfulness", "logicality", "faithfulness", "completeness"}
     assert item["fallback"] is False
-    assert rl["rewards"] == [None] and rl["extra_logs"]["longreward_mask"] == [0.0]
+    # OpenRLHF needs a number: with nothing judged yet, the prior (a group whose samples all
+    # get one number has no advantage, whatever the number)
+    assert rl["rewards"] == [5.0] and rl["extra_logs"]["longreward_mask"] == [0.0]
+    assert rl["items"][0]["fallback_basis"] == "prior"
     assert metric(metrics, "longreward_items_total", status="unscored") == 2
     assert metric(metrics, "longreward_unscored_dimensions_total", dimension="faithfulness") == 2
     assert metric(metrics, "longreward_fallback_rewards_total") == 0
+    assert metric(metrics, "longreward_neutral_rewards_total", basis="prior") == 1
 
     caplog.set_level(logging.WARNING, logger="longreward.serve")
     with serving(judge_double, tmp_path / "2", score=dict(judge), fallback_reward=-1.0) as (
@@ -319,7 +359,9 @@ def test_all_unscored_is_null_with_mask_and_reason_then_fallback(judge_double, t
     assert item["reason"].startswith("all dimensions unscored")
     assert rl["rewards"] == [-1.0] and rl["extra_logs"]["longreward_fallback"] == [1.0]
     assert rl["extra_logs"]["longreward_mask"] == [0.0]
+    assert rl["items"][0]["fallback_basis"] == "fixed"
     assert metric(metrics, "longreward_fallback_rewards_total") == 2
+    assert metric(metrics, "longreward_neutral_rewards_total", basis="prior") == 0
     assert sum("fallback reward -1" in r.getMessage() for r in caplog.records) == 2
 
 
@@ -520,7 +562,9 @@ def _start_cli(args: list[str], env: dict[str, str]) -> tuple[subprocess.Popen, 
     raise AssertionError("server did not start:\n" + "".join(lines) + proc.stderr.read())
 
 
-def test_cli_serves_then_a_second_server_on_the_run_dir_is_refused(judge_double, tmp_path):
+def test_cli_servers_share_a_run_dir_and_a_stage_there_is_refused(judge_double, tmp_path):
+    """Two servers on one run directory (a trainer's reward processes) both serve, the
+    second from the first's judge calls; a stage, which writes outputs, is refused there."""
     prompts = tmp_path / "prompts.jsonl"
     prompts.write_text(json.dumps({"id": "p1", "context": document("harbour"),
                                    "query": "What was approved?"}) + "\n")
@@ -530,30 +574,48 @@ def test_cli_serves_then_a_second_server_on_the_run_dir_is_refused(judge_double,
     env = {"LONGREWARD_SERVE_TOKEN": TOKEN, "LONGREWARD_API_KEY": JUDGE_KEY}
     args = ["--config", str(config), "--prompts", str(prompts), "--base-url",
             judge_double.base_url]
-    proc, url = _start_cli(args, env)
+    body = {"query": ["Q: Line 3 was approved."], "prompts": ["Q: "], "labels": ["p1"]}
+    procs = []
     try:
-        with httpx.Client(base_url=url, timeout=60,
-                          headers={"Authorization": f"Bearer {TOKEN}"}) as client:
-            r = client.post("/get_reward", json={"query": ["Q: Line 3 was approved."],
-                                                 "prompts": ["Q: "], "labels": ["p1"]})
-        assert r.status_code == 200 and r.json()["extra_logs"]["longreward_mask"] == [1.0]
+        for _ in range(2):
+            procs.append(_start_cli(args, env))
+        replies = []
+        for _, url in procs:
+            with httpx.Client(base_url=url, timeout=60,
+                              headers={"Authorization": f"Bearer {TOKEN}"}) as client:
+                replies.append(client.post("/get_reward", json=body))
+            if len(replies) == 1:
+                paid = judge_double.count("/chat/completions")
+        assert [r.status_code for r in replies] == [200, 200]
+        assert [r.json()["extra_logs"]["longreward_mask"] for r in replies] == [[1.0], [1.0]]
+        assert replies[1].json()["rewards"] == replies[0].json()["rewards"]
+        assert judge_double.count("/chat/completions") == paid  # the second paid nothing
         assert (tmp_path / "state" / "longreward.sqlite").exists()  # relative to the config
-        second = subprocess.run([sys.executable, "-m", "longreward", "serve", *args],
-                                env={**os.environ, "NO_COLOR": "1", **env},
-                                capture_output=True, text=True, timeout=60)
-        assert second.returncode == 2
-        assert "in use by" in " ".join(second.stderr.split())  # rich wraps long lines
+        data = tmp_path / "answers.jsonl"
+        data.write_text(json.dumps({"id": "a", "context": document("mill"), "query": "Why?",
+                                    "response": "Because."}) + "\n")
+        stage = subprocess.run([sys.executable, "-m", "longreward", "score", str(data), "-o",
+                                str(tmp_path / "scored.jsonl"), "--run-dir",
+                                str(tmp_path / "state"), "--base-url", judge_double.base_url,
+                                "--model", "judge-double"],
+                               env={**os.environ, "NO_COLOR": "1", **env},
+                               capture_output=True, text=True, timeout=120)
+        assert stage.returncode == 2, stage.stderr
+        assert "reward service" in " ".join(stage.stderr.split())  # rich wraps long lines
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-    # uvicorn shuts down gracefully, then exits as interrupted (like `score`: 130)
-    assert proc.returncode == 130, err
-    assert "Application shutdown complete" in err and "Traceback" not in err
-    assert TOKEN not in err and JUDGE_KEY not in err
+        errs = []
+        for proc, _ in procs:
+            proc.send_signal(signal.SIGINT)
+            try:
+                errs.append(proc.communicate(timeout=30)[1])
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                raise
+    for (proc, _), err in zip(procs, errs, strict=True):
+        # uvicorn shuts down gracefully, then exits as interrupted (like `score`: 130)
+        assert proc.returncode == 130, err
+        assert "Application shutdown complete" in err and "Traceback" not in err
+        assert TOKEN not in err and JUDGE_KEY not in err
 
 
 def test_cli_refuses_a_named_token_variable_that_is_not_set(tmp_path):

@@ -106,10 +106,54 @@ def test_verl_async_variant_on_changing_loops(judge_double, tmp_path, monkeypatc
     assert any("Which line was approved on day 3?" in q for q in queries)
 
 
-def test_verl_refuses_to_run_without_a_fallback(judge_double, tmp_path):
+def test_verl_gives_a_failed_sample_the_neutral_reward(judge_double, tmp_path):
+    """Without a fallback, a sample that cannot be scored gets the mean of its prompt's
+    judged samples (its advantage under group normalisation is 0), else the running mean."""
     cfg = write_config(judge_double, tmp_path, fallback=None)
-    with pytest.raises(UsageError, match="set fallback_reward"):
-        verl_module.compute_score("x", "Line 1.", "p1", {}, config=str(cfg))
+    compute_score = load_like_verl().compute_score
+    judged = [compute_score("x", f"Line {k} was approved.", "p1", {}, config=str(cfg))
+              for k in range(3)]
+    assert all(r["longreward_mask"] == 1.0 for r in judged)
+    mean = sum(r["score"] for r in judged) / 3
+    empty = compute_score("x", "   ", "p1", {}, config=str(cfg))
+    assert empty == {"score": pytest.approx(mean), "longreward_mask": 0.0,
+                     "longreward_fallback": 1.0}
+    other = compute_score("x", "Line 2.", "p2", {}, config=str(cfg))
+    ghost = compute_score("x", "Line 2.", "ghost", {}, config=str(cfg))
+    assert ghost["longreward_mask"] == 0.0
+    assert ghost["score"] == pytest.approx((3 * mean + other["score"]) / 4)  # running mean
+
+
+def test_verl_batch_signature_lists_in_list_out(judge_double, tmp_path):
+    """verl's ``batch`` manager passes whole lists; the failed sample of a prompt gets the
+    mean of the prompt's samples judged in the same call."""
+    cfg = write_config(judge_double, tmp_path, fallback=None)
+    out = load_like_verl().compute_score(
+        data_sources=["lb"] * 5,
+        solution_strs=["Line 1.", "Line 2.", "", "Line 4.", "Line 1."],
+        ground_truths=["p1", "p1", "p1", "p1", "p2"],
+        extra_infos=[{}, {}, {}, {"query": "Which line was approved on day 4?"}, None],
+        config=str(cfg))
+    assert isinstance(out, list) and len(out) == 5
+    assert [r["longreward_mask"] for r in out] == [1.0, 1.0, 0.0, 1.0, 1.0]
+    # items 0, 1 (and 3, with its own question) are prompt p1's group
+    assert out[2]["score"] == pytest.approx((out[0]["score"] + out[1]["score"] +
+                                             out[3]["score"]) / 3)
+    assert extraction_calls(judge_double) == 3  # p1, p1 with another question, p2
+
+
+def test_verl_float_function_pickles_by_reference(judge_double, tmp_path):
+    """verl's ``prime`` manager runs the function in a process pool (pickled) and reads
+    ``float(result)``: loaded by path as verl does, it still pickles by name."""
+    import pickle
+
+    cfg = write_config(judge_double, tmp_path)
+    loaded = load_like_verl()
+    for name in ("compute_score", "compute_score_async", "compute_score_float"):
+        fn = getattr(loaded, name)
+        assert pickle.loads(pickle.dumps(fn)) is getattr(verl_module, name)
+    value = loaded.compute_score_float("lb", "Line 3 was approved.", "p1", {}, config=str(cfg))
+    assert isinstance(value, float) and 0.0 <= value <= 10.0
 
 
 def test_no_service_named_is_a_usage_error():
@@ -202,3 +246,28 @@ def test_adapters_on_a_running_server(judge_double, tmp_path):
     assert rewards == pytest.approx([sync["score"], asynchronous["score"]])  # cached calls
     with pytest.raises(UsageError, match="no longreward server"):
         _backends.RemoteRewards("http://127.0.0.1:9")
+
+
+def test_remote_adapters_fill_as_their_trainer_needs(judge_double, tmp_path):
+    """Through a running server without a fallback: verl asks for numbers (``fill:
+    neutral``), TRL keeps None; the native route keeps null unless asked."""
+    opts = options(judge_double, tmp_path,
+                   prompts=str(write_config(judge_double, tmp_path).parent / "prompts.jsonl"))
+    with ServerThread(create_app(RewardService(opts))) as url:
+        judged = [verl_module.compute_score("x", f"Line {k}.", "p1", {}, url=url)
+                  for k in range(2)]
+        ghost = verl_module.compute_score("x", "Line 1.", "ghost", {}, url=url)
+        refused = verl_module.compute_score("x", "Line 1.", None, {}, url=url)
+        batch = verl_module.compute_score(solution_strs=["Line 3.", "  "],
+                                          ground_truths=["p1", "p1"], url=url)
+        rewards, logged = call_like_trl(longreward_reward(url=url), prompts=["q", "q"],
+                                        completions=["Line 1.", "Line 2."],
+                                        prompt_id=["p1", "ghost"])
+    mean = (judged[0]["score"] + judged[1]["score"]) / 2
+    assert ghost == {"score": pytest.approx(mean), "longreward_mask": 0.0,
+                     "longreward_fallback": 1.0}
+    assert refused["longreward_mask"] == 0.0 and refused["score"] == pytest.approx(mean)
+    assert [r["longreward_mask"] for r in batch] == [1.0, 0.0]
+    assert batch[1]["score"] == pytest.approx((2 * mean + batch[0]["score"]) / 3)  # p1's group
+    assert rewards[0] == pytest.approx(judged[1]["score"]) and rewards[1] is None
+    assert "unknown prompt id 'ghost'" in logged["longreward_reason"][1]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -21,7 +23,8 @@ def test_directory_path_wal_and_migrations_idempotent(tmp_path: Path) -> None:
         assert apply_migrations(store.db) == []  # already applied on open
     with RunStore(tmp_path / "run") as store:
         names = [r[0] for r in store.db.execute("SELECT name FROM _migrations")]
-        assert names == ["m001_initial", "m002_documents"]
+        assert names == [fn.__name__ for fn in MIGRATIONS]
+        assert names[:2] == ["m001_initial", "m002_documents"]
 
 
 def test_a_new_migration_is_applied_once(tmp_path: Path) -> None:
@@ -159,3 +162,84 @@ def test_output_locks_live_in_a_private_directory_and_never_follow_a_symlink(
     with OutputLock(out) as again:
         assert not again.path.exists()
     assert victim.read_text() == "precious"
+
+
+# --------------------------------------------------------------------------- secrets
+
+KEY = "sk-proj-NEVERSTORED0123456789"
+
+
+def _raw_meta(path: Path) -> str:
+    db = sqlite3.connect(path)
+    try:
+        return "\n".join(f"{k}={v}" for k, v in db.execute("SELECT key, value FROM meta"))
+    finally:
+        db.close()
+
+
+def test_meta_never_holds_a_credential(tmp_path: Path) -> None:
+    from longreward.store import check_stage_settings
+
+    settings = {"judge": {"model": "m", "provider_options": {
+        "api_key": KEY, "hf_token": "hf_abcdefghijk", "n_ctx": 8192},
+        "api_key_env": "JUDGE_KEY", "extra_headers": {"X-Team": "blue-team-secret"},
+        "system": f"Authorization: Bearer {KEY}"}}
+    with RunStore(tmp_path) as store:
+        check_stage_settings(store, "score", settings)
+        store.record("score", "a", {"ok": 1})
+        # another key is not another setting: the run resumes
+        other = json.loads(json.dumps(settings).replace(KEY, "sk-proj-OTHERKEY9876543210"))
+        check_stage_settings(store, "score", other)
+        # another model is: refused, and the message holds no key either
+        with pytest.raises(longreward.store.StaleRunError) as info:
+            check_stage_settings(store, "score", {**settings, "judge": {
+                **settings["judge"], "model": "m2"}})
+        kept = store.get_meta("settings:score")
+        # a registered prompt's question is user data, kept exactly
+        store.set_meta("serve.prompt.p", {"query": "token: abcd1234?"}, scrub=False)
+    raw = _raw_meta(tmp_path / STORE_FILENAME)
+    assert KEY not in raw and "hf_abcdefghijk" not in raw and "blue-team-secret" not in raw
+    assert KEY not in str(info.value) and "'m' -> 'm2'" in str(info.value)
+    assert kept["judge"]["provider_options"] == {"api_key": "***", "hf_token": "***",
+                                                 "n_ctx": 8192}
+    assert kept["judge"]["api_key_env"] == "JUDGE_KEY"  # a variable's name, not a secret
+    assert "token: abcd1234?" in raw
+
+
+def test_an_old_store_has_its_secrets_scrubbed_on_open(tmp_path: Path) -> None:
+    """A store written before scrubbing held ``--provider-option api_key=...`` in plain text
+    in its settings; the migration that brings it up to date masks it."""
+    path = tmp_path / STORE_FILENAME
+    db = sqlite3.connect(path, isolation_level=None)
+    old = [fn for fn in MIGRATIONS if fn.__name__ in ("m001_initial", "m002_documents")]
+    db.execute("CREATE TABLE _migrations (name TEXT PRIMARY KEY, applied_at REAL NOT NULL)")
+    for fn in old:
+        fn(db)
+        db.execute("INSERT INTO _migrations VALUES (?, 0)", (fn.__name__,))
+    db.execute("INSERT INTO meta VALUES ('run_config', ?)", (json.dumps(
+        {"score": {"judge": {"provider_options": {"api_key": KEY}}}}),))
+    db.execute("INSERT INTO meta VALUES ('serve.prompt.p', ?)", (json.dumps(
+        {"document": "d", "query": f"Is {KEY} a key?"}),))
+    db.close()
+    with RunStore(tmp_path) as store:
+        assert store.get_meta("run_config") == {
+            "score": {"judge": {"provider_options": {"api_key": "***"}}}}
+        assert store.get_meta("serve.prompt.p")["query"] == f"Is {KEY} a key?"
+
+
+def test_the_score_command_keeps_no_provider_option_secret(judge_double, tmp_path: Path
+                                                           ) -> None:
+    """As the issue measured it: ``longreward score --provider-option api_key=...``."""
+    data = tmp_path / "answers.jsonl"
+    data.write_text(json.dumps({"id": "a", "context": "The board approved line 3.",
+                                "query": "What was approved?", "response": "Line 3."}) + "\n")
+    out = subprocess.run(
+        [sys.executable, "-m", "longreward", "score", str(data), "-o", str(tmp_path / "o.jsonl"),
+         "--run-dir", str(tmp_path / "run"), "--base-url", judge_double.base_url, "--model",
+         "judge-double", "--no-progress", "--provider-option", f"api_key={KEY}"],
+        env={**os.environ, "NO_COLOR": "1", "LONGREWARD_API_KEY": "sk-test-judge-key"},
+        capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    raw = _raw_meta(tmp_path / "run" / STORE_FILENAME)
+    assert "provider_options" in raw and KEY not in raw
+    assert KEY not in (tmp_path / "run" / "lock").read_text()

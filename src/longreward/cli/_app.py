@@ -27,16 +27,19 @@ class _Boundary(TyperGroup):
         from rich.console import Console
         from rich.markup import escape
 
+        # soft_wrap: an error is one line however narrow the terminal (or 80 columns without
+        # one), so it can be grepped from a log and read whole by a script
+        console = Console(stderr=True, soft_wrap=True)
         try:
             return super().invoke(ctx)
         except LongRewardError as exc:
-            Console(stderr=True).print(f"[red]error:[/] {escape(str(exc))}")
+            console.print(f"[red]error:[/] {escape(str(exc))}")
             raise typer.Exit(2) from None
         except OSError as exc:
             if exc.filename is None:
                 raise
-            Console(stderr=True).print(f"[red]error:[/] {escape(exc.strerror or str(exc))}: "
-                                       f"{escape(str(exc.filename))}")
+            console.print(f"[red]error:[/] {escape(exc.strerror or str(exc))}: "
+                          f"{escape(str(exc.filename))}")
             raise typer.Exit(2) from None
 
 

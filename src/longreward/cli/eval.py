@@ -47,43 +47,61 @@ def _pct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
-def _ci(m: dict[str, Any]) -> str:
-    lo, hi = m["ci"]
-    return "–" if lo is None else f"{100 * lo:.1f}–{100 * hi:.1f}"
+def _ci(m: Any) -> str:
+    lo, hi = m.ci
+    return "–" if lo is None or hi is None else f"{100 * lo:.0f}–{100 * hi:.0f}"
 
 
-def agreement_table(result: dict[str, Any]) -> Table:
-    """The console table of an agreement result."""
-    t = Table(title=f"agreement with human labels: {result['pairs']} pairs, "
-                    f"{result['prompts']} prompts", title_justify="left")
+def agreement_table(result: Any) -> Table:
+    """The console table of an agreement result (an ``AgreementResult``)."""
+    subset = ""
+    if result.subset is not None:
+        subset = f" (a subset: {result.prompts} of {result.subset.prompts_in_data} prompts)"
+    t = Table(title=f"agreement with human labels: {result.pairs} pairs, "
+                    f"{result.prompts} prompts{subset}", title_justify="left")
     t.add_column("method", no_wrap=True)
-    for col in ("accuracy", "95% CI", "n", "a/d/t/n", "calls"):
+    for col in ("accuracy", "95% CI", "n", "a/d/t/n", "calls", "prompt tokens"):
         t.add_column(col, justify="right")
 
-    def add(name: str, m: dict[str, Any], calls: Any = "") -> None:
-        t.add_row(name, _pct(m["accuracy"]), _ci(m), str(m["n"]),
-                  f"{m['agree']}/{m['disagree']}/{m['ties']}/{m['abstained']}", str(calls))
+    def add(name: str, m: Any, calls: Any = "", tokens: Any = "") -> None:
+        t.add_row(name, _pct(m.accuracy), _ci(m), str(m.n),
+                  f"{m.agree}/{m.disagree}/{m.ties}/{m.abstained}", str(calls), str(tokens))
 
     group = None
-    for m in result["methods"]:
-        if group is not None and m["group"] != group and m["group"] != "dimension":
+    for m in result.methods:
+        if group is not None and m.group != group and m.group != "dimension":
             t.add_section()
-        group = m["group"]
-        cost = m.get("cost") or {}
-        add(f"  {m['name']}" if group == "dimension" else m["name"], m,
-            "" if group == "dimension" else cost.get("calls", ""))
-    if result["ablation"]:
+        group = m.group
+        cost = m.cost
+        shown = group != "dimension" and cost is not None
+        add(f"  {m.name}" if group == "dimension" else m.name, m,
+            cost.calls if shown else "", f"{cost.prompt_tokens:,}" if shown else "")
+    if result.ablation:
         t.add_section()
-    for m in result["ablation"]:
-        delta = "" if m["delta"] is None else f" ({100 * m['delta']:+.1f})"
-        add(f"− {m['removed']}{delta}", m, 0)
-    t.caption = (f"a/d/t/n: agree, disagree, tie, no verdict. Ties: {result['tie_rule']} — "
-                 f"{result['tie_rule_text']}. 95% CI: "
-                 f"bootstrap over prompts, {result['bootstrap']['resamples']} resamples, "
-                 f"seed {result['bootstrap']['seed']}. − DIM: the reward without it, "
-                 f"recombined from stored scores ({result['ablation_requests']} judge calls, "
-                 f"{result['ablation_seconds'] * 1000:.1f} ms). calls: judge calls the method "
-                 "needs (sent + found in the cache).")
+    for m in result.ablation:
+        delta = "" if m.delta is None else f" ({100 * m.delta:+.1f})"
+        add(f"− {m.removed}{delta}", m, 0, 0)
+    t.caption = (f"a/d/t/n: agree, disagree, tie, no verdict. Ties: {result.tie_rule} — "
+                 f"{result.tie_rule_text}. 95% CI: "
+                 f"bootstrap over prompts, {result.bootstrap.resamples} resamples, "
+                 f"seed {result.bootstrap.seed}. − DIM: the reward without it, "
+                 f"recombined from stored scores ({result.ablation_requests} judge calls, "
+                 f"{result.ablation_seconds * 1000:.1f} ms). calls: judge calls the method "
+                 f"needs (sent + found in the cache). Wall time {result.seconds:.1f} s.")
+    return t
+
+
+def diagnostics_table(result: Any) -> Table:
+    """The diagnostics of an agreement result, each with its reading."""
+    t = Table(title="when to trust the reward", title_justify="left")
+    t.add_column("check", no_wrap=True)
+    t.add_column("value", justify="right")
+    t.add_column("n", justify="right")
+    t.add_column("reading")
+    for d in result.diagnostics:
+        value = "–" if d.value is None else f"{d.value:.2f}"
+        mark = "[yellow]![/] " if d.status == "warn" else ""
+        t.add_row(d.name, value, str(d.n), mark + d.reading)
     return t
 
 
@@ -106,6 +124,11 @@ def agreement_command(
     ties: Annotated[str, typer.Option(help="Tie rule: half (a tie or no verdict counts 0.5), wrong (counts 0) or skip (left out).")] = "half",
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% interval (0: none).")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    prompts: Annotated[str | None, typer.Option(help="Evaluate only these prompts (comma-separated prompt ids; a pairwise row's id when it has no prompt_id). Runs on different subsets share the run directory: answers and calls already made are reused.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Evaluate only the first N prompts (file order, after --prompts); rerun with a larger N to go on.", min=1)] = None,
+    self_consistency: Annotated[int, typer.Option(help="Diagnostic: rescore this many answers (those of the first pairs) at --self-consistency-temperature and report the reward's spread. Costs the reward's calls for them, times the repeats. 0: off.", min=0)] = 0,
+    self_consistency_repeats: Annotated[int, typer.Option(help="Rescorings per answer for --self-consistency.", min=2)] = 3,
+    self_consistency_temperature: Annotated[float, typer.Option(help="Judge temperature of the rescorings.")] = 0.7,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     borrowed: dict[str, Any] | None = None,
 ) -> None:
@@ -121,10 +144,15 @@ def agreement_command(
         "baselines": [] if baselines.strip() == "none" else
         [b.strip() for b in baselines.split(",") if b.strip()],
         "consensus_pool": str(consensus_pool) if consensus_pool else None,
-        "ties": ties, "bootstrap": bootstrap, "seed": seed})
+        "ties": ties, "bootstrap": bootstrap, "seed": seed,
+        "prompts": None if prompts is None else
+        [p.strip() for p in prompts.split(",") if p.strip()],
+        "limit": limit, "self_consistency": self_consistency,
+        "self_consistency_repeats": self_consistency_repeats,
+        "self_consistency_temperature": self_consistency_temperature})
     _dry_run_banner(options)
 
-    async def main() -> dict[str, Any]:
+    async def main() -> Any:
         scorer = LongReward(build_client(options), options=options)
         try:
             with stage_progress("eval: scoring", console=err, enabled=progress,
@@ -142,14 +170,15 @@ def agreement_command(
     rejected = [RecordError(r["record"], r.get("field"), r["error"])
                 for r in _read_rejected(rejected_path(output))]
     report_errors(rejected, rejected_path(output))
-    if result["pairs"] == 0:
+    if result.pairs == 0:
         err.print("[yellow]warning:[/] no pair with a human preference was formed: check "
                   "--label-field (and --min-gap for pointwise data)")
     err.print(agreement_table(result))
-    for note in result.get("notes") or []:
+    err.print(diagnostics_table(result))
+    for note in result.notes:
         err.print(f"[yellow]note:[/] {note}")
-    err.print(f"results: {output}; scored answers: {result['scored']}")
-    raise typer.Exit(result["exit_code"])
+    err.print(f"results: {output}; scored answers: {result.scored}")
+    raise typer.Exit(result.exit_code)
 
 
 def _validated(model: Any, values: dict[str, Any]) -> Any:

@@ -19,7 +19,7 @@ def report_command(
     title: Annotated[str, typer.Option(help="Page title.")] = "longreward report",
     max_prompts: Annotated[int, typer.Option(help="Prompts in the drill-down (the page grows with each).", min=0)] = 100,
 ) -> None:
-    """One self-contained HTML report (no network needed to view it): score histograms, dimension correlations, chosen-vs-rejected margins, agreement with intervals, cost per dimension, unscored reasons, the slowest calls and a drill-down per prompt."""
+    """One self-contained HTML report (no network needed to view it): score histograms, dimension correlations, chosen-vs-rejected margins, agreement with intervals, when to trust the reward (position bias, length, ties, self-consistency, dimension correlations, injection flags), cost per dimension, unscored reasons, the slowest calls and a drill-down per prompt."""
     from ..report import build_report
 
     s = build_report(inputs, output, title=title, max_prompts=max_prompts)

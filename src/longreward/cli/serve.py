@@ -28,7 +28,7 @@ def serve_command(
     port: Annotated[int | None, typer.Option(help="Port (default 8000; 0 picks a free one).")] = None,
     run_dir: Annotated[Path | None, typer.Option(help="Run store for the judge-call cache and registered documents (default: serve.run/).")] = None,
     token_env: Annotated[str | None, typer.Option(help="Env var holding the bearer token clients must send (default: LONGREWARD_SERVE_TOKEN, when set).")] = None,
-    fallback_reward: Annotated[float | None, typer.Option(help="Reward sent for items that could not be scored (mask 0, logged); default: null.")] = None,
+    fallback_reward: Annotated[float | None, typer.Option(help="A fixed reward for items that could not be scored (mask 0, logged); default: null on /score, the neutral reward (the prompt's mean) on /get_reward and /slime.")] = None,
     max_concurrent_requests: Annotated[int | None, typer.Option(help="Requests handled at once; more get 503 + Retry-After.")] = None,
     request_timeout: Annotated[float | None, typer.Option(help="Per-request deadline, seconds.")] = None,
     max_body_bytes: Annotated[int | None, typer.Option(help="Larger request bodies get 413 (default 32 MiB).")] = None,
@@ -68,8 +68,15 @@ def serve_command(
     def ready(url: str) -> None:
         err.print(f"longreward serve on [bold]{url}[/]: POST /score, /get_reward (OpenRLHF), "
                   "/slime, /documents; GET /health, /metrics")
+        failed = (f"fallback reward {options.fallback_reward:g}"
+                  if options.fallback_reward is not None else
+                  "null on /score, the neutral reward on /get_reward and /slime")
+        d = options.deadlines
         err.print(f"  {service.n_prompts} prompt(s) registered over {service.n_documents} "
                   f"document(s); run store: {options.run_dir or 'none (memory only)'}; "
-                  f"auth: {auth}; fallback reward: {options.fallback_reward}")
+                  f"auth: {auth}")
+        err.print(f"  a sample that cannot be scored gets: {failed}; deadlines: /score "
+                  f"{options.request_timeout:g}s, /get_reward {d.openrlhf:g}s, /slime "
+                  f"{d.slime:g}s")
 
     serve_forever(asgi, options.host, options.port, on_ready=ready, log_level=log_level.lower())

@@ -17,6 +17,7 @@ Pure functions over plain lists, so the numbers can be checked by hand.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
@@ -132,3 +133,36 @@ def accuracy(name: str, verdicts: Sequence[Verdict], labels: Sequence[str], rule
         ties=sum(1 for v in verdicts if v == "tie"),
         abstained=sum(1 for v in verdicts if v is None),
     )
+
+
+def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Pearson's r of two equally long lists (None below 3 points or when one is constant)."""
+    n = len(xs)
+    if n < 3:
+        return None
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx == 0 or syy == 0:
+        return None
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / math.sqrt(sxx * syy)
+
+
+def ranks(xs: Sequence[float]) -> list[float]:
+    """1-based ranks, ties sharing their mean rank (as Spearman's rho needs)."""
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    out = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            out[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return out
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float | None:
+    """Spearman's rho: Pearson's r of the ranks (robust to a reward's odd scale)."""
+    return pearson(ranks(xs), ranks(ys))

@@ -17,6 +17,12 @@ labels:
    of the other dimensions, with no judge call.
 5. Baselines (:mod:`.baselines`), each only when asked for; the judged ones use the run store
    as their call cache, so they too cost nothing on a rerun.
+6. Diagnostics (:mod:`.diagnostics`): position bias, length, ties, self-consistency (opt-in),
+   dimension correlations, injection flags, each with its reading.
+
+``--prompts``/``--limit`` evaluate part of the data; the parts share the run directory, so a
+long run with a slow judge can be done piece by piece. The result is an ``AgreementResult``
+(:mod:`._result`), written as JSON.
 """
 
 from __future__ import annotations
@@ -24,14 +30,14 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..config import ScoreOptions
-from ..errors import RecordError
+from ..errors import RecordError, UsageError
 from ..io.files import default_run_dir, iter_rows, read_rows, write_rejected, write_rows
 from ..io.records import FieldMap, PromptRecord, group_records
 from ..reward.dimensions import DimensionResult, combine_reward
@@ -39,10 +45,20 @@ from ..reward.scorer import LongReward, build_client
 from ..stages.runner import fingerprint
 from ..stages.score import ScoreSummary, score_file, usage_by_dimension
 from . import baselines as bl
-from ._run import cached_calls, counters, tag_costs, write_result
-from ._stats import TIE_RULES, Accuracy, Bootstrap, TieRule, Verdict, accuracy, verdict_from_scores
-
-RESULT_KIND = "longreward.eval.agreement"
+from . import diagnostics as diag
+from ._result import (
+    AgreementResult,
+    BootstrapInfo,
+    Diagnostic,
+    MethodAccuracy,
+    MethodCost,
+    PairVerdicts,
+    ScoringSummary,
+    Subset,
+)
+from ._run import cached_calls, counters, tag_costs
+from ._stats import TIE_RULES, Bootstrap, TieRule, Verdict, accuracy, verdict_from_scores
+from .diagnostics import mean_abs_gap, self_consistency
 
 
 class AgreementOptions(BaseModel):
@@ -64,6 +80,17 @@ class AgreementOptions(BaseModel):
     baselines: list[str] = Field(default_factory=lambda: ["length", "consensus"])
     #: extra answers per prompt (rows with prompt_id and response) for the consensus baseline
     consensus_pool: str | None = None
+    #: evaluate only these prompts (their ids: ``prompt_id``, or a pairwise row's own id)
+    prompts: list[str] | None = None
+    #: evaluate only the first N prompts of the data (after ``prompts``), in file order; a
+    #: later run with a larger N resumes from these (answers and calls are kept)
+    limit: int | None = Field(None, ge=1)
+    #: self-consistency: rescore this many answers (those of the first labelled pairs) at
+    #: ``self_consistency_temperature``, ``self_consistency_repeats`` times (0: not measured;
+    #: it costs that many times the reward's calls for those answers)
+    self_consistency: int = Field(0, ge=0)
+    self_consistency_repeats: int = Field(3, ge=2)
+    self_consistency_temperature: float = Field(0.7, gt=0)
 
     @field_validator("baselines")
     @classmethod
@@ -307,6 +334,241 @@ async def _judged_baselines(which: list[str], scorer: LongReward, data: Agreemen
     return verdicts, details
 
 
+def select_prompts(data: AgreementData, options: AgreementOptions) -> tuple[AgreementData,
+                                                                            Subset | None]:
+    """The part of ``data`` that ``options.prompts`` / ``options.limit`` ask for (a prompt
+    named in ``prompts`` that the data lacks is a ``UsageError``, listing a few that exist)."""
+    if options.prompts is None and options.limit is None:
+        return data, None
+    records = data.records
+    if options.prompts is not None:
+        # A pairwise row without a prompt_id is grouped under its document's hash: its own
+        # id names it (and so the prompt it belongs to) too.
+        known = {r.prompt_id: r.prompt_id for r in records}
+        if data.kind == "pairwise":
+            known.update({p.id: p.prompt_id for p in data.pairs if p.id not in known})
+        missing = [p for p in options.prompts if p not in known]
+        if missing:
+            some = ", ".join(sorted({p.id for p in data.pairs} if data.kind == "pairwise"
+                                    else known)[:5])
+            raise UsageError(f"--prompts names {len(missing)} prompt(s) the data does not hold "
+                             f"({', '.join(missing[:5])}); ids there look like: {some}")
+        wanted = {known[p] for p in options.prompts}
+        records = [r for r in records if r.prompt_id in wanted]
+    if options.limit is not None:
+        records = records[:options.limit]
+    keep = {r.prompt_id for r in records}
+    subset = Subset(prompts_in_data=len(data.records), prompts=options.prompts,
+                    limit=options.limit)
+    return replace(data, records=records,
+                   pairs=[p for p in data.pairs if p.prompt_id in keep]), subset
+
+
+def _score_verdicts(rows: dict[str, dict[str, Any]], counted: list[HumanPair],
+                    dims: list[str]) -> dict[str, list[Verdict]]:
+    """The reward's and each dimension's verdict on every counted pair."""
+
+    def value(aid: str, dim: str | None) -> float | None:
+        row = rows.get(aid)
+        if row is None:
+            return None
+        return row.get("reward") if dim is None else (row.get("scores") or {}).get(dim)
+
+    return {name: [verdict_from_scores(value(p.a, dim), value(p.b, dim)) for p in counted]
+            for name, dim in [("reward", None), *((d, d) for d in dims)]}
+
+
+def _free_baselines(which: list[str], data: AgreementData, counted: list[HumanPair],
+                    pool_path: str | None, fields: FieldMap,
+                    ) -> tuple[dict[str, list[Verdict]], list[str]]:
+    """The baselines that make no call: length and consensus (with a note when consensus
+    cannot choose)."""
+    verdicts: dict[str, list[Verdict]] = {}
+    notes: list[str] = []
+    if "length" in which:
+        text = {c.id: c.response for r in data.records for c in r.candidates}
+        verdicts["length"] = [bl.length_verdict(text[p.a], text[p.b]) for p in counted]
+    if "consensus" in which:
+        pool = _read_pool(pool_path, fields) if pool_path else {}
+        if all(len(r.candidates) + len(pool.get(r.prompt_id) or []) < 3 for r in data.records):
+            # Two answers are each other's only neighbour: every pair ties, and a row of 50%
+            # would read as a finding.
+            notes.append("consensus left out: every prompt has 2 answers, and each is then "
+                         "the other's only neighbour (every pair ties); give more samples per "
+                         "prompt with --consensus-pool FILE")
+        else:
+            score: dict[str, float] = {}
+            for rec in data.records:
+                values = bl.consensus_scores([c.response for c in rec.candidates],
+                                             pool.get(rec.prompt_id))
+                score.update(zip([c.id for c in rec.candidates], values, strict=True))
+            verdicts["consensus"] = [verdict_from_scores(score[p.a], score[p.b])
+                                     for p in counted]
+    return verdicts, notes
+
+
+async def _self_consistency(scorer: LongReward, options: ScoreOptions, data: AgreementData,
+                            counted: list[HumanPair], agreement: AgreementOptions,
+                            rows: dict[str, dict[str, Any]]) -> Diagnostic:
+    """Rescore the answers of the first labelled pairs ``repeats`` times at T > 0, each
+    rescoring with its own seed, so each is its own cached call (a rerun repeats none)."""
+    chosen: list[str] = []
+    for p in counted:
+        for aid in (p.a, p.b):
+            if aid not in chosen and len(chosen) < agreement.self_consistency:
+                chosen.append(aid)
+    keep = set(chosen)
+    records = [replace(r, candidates=[c for c in r.candidates if c.id in keep])
+               for r in data.records]
+    records = [r for r in records if r.candidates]
+    temperature = agreement.self_consistency_temperature
+    hot = options.model_copy(update={"judge": options.judge.model_copy(
+        update={"temperature": temperature})})
+    before = scorer.client.stats.total
+    requests, hits, tokens = before.requests, before.cache_hits, before.usage.prompt_tokens
+    repeats: dict[str, list[float | None]] = {aid: [] for aid in chosen}
+    for k in range(agreement.self_consistency_repeats):
+        again = LongReward(scorer.client, options=hot, retriever=scorer.retriever,
+                           tokenizer=scorer.tokenizer)
+        # The seed is part of the cache key: each rescoring is a distinct call, and the same
+        # one on a rerun (endpoints that ignore seeds still sample at T > 0).
+        again.settings.generate = again.settings.generate.model_copy(update={"seed": k + 1})
+        for rec in records:
+            for ans in await again.score_prompt(rec):
+                repeats[ans.id].append(ans.reward)
+    after = scorer.client.stats.total
+    pairs = [(p.a, p.b) for p in counted if p.a in keep and p.b in keep]
+    gap = mean_abs_gap(((rows.get(p.a) or {}).get("reward"), (rows.get(p.b) or {}).get("reward"))
+                       for p in counted)
+    return self_consistency(repeats, pairs, temperature=temperature,
+                            calls=(after.requests - requests) + (after.cache_hits - hits),
+                            prompt_tokens=after.usage.prompt_tokens - tokens,
+                            reference_gap=gap)
+
+
+def _orders(details: dict[str, Any], counted: list[HumanPair],
+            ) -> dict[str, list[tuple[Verdict, Verdict]]]:
+    """Per method that asked in both orders, its two verdicts on each pair."""
+    out: dict[str, list[tuple[Verdict, Verdict]]] = {}
+    for method, per_pair in details.items():
+        if not isinstance(per_pair, dict):
+            continue
+        got = [tuple(per_pair[p.id]["orders"]) for p in counted
+               if isinstance(per_pair.get(p.id), dict) and per_pair[p.id].get("orders")]
+        if got:
+            out[method] = got  # type: ignore[assignment]
+    return out
+
+
+@dataclass
+class _Judged:
+    """What the judge (and the free baselines) said, before it is counted against people."""
+
+    rows: dict[str, dict[str, Any]]
+    summary: ScoreSummary
+    #: the reward's and each dimension's verdicts; the leave-one-out rewards'; the baselines'
+    scored: dict[str, list[Verdict]]
+    ablation: dict[str, list[Verdict]]
+    baseline: dict[str, list[Verdict]]
+    baseline_details: dict[str, Any]
+    notes: list[str]
+    costs: dict[str, dict[str, int]]
+    stats: dict[str, Any]
+    consistency: Diagnostic
+    ablation_seconds: float
+    ablation_requests: int
+
+
+async def _judge(data: AgreementData, counted: list[HumanPair], options: ScoreOptions,
+                 agreement: AgreementOptions, scorer: LongReward, run_dir: Path,
+                 scored_path: Path, fields: FieldMap,
+                 on_start: Callable[[int, int], None] | None,
+                 on_answer: Callable[[dict[str, Any]], None] | None) -> _Judged:
+    """Score the answers (the resumable score stage), recombine the leave-one-out rewards,
+    run the baselines and, when asked, the self-consistency rescorings."""
+    # The answers file is ours, in the default field names; the stage scores it resumably.
+    # A subset's answers are added to those of earlier runs (the score stage keeps rows it
+    # is not asked about), so growing --limit resumes.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    answers_path = run_dir / "answers.jsonl"
+    write_rows(answers_path, _answers_rows(data.records))
+    summary: ScoreSummary = await score_file(
+        answers_path, scored_path, options, run_dir=run_dir, scorer=scorer, on_start=on_start,
+        on_answer=on_answer)
+    wanted = {c.id for r in data.records for c in r.candidates}
+    rows = {str(r["id"]): r for r in read_rows(scored_path)[0] if str(r["id"]) in wanted}
+    dims = list(options.dimensions)
+
+    requests_before = scorer.client.stats.total.requests
+    ablated, ablation_seconds = _ablation(rows, dims, options.weights)
+    ablation_requests = scorer.client.stats.total.requests - requests_before
+    ablation = {f"without {d}": [verdict_from_scores(ablated[d].get(p.a), ablated[d].get(p.b))
+                                 for p in counted] for d in dims} if len(dims) > 1 else {}
+
+    baseline, notes = _free_baselines(agreement.baselines, data, counted,
+                                      agreement.consensus_pool, fields)
+    details: dict[str, Any] = {}
+    judged = [b for b in agreement.baselines if b in bl.JUDGED]
+    with cached_calls(scorer.client, run_dir) as store:
+        if judged and counted:
+            got, details = await _judged_baselines(judged, scorer, data, rows, counted)
+            baseline.update(got)
+        stats = scorer.client.snapshot()
+        costs = method_costs(store, _cost_key(data), stats.get("by_tag", {}), dims,
+                             list(baseline))
+        # after the costs: the rescorings are not the reward's cost
+        consistency = (await _self_consistency(scorer, options, data, counted, agreement, rows)
+                       if agreement.self_consistency and counted else
+                       diag.self_consistency_not_run())
+    return _Judged(rows=rows, summary=summary, scored=_score_verdicts(rows, counted, dims),
+                   ablation=ablation, baseline=baseline, baseline_details=details, notes=notes,
+                   costs=costs, stats=stats, consistency=consistency,
+                   ablation_seconds=ablation_seconds, ablation_requests=ablation_requests)
+
+
+def _count(j: _Judged, counted: list[HumanPair], dims: list[str], agreement: AgreementOptions,
+           ) -> tuple[list[MethodAccuracy], list[MethodAccuracy], list[PairVerdicts],
+                      list[Diagnostic], Bootstrap]:
+    """Each method's accuracy with its interval and cost, the per-pair verdicts, and the
+    diagnostics."""
+    labels = [p.label for p in counted]
+    boot = Bootstrap([p.prompt_id for p in counted], resamples=agreement.bootstrap,
+                     seed=agreement.seed)
+
+    def acc(name: str, verdicts: list[Verdict], group: str) -> MethodAccuracy:
+        a = accuracy(name, verdicts, labels, agreement.ties, boot)
+        cost = j.costs.get(name)
+        return MethodAccuracy(name=name, group=group, accuracy=a.accuracy, ci=(a.low, a.high),
+                              n=a.n, agree=a.agree, disagree=a.disagree, ties=a.ties,
+                              abstained=a.abstained,
+                              cost=MethodCost(**cost) if cost is not None else None)
+
+    methods = [acc("reward", j.scored["reward"], "reward"),
+               *(acc(d, j.scored[d], "dimension") for d in dims),
+               *(acc(b, v, "baseline") for b, v in j.baseline.items())]
+    reward_acc = methods[0].accuracy
+    ablation = []
+    for name, verdicts in j.ablation.items():
+        a = acc(name, verdicts, "ablation")
+        a.removed = name.split(" ", 1)[1]
+        a.delta = None if a.accuracy is None or reward_acc is None else a.accuracy - reward_acc
+        ablation.append(a)
+
+    def reward_of(aid: str) -> float | None:
+        return (j.rows.get(aid) or {}).get("reward")
+
+    every = {**j.scored, **j.ablation, **j.baseline}
+    pairs = [PairVerdicts(id=p.id, prompt_id=p.prompt_id, a=p.a, b=p.b,
+                          label=p.label,  # type: ignore[arg-type]
+                          gap=p.gap, reward_a=reward_of(p.a), reward_b=reward_of(p.b),
+                          verdicts={m: v[i] for m, v in every.items()})
+             for i, p in enumerate(counted)]
+    length, ties, correlations, injection = diag.diagnose_rows(list(j.rows.values()), dims)
+    diagnostics = [diag.position_bias(_orders(j.baseline_details, counted)), length, ties,
+                   j.consistency, correlations, injection]
+    return methods, ablation, pairs, diagnostics, boot
+
+
 async def evaluate_agreement(
     data_path: str | Path,
     output_path: str | Path,
@@ -317,7 +579,7 @@ async def evaluate_agreement(
     scorer: LongReward | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_answer: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+) -> AgreementResult:
     """Score the answers of ``data_path`` and measure agreement with its human labels; write
     the result to ``output_path`` (JSON) and return it. ``options.fields`` names the data's
     fields. A coroutine: ``asyncio.run(evaluate_agreement(...))``."""
@@ -325,153 +587,48 @@ async def evaluate_agreement(
     started = time.perf_counter()
     output_path = Path(output_path)
     run_dir = Path(run_dir) if run_dir is not None else default_run_dir(output_path)
-    data = read_agreement_data(data_path, agreement, options.fields)
+    data, subset = select_prompts(read_agreement_data(data_path, agreement, options.fields),
+                                  agreement)
     write_rejected(output_path, data.rejected)
-
-    # The answers file is ours, in the default field names; the stage scores it resumably.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    answers_path = run_dir / "answers.jsonl"
-    write_rows(answers_path, _answers_rows(data.records))
     score_options = options.model_copy(update={"fields": FieldMap()})
     own = scorer is None
     if scorer is None:
         scorer = LongReward(build_client(score_options), options=score_options)
     scored_path = scored_path_for(output_path)
+    dims = list(score_options.dimensions)
+    counted = [p for p in data.pairs if p.label != "tie"]
     try:
-        summary: ScoreSummary = await score_file(
-            answers_path, scored_path, score_options, run_dir=run_dir, scorer=scorer,
-            on_start=on_start, on_answer=on_answer)
-        wanted = {c.id for r in data.records for c in r.candidates}
-        rows = {str(r["id"]): r for r in read_rows(scored_path)[0] if str(r["id"]) in wanted}
-
-        counted = [p for p in data.pairs if p.label != "tie"]
-        labels = [p.label for p in counted]
-        boot = Bootstrap([p.prompt_id for p in counted], resamples=agreement.bootstrap,
-                         seed=agreement.seed)
-
-        def reward_of(aid: str, dim: str | None = None) -> float | None:
-            row = rows.get(aid)
-            if row is None:
-                return None
-            return row.get("reward") if dim is None else (row.get("scores") or {}).get(dim)
-
-        methods: dict[str, list[Verdict]] = {
-            "reward": [verdict_from_scores(reward_of(p.a), reward_of(p.b)) for p in counted]}
-        dims = list(score_options.dimensions)
-        for d in dims:
-            methods[d] = [verdict_from_scores(reward_of(p.a, d), reward_of(p.b, d))
-                          for p in counted]
-
-        requests_before = scorer.client.stats.total.requests
-        ablated, ablation_seconds = _ablation(rows, dims, score_options.weights)
-        ablation_requests = scorer.client.stats.total.requests - requests_before
-        ablation = {f"without {d}": [verdict_from_scores(ablated[d].get(p.a), ablated[d].get(p.b))
-                                     for p in counted] for d in dims} if len(dims) > 1 else {}
-
-        baseline: dict[str, list[Verdict]] = {}
-        baseline_details: dict[str, Any] = {}
-        notes: list[str] = []
-        which = agreement.baselines
-        if "length" in which:
-            text = {c.id: c.response for r in data.records for c in r.candidates}
-            baseline["length"] = [bl.length_verdict(text[p.a], text[p.b]) for p in counted]
-        if "consensus" in which:
-            pool = (_read_pool(agreement.consensus_pool, options.fields)
-                    if agreement.consensus_pool else {})
-            if all(len(r.candidates) + len(pool.get(r.prompt_id) or []) < 3
-                   for r in data.records):
-                # Two answers are each other's only neighbour: every pair ties, and a row
-                # of 50% would read as a finding.
-                notes.append("consensus left out: every prompt has 2 answers, and each is "
-                             "then the other's only neighbour (every pair ties); give more "
-                             "samples per prompt with --consensus-pool FILE")
-            else:
-                score: dict[str, float] = {}
-                for rec in data.records:
-                    values = bl.consensus_scores([c.response for c in rec.candidates],
-                                                 pool.get(rec.prompt_id))
-                    score.update(zip([c.id for c in rec.candidates], values, strict=True))
-                baseline["consensus"] = [verdict_from_scores(score[p.a], score[p.b])
-                                         for p in counted]
-        judged = [b for b in which if b in bl.JUDGED]
-        with cached_calls(scorer.client, run_dir) as store:
-            if judged and counted:
-                got, baseline_details = await _judged_baselines(judged, scorer, data, rows,
-                                                                counted)
-                baseline.update(got)
-            stats = scorer.client.snapshot()
-            costs = method_costs(store, _cost_key(data), stats.get("by_tag", {}),
-                                 score_options.dimensions, list(baseline))
+        judged = await _judge(data, counted, score_options, agreement, scorer, run_dir,
+                              scored_path, options.fields, on_start, on_answer)
     finally:
         if own:
             await scorer.aclose()
-
-    def acc(name: str, verdicts: list[Verdict]) -> Accuracy:
-        return accuracy(name, verdicts, labels, agreement.ties, boot)
-
-    results_methods = []
-    for group, table in (("reward", {"reward": methods["reward"]}),
-                         ("dimension", {d: methods[d] for d in dims}),
-                         ("baseline", baseline)):
-        for name, verdicts in table.items():
-            results_methods.append({**acc(name, verdicts).as_dict(), "group": group,
-                                    "cost": costs.get(name)})
-    reward_acc = results_methods[0]["accuracy"]
-    ablation_rows = []
-    for name, verdicts in ablation.items():
-        a = acc(name, verdicts).as_dict()
-        a["removed"] = name.split(" ", 1)[1]
-        a["delta"] = (None if a["accuracy"] is None or reward_acc is None
-                      else a["accuracy"] - reward_acc)
-        ablation_rows.append(a)
-
-    all_verdicts = {**methods, **ablation, **baseline}
-    pair_rows = []
-    for i, p in enumerate(counted):
-        pair_rows.append({
-            "id": p.id, "prompt_id": p.prompt_id, "a": p.a, "b": p.b, "label": p.label,
-            "gap": p.gap, "reward_a": reward_of(p.a), "reward_b": reward_of(p.b),
-            "verdicts": {m: v[i] for m, v in all_verdicts.items()},
-        })
-    result: dict[str, Any] = {
-        "kind": RESULT_KIND,
-        "version": 1,
-        "data": str(data_path),
-        "scored": str(scored_path),
-        "run_dir": str(run_dir),
-        "format": data.kind,
-        "prompts": len(data.records),
-        "answers": sum(len(r.candidates) for r in data.records),
-        "pairs": len(counted),
-        "human_ties_left_out": sum(1 for p in data.pairs if p.label == "tie"),
-        "below_min_gap": data.below_gap,
-        "rejected": len(data.rejected),
-        "tie_rule": agreement.ties,
-        "tie_rule_text": TIE_RULES[agreement.ties],
-        "bootstrap": {"resamples": agreement.bootstrap, "seed": agreement.seed,
-                      "level": boot.level, "unit": "prompt"},
-        "dimensions": dims,
-        "weights": score_options.weights,
-        "judge": scorer.judge_identity,
-        "methods": results_methods,
-        "ablation": ablation_rows,
-        "ablation_seconds": ablation_seconds,
-        "ablation_requests": ablation_requests,
-        "baseline_details": baseline_details,
-        "notes": notes,
-        "pair_details": pair_rows,
-        "scoring": {"answers": summary.answers_total, "scored_now": summary.answers_scored,
-                    "resumed": summary.answers_done_before,
-                    "all_unscored": summary.all_unscored,
-                    "internal_errors": summary.internal_errors},
-        "stats": {k: v for k, v in stats.items() if k not in ("notices", "slowest_calls")},
-        "slowest_calls": stats["slowest_calls"],
-        "seconds": time.perf_counter() - started,
-        "exit_code": 1 if (data.rejected or summary.exit_code) else 0,
-        "options": {"agreement": agreement.model_dump(mode="json"),
-                    "score": _public_options(score_options)},
-    }
-    write_result(output_path, result)
+    methods, ablation, pairs, diagnostics, boot = _count(judged, counted, dims, agreement)
+    summary, stats = judged.summary, judged.stats
+    result = AgreementResult(
+        data=str(data_path), scored=str(scored_path), run_dir=str(run_dir), format=data.kind,
+        subset=subset, prompts=len(data.records),
+        answers=sum(len(r.candidates) for r in data.records), pairs=len(counted),
+        human_ties_left_out=sum(1 for p in data.pairs if p.label == "tie"),
+        below_min_gap=data.below_gap, rejected=len(data.rejected),
+        tie_rule=agreement.ties, tie_rule_text=TIE_RULES[agreement.ties],
+        bootstrap=BootstrapInfo(resamples=agreement.bootstrap, seed=agreement.seed,
+                                level=boot.level),
+        dimensions=dims, weights=score_options.weights, judge=scorer.judge_identity,
+        methods=methods, ablation=ablation, ablation_seconds=judged.ablation_seconds,
+        ablation_requests=judged.ablation_requests, baseline_details=judged.baseline_details,
+        diagnostics=diagnostics, notes=judged.notes, pair_details=pairs,
+        scoring=ScoringSummary(answers=summary.answers_total,
+                               scored_now=summary.answers_scored,
+                               resumed=summary.answers_done_before,
+                               all_unscored=summary.all_unscored,
+                               internal_errors=summary.internal_errors),
+        stats={k: v for k, v in stats.items() if k not in ("notices", "slowest_calls")},
+        slowest_calls=stats["slowest_calls"], seconds=time.perf_counter() - started,
+        exit_code=1 if (data.rejected or summary.exit_code) else 0,
+        options={"agreement": agreement.model_dump(mode="json"),
+                 "score": _public_options(score_options)})
+    result.write(output_path)
     return result
 
 

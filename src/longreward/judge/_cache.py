@@ -83,7 +83,9 @@ class CacheKeys:
 class CachedCalls:
     """Cache lookups plus single-flight: the same request already in flight (one statement in
     two candidates) is awaited instead of sent twice. With a cache, equal keys mean equal
-    outputs anyway, so this changes no result, only the bill."""
+    outputs anyway, so this changes no result, only the bill. A cache shared by several
+    processes may offer ``claim_call(key) -> bool`` and ``release_call(key)``
+    (``RunStore``): then a call another process is making is waited for too."""
 
     def __init__(self, stats: ClientStats) -> None:
         self.stats = stats
@@ -91,6 +93,8 @@ class CachedCalls:
 
     async def get_or_call(self, cache: CallCache, key: str, tag: str,
                           call: Callable[[], Awaitable[ModelOutput]]) -> ModelOutput:
+        claim = getattr(cache, "claim_call", None)
+        wait = 0.02
         while True:
             hit = cache.get_call(key)
             if hit is not None:
@@ -103,12 +107,20 @@ class CachedCalls:
                     return out.model_copy(update={"cached": True})
             pending = self._pending.get(key)
             if pending is None:
-                break
+                # Another process sharing this cache (a trainer's reward workers) may be
+                # making the very call: wait for its result instead of paying twice.
+                if claim is None or claim(key):
+                    break
+                await asyncio.sleep(wait)
+                wait = min(wait * 1.5, 0.25)
+                continue
             shared = await asyncio.shield(pending)  # raises the leader's error
             if shared is not None:
                 self.stats._bump(tag, "cache_hits")
                 return shared.model_copy(update={"cached": True})
             # the leader was cancelled without a result: look again, or lead
+        if claim is not None:
+            call = _released_on_failure(call, cache, key)
         future: asyncio.Future[ModelOutput | None] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
         try:
@@ -126,3 +138,18 @@ class CachedCalls:
         cache.put_call(key, out.model_dump())
         future.set_result(out)
         return out
+
+
+def _released_on_failure(call: Callable[[], Awaitable[ModelOutput]], cache: Any,
+                         key: str) -> Callable[[], Awaitable[ModelOutput]]:
+    """``call`` that gives up its cross-process claim when it fails or is cancelled, so a
+    waiting process makes the call itself (a success clears the claim with the result)."""
+
+    async def claimed() -> ModelOutput:
+        try:
+            return await call()
+        except BaseException:
+            cache.release_call(key)
+            raise
+
+    return claimed

@@ -1,7 +1,8 @@
 """``longreward report``: one self-contained HTML page from scored files, pair files and eval
 results — score histograms, dimension correlations, chosen-vs-rejected margins, agreement with
-intervals, cost per dimension, unscored reasons, the slowest calls, and a drill-down per prompt
-(each answer's scores, its statements with evidence and verdicts, the extracted points).
+intervals, the diagnostics of when to trust the reward (each with its reading), cost per
+dimension, unscored reasons, the slowest calls, and a drill-down per prompt (each answer's
+scores, its statements with evidence and verdicts, the extracted points).
 
 The page needs no network when viewed: charts are inline SVG, and the small script (filtering,
 sorting, expand/collapse) and the styles ship in this package and are inlined."""
@@ -35,7 +36,8 @@ def build_report(inputs: list[str | Path], output: str | Path, *, title: str = "
     tmp = output.with_name(output.name + ".tmp")
     tmp.write_text(page, encoding="utf-8")
     tmp.replace(output)
-    return ReportSummary(output, len(loaded.scored), len(loaded.pairs), len(loaded.results),
+    return ReportSummary(output, len(loaded.scored), len(loaded.pairs),
+                         len(loaded.agreement) + len(loaded.results),
                          len(page.encode("utf-8")))
 
 

@@ -10,6 +10,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..eval._result import AgreementResult, Diagnostic, MethodCost
+from ..eval._stats import pearson
+from ..eval.diagnostics import diagnose_rows
 from ..eval.facts import FACT_ROWS, fact_stats
 from . import _svg
 from ._load import Inputs, ScoredFile
@@ -83,7 +86,7 @@ def _scores_section(files: list[ScoredFile]) -> str:
             for b in names:
                 both = [(value(r, a), value(r, b)) for r in f.rows]
                 both = [(x, y) for x, y in both if x is not None and y is not None]
-                mrow.append(_svg.pearson([x for x, _ in both], [y for _, y in both]))
+                mrow.append(pearson([x for x, _ in both], [y for _, y in both]))
                 crow.append(len(both))
             matrix.append(mrow)
             counts.append(crow)
@@ -121,7 +124,7 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
-def _ci(ci: list[float | None]) -> str:
+def _ci(ci: tuple[float | None, float | None]) -> str:
     return "–" if ci[0] is None or ci[1] is None else f"{100 * ci[0]:.1f}–{100 * ci[1]:.1f}"
 
 
@@ -134,60 +137,60 @@ def _verdict_cell(v: str | None, label: str) -> str:
     return f'<td><span class="badge {"ok" if ok else "bad"}">{escape(v)}</span></td>'
 
 
-def _agreement_section(results: list[tuple[Path, dict[str, Any]]]) -> str:
+def _agreement_section(results: list[tuple[Path, AgreementResult]]) -> str:
     if not results:
         return ""
     parts = ['<section id="agreement"><h2>Agreement with human labels</h2>']
     for k, (path, r) in enumerate(results):
-        methods = r.get("methods", [])
-        reward = next((m for m in methods if m["group"] == "reward"), None)
-        rows = [(("  " if m["group"] == "dimension" else "") + m["name"], m["accuracy"],
-                 *m["ci"]) for m in methods]
-        rows += [(f"− {m['removed']}", m["accuracy"], *m["ci"]) for m in r.get("ablation", [])]
-        parts.append(f"<h3>{escape(path.name)}</h3><p class=\"muted\">{r['pairs']} pairs from "
-                     f"{r['prompts']} prompts ({escape(r.get('format', ''))} data: "
-                     f"{escape(str(r.get('data')))}); {r.get('human_ties_left_out', 0)} human "
-                     f"ties left out. Ties: {escape(r['tie_rule'])} — "
-                     f"{escape(r['tie_rule_text'])}. 95% intervals: bootstrap over prompts, "
-                     f"{r['bootstrap']['resamples']} resamples, seed {r['bootstrap']['seed']}."
-                     "</p>")
-        if "dry" in str((r.get("judge") or {}).get("provider", "")):
+        reward = r.reward
+        rows = [(("  " if m.group == "dimension" else "") + m.name, m.accuracy, *m.ci)
+                for m in r.methods]
+        rows += [(f"− {m.removed}", m.accuracy, *m.ci) for m in r.ablation]
+        subset = ("" if r.subset is None else
+                  f" A subset: {r.prompts} of {r.subset.prompts_in_data} prompts.")
+        parts.append(f"<h3>{escape(path.name)}</h3><p class=\"muted\">{r.pairs} pairs from "
+                     f"{r.prompts} prompts ({escape(r.format)} data: {escape(r.data)}); "
+                     f"{r.human_ties_left_out} human ties left out.{escape(subset)} Ties: "
+                     f"{escape(r.tie_rule)} — {escape(r.tie_rule_text)}. 95% intervals: "
+                     f"bootstrap over prompts, {r.bootstrap.resamples} resamples, seed "
+                     f"{r.bootstrap.seed}. Wall time {r.seconds:.1f} s.</p>")
+        if "dry" in str(r.judge.get("provider", "")):
             parts.append('<p class="banner">Scored with the dry-run judge: placeholder '
                          "scores, not judgments by a model.</p>")
         parts.append('<div class="card" style="display:inline-block">' + _svg.intervals(
             rows, title="accuracy with 95% interval (dashed: chance, dotted: reward)",
-            reference=reward["accuracy"] if reward else None) + "</div>")
+            reference=reward.accuracy if reward else None) + "</div>")
         body = []
-        for m in methods + r.get("ablation", []):
-            cost = m.get("cost") or {}
-            name = m["name"] if "removed" not in m else f"reward − {m['removed']}"
+        for m in [*r.methods, *r.ablation]:
+            cost = m.cost
+            name = m.name if m.removed is None else f"reward − {m.removed}"
             body.append(
-                f"<tr><td>{escape(name)}</td><td>{escape(m.get('group', 'ablation'))}</td>"
-                + _td(None if m["accuracy"] is None else 100 * m["accuracy"], "{:.1f}")
-                + f'<td class="n">{_ci(m["ci"])}</td>'
-                + _td(m["n"]) + _td(m["agree"]) + _td(m["disagree"]) + _td(m["ties"])
-                + _td(m["abstained"])
-                + _td(cost.get("calls", 0 if "removed" in m else None))
-                + _td(cost.get("prompt_tokens")) + "</tr>")
+                f"<tr><td>{escape(name)}</td><td>{escape(m.group)}</td>"
+                + _td(None if m.accuracy is None else 100 * m.accuracy, "{:.1f}")
+                + f'<td class="n">{_ci(m.ci)}</td>'
+                + _td(m.n) + _td(m.agree) + _td(m.disagree) + _td(m.ties) + _td(m.abstained)
+                + _td(cost.calls if cost else (0 if m.removed else None))
+                + _td(cost.prompt_tokens if cost else None) + "</tr>")
         parts.append(_table(["method", "kind", "accuracy %", "95% CI", "n", "agree",
                              "disagree", "tie", "no verdict", "judge calls", "prompt tokens"],
                             body))
         parts.append(f'<p class="muted">Leave-one-out rewards recombined from stored scores: '
-                     f"{r.get('ablation_requests', 0)} judge calls, "
-                     f"{1000 * r.get('ablation_seconds', 0):.1f} ms.</p>")
-        pair_rows = r.get("pair_details", [])
-        if pair_rows:
-            names = list(pair_rows[0]["verdicts"])
+                     f"{r.ablation_requests} judge calls, "
+                     f"{1000 * r.ablation_seconds:.1f} ms.</p>")
+        for note in r.notes:
+            parts.append(f'<p class="muted">Note: {escape(note)}</p>')
+        if r.pair_details:
+            names = list(r.pair_details[0].verdicts)
             body = []
-            for p in sorted(pair_rows, key=lambda p: p["verdicts"].get("reward") == p["label"]):
-                outcome = "agree" if p["verdicts"].get("reward") == p["label"] else "other"
+            for p in sorted(r.pair_details, key=lambda p: p.verdicts.get("reward") == p.label):
+                outcome = "agree" if p.verdicts.get("reward") == p.label else "other"
                 body.append(
-                    f'<tr data-outcome="{outcome}"><td>{escape(str(p["id"]))}</td>'
-                    f'<td>{escape(p["label"])}</td>' + _td(p.get("reward_a")) + _td(p.get("reward_b"))
-                    + "".join(_verdict_cell(p["verdicts"].get(n), p["label"]) for n in names)
+                    f'<tr data-outcome="{outcome}"><td>{escape(p.id)}</td>'
+                    f"<td>{escape(p.label)}</td>" + _td(p.reward_a) + _td(p.reward_b)
+                    + "".join(_verdict_cell(p.verdicts.get(n), p.label) for n in names)
                     + "</tr>")
             ident = f"lr-pairs-{k}"
-            parts.append(f'<details><summary>pairs ({len(pair_rows)}), the reward\'s '
+            parts.append(f'<details><summary>pairs ({len(r.pair_details)}), the reward\'s '
                          'disagreements first</summary><div class="body"><div class="tools">'
                          f'<label><input type="checkbox" data-only-failures="{ident}"> only '
                          "pairs the reward did not get right</label></div>"
@@ -197,6 +200,31 @@ def _agreement_section(results: list[tuple[Path, dict[str, Any]]]) -> str:
     return "".join(parts)
 
 
+def _diagnostics_section(files: list[ScoredFile],
+                         results: list[tuple[Path, AgreementResult]]) -> str:
+    """Each agreement result's diagnostics; for a scored file no result covers, the ones
+    its rows allow (no position bias or self-consistency: those need judge calls)."""
+    blocks: list[tuple[str, list[Diagnostic]]] = [(p.name, r.diagnostics) for p, r in results
+                                                  if r.diagnostics]
+    covered = {Path(r.scored).name for _, r in results if r.diagnostics}  # (v1 results: none)
+    blocks += [(f.path.name, diagnose_rows(f.rows)) for f in files
+               if f.path.name not in covered and f.rows]
+    if not blocks:
+        return ""
+    parts = ['<section id="diagnostics"><h2>When to trust the reward</h2>']
+    for name, diags in blocks:
+        body = [f'<tr data-status="{escape(d.status)}"><td>{escape(d.title)}</td>'
+                + _td(d.value) + _td(d.n) + f"<td>{_STATUS_BADGE.get(d.status, '')}"
+                f"{escape(d.reading)}</td></tr>" for d in diags]
+        parts.append(f"<h3>{escape(name)}</h3>"
+                     + _table(["check", "value", "n", "reading"], body, sortable=False))
+    parts.append("</section>")
+    return "".join(parts)
+
+
+# "not measured" and "not recorded" say so in their reading
+_STATUS_BADGE = {"ok": '<span class="badge ok">ok</span> ',
+                 "warn": '<span class="badge bad">look</span> '}
 
 
 def _facts_section(files: list[ScoredFile], results: list[tuple[Path, dict[str, Any]]]) -> str:
@@ -258,24 +286,21 @@ def _row_usage(rows: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
     return out
 
 
-def _cost_section(files: list[ScoredFile], results: list[tuple[Path, dict[str, Any]]]) -> str:
+def _cost_section(files: list[ScoredFile], results: list[tuple[Path, AgreementResult]]) -> str:
     blocks = []
     for path, r in results:
-        if r.get("kind") != "longreward.eval.agreement":
-            continue
         body = []
-        for m in r.get("methods", []):
-            c = m.get("cost") or {}
-            body.append(f"<tr><td>{escape(m['name'])}</td>" + _td(c.get("calls"))
-                        + _td(c.get("requests")) + _td(c.get("cache_hits"))
-                        + _td(c.get("prompt_tokens")) + _td(c.get("completion_tokens"))
-                        + _td(c.get("cached_tokens")) + "</tr>")
-        cost = (r.get("stats") or {}).get("cost_usd")
+        for m in r.methods:
+            c = m.cost or MethodCost()
+            body.append(f"<tr><td>{escape(m.name)}</td>" + _td(c.calls) + _td(c.requests)
+                        + _td(c.cache_hits) + _td(c.prompt_tokens) + _td(c.completion_tokens)
+                        + _td(c.cached_tokens) + "</tr>")
+        cost = r.stats.get("cost_usd")
         blocks.append(f"<h3>{escape(path.name)}</h3>"
                       + _table(["method", "calls", "sent", "cache hits", "prompt tokens",
                                 "completion tokens", "cached tokens"], body)
                       + (f'<p class="muted">estimated cost ${cost:.4f}</p>' if cost else ""))
-    from_results = {Path(str(r.get("scored"))).name for _, r in results if r.get("scored")}
+    from_results = {Path(r.scored).name for _, r in results}
     for f in files:
         if f.path.name in from_results:
             continue  # its eval result above has the calls the scoring made
@@ -321,10 +346,12 @@ def _unscored_section(files: list[ScoredFile]) -> str:
     return f'<section id="unscored"><h2>Unscored: reasons</h2>{body}</section>'
 
 
-def _slowest_section(files: list[ScoredFile], results: list[tuple[Path, dict[str, Any]]]) -> str:
+def _slowest_section(files: list[ScoredFile], inputs: Inputs) -> str:
     calls = []
-    for path, r in results:
-        calls += [{**c, "source": path.name} for c in r.get("slowest_calls") or []]
+    for path, r in inputs.agreement:
+        calls += [{**c, "source": path.name} for c in r.slowest_calls]
+    for path, raw in inputs.results:
+        calls += [{**c, "source": path.name} for c in raw.get("slowest_calls") or []]
     for f in files:  # the score run's summary.json: stats are the judge client's snapshot
         calls += [{**c, "source": f.path.name}
                   for c in ((f.summary or {}).get("stats") or {}).get("slowest_calls") or []]
@@ -465,23 +492,23 @@ def _prompts_section(files: list[ScoredFile], max_prompts: int) -> str:
 
 
 def render(inputs: Inputs, *, title: str = "longreward report", max_prompts: int = 100) -> str:
-    agreement = inputs.of_kind("longreward.eval.agreement")
     sections = [
         ("scores", _scores_section(inputs.scored)),
         ("pairs", _pairs_section(inputs.pairs)),
-        ("agreement", _agreement_section(agreement)),
+        ("agreement", _agreement_section(inputs.agreement)),
         ("robustness", robustness_section(inputs.of_kind(ROBUSTNESS_KIND))),
+        ("diagnostics", _diagnostics_section(inputs.scored, inputs.agreement)),
         ("facts", _facts_section(inputs.scored, inputs.of_kind("longreward.eval.facts"))),
         ("reference", _reference_section(inputs.of_kind("longreward.eval.reference"))),
-        ("cost", _cost_section(inputs.scored, inputs.results)),
+        ("cost", _cost_section(inputs.scored, inputs.agreement)),
         ("unscored", _unscored_section(inputs.scored) if inputs.scored else ""),
-        ("slowest", _slowest_section(inputs.scored, inputs.results)),
+        ("slowest", _slowest_section(inputs.scored, inputs)),
         ("prompts", _prompts_section(inputs.scored, max_prompts)),
     ]
     nav = "".join(f'<a href="#{k}">{k}</a>' for k, html in sections if html)
     sources = ", ".join(escape(p.name) for p in
                         [*(f.path for f in inputs.scored), *(p for p, _ in inputs.pairs),
-                         *(p for p, _ in inputs.results)])
+                         *(p for p, _ in inputs.agreement), *(p for p, _ in inputs.results)])
     return (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'

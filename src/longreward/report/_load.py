@@ -9,10 +9,12 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..eval._result import RESULT_KIND as AGREEMENT_KIND
+from ..eval._result import AgreementResult
 from ..io.files import default_run_dir, read_rows
 from ..store import STORE_FILENAME, RunStore
 
-EVAL_KINDS = ("longreward.eval.agreement", "longreward.eval.facts", "longreward.eval.reference",
+EVAL_KINDS = (AGREEMENT_KIND, "longreward.eval.facts", "longreward.eval.reference",
               "longreward.eval.robustness")
 
 
@@ -47,6 +49,9 @@ class ScoredFile:
 class Inputs:
     scored: list[ScoredFile] = field(default_factory=list)
     pairs: list[tuple[Path, list[dict[str, Any]]]] = field(default_factory=list)
+    #: agreement results, typed
+    agreement: list[tuple[Path, AgreementResult]] = field(default_factory=list)
+    #: the other eval results (facts, reference), as read
     results: list[tuple[Path, dict[str, Any]]] = field(default_factory=list)
 
     def of_kind(self, kind: str) -> list[tuple[Path, dict[str, Any]]]:
@@ -107,12 +112,15 @@ def load_inputs(paths: list[Path]) -> Inputs:
                 raise UsageError(f"{path}: a JSON object that is not an eval result (its "
                                  f"'kind' is {data.get('kind')!r}, expected one of "
                                  f"{', '.join(EVAL_KINDS)})")
-            out.results.append((path, data))
-            if data["kind"] == EVAL_KINDS[0] and data.get("scored"):
-                scored = _resolve(path, data["scored"])
-                if scored.exists():
-                    run_dir = _resolve(path, data.get("run_dir") or "")
-                    add_scored(scored, run_dir if run_dir.is_dir() else None)
+            if data["kind"] != AGREEMENT_KIND:
+                out.results.append((path, data))
+                continue
+            result = AgreementResult.from_json(data, where=str(path))
+            out.agreement.append((path, result))
+            scored = _resolve(path, result.scored)
+            if scored.exists():
+                run_dir = _resolve(path, result.run_dir)
+                add_scored(scored, run_dir if run_dir.is_dir() else None)
             continue
         rows, errors = read_rows(path)
         first = rows[0] if rows else {}

@@ -69,18 +69,6 @@ def _frame(body: str, width: int = _W, height: int = _H) -> str:
             f'height="{height}" role="img" xmlns="http://www.w3.org/2000/svg">{body}</svg>')
 
 
-def pearson(xs: Sequence[float], ys: Sequence[float]) -> float | None:
-    n = len(xs)
-    if n < 3:
-        return None
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    syy = sum((y - my) ** 2 for y in ys)
-    if sxx == 0 or syy == 0:
-        return None
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / math.sqrt(sxx * syy)
-
-
 def _corr_color(r: float | None) -> str:
     if r is None:
         return "#eeeeee"
@@ -96,8 +84,8 @@ def heatmap(names: Sequence[str], matrix: Sequence[Sequence[float | None]],
     """A labelled correlation matrix (Pearson r in each cell)."""
     cell, left, top = 46, 96, 98
     size = len(names)
-    # wide enough for the title too (≈6.5 px a character at the title's size)
-    width = max(left + cell * size + 8, int(len(title) * 6.5) + 12)
+    # wide enough for the title too (≈7.2 px a character at the title's bold 12 px)
+    width = max(left + cell * size + 8, int(len(title) * 7.2) + 12)
     height = top + cell * size + 8
     parts = [f'<text x="4" y="14" class="t">{escape(title)}</text>']
     for i, name in enumerate(names):

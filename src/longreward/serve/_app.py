@@ -5,6 +5,10 @@ is read or scored for a request that will be refused:
 1. bearer-token auth (401; ``/health`` stays open for liveness probes),
 2. the body cap (413, from Content-Length before reading, or while reading a chunked body),
 3. the concurrency limit on the scoring and registration routes (503 + Retry-After),
+4. a body that stalls longer than ``read_timeout`` (408),
+5. strict JSON (422): Python's parser takes NaN, Infinity, 1e999 and escaped lone
+   surrogates, none of which the service can hold (a NaN reward, a surrogate that no UTF-8
+   text or SQLite row can store): they used to surface as a 500 deep inside,
 then it times the request for the metrics. The token is compared in constant time and never
 logged; uvicorn's access log has the path and status only.
 
@@ -12,8 +16,11 @@ No ``from __future__ import annotations`` here: FastAPI reads the routes' annota
 ``Request`` is imported inside ``create_app`` so that importing this module stays light.
 """
 
+import asyncio
 import hmac
 import json
+import math
+import re
 import time
 from contextlib import asynccontextmanager
 from typing import Any
@@ -132,7 +139,14 @@ class _Guard:
             body = bytearray()
             more = True
             while more:
-                message = await receive()
+                try:
+                    message = await asyncio.wait_for(receive(), self.options.read_timeout)
+                except asyncio.TimeoutError:
+                    await _send_json(send_wrapper, 408, {
+                        "error": f"the request body stalled for more than "
+                                 f"{self.options.read_timeout:g}s (read_timeout)"},
+                        [(b"connection", b"close")])
+                    return
                 if message["type"] == "http.disconnect":
                     return
                 body += message.get("body", b"")
@@ -140,6 +154,9 @@ class _Guard:
                 if len(body) > cap:
                     await _send_json(send_wrapper, 413, _too_large(cap))
                     return
+            if scope.get("method") == "POST" and (problem := json_problem(bytes(body))):
+                await _send_json(send_wrapper, 422, {"error": problem})
+                return
             replayed = False
 
             async def replay() -> dict[str, Any]:
@@ -160,6 +177,59 @@ class _Guard:
             if "scoring" in info:
                 self.metrics.overhead.labels(endpoint).observe(
                     max(0.0, elapsed - info["scoring"]))
+
+
+#: a JSON escape of a UTF-16 surrogate: the only way a lone one gets into a parsed string
+_SURROGATE_ESCAPE = re.compile(rb"\\[uU][dD][89a-fA-F]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _not_json(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON value")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text} is too large to be finite")
+    return value
+
+
+def _lone_surrogate(value: Any, path: str = "$") -> str | None:
+    """The JSON path of the first string (or key) holding a lone surrogate, if any."""
+    if isinstance(value, str):
+        return path if _SURROGATE.search(value) else None
+    if isinstance(value, list):
+        for i, v in enumerate(value):
+            if (found := _lone_surrogate(v, f"{path}[{i}]")) is not None:
+                return found
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if (found := _lone_surrogate(k, f"{path} key") or
+                    _lone_surrogate(v, f"{path}.{k}")) is not None:
+                return found
+    return None
+
+
+def json_problem(body: bytes) -> str | None:
+    """Why ``body`` is not strict JSON (RFC 8259) holding only text the service can store,
+    or None. An empty body is left to the route (FastAPI names the missing field)."""
+    if not body.strip():
+        return None
+    try:
+        # strict UTF-8 first: json.loads would take UTF-16 and encoded surrogates
+        value = json.loads(body.decode("utf-8"), parse_constant=_not_json,
+                           parse_float=_finite)
+    except RecursionError:
+        return "invalid JSON: nested too deeply"
+    except UnicodeDecodeError:
+        return "invalid JSON: the body is not UTF-8"
+    except ValueError as exc:
+        return f"invalid JSON: {exc}"
+    if _SURROGATE_ESCAPE.search(body) and (where := _lone_surrogate(value)) is not None:
+        return (f"invalid text at {where}: a lone UTF-16 surrogate escape (\\ud800-\\udfff "
+                "without its pair), which no UTF-8 text can hold")
+    return None
 
 
 def _too_large(cap: int) -> dict[str, Any]:
@@ -196,25 +266,30 @@ def create_app(service: RewardService) -> Any:
     def unprocessable(exc: ProtocolError) -> JSONResponse:
         return JSONResponse({"error": str(exc)}, status_code=422)
 
+    deadlines = options.deadlines
+
     @app.post("/score")
     async def score(req: NativeRequest, request: Request) -> dict[str, Any]:
-        out = await service.score(native_items(req))
+        out = await service.score(native_items(req), timeout=req.deadline, fill=req.fill)
         scored(request, out.scoring_seconds)
         return native_reply(out.results)
 
+    # OpenRLHF and slime turn the reward into a tensor: a failed sample gets the neutral
+    # reward, within a deadline below the client's own timeout.
     @app.post("/get_reward", response_model=None)
     async def get_reward(req: OpenRLHFRequest, request: Request) -> Any:
         try:
             items = openrlhf_items(req, options.strip_suffixes)
         except ProtocolError as exc:
             return unprocessable(exc)
-        out = await service.score(items)
+        out = await service.score(items, timeout=deadlines.openrlhf, fill="neutral")
         scored(request, out.scoring_seconds)
         return openrlhf_reply(out.results)
 
     @app.post("/slime")
     async def slime(req: SlimeRequest, request: Request, format: str = "dict") -> Any:
-        out = await service.score([slime_item(req, options.strip_suffixes)])
+        out = await service.score([slime_item(req, options.strip_suffixes)],
+                                  timeout=deadlines.slime, fill="neutral")
         scored(request, out.scoring_seconds)
         return slime_reply(out.results[0], plain=format == "number")
 
@@ -242,8 +317,10 @@ def create_app(service: RewardService) -> Any:
         s = service.stats
         return {"status": "ok", "prompts": service.n_prompts,
                 "documents": service.n_documents, "fallback_reward": options.fallback_reward,
+                "request_timeout": options.request_timeout,
+                "deadlines": options.deadlines.model_dump(),
                 "dimensions": options.score.dimensions,
-                "items": dict(s.items), "run_store": service.store is not None}
+                "items": dict(s.items), "run_store": options.run_dir is not None}
 
     @app.get("/metrics")
     async def metrics_route() -> Response:

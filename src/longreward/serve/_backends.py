@@ -1,10 +1,14 @@
 """Where the in-process adapters (verl, TRL) get their rewards: a ``RewardService`` in this
-process (``LocalRewards``), or a running ``longreward serve`` (``RemoteRewards``) when several
-trainer processes should share one judge cache.
+process (``LocalRewards``), or a running ``longreward serve`` (``RemoteRewards``).
+
+Several processes may each run a ``LocalRewards`` on the same serve config (verl's reward
+workers, its ``prime`` manager's process pool): they share the run directory, its judge-call
+cache, the calls in flight and the judged rewards (``RewardService``), with no lock error.
 
 Both score synchronously (verl's thread-pool reward managers) and asynchronously (verl's
 reward loop, TRL's async reward functions), from any thread or event loop: the scorer keeps
-one home event loop and runs its judge calls there (``LongReward`` docs).
+one home event loop and runs its judge calls there (``LongReward`` docs). ``fill`` and
+``timeout`` are the service's: what a failed item receives, and its deadline.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from typing import Any, Protocol
 
 from ..errors import UsageError
 from ._options import DEFAULT_TOKEN_ENV, ServeOptions, load_serve_options
-from ._service import ItemResult, RewardService, ScoreItem
+from ._service import Fill, ItemResult, RewardService, ScoreItem
 
 CONFIG_ENV = "LONGREWARD_SERVE_CONFIG"
 URL_ENV = "LONGREWARD_SERVE_URL"
@@ -28,32 +32,39 @@ _REMOTE_TRIES = 8
 
 class Rewards(Protocol):
     fallback_reward: float | None
+    #: deadlines of the number-only protocols (``ServeOptions.deadlines``)
+    deadlines: dict[str, float]
 
-    def score(self, items: list[ScoreItem]) -> list[ItemResult]: ...
+    def score(self, items: list[ScoreItem], *, fill: Fill = "null",
+              timeout: float | None = None) -> list[ItemResult]: ...
 
-    async def ascore(self, items: list[ScoreItem]) -> list[ItemResult]: ...
+    async def ascore(self, items: list[ScoreItem], *, fill: Fill = "null",
+                     timeout: float | None = None) -> list[ItemResult]: ...
 
 
 class LocalRewards:
-    """A ``RewardService`` in this process. Its run directory is locked to this process:
-    trainers with several reward workers use ``RemoteRewards`` (one server) instead, or a
-    run directory per worker."""
+    """A ``RewardService`` in this process (module doc)."""
 
     def __init__(self, options: ServeOptions | None = None, *,
                  service: RewardService | None = None) -> None:
         self.service = service or RewardService(options)
         self.service.open()
         self.fallback_reward = self.service.options.fallback_reward
+        self.deadlines = self.service.options.deadlines.model_dump()
         # All scoring runs on the scorer's home loop, started here in a background thread
         # (the scorer's own bridge for synchronous code): a caller's loop may end
         # (``asyncio.run`` per batch) without taking the judge's connections with it.
         self._loop = self.service.scorer._run_sync(_current_loop())
 
-    def score(self, items: list[ScoreItem]) -> list[ItemResult]:
-        return self.service.scorer._run_sync(self.service.score(items)).results
+    def score(self, items: list[ScoreItem], *, fill: Fill = "null",
+              timeout: float | None = None) -> list[ItemResult]:
+        return self.service.scorer._run_sync(
+            self.service.score(items, fill=fill, timeout=timeout)).results
 
-    async def ascore(self, items: list[ScoreItem]) -> list[ItemResult]:
-        future = asyncio.run_coroutine_threadsafe(self.service.score(items), self._loop)
+    async def ascore(self, items: list[ScoreItem], *, fill: Fill = "null",
+                     timeout: float | None = None) -> list[ItemResult]:
+        future = asyncio.run_coroutine_threadsafe(
+            self.service.score(items, fill=fill, timeout=timeout), self._loop)
         return (await asyncio.wrap_future(future)).results
 
     def close(self) -> None:
@@ -69,8 +80,8 @@ async def _current_loop() -> asyncio.AbstractEventLoop:
 
 
 def _item_json(item: ScoreItem, i: int) -> dict[str, Any]:
-    out = {"id": str(i), "response": item.response}
-    for k in ("prompt_id", "context", "query"):
+    out = {"id": item.id or str(i), "response": item.response}
+    for k in ("prompt_id", "context", "query", "error"):
         v = getattr(item, k)
         if v is not None:
             out[k] = v
@@ -96,40 +107,31 @@ class RemoteRewards:
                 raise UsageError(f"no longreward server at {self.url}: {exc}. Fix: start it "
                                  "with `longreward serve --config serve.yaml`, or correct "
                                  f"${URL_ENV}") from None
-        self.fallback_reward = health.json().get("fallback_reward")
+        info = health.json()
+        self.fallback_reward = info.get("fallback_reward")
+        self.deadlines = dict(info.get("deadlines") or {})
 
-    def _split(self, items: list[ScoreItem]) -> tuple[dict[str, Any], list[ItemResult | None]]:
-        local: list[ItemResult | None] = [
-            ItemResult(item.id or str(i), "error", None, 0, item.error,
-                       prompt_id=item.prompt_id) if item.error else None
-            for i, item in enumerate(items)]
-        if self.fallback_reward is not None:
-            for r in local:
-                if r is not None:
-                    r.reward, r.fallback = self.fallback_reward, True
-        body = {"items": [_item_json(it, i) for i, it in enumerate(items) if not it.error]}
-        return body, local
-
-    @staticmethod
-    def _merge(local: list[ItemResult | None], reply: dict[str, Any]) -> list[ItemResult]:
-        for d in reply["items"]:
-            local[int(d["id"])] = ItemResult.from_dict(d)
-        return [r for r in local if r is not None]
-
-    def score(self, items: list[ScoreItem]) -> list[ItemResult]:
+    def score(self, items: list[ScoreItem], *, fill: Fill = "null",
+              timeout: float | None = None) -> list[ItemResult]:
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self.ascore(items))
+            return asyncio.run(self.ascore(items, fill=fill, timeout=timeout))
         raise UsageError("RemoteRewards.score blocks, so it cannot run on an event loop's "
                          "thread; await ascore(...) there instead")
 
-    async def ascore(self, items: list[ScoreItem]) -> list[ItemResult]:
+    async def ascore(self, items: list[ScoreItem], *, fill: Fill = "null",
+                     timeout: float | None = None) -> list[ItemResult]:
         import httpx
 
-        body, local = self._split(items)
-        if not body["items"]:
-            return [r for r in local if r is not None]
+        # Items a parser refused are sent too: the server says why, and fills them as it
+        # fills any other failure (the neutral reward of their prompt).
+        body: dict[str, Any] = {"items": [_item_json(it, i) for i, it in enumerate(items)],
+                                "fill": fill}
+        if timeout is not None:
+            body["deadline"] = timeout
+        if not items:
+            return []
         async with httpx.AsyncClient(timeout=self._timeout, headers=self._headers) as client:
             for attempt in range(_REMOTE_TRIES):
                 wait = self._wait(attempt, None)
@@ -140,7 +142,7 @@ class RemoteRewards:
                         raise
                 else:
                     if resp.status_code != 503 or attempt + 1 == _REMOTE_TRIES:
-                        return self._merge(local, self._json(resp))
+                        return [ItemResult.from_dict(d) for d in self._json(resp)["items"]]
                     wait = self._wait(attempt, resp.headers.get("retry-after"))
                 await asyncio.sleep(wait)
         raise AssertionError("unreachable")
@@ -162,7 +164,7 @@ class RemoteRewards:
         return resp.json()
 
 
-_cache: dict[tuple[str | None, str | None], Rewards] = {}
+_cache: dict[tuple[int, str | None, str | None], Rewards] = {}
 _cache_lock = threading.Lock()
 
 
@@ -171,7 +173,9 @@ def rewards_for(config: str | os.PathLike[str] | None = None,
     """The reward backend for ``config`` (a serve.yaml: in-process) or ``url`` (a running
     server), defaulting to ``$LONGREWARD_SERVE_URL`` then ``$LONGREWARD_SERVE_CONFIG``.
     One per process and argument pair: every call of a trainer's reward function shares
-    the judge connections, the per-document work and the run store."""
+    the judge connections, the per-document work and the run store. A process forked from
+    one that had a backend (verl's ``prime`` process pool) makes its own: the parent's
+    event-loop thread does not exist in the child."""
     if config is None and url is None:
         url = os.environ.get(URL_ENV) or None
         config = os.environ.get(CONFIG_ENV) or None
@@ -179,7 +183,7 @@ def rewards_for(config: str | os.PathLike[str] | None = None,
         raise UsageError("no reward service: pass config=serve.yaml (score in this process) "
                          "or url=http://HOST:PORT (a running `longreward serve`), or set "
                          f"${CONFIG_ENV} or ${URL_ENV}")
-    key = (str(Path(config).resolve()) if config is not None else None, url)
+    key = (os.getpid(), str(Path(config).resolve()) if config is not None else None, url)
     with _cache_lock:
         backend = _cache.get(key)
         if backend is None:

@@ -38,19 +38,20 @@ class _ServiceCollector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         s = self.service.stats
-        items = CounterMetricFamily("longreward_items", "Scored items by outcome "
-                                    "(scored, unscored: every dimension failed, error: "
-                                    "could not be scored)", labels=["status"])
-        for status in ("scored", "unscored", "error"):
-            items.add_metric([status], s.items.get(status, 0))
-        yield items
+        yield _by_label(CounterMetricFamily, "longreward_items", "Scored items by outcome "
+                        "(scored; unscored: the judge gave no reward; error: could not be "
+                        "scored)", "status", s.items, ("scored", "unscored", "error"))
         yield CounterMetricFamily("longreward_fallback_rewards", "Items sent the configured "
                                   "fallback reward instead of a judged one", value=s.fallback)
-        dims = CounterMetricFamily("longreward_unscored_dimensions", "Dimensions that ended "
-                                   "unscored, by dimension", labels=["dimension"])
-        for name in self.service.options.score.dimensions:
-            dims.add_metric([name], s.unscored_dimensions.get(name, 0))
-        yield dims
+        yield _by_label(CounterMetricFamily, "longreward_neutral_rewards", "Items that could "
+                        "not be scored, sent the neutral reward (OpenRLHF, slime, verl), by its "
+                        "basis", "basis", s.neutral, ("group", "running mean", "prior"))
+        yield CounterMetricFamily("longreward_truncated_prompts", "Scored items whose prompt the "
+                                  "trainer had cut before generating (the policy saw part of "
+                                  "it; raise its max_len)", value=s.truncated_prompts)
+        yield _by_label(CounterMetricFamily, "longreward_unscored_dimensions", "Dimensions that "
+                        "ended unscored, by dimension", "dimension", s.unscored_dimensions,
+                        self.service.options.score.dimensions)
         yield CounterMetricFamily("longreward_deadline_exceeded", "Items unscored because the "
                                   "request deadline passed", value=s.deadline_exceeded)
         yield CounterMetricFamily("longreward_internal_errors", "Groups of items lost to a bug "
@@ -76,6 +77,15 @@ class _ServiceCollector:
                                 value=self.service.n_prompts)
         yield GaugeMetricFamily("longreward_documents_registered", "Distinct registered "
                                 "documents", value=self.service.n_documents)
+
+
+def _by_label(family: Any, name: str, help_text: str, label: str, counts: Any,
+              keys: Any) -> Any:
+    """One metric family with a sample per key (0 for a key not counted yet)."""
+    fam = family(name, help_text, labels=[label])
+    for key in keys:
+        fam.add_metric([key], counts.get(key, 0))
+    return fam
 
 
 class Metrics:

@@ -27,6 +27,43 @@ DEFAULT_STRIP_SUFFIXES = [
 ]
 
 
+class Deadlines(BaseModel):
+    """Seconds a number-only protocol's request may take, each below its client's own
+    timeout (with room for the reply): unfinished samples get the neutral reward in time,
+    instead of the client giving up and sending again work that is still running."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: OpenRLHF's client gives up after 180 s (aiohttp ``total=180`` in 0.9.1+, requests
+    #: ``timeout=180`` in 0.9.0) and retries 5 times
+    openrlhf: float = Field(default=150.0, gt=0)
+    #: slime's client session has ``ClientTimeout(total=120)`` and retries 10 times
+    slime: float = Field(default=100.0, gt=0)
+    #: verl's ``rate_limited`` manager gives a sample 0.0 after ``reward.timeout`` (300 s), its
+    #: ``prime`` manager after 300 s; its other managers wait for ever
+    verl: float = Field(default=240.0, gt=0)
+
+
+class NeutralOptions(BaseModel):
+    """How the neutral reward is found (``serve._neutral``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: judged rewards of a prompt this recent (seconds) make its group mean
+    window: float = Field(default=600.0, gt=0)
+    #: the neutral reward before any reward was judged
+    prior: float = 5.0
+    #: the trainer's samples per prompt (OpenRLHF ``--rollout.n_samples_per_prompt``, slime
+    #: ``--n-samples-per-prompt``, verl ``actor_rollout_ref.rollout.n``): a sample that
+    #: cannot be scored then waits, within its deadline, until its whole group has been seen,
+    #: so that its reward is the group's exact mean. None: fill it with what is known then.
+    group_size: int | None = Field(default=None, ge=2)
+    #: the longest a failed sample waits for group members that have not arrived yet
+    #: (seconds, within its deadline): a group smaller than ``group_size`` — an evaluation
+    #: with fewer samples per prompt, a one-off request — is not held up longer than this
+    max_wait: float = Field(default=30.0, ge=0)
+
+
 class ServeOptions(BaseModel):
     """Options of the reward service. A YAML/TOML file and the CLI flags fill this model."""
 
@@ -48,18 +85,28 @@ class ServeOptions(BaseModel):
     auth_token_env: str = DEFAULT_TOKEN_ENV
     #: larger request bodies get 413 before they are read
     max_body_bytes: int = Field(default=32 * 1024 * 1024, ge=1024)
-    #: per-request deadline, seconds: items not scored by then come back unscored with the
-    #: reason (the judge calls already made stay cached, so a retry is cheaper)
+    #: per-request deadline, seconds (native /score and TRL; it also caps ``deadlines``):
+    #: items not scored by then come back unscored with the reason (the judge calls already
+    #: made stay cached, so a retry is cheaper)
     request_timeout: float = Field(default=600.0, gt=0)
+    #: the deadlines of the number-only protocols, below their clients' timeouts
+    deadlines: Deadlines = Field(default_factory=Deadlines)
+    #: a client must send its request headers within this many seconds of connecting (or of
+    #: the previous response), and its body may not stall longer: a slow client cannot hold
+    #: connections open (slowloris)
+    read_timeout: float = Field(default=10.0, gt=0)
     #: requests handled at once; more get 503 with Retry-After (judge calls are limited
     #: separately by ``score.judge.max_concurrency``)
     max_concurrent_requests: int = Field(default=1024, ge=1)
     #: seconds a client is told to wait (Retry-After) when the service is saturated
     retry_after: int = Field(default=5, ge=0)
-    #: reward sent for an item that could not be scored, for trainers that cannot take a
-    #: null (verl needs a number; OpenRLHF silently keeps a failed request's None). The item
-    #: still says ``mask: 0`` and why, every use is logged and counted in the metrics.
+    #: a fixed reward for an item that could not be scored, on every route. Without it,
+    #: number-only protocols (OpenRLHF, slime, verl) send the neutral reward and the native
+    #: /score and TRL send null. The item still says ``mask: 0`` and why; every use is logged
+    #: and counted in the metrics.
     fallback_reward: float | None = None
+    #: the neutral reward of the number-only protocols (``serve._neutral``)
+    neutral: NeutralOptions = Field(default_factory=NeutralOptions)
     #: documents whose chunks and retrieval index stay in memory (least recently used out)
     cached_documents: int = Field(default=256, ge=1)
     #: removed (repeatedly) from the end of an OpenRLHF response before judging

@@ -3,10 +3,12 @@
 - native ``POST /score``: ``{"items": [{id?, prompt_id | context, query?, response}]}``
 - OpenRLHF ``POST /get_reward``: ``{"query": [...], "prompts": [...], "labels": [...]}``,
   where each query is the prompt and the response decoded as one string (chat-template
-  tokens included); the answer is the query minus its prompt. OpenRLHF logs every
-  ``extra_logs`` value as a tensor, so those are numbers only.
+  tokens included); the answer is the query minus its prompt — or minus the part of it the
+  policy saw, when OpenRLHF cut a long prompt (``split_query``). OpenRLHF turns every
+  ``rewards`` and ``extra_logs`` value into a tensor, so those are numbers only: never null.
 - slime ``POST /slime``: ``{"prompt", "response", "label"}`` per sample → a dict with a
-  ``reward`` key (slime ``--reward-key reward``), or a bare number with ``?format=number``.
+  ``reward`` key (slime ``--reward-key reward``), or a bare number with ``?format=number``;
+  the reward is a number (slime's group normalisation runs ``torch.tensor`` on it).
 
 Labels name a registered prompt by id; a label may also be an object (or its JSON text)
 with ``prompt_id`` and optionally ``query``/``context``.
@@ -20,10 +22,16 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..errors import LongRewardError
-from ._service import ItemResult, ScoreItem
+from ._service import Fill, ItemResult, ScoreItem
 
 #: longest reason text copied into an OpenRLHF/slime reply (the native reply has it whole)
 _REASON_CHARS = 500
+#: a cut prompt is recognised by its last characters (they survive a cut on the left)
+_TAIL_CHARS = 32
+#: a prompt cut on the right must keep at least this many characters to be recognised
+_MIN_HEAD_CHARS = 32
+#: U+FFFD: what a decoder makes of a multi-byte character whose first bytes were cut off
+_REPLACEMENT = "\ufffd"
 
 
 class NativeItem(BaseModel):
@@ -34,12 +42,20 @@ class NativeItem(BaseModel):
     context: str | None = None
     query: str | None = None
     response: str
+    #: set by a client that already knows the item cannot be scored (why): it comes back
+    #: with this reason, filled like any failure (an adapter's refused sample)
+    error: str | None = None
 
 
 class NativeRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     items: list[NativeItem]
+    #: what an item that cannot be scored receives: null, or (for a trainer that needs a
+    #: number) the neutral reward
+    fill: Fill = "null"
+    #: seconds, at most the server's ``request_timeout`` (the default)
+    deadline: float | None = Field(default=None, gt=0)
 
 
 class DocumentIn(BaseModel):
@@ -82,7 +98,7 @@ class ProtocolError(LongRewardError, ValueError):
 
 def native_items(req: NativeRequest) -> list[ScoreItem]:
     return [ScoreItem(response=it.response, id=it.id, prompt_id=it.prompt_id,
-                      context=it.context, query=it.query) for it in req.items]
+                      context=it.context, query=it.query, error=it.error) for it in req.items]
 
 
 def native_reply(results: list[ItemResult]) -> dict[str, Any]:
@@ -129,6 +145,47 @@ def strip_suffixes(text: str, suffixes: list[str]) -> str:
     return text
 
 
+def split_query(query: str, prompt: str) -> tuple[str, float] | None:
+    """The response in an OpenRLHF ``query`` and the share of ``prompt`` (in characters) the
+    policy saw; None when the query holds no recognisable part of the prompt.
+
+    The query is ``decode(prompt_ids + response_ids)``. When the prompt was longer than the
+    room left for it, OpenRLHF cut its token ids first: from the left in 0.9.1 and later
+    (``prompt_token_ids[-max_prompt_length:]``, openrlhf/utils/agent.py), so the query is a
+    suffix of the prompt followed by the response; from the right in 0.9.0 (the tokenizer's
+    ``truncation=True``), so it is a prefix of the prompt followed by the response. A cut
+    through a multi-byte character decodes to U+FFFD, and a SentencePiece tokenizer drops the
+    first token's leading space; neither hides the cut."""
+    if query.startswith(prompt):
+        return query[len(prompt):], 1.0
+    if not prompt:
+        return None
+    # Cut on the left: the prompt's last characters survive. The kept part ends at the first
+    # place in the query after which the query's start (past any U+FFFD) is that suffix.
+    tail = prompt[-_TAIL_CHARS:]
+    garbled = len(query) - len(query.lstrip(_REPLACEMENT))
+    for skip in range(garbled, -1, -1):
+        end = query.find(tail, skip)
+        while end != -1:
+            end += len(tail)
+            kept = end - skip
+            if kept <= len(prompt) and query[skip:end] == prompt[len(prompt) - kept:]:
+                return query[end:], kept / len(prompt)
+            end = query.find(tail, end - len(tail) + 1)
+    if tail in query:
+        # the prompt's end is there but what precedes it differs from the prompt: a decoding
+        # that changed the text (not a cut), where no split point can be trusted
+        return None
+    # Cut on the right (OpenRLHF 0.9.0): the prompt's first characters survive.
+    shared = 0
+    limit = min(len(query), len(prompt))
+    while shared < limit and query[shared] == prompt[shared]:
+        shared += 1
+    if shared >= min(_MIN_HEAD_CHARS, len(prompt)):
+        return query[shared:].lstrip(_REPLACEMENT), shared / len(prompt)
+    return None
+
+
 def openrlhf_items(req: OpenRLHFRequest, suffixes: list[str]) -> list[ScoreItem]:
     n = len(req.query)
     # An empty list is what OpenRLHF sends when the dataset has no such column: the same as
@@ -147,21 +204,21 @@ def openrlhf_items(req: OpenRLHFRequest, suffixes: list[str]) -> list[ScoreItem]
         label = req.labels[i] if req.labels is not None else None
         fields = label_fields(label)
         prompt = req.prompts[i] if req.prompts is not None else None
+        response = ""
         if req.prompts is None:
             fields["error"] = ("no 'prompts' in the request, so the response cannot be cut "
                                "from the query; use an OpenRLHF that sends prompts and labels, "
                                "or POST /score")
-            response = ""
         elif not isinstance(prompt, str):
             fields["error"] = f"prompts[{i}] must be a string, got {type(prompt).__name__}"
-            response = ""
-        elif not query.startswith(prompt):
-            fields["error"] = (f"query[{i}] does not start with prompts[{i}], so its response "
-                               "cannot be cut out; send the query exactly as the prompt "
-                               "followed by the response (same decoding, special tokens kept)")
-            response = ""
+        elif (split := split_query(query, prompt)) is None:
+            fields["error"] = (f"query[{i}] holds no part of prompts[{i}], so its response "
+                               "cannot be cut out; send the query as the prompt (or the part "
+                               "of it the policy saw) followed by the response, special "
+                               "tokens kept")
         else:
-            response = strip_suffixes(query[len(prompt):], suffixes)
+            response = strip_suffixes(split[0], suffixes)
+            fields["prompt_seen"] = split[1]
         if not fields.get("prompt_id") and "context" not in fields and "error" not in fields:
             fields["error"] = (f"labels[{i}] names no registered prompt; set the dataset's "
                                "label to the prompt id (OpenRLHF --data.label_key)")
@@ -177,9 +234,10 @@ def _short(reason: str | None) -> str | None:
 
 def openrlhf_reply(results: list[ItemResult]) -> dict[str, Any]:
     """``rewards`` and ``scores`` (the reward scaled to 0–1, for OpenRLHF's dynamic
-    filtering) hold null where there is no reward and no fallback; ``extra_logs`` holds
-    numbers only (OpenRLHF turns each into a tensor); ``items`` has the reasons."""
-    rewards = [r.reward for r in results]
+    filtering) are numbers: the service filled failed items with the neutral reward (or the
+    fixed fallback). ``extra_logs`` holds numbers only (OpenRLHF turns each into a tensor and
+    logs its mean); ``items`` has the reasons."""
+    rewards = [float(r.reward) if r.reward is not None else None for r in results]
     return {
         "rewards": rewards,
         "scores": [None if x is None else x / 10.0 for x in rewards],
@@ -187,9 +245,13 @@ def openrlhf_reply(results: list[ItemResult]) -> dict[str, Any]:
             "longreward_mask": [float(r.mask) for r in results],
             "longreward_fallback": [float(r.fallback) for r in results],
             "longreward_dimensions_scored": [float(len(r.dimensions)) for r in results],
+            # 1.0: the policy saw the whole prompt; less: OpenRLHF cut it (raise max_len)
+            "longreward_prompt_seen": [r.prompt_seen if r.prompt_seen is not None else 0.0
+                                       for r in results],
         },
         "items": [{"id": r.id, "status": r.status, "mask": r.mask, "reason": _short(r.reason),
-                   "scores": r.scores, "prompt_id": r.prompt_id} for r in results],
+                   "fallback_basis": r.fallback_basis, "scores": r.scores,
+                   "prompt_id": r.prompt_id, "prompt_seen": r.prompt_seen} for r in results],
     }
 
 
@@ -206,4 +268,4 @@ def slime_reply(result: ItemResult, plain: bool) -> Any:
         return result.reward
     return {"reward": result.reward, "mask": result.mask, "status": result.status,
             "reason": _short(result.reason), "fallback": result.fallback,
-            "scores": result.scores}
+            "fallback_basis": result.fallback_basis, "scores": result.scores}

@@ -3,6 +3,12 @@ thread of this process (next to a trainer, or in tests).
 
 The socket is bound here rather than by uvicorn, so ``port: 0`` picks a free port and the
 URL is known before the first request.
+
+uvicorn has no header-read timeout: a client that trickles its request line and headers a
+byte at a time holds its connection for ever, and a few hundred such clients hold the server
+(slowloris). ``_header_timeout_protocol`` closes a connection whose request headers have not
+all arrived ``read_timeout`` seconds after it opened, or after the first byte of a later
+request on a kept-alive connection; the app's guard bounds a stalled body the same way.
 """
 
 from __future__ import annotations
@@ -45,10 +51,57 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _config(app: Any, *, access_log: bool, log_level: str) -> Any:
+def _header_timeout_protocol(read_timeout: float) -> type:
+    """uvicorn's h11 protocol with a header-read timeout (module doc)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):  # type: ignore[misc]
+        _header_timer: Any = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            idle = self.cycle is None or self.cycle.response_complete
+            if self._header_timer is None and idle:
+                self._arm()  # the first bytes of another request on a kept-alive connection
+            scope = self.scope
+            super().data_received(data)
+            if self.scope is not scope:  # a request's headers are complete
+                self._disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._header_timer = self.loop.call_later(read_timeout, self._headers_too_slow)
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if not self.transport.is_closing():
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
+
+
+def _config(app: Any, *, access_log: bool, log_level: str, read_timeout: float = 10.0) -> Any:
     uvicorn = _uvicorn()
     return uvicorn.Config(app, lifespan="on", access_log=access_log, log_level=log_level,
-                          timeout_graceful_shutdown=5, backlog=BACKLOG, timeout_keep_alive=30)
+                          timeout_graceful_shutdown=5, backlog=BACKLOG, timeout_keep_alive=30,
+                          http=_header_timeout_protocol(read_timeout))
+
+
+def _read_timeout(app: Any) -> float:
+    options = getattr(app, "options", None)
+    return float(getattr(options, "read_timeout", 10.0))
 
 
 def serve_forever(app: Any, host: str, port: int, *,
@@ -57,7 +110,8 @@ def serve_forever(app: Any, host: str, port: int, *,
     """Serve ``app`` until interrupted (Ctrl-C / SIGTERM end it gracefully)."""
     uvicorn = _uvicorn()
     sock = bind(host, port)
-    server = uvicorn.Server(_config(app, access_log=access_log, log_level=log_level))
+    server = uvicorn.Server(_config(app, access_log=access_log, log_level=log_level,
+                                    read_timeout=_read_timeout(app)))
     if on_ready is not None:
         on_ready(url_of(sock))
     server.run(sockets=[sock])
@@ -81,7 +135,8 @@ class ServerThread:
         sock = bind(self.host, self.port)
         self.url = url_of(sock)
         self._server = uvicorn.Server(_config(self.app, access_log=False,
-                                              log_level=self.log_level))
+                                              log_level=self.log_level,
+                                              read_timeout=_read_timeout(self.app)))
         # uvicorn installs signal handlers only in the main thread; this one is not
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [sock]},
                                         name="longreward-serve", daemon=True)

@@ -1,9 +1,15 @@
-"""One run directory, one process.
+"""One run directory, one writer.
 
 Two processes on one run directory both skip the same finished items, both run the rest, and
 both append every row: the output holds each row twice and every judge call is paid twice.
 So a stage takes an exclusive lock on ``<run_dir>/lock`` before it touches the store, and a
 second process stops at once, naming the holder.
+
+Reward services are the exception (``ServiceLock``): they write no output rows, only
+judge calls (first write wins, the same key means the same answer), registrations and the
+rewards they have seen, all safe for concurrent writers in SQLite's WAL mode. So any number
+of them share a run directory (the reward workers of one trainer), while a stage, which does
+write outputs, still excludes them and they it.
 
 ``flock`` is released by the kernel when its holder exits, ``kill -9`` included, so a crashed
 run never leaves a stale lock behind. Within one process the lock is re-entrant (``run`` holds
@@ -51,15 +57,15 @@ def command_line(argv: list[str]) -> str:
     return redact(" ".join(parts))[:300]
 
 
-def _holder(path: Path) -> tuple[str, bool]:
-    """Who holds the lock, as the lock file says, and whether it holds it to read."""
+def _holder(path: Path) -> tuple[str, str]:
+    """Who holds the lock, as the lock file says, and how (writing, reading, serving)."""
     try:
         info = json.loads(path.read_text(encoding="utf-8") or "{}")
     except (OSError, ValueError):
-        return "another process", False
+        return "another process", "writing"
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(info.get("started", 0)))
     return (f"process {info.get('pid', '?')} on {info.get('host', '?')} "
-            f"({info.get('command', '?')}, started {started})", info.get("mode") == "reading")
+            f"({info.get('command', '?')}, started {started})", info.get("mode", "writing"))
 
 
 class RunLock:
@@ -72,16 +78,21 @@ class RunLock:
     shared = False
     #: what a blocked writer is told when another writer holds the lock
     fix = "give this run another output and --run-dir"
+    #: how the lock file names this holder's use
+    mode = "writing"
 
     def __init__(self, run_dir: str | os.PathLike[str]) -> None:
         self.path = (Path(run_dir) / LOCK_FILENAME).resolve()
         self.what = f"the run directory {self.path.parent}"
 
-    def _busy(self, holder_reads: bool) -> str:
+    def _busy(self, holder_mode: str) -> str:
+        if holder_mode == "serving":
+            return ("A reward service (longreward serve, or a trainer's reward workers) uses "
+                    "it. Fix: stop it, or give this run another --run-dir.")
         if self.shared:
             return ("It is still being written: what is read now would miss its unfinished "
                     "rows. Fix: wait for that run to finish.")
-        if holder_reads:
+        if holder_mode == "reading":
             return "It is being read. Fix: wait for that run to finish."
         return ("Two runs on it would write every row twice. Fix: wait for it to finish (or "
                 f"stop it), or {self.fix}.")
@@ -112,14 +123,15 @@ class RunLock:
                     fcntl.flock(fd, mode | fcntl.LOCK_NB)
                 except BlockingIOError:
                     os.close(fd)
-                    holder, reads = _holder(self.path)
+                    holder, holder_mode = _holder(self.path)
                     raise RunLockedError(
-                        f"{self.what} is in use by {holder}. {self._busy(reads)}") from None
+                        f"{self.what} is in use by {holder}. {self._busy(holder_mode)}"
+                    ) from None
             # A blocked process names the holder from this file (readers too: the last one
             # to start is named).
             info = {"pid": os.getpid(), "host": socket.gethostname(),
                     "command": command_line(sys.argv), "started": time.time(),
-                    "mode": "reading" if self.shared else "writing"}
+                    "mode": self.mode}
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
             os.write(fd, json.dumps(info).encode("utf-8"))
@@ -175,6 +187,7 @@ class OutputLock(RunLock):
         user = getattr(os, "getuid", lambda: "")()
         self.path = Path(base) / f"longreward-locks-{user}" / f"{digest}.lock"
         self.shared = reading
+        self.mode = "reading" if reading else "writing"
         self.what = f"{'the input' if reading else 'the output'} {target}"
 
     def _make_parent(self) -> None:
@@ -184,3 +197,17 @@ class OutputLock(RunLock):
         uid = getattr(os, "getuid", lambda: st.st_uid)()
         if not stat.S_ISDIR(st.st_mode) or st.st_uid != uid or st.st_mode & 0o077:
             raise PermissionError(f"{directory} is not a private directory of this user")
+
+
+class ServiceLock(RunLock):
+    """A reward service's hold on ``run_dir``: shared with other reward services (every
+    process of a trainer's reward workers, several servers), exclusive of stages, which
+    write outputs there (module doc)."""
+
+    shared = True
+    mode = "serving"
+
+    def _busy(self, holder_mode: str) -> str:
+        return ("A stage is writing its outputs there, which a reward service must not "
+                "interleave with. Fix: give the service another run_dir, or wait for that run "
+                "to finish.")

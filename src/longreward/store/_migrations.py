@@ -7,6 +7,7 @@ reorder a released migration: add a new one.
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import time
 from collections.abc import Callable
@@ -72,3 +73,38 @@ def m002_documents(db: sqlite3.Connection) -> None:
     db.execute(
         "CREATE TABLE documents (key TEXT PRIMARY KEY, text TEXT NOT NULL, created_at REAL NOT NULL)"
     )
+
+
+@migration
+def m004_reward_service(db: sqlite3.Connection) -> None:
+    # call_claims: a judge call one process is making, so that the other reward processes
+    # sharing this store wait for its result instead of paying for it again (RunStore.claims).
+    db.execute(
+        "CREATE TABLE call_claims (key TEXT PRIMARY KEY, owner TEXT NOT NULL, host TEXT NOT NULL,"
+        " pid INTEGER NOT NULL, expires REAL NOT NULL)"
+    )
+    # served_rewards: the samples a reward service saw, by group (a prompt), with their judged
+    # reward (NULL: it could not be scored), so that every process sharing the store can give
+    # a sample that cannot be scored the group's mean: a neutral reward under the trainers'
+    # group normalisation (serve._neutral).
+    db.execute(
+        "CREATE TABLE served_rewards (id INTEGER PRIMARY KEY, grp TEXT NOT NULL, reward REAL,"
+        " at REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX served_rewards_grp ON served_rewards (grp, at)")
+    # Metadata written before secrets were scrubbed on the way in (a run's settings held
+    # --provider-option api_key=... in plain text): scrubbed now. Registered prompts are user
+    # data, kept exactly.
+    from ._store import PROMPT_META_PREFIX, scrub_secrets
+
+    rows = db.execute("SELECT key, value FROM meta WHERE substr(key, 1, ?) != ?",
+                      (len(PROMPT_META_PREFIX), PROMPT_META_PREFIX))
+    for key, value in rows.fetchall():
+        try:
+            old = json.loads(value)
+        except ValueError:
+            continue
+        new = scrub_secrets(old)
+        if new != old:
+            db.execute("UPDATE meta SET value = ? WHERE key = ?",
+                       (json.dumps(new, ensure_ascii=False), key))

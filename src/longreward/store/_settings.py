@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from ..errors import StaleRunError  # defined with the other errors; importable from here too
+from ._store import scrub_secrets
 
 #: policy/judge options that change where and how fast requests go, never what comes back
 TRANSPORT_KEYS = ("base_urls", "api_key_env", "timeout", "max_concurrency", "rpm", "tpm",
@@ -32,7 +33,8 @@ def check_stage_settings(store: Any, stage: str, settings: dict[str, Any], *,
     and compared on every later run; a store with no finished item simply takes the new ones.
     """
     key = f"settings:{stage}"
-    settings = json.loads(json.dumps(settings))  # tuples -> lists, as the store keeps them
+    # tuples -> lists and credentials masked, as the store keeps them (a key is no setting)
+    settings = scrub_secrets(json.loads(json.dumps(settings)))
     old = store.get_meta(key)
     if old is not None and old != settings and store.count(stage) > 0:
         a, b = _flatten(old), _flatten(settings)
