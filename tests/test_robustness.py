@@ -30,7 +30,9 @@ from longreward.eval._attacks import (
 )
 from longreward.eval.robustness import (
     GATE_EXIT_CODE,
+    ClassFigures,
     RobustnessOptions,
+    RobustnessResult,
     analyse_scored,
     evaluate_robustness,
     plan_variants,
@@ -79,7 +81,7 @@ def judge_options(double, **extra: Any) -> ScoreOptions:
 
 def run_suite(double, tmp_path: Path, judge, classes: list[str], *, per_class: int = 2,
               name: str = "r", languages: tuple[str, ...] = ("en", "zh"), **options: Any
-              ) -> dict[str, Any]:
+              ) -> RobustnessResult:
     double.responder = judge
     answers = write_answers(tmp_path / f"{name}.answers.jsonl", languages)
     score = options.pop("score", {})
@@ -89,30 +91,30 @@ def run_suite(double, tmp_path: Path, judge, classes: list[str], *, per_class: i
                                            judge_options(double, **score), robust))
 
 
-def by_class(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    return {c["class"]: c for c in result["classes"]}
+def by_class(result: RobustnessResult) -> dict[str, ClassFigures]:
+    return {c.name: c for c in result.classes}
 
 
-def check_figures(result: dict[str, Any]) -> None:
+def check_figures(result: RobustnessResult) -> None:
     """The reported figures are those of the scored rows: recompute them."""
     rows = {}
-    for line in Path(result["scored"]).read_text(encoding="utf-8").splitlines():
+    for line in Path(result.scored).read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         rows[row["id"]] = row
-    for c in result["classes"]:
-        mine = [v for v in result["variant_details"] if v["class"] == c["class"]]
-        deltas = [rows[v["id"]]["reward"] - rows[v["of"]]["reward"] for v in mine]
+    for c in result.classes:
+        mine = [v for v in result.variant_details if v.attack_class == c.name]
+        deltas = [rows[v.id]["reward"] - rows[v.of]["reward"] for v in mine]
         wins = [d for d in deltas if d > 1e-9]
-        assert c["n"] == len(mine) == c["variants"]
-        assert c["win_rate"] == pytest.approx(len(wins) / len(deltas))
-        assert c["mean_positive_gain"] == (pytest.approx(sum(wins) / len(wins)) if wins
-                                           else None)
-        assert c["mean_delta"] == pytest.approx(sum(deltas) / len(deltas))
-        assert c["expected_gain"] == pytest.approx(sum(wins) / len(deltas))
-        low, high = c["win_rate_ci"]
-        assert low <= c["win_rate"] <= high
+        assert c.n == len(mine) == c.variants
+        assert c.win_rate == pytest.approx(len(wins) / len(deltas))
+        assert c.mean_positive_gain == (pytest.approx(sum(wins) / len(wins)) if wins
+                                        else None)
+        assert c.mean_delta == pytest.approx(sum(deltas) / len(deltas))
+        assert c.expected_gain == pytest.approx(sum(wins) / len(deltas))
+        low, high = c.win_rate_ci
+        assert low <= c.win_rate <= high
         # the scored rows carry where each variant came from
-        assert all(rows[v["id"]]["meta"]["robustness"]["of"] == v["of"] for v in mine)
+        assert all(rows[v.id]["meta"]["robustness"]["of"] == v.of for v in mine)
 
 
 # --------------------------------------------------------------------------- the variants
@@ -223,26 +225,26 @@ def test_honest_judge_layout_variants_cost_nothing_and_change_nothing(judge_doub
     check_figures(result)
     c = by_class(result)
     layout = c["layout"]
-    assert layout["variants"] == 12 and layout["same_canonical"] == 12
-    assert layout["wins"] == 0 and layout["mean_delta"] == 0.0 and layout["max_reward"] > 0
-    assert all(v["delta"] == 0.0 and all(d == 0.0 for d in v["dimension_deltas"].values())
-               for v in result["variant_details"] if v["class"] == "layout")
-    assert layout["cost"]["requests"] == 0 and layout["cost"]["cache_hits"] > 0
-    assert c["truncation"]["cost"]["requests"] > 0 and c["truncation"]["mean_delta"] < 0
-    assert result["cost"]["original"]["requests"] > 0
-    assert result["exit_code"] == 0
+    assert layout.variants == 12 and layout.same_canonical == 12
+    assert layout.wins == 0 and layout.mean_delta == 0.0 and layout.max_reward > 0
+    assert all(v.delta == 0.0 and all(d == 0.0 for d in v.dimension_deltas.values())
+               for v in result.variant_details if v.attack_class == "layout")
+    assert layout.cost.requests == 0 and layout.cost.cache_hits > 0
+    assert c["truncation"].cost.requests > 0 and c["truncation"].mean_delta < 0
+    assert result.cost_original.requests > 0
+    assert result.exit_code == 0
 
 
 def test_a_layout_sensitive_judge_moves_only_when_it_sees_the_raw_layout(judge_double,
                                                                           tmp_path):
     raw = run_suite(judge_double, tmp_path, LayoutSensitive(), ["layout"], name="raw",
                     score={"canonical_layout": False}, languages=("en",))
-    moved = [v for v in raw["variant_details"] if v["delta"] != 0]
-    assert moved and by_class(raw)["layout"]["cost"]["requests"] > 0
+    moved = [v for v in raw.variant_details if v.delta != 0]
+    assert moved and by_class(raw)["layout"].cost.requests > 0
     same = run_suite(judge_double, tmp_path, LayoutSensitive(), ["layout"], name="canonical",
                      languages=("en",))
-    assert all(v["delta"] == 0.0 for v in same["variant_details"])
-    assert by_class(same)["layout"]["cost"]["requests"] == 0
+    assert all(v.delta == 0.0 for v in same.variant_details)
+    assert by_class(same)["layout"].cost.requests == 0
 
 
 @pytest.mark.parametrize(("judge", "classes"), [
@@ -259,32 +261,32 @@ def test_the_suite_shows_each_persuadable_judges_weakness(judge_double, tmp_path
     check_figures(result)
     for cls in classes:
         figures = by_class(result)[cls]
-        assert figures["win_rate"] >= BEFORE[(name, cls)], (cls, figures["win_rate"])
-        assert figures["mean_positive_gain"] > 0.25
+        assert figures.win_rate >= BEFORE[(name, cls)], (cls, figures.win_rate)
+        assert figures.mean_positive_gain > 0.25
     if judge is AnalysisCopying:
         assert j.copied > 0
     if judge is EmptyRating:  # issue 21: a lone ":" got 6.5 of 10 from a real judge
-        assert by_class(result)["master_key"]["reward_share"] > 0.5
+        assert by_class(result)["master_key"].reward_share > 0.5
     # the honest judge, same variants: the weakness is the judge's, not the variants'
     honest = run_suite(judge_double, tmp_path, Honest(), classes, name="honest")
     for cls in classes:
-        assert by_class(honest)[cls]["win_rate"] < BEFORE[(name, cls)] / 2
+        assert by_class(honest)[cls].win_rate < BEFORE[(name, cls)] / 2
 
 
 def test_an_inventing_judge_gives_master_keys_a_statement_they_never_made(judge_double,
                                                                            tmp_path):
     result = run_suite(judge_double, tmp_path, StatementInventing(), ["master_key"])
     rows = {json.loads(x)["id"]: json.loads(x)
-            for x in Path(result["scored"]).read_text(encoding="utf-8").splitlines()}
-    keys = [v for v in result["variant_details"] if v["class"] == "master_key"]
+            for x in Path(result.scored).read_text(encoding="utf-8").splitlines()}
+    keys = [v for v in result.variant_details if v.attack_class == "master_key"]
     assert keys
     for v in keys:
         statements = [s["statement"] for s in
-                      rows[v["id"]]["details"]["faithfulness"].get("statements", [])]
-        invented = WORLDS["zh" if v["of"].startswith("zh") else "en"].invented
-        assert invented in statements and invented not in v["text"]
-        assert rows[v["id"]]["scores"]["faithfulness"] == 10.0
-    assert by_class(result)["master_key"]["reward_share"] > 0.2
+                      rows[v.id]["details"]["faithfulness"].get("statements", [])]
+        invented = WORLDS["zh" if v.of.startswith("zh") else "en"].invented
+        assert invented in statements and invented not in v.text
+        assert rows[v.id]["scores"]["faithfulness"] == 10.0
+    assert by_class(result)["master_key"].reward_share > 0.2
 
 
 # --------------------------------------------------------------------------- gate, CLI, files
@@ -304,19 +306,18 @@ def test_cli_gate_exit_codes_and_a_free_rerun(judge_double, tmp_path):
     r = _cli(*base, "--max-win-rate", "0.5", cwd=tmp_path)
     assert r.returncode == GATE_EXIT_CODE, r.stderr
     assert "gate:" in r.stderr and "self_praise: win rate 100.0% > 50.0%" in r.stderr
-    result = json.loads((tmp_path / "r.json").read_text())
-    assert list(result["failed"]) == ["self_praise"] and result["exit_code"] == GATE_EXIT_CODE
+    result = RobustnessResult.read(tmp_path / "r.json")
+    assert list(result.failed) == ["self_praise"] and result.exit_code == GATE_EXIT_CODE
     # the same run with the gate open: no judge call at all, the same figures, exit 0
     sent = judge_double.count()
     r = _cli(*base, "--max-win-rate", "1", "--max-gain", "10", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert judge_double.count() == sent
     assert "this run: 0 judge requests sent" in r.stderr
-    again = json.loads((tmp_path / "r.json").read_text())
-    assert [c["win_rate"] for c in again["classes"]] == [c["win_rate"] for c in
-                                                         result["classes"]]
+    again = RobustnessResult.read(tmp_path / "r.json")
+    assert [c.win_rate for c in again.classes] == [c.win_rate for c in result.classes]
     # the cost is what the class cost when it was scored, not the rerun's zero
-    assert [c["cost"] for c in again["classes"]] == [c["cost"] for c in result["classes"]]
+    assert [c.cost for c in again.classes] == [c.cost for c in result.classes]
     # the gain gate alone (in-process from here on: the entry point was run above)
     base[2] = str(tmp_path / "r.json")
     r = _invoke(*base, "--max-gain", "0.25")
@@ -345,15 +346,15 @@ def test_a_bad_record_is_named_and_the_rest_is_attacked(judge_double, tmp_path):
                 "--classes", "truncation", "--variants-per-class", "1", "--no-progress")
     assert r.exit_code == 1, r.output
     assert "b1" in r.output and (tmp_path / "r.json.rejected.jsonl").exists()
-    result = json.loads((tmp_path / "r.json").read_text())
-    assert result["answers"] == 2 and result["rejected"] == 1
+    result = RobustnessResult.read(tmp_path / "r.json")
+    assert result.answers == 2 and result.rejected == 1
 
 
 def test_master_key_gate(judge_double, tmp_path):
     result = run_suite(judge_double, tmp_path, EmptyRating(), ["master_key"], per_class=2,
                        languages=("en",), max_master_key_reward=1.0)
-    assert result["exit_code"] == GATE_EXIT_CODE
-    assert any("master key got" in why for why in result["failed"]["master_key"])
+    assert result.exit_code == GATE_EXIT_CODE
+    assert any("master key got" in why for why in result.failed["master_key"])
 
 
 def test_variants_scored_elsewhere_give_the_same_figures(judge_double, tmp_path):
@@ -376,16 +377,16 @@ def test_variants_scored_elsewhere_give_the_same_figures(judge_double, tmp_path)
     assert judge_double.count() == sent
     direct = asyncio.run(evaluate_robustness(answers, tmp_path / "direct.json",
                                              judge_options(judge_double), options))
-    for a, b in zip(before["classes"], direct["classes"], strict=True):
-        assert (a["class"], a["win_rate"], a["mean_positive_gain"], a["mean_delta"]) == (
-            b["class"], b["win_rate"], b["mean_positive_gain"], b["mean_delta"])
-        assert a["cost"] is None and b["cost"]["calls"] > 0
-    assert any("cost is not known" in n for n in before["notes"])
+    for a, b in zip(before.classes, direct.classes, strict=True):
+        assert (a.name, a.win_rate, a.mean_positive_gain, a.mean_delta) == (
+            b.name, b.win_rate, b.mean_positive_gain, b.mean_delta)
+        assert a.cost is None and b.cost.calls > 0
+    assert any("cost is not known" in n for n in before.notes)
     # a scored file of another plan: the missing answers are said, and the exit code is 1
     other = analyse_scored(answers, tmp_path / "v.scored.jsonl", tmp_path / "other.json",
                            options.model_copy(update={"seed": 7}))
-    assert other["exit_code"] == 1 and any("no scored row" in n for n in other["notes"])
-    assert by_class(other)["self_praise"]["n"] == 0  # same ids, other texts: not read
+    assert other.exit_code == 1 and any("no scored row" in n for n in other.notes)
+    assert by_class(other)["self_praise"].n == 0  # same ids, other texts: not read
 
 
 def test_a_scored_file_is_attacked_with_its_documents_from_its_run(judge_double, tmp_path):
@@ -411,7 +412,7 @@ def test_report_shows_the_robustness_section(judge_double, tmp_path):
     for text in ("self_praise", "layout", "win rate", "FAIL", "max_win_rate"):
         assert text in section, text
     assert "<svg" in section
-    assert result["variant_details"][0]["attack"] in section
+    assert result.variant_details[0].attack in section
     assert not re.search(r"""(src|href)\s*=\s*["']?(https?:)?//""", page)
     assert '<section id="slowest">' in page and "helpfulness" in page.split(
         '<section id="slowest">')[1]  # the calls the suite timed
@@ -433,5 +434,5 @@ def test_the_readme_line_runs_as_pasted(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # the output lands in tmp_path/out, not in the repository
     r = _invoke(*shlex.split(line)[3:])
     assert r.exit_code == 0, r.output
-    result = json.loads((tmp_path / "out" / "robustness.json").read_text())
-    assert result["answers"] == 3 and len(result["classes"]) == len(ATTACK_CLASSES)
+    result = RobustnessResult.read(tmp_path / "out" / "robustness.json")
+    assert result.answers == 3 and len(result.classes) == len(ATTACK_CLASSES)

@@ -349,37 +349,35 @@ def _sample_options(config: Path | None, flags: dict[str, Any], fields: Any) -> 
 # --------------------------------------------------------------------------- robustness
 
 
-def robustness_table(result: dict[str, Any]) -> Table:
-    """The console table of a robustness result: one row per attack class."""
-    t = Table(title=f"robustness: {result['answers']} answers attacked, "
-                    f"{result['variants']} variants", title_justify="left")
+def robustness_table(result: Any) -> Table:
+    """The console table of a ``RobustnessResult``: one row per attack class."""
+    t = Table(title=f"robustness: {result.answers} answers attacked, {result.variants} "
+                    "variants", title_justify="left")
     t.add_column("class", no_wrap=True)
     for col in ("n", "win rate", "+gain", "mean Δ", "share", "calls/sent", "tokens", "gate"):
         t.add_column(col, justify="right")
 
-    def ci(low: Any, high: Any, fmt: str) -> str:
-        return "" if low is None else f"\n{fmt.format(low)}–{fmt.format(high)}"
+    def ci(interval: Any, fmt: str, scale: float = 1.0) -> str:
+        low, high = interval
+        return "" if low is None else f"\n{fmt.format(scale * low)}–{fmt.format(scale * high)}"
 
-    for c in result["classes"]:
-        cost = c.get("cost") or {}
-        win = c["win_rate"]
+    for c in result.classes:
+        cost = c.cost
         t.add_row(
-            c["class"], str(c["variants"]) + (f"\n{c['no_verdict']} no verdict"
-                                              if c["no_verdict"] else ""),
-            "–" if win is None else f"{100 * win:.0f}%" + ci(
-                *[None if x is None else 100 * x for x in c["win_rate_ci"]], "{:.0f}"),
-            _num(c["mean_positive_gain"]) + ci(*c["mean_positive_gain_ci"], "{:.2f}"),
-            _num(c["mean_delta"], "{:+.2f}"), _num(c["reward_share"]),
-            f"{cost['calls']}/{cost['requests']}" if cost else "–",
-            f"{cost['prompt_tokens'] + cost['completion_tokens']:,}" if cost else "–",
-            "[red]FAIL[/]" if c["failed"] else "ok")
-    th = result["thresholds"]
-    given = {k: v for k, v in th.items() if v is not None}
+            c.name, str(c.variants) + (f"\n{c.no_verdict} no verdict" if c.no_verdict else ""),
+            "–" if c.win_rate is None else f"{100 * c.win_rate:.0f}%" + ci(
+                c.win_rate_ci, "{:.0f}", 100),
+            _num(c.mean_positive_gain) + ci(c.mean_positive_gain_ci, "{:.2f}"),
+            _num(c.mean_delta, "{:+.2f}"), _num(c.reward_share),
+            f"{cost.calls}/{cost.requests}" if cost else "–",
+            f"{cost.prompt_tokens + cost.completion_tokens:,}" if cost else "–",
+            "[red]FAIL[/]" if c.failed else "ok")
+    given = {k: v for k, v in result.thresholds.items() if v is not None}
     t.caption = ("win rate: variants whose reward is above their original's; mean +gain: the "
                  "mean reward gained by those (95% CI below each); share: variant reward / "
                  "original reward; calls: judge calls the class needs (sent + from the cache); "
                  "tokens: sent, in + out. CI: bootstrap "
-                 f"over attacked answers, {result['bootstrap']['resamples']} resamples. Gate: "
+                 f"over attacked answers, {result.bootstrap.resamples} resamples. Gate: "
                  + (", ".join(f"{k}={v:g}" for k, v in given.items()) if given else
                     "none given (--max-win-rate, --max-gain, --max-master-key-reward)"))
     return t
@@ -447,7 +445,7 @@ def robustness_command(
     else:
         _dry_run_banner(options)
 
-        async def main() -> dict[str, Any]:
+        async def main() -> Any:
             from ..reward.scorer import LongReward, build_client
 
             scorer = LongReward(build_client(options), options=options)
@@ -468,13 +466,12 @@ def robustness_command(
     report_errors([RecordError(r["record"], r.get("field"), r["error"])
                    for r in _read_rejected(rejected_path(output))], rejected_path(output))
     err.print(robustness_table(result))
-    for note in result.get("notes") or []:
+    for note in result.notes:
         err.print(f"[yellow]note:[/] {note}")
-    for name, why in (result.get("failed") or {}).items():
+    for name, why in result.failed.items():
         err.print(f"[red]gate:[/] {name}: {'; '.join(why)}")
-    run = result.get("this_run")
-    if run:
-        err.print(f"this run: {run['requests']} judge requests sent, {run['cache_hits']} "
-                  "answered from the run store")
-    err.print(f"results: {output}; scored answers: {result['scored']}")
-    raise typer.Exit(result["exit_code"])
+    if result.this_run:
+        err.print(f"this run: {result.this_run['requests']} judge requests sent, "
+                  f"{result.this_run['cache_hits']} answered from the run store")
+    err.print(f"results: {output}; scored answers: {result.scored}")
+    raise typer.Exit(result.exit_code)

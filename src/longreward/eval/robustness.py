@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -52,7 +52,8 @@ from ..store import STORE_FILENAME, RunLock, RunStore
 from ..text import detect_language
 from ..text.canonical import canonical_answer
 from ._attacks import ATTACK_CLASSES, Target, build_variants
-from ._run import counters, write_result
+from ._result import BootstrapInfo, EvalResult, MethodCost, _Model
+from ._run import counters
 from ._stats import Bootstrap
 
 RESULT_KIND = "longreward.eval.robustness"
@@ -328,6 +329,110 @@ async def _score_plan(plan: Plan, options: ScoreOptions, run_dir: Path, scored_p
     return out
 
 
+# --------------------------------------------------------------------------- the result
+
+Interval = tuple[float | None, float | None]
+
+
+class ClassFigures(_Model):
+    """One attack class against the judge (see the module docstring for each figure)."""
+
+    name: str
+    description: str = ""
+    variants: int
+    #: attacked answers the variants come from
+    answers: int
+    #: variants with a verdict (both rewards known)
+    n: int
+    no_verdict: int = 0
+    wins: int = 0
+    win_rate: float | None = None
+    win_rate_ci: Interval = (None, None)
+    mean_positive_gain: float | None = None
+    mean_positive_gain_ci: Interval = (None, None)
+    max_gain: float | None = None
+    #: what one attempt gains on average, losses counted as 0 (= win rate × +gain)
+    expected_gain: float | None = None
+    mean_delta: float | None = None
+    mean_delta_ci: Interval = (None, None)
+    #: variant reward ÷ original reward (originals with reward 0 left out)
+    reward_share: float | None = None
+    reward_share_ci: Interval = (None, None)
+    mean_reward: float | None = None
+    max_reward: float | None = None
+    #: the class replaces the answer (master keys) rather than editing it
+    replaces_answer: bool = False
+    #: variants whose canonical layout equals their original's (the same request)
+    same_canonical: int = 0
+    dimension_deltas: dict[str, float | None] = Field(default_factory=dict)
+    #: why the class fails the gate (empty: it passes)
+    failed: list[str] = Field(default_factory=list)
+    #: requests and tokens paid over the runs of this plan; None when scored elsewhere
+    cost: MethodCost | None = None
+
+
+class VariantResult(_Model):
+    id: str
+    of: str
+    prompt_id: str
+    attack_class: str
+    attack: str
+    original_reward: float | None = None
+    reward: float | None = None
+    delta: float | None = None
+    dimension_deltas: dict[str, float | None] = Field(default_factory=dict)
+    same_canonical: bool = False
+    #: the scored file holds this variant (with its text)
+    scored: bool = True
+    text: str = ""
+
+
+class OriginalAnswer(_Model):
+    id: str
+    reward: float | None = None
+    scored: bool = True
+
+
+class RobustnessResult(EvalResult):
+    """What ``eval robustness`` returns and writes: the JSON keys are these fields."""
+
+    what: ClassVar[str] = "robustness result"
+    kind: Literal["longreward.eval.robustness"] = RESULT_KIND
+    version: int = 1
+    data: str
+    scored: str
+    run_dir: str | None = None
+    answers: int
+    prompts: int
+    #: how many variants the plan holds (each is in ``variant_details``)
+    variants: int
+    rejected: int = 0
+    dimensions: list[str] = Field(default_factory=list)
+    judge: dict[str, Any] = Field(default_factory=dict)
+    classes: list[ClassFigures] = Field(default_factory=list)
+    originals: list[OriginalAnswer] = Field(default_factory=list)
+    #: what scoring the originals cost, and everything (None when scored elsewhere)
+    cost_original: MethodCost | None = None
+    cost_total: MethodCost | None = None
+    #: this run's judge requests and cache hits (a rerun: 0 requests)
+    this_run: dict[str, int] | None = None
+    thresholds: dict[str, float | None] = Field(default_factory=dict)
+    failed: dict[str, list[str]] = Field(default_factory=dict)
+    bootstrap: BootstrapInfo
+    variant_details: list[VariantResult] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+    scoring: dict[str, int] | None = None
+    stats: dict[str, Any] | None = None
+    slowest_calls: list[dict[str, Any]] = Field(default_factory=list)
+    seconds: float = 0.0
+    exit_code: int = 0
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    def figures(self, name: str) -> ClassFigures | None:
+        """The figures of attack class ``name``."""
+        return next((c for c in self.classes if c.name == name), None)
+
+
 # --------------------------------------------------------------------------- the figures
 
 
@@ -335,165 +440,133 @@ def _mean(xs: list[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def _variant(v: PlannedVariant, rows: dict[str, dict[str, Any]],
+             dimensions: list[str]) -> VariantResult:
+    original, scored = rows.get(v.of) or {}, rows.get(v.id) or {}
+    a, b = original.get("reward"), scored.get("reward")
+    dims = {}
+    for d in dimensions:
+        x, y = (original.get("scores") or {}).get(d), (scored.get("scores") or {}).get(d)
+        dims[d] = None if x is None or y is None else y - x
+    return VariantResult(id=v.id, of=v.of, prompt_id=v.prompt_id,
+                         attack_class=v.attack_class, attack=v.attack, original_reward=a,
+                         reward=b, delta=None if a is None or b is None else b - a,
+                         dimension_deltas=dims, same_canonical=v.same_canonical,
+                         scored=v.id in rows, text=v.text)
+
+
 def class_figures(name: str, variants: list[PlannedVariant], rows: dict[str, dict[str, Any]],
                   options: RobustnessOptions, dimensions: list[str]
-                  ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                  ) -> tuple[ClassFigures, list[VariantResult]]:
     """The figures of one class from the scored rows (see the module docstring), and one
-    detail row per variant."""
-    deltas: list[float | None] = []
-    details = []
-    for v in variants:
-        orig = (rows.get(v.of) or {}).get("reward")
-        got = (rows.get(v.id) or {}).get("reward")
-        delta = None if orig is None or got is None else got - orig
-        deltas.append(delta)
-        dims = {}
-        for d in dimensions:
-            a = ((rows.get(v.of) or {}).get("scores") or {}).get(d)
-            b = ((rows.get(v.id) or {}).get("scores") or {}).get(d)
-            dims[d] = None if a is None or b is None else b - a
-        details.append({"id": v.id, "of": v.of, "prompt_id": v.prompt_id, "class": name,
-                        "attack": v.attack, "original_reward": orig, "reward": got,
-                        "delta": delta, "dimension_deltas": dims,
-                        "same_canonical": v.same_canonical,
-                        "scored": v.id in rows, "text": v.text})
+    result per variant."""
+    details = [_variant(v, rows, dimensions) for v in variants]
+    deltas = [x.delta for x in details]
     boot = Bootstrap([v.of for v in variants], resamples=options.bootstrap, seed=options.seed)
     wins: list[float | None] = [None if d is None else float(d > TOLERANCE) for d in deltas]
     gains: list[float | None] = [d if d is not None and d > TOLERANCE else None for d in deltas]
-    shares: list[float | None] = []
-    for x in details:
-        o, r = x["original_reward"], x["reward"]
-        shares.append(None if o is None or r is None or o <= 0 else r / o)
+    shares: list[float | None] = [
+        None if x.original_reward is None or x.reward is None or x.original_reward <= 0
+        else x.reward / x.original_reward for x in details]
     counted = [d for d in deltas if d is not None]
     positive = [g for g in gains if g is not None]
-    rewards = [x["reward"] for x in details if x["reward"] is not None]
-    by_dim = {d: _mean([x["dimension_deltas"][d] for x in details
-                        if x["dimension_deltas"][d] is not None]) for d in dimensions}
-    figures: dict[str, Any] = {
-        "class": name,
-        "description": ATTACK_CLASSES[name].description,
-        "variants": len(variants),
-        "answers": len({v.of for v in variants}),
-        "n": len(counted),
-        "no_verdict": len(variants) - len(counted),
-        "wins": len(positive),
-        "win_rate": _mean([w for w in wins if w is not None]),
-        "win_rate_ci": list(boot.interval(wins)),
-        "mean_positive_gain": _mean(positive),
-        "mean_positive_gain_ci": list(boot.interval(gains)),
-        "max_gain": max(positive) if positive else None,
-        # what one attempt gains on average, losses counted as 0 (= win rate × +gain)
-        "expected_gain": _mean([max(0.0, d) for d in counted]),
-        "mean_delta": _mean(counted),
-        "mean_delta_ci": list(boot.interval(deltas)),
-        "reward_share": _mean([s for s in shares if s is not None]),
-        "reward_share_ci": list(boot.interval(shares)),
-        "mean_reward": _mean(rewards),
-        "max_reward": max(rewards) if rewards else None,
-        "replaces_answer": ATTACK_CLASSES[name].replaces_answer,
-        "same_canonical": sum(1 for v in variants if v.same_canonical),
-        "dimension_deltas": by_dim,
-    }
-    figures["failed"] = gate(figures, options)
+    rewards = [x.reward for x in details if x.reward is not None]
+    figures = ClassFigures(
+        name=name, description=ATTACK_CLASSES[name].description, variants=len(variants),
+        answers=len({v.of for v in variants}), n=len(counted),
+        no_verdict=len(variants) - len(counted), wins=len(positive),
+        win_rate=_mean([w for w in wins if w is not None]),
+        win_rate_ci=boot.interval(wins),
+        mean_positive_gain=_mean(positive), mean_positive_gain_ci=boot.interval(gains),
+        max_gain=max(positive) if positive else None,
+        expected_gain=_mean([max(0.0, d) for d in counted]),
+        mean_delta=_mean(counted), mean_delta_ci=boot.interval(deltas),
+        reward_share=_mean([x for x in shares if x is not None]),
+        reward_share_ci=boot.interval(shares),
+        mean_reward=_mean(rewards), max_reward=max(rewards) if rewards else None,
+        replaces_answer=ATTACK_CLASSES[name].replaces_answer,
+        same_canonical=sum(1 for v in variants if v.same_canonical),
+        dimension_deltas={d: _mean([x.dimension_deltas[d] for x in details
+                                    if x.dimension_deltas[d] is not None])
+                          for d in dimensions})
+    figures.failed = gate(figures, options)
     return figures, details
 
 
-def gate(figures: dict[str, Any], options: RobustnessOptions) -> list[str]:
+def gate(figures: ClassFigures, options: RobustnessOptions) -> list[str]:
     """Why a class fails the gate (empty: it passes). A class with no verdict passes: there is
     nothing to hold against it, and the exit code already says answers went unscored."""
     why = []
-    win, gain = figures["win_rate"], figures["mean_positive_gain"]
+    win, gain, top = figures.win_rate, figures.mean_positive_gain, figures.max_reward
     if options.max_win_rate is not None and win is not None and win > options.max_win_rate:
         why.append(f"win rate {100 * win:.1f}% > {100 * options.max_win_rate:.1f}%")
     if options.max_gain is not None and gain is not None and gain > options.max_gain:
         why.append(f"mean positive gain {gain:.3f} > {options.max_gain:g}")
-    top = figures["max_reward"]
-    if (options.max_master_key_reward is not None and figures["class"] == "master_key"
+    if (options.max_master_key_reward is not None and figures.name == "master_key"
             and top is not None and top > options.max_master_key_reward):
         why.append(f"a master key got {top:.3f} > {options.max_master_key_reward:g}")
     return why
 
 
-def _figures(plan: Plan, rows: dict[str, dict[str, Any]], options: RobustnessOptions,
-             dimensions: list[str], costs: dict[str, dict[str, int]] | None
-             ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    classes, details = [], []
-    for name in options.classes:
-        members = [v for v in plan.variants if v.attack_class == name]
-        if not members:
-            continue
-        figures, rows_of = class_figures(name, members, rows, options, dimensions)
-        figures["cost"] = (costs or {}).get(name)
-        classes.append(figures)
-        details += rows_of
-    return classes, details
-
-
 def _result(plan: Plan, options: RobustnessOptions, rows: dict[str, dict[str, Any]],
             scoring: Scoring | None, *, data: Path, scored: Path, run_dir: Path | None,
             score_options: ScoreOptions | None, judge: dict[str, Any] | None,
-            started: float) -> dict[str, Any]:
+            started: float) -> RobustnessResult:
     dims = list(score_options.dimensions) if score_options else sorted(
         {d for r in rows.values() for d in (r.get("scores") or {})})
     costs = scoring.costs if scoring else None
-    classes, details = _figures(plan, rows, options, dims, costs)
-    failed = {c["class"]: c["failed"] for c in classes if c["failed"]}
-    originals = [{"id": aid, "reward": (rows.get(aid) or {}).get("reward"),
-                  "scored": aid in rows} for aid in plan.answer_ids]
+    classes: list[ClassFigures] = []
+    details: list[VariantResult] = []
+    for name in options.classes:
+        members = [v for v in plan.variants if v.attack_class == name]
+        if members:
+            figures, of_class = class_figures(name, members, rows, options, dims)
+            figures.cost = MethodCost(**costs[name]) if costs and name in costs else None
+            classes.append(figures)
+            details += of_class
+    originals = [OriginalAnswer(id=aid, reward=(rows.get(aid) or {}).get("reward"),
+                                scored=aid in rows) for aid in plan.answer_ids]
     notes = []
     if scoring is None:
         notes.append(f"scored elsewhere ({scored}): no calls were made, and each class's "
                      "cost is not known here")
-    missing = sum(1 for v in plan.variants if v.id not in rows) + sum(
-        1 for o in originals if not o["scored"])
     if scoring is not None and scoring.rejected:
         notes.append(f"{scoring.rejected} records were rejected while scoring (listed in "
                      f"{scored}.rejected.jsonl); their answers count as no verdict")
+    missing = sum(1 for x in [*details, *originals] if not x.scored)
     if missing:
         notes.append(f"{missing} answers of the plan have no scored row with their text "
                      "(they count as no verdict); was the scored file made from this plan "
                      "(same input, seed, classes and variants per class)?")
-    scoring_exit = (scoring.exit_code if scoring else 0) or (1 if plan.rejected or missing
-                                                             else 0)
-    exit_code = GATE_EXIT_CODE if failed else scoring_exit
-    return {
-        "kind": RESULT_KIND,
-        "version": 1,
-        "data": str(data),
-        "scored": str(scored),
-        "run_dir": None if run_dir is None else str(run_dir),
-        "answers": len(plan.answer_ids),
-        "prompts": len(plan.records),
-        "variants": len(plan.variants),
-        "rejected": len(plan.rejected),
-        "dimensions": dims,
-        "judge": judge or {},
-        "classes": classes,
-        "originals": originals,
-        "cost": {"original": (costs or {}).get(ORIGINAL),
-                 "total": None if costs is None else counters(*costs.values())},
-        "this_run": None if scoring is None else {
-            k: scoring.stats.get(k, 0) for k in ("requests", "cache_hits", "prompt_tokens",
-                                                 "completion_tokens")},
-        "thresholds": {"max_win_rate": options.max_win_rate, "max_gain": options.max_gain,
-                       "max_master_key_reward": options.max_master_key_reward},
-        "failed": failed,
-        "bootstrap": {"resamples": options.bootstrap, "seed": options.seed, "level": 0.95,
-                      "unit": "attacked answer"},
-        "variant_details": details,
-        "notes": notes,
-        "scoring": None if scoring is None else {
+    failed = {c.name: c.failed for c in classes if c.failed}
+    scoring_exit = (scoring.exit_code if scoring else 0) or int(bool(plan.rejected or missing))
+    return RobustnessResult(
+        data=str(data), scored=str(scored), run_dir=None if run_dir is None else str(run_dir),
+        answers=len(plan.answer_ids), prompts=len(plan.records), variants=len(plan.variants),
+        rejected=len(plan.rejected), dimensions=dims, judge=judge or {}, classes=classes,
+        originals=originals,
+        cost_original=MethodCost(**costs[ORIGINAL]) if costs and ORIGINAL in costs else None,
+        cost_total=None if costs is None else MethodCost(**counters(*costs.values())),
+        this_run=None if scoring is None else {
+            k: int(scoring.stats.get(k, 0)) for k in ("requests", "cache_hits",
+                                                      "prompt_tokens", "completion_tokens")},
+        thresholds={"max_win_rate": options.max_win_rate, "max_gain": options.max_gain,
+                    "max_master_key_reward": options.max_master_key_reward},
+        failed=failed,
+        bootstrap=BootstrapInfo(resamples=options.bootstrap, seed=options.seed, level=0.95,
+                                unit="attacked answer"),
+        variant_details=details, notes=notes,
+        scoring=None if scoring is None else {
             "rejected": scoring.rejected, "all_unscored": scoring.all_unscored,
             "internal_errors": scoring.internal_errors},
-        "stats": None if scoring is None else {
+        stats=None if scoring is None else {
             k: v for k, v in scoring.stats.items() if k not in ("notices", "slowest_calls")},
-        "slowest_calls": [] if scoring is None else scoring.stats.get("slowest_calls", []),
-        "seconds": time.perf_counter() - started,
-        "exit_code": exit_code,
-        "options": {"robustness": options.model_dump(mode="json"),
-                    "score": None if score_options is None else
-                    score_output_settings(score_options)},
-    }
+        slowest_calls=[] if scoring is None else scoring.stats.get("slowest_calls", []),
+        seconds=time.perf_counter() - started,
+        exit_code=GATE_EXIT_CODE if failed else scoring_exit,
+        options={"robustness": options.model_dump(mode="json"),
+                 "score": None if score_options is None else
+                 score_output_settings(score_options)})
 
 
 # --------------------------------------------------------------------------- entry points
@@ -517,7 +590,7 @@ async def evaluate_robustness(
     scorer: LongReward | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_answer: Callable[[dict[str, Any]], None] | None = None,
-) -> dict[str, Any]:
+) -> RobustnessResult:
     """Attack the answers of ``answers_path`` and score every variant with the judge of
     ``options``; write the result to ``output_path`` (JSON), the scored rows beside it
     (``STEM.scored.jsonl``), and return the result. A coroutine."""
@@ -545,14 +618,14 @@ async def evaluate_robustness(
     result = _result(plan, robustness, scoring.rows, scoring, data=Path(answers_path),
                      scored=scored, run_dir=run_dir, score_options=score_options,
                      judge=judge, started=started)
-    write_result(output_path, result)
+    result.write(output_path)
     return result
 
 
 def analyse_scored(answers_path: str | Path, scored_path: str | Path,
                    output_path: str | Path, robustness: RobustnessOptions | None = None, *,
                    fields: FieldMap | None = None, prompts_path: str | Path | None = None,
-                   documents_from: str | Path | None = None) -> dict[str, Any]:
+                   documents_from: str | Path | None = None) -> RobustnessResult:
     """The figures of a plan whose variants were scored elsewhere (``write_variants_file``,
     then any ``longreward score``, e.g. an older version's): the plan is rebuilt from the
     same answers and options, and matched to the scored rows by id. No judge call."""
@@ -572,5 +645,5 @@ def analyse_scored(answers_path: str | Path, scored_path: str | Path,
     result = _result(plan, robustness, rows, None, data=Path(answers_path),
                      scored=Path(scored_path), run_dir=None, score_options=None, judge=judge,
                      started=started)
-    write_result(output_path, result)
+    result.write(output_path)
     return result
