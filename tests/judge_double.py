@@ -41,8 +41,8 @@ Their knobs:
 - ``batch_line_delay``: seconds per line
 - ``batch_fail``: ``(code, message, after)``: the next batch fails (``after=0``: at
   validation, no output; else after that many lines, which keep their results)
-- ``batch_expire_after``: a batch expires after this many lines; the rest go to the error
-  file as ``batch_expired``
+- ``batch_expire_after``: the next batch expires after this many lines; the rest go to the
+  error file as ``batch_expired``
 - ``batch_line_error``: ``callable(body) -> (status, message) | None``: that line's response
   (in the error file, as OpenAI puts failed requests)
 - ``batch_drop``: ``callable(body) -> bool``: that line is in neither file
@@ -632,9 +632,8 @@ class JudgeDouble:
                      if x.strip()]
         except ValueError:
             lines = None
-        fail = self.batch_fail
-        if fail is not None:
-            self.batch_fail = None
+        fail, expire = self.batch_fail, self.batch_expire_after
+        self.batch_fail = self.batch_expire_after = None  # each knob is for one batch
         if lines is None or (fail is not None and fail[2] == 0):
             code, message = ("invalid_json_line", "the input file is not JSONL") if (
                 lines is None) else fail[:2]  # type: ignore[index]
@@ -654,7 +653,7 @@ class JudgeDouble:
                 return
             if batch["status"] == "cancelling":
                 end = "cancelled"
-            elif self.batch_expire_after is not None and i >= self.batch_expire_after:
+            elif expire is not None and i >= expire:
                 end = "expired"
             elif fail is not None and i >= fail[2]:
                 end = "failed"
