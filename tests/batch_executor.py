@@ -12,6 +12,7 @@ from typing import Any
 import httpx
 
 from longreward.config import ScoreOptions
+from longreward.io.files import default_run_dir
 from longreward.judge.batch import BatchOptions, BatchPending, BatchRun, ingest_results
 from longreward.stages.score import ScoreSummary, score_file
 
@@ -43,7 +44,7 @@ def options(double: Any, **judge: Any) -> ScoreOptions:
 
 def score(inp: Path, out: Path, opts: ScoreOptions, batch: BatchRun | None = None, *,
           run_dir: Path | None = None, **kw: Any) -> ScoreSummary:
-    return asyncio.run(score_file(inp, out, opts, run_dir=run_dir or out.with_suffix(".run"),
+    return asyncio.run(score_file(inp, out, opts, run_dir=run_dir or default_run_dir(out),
                                   batch=batch, **kw))
 
 
@@ -109,5 +110,5 @@ def score_files_mode(inp: Path, out: Path, opts: ScoreOptions, double: Any, resu
             for shard in map(Path, exc.shards):
                 execute_shard(shard, double.base_url,
                               results / f"{shard.parent.name}-{shard.name}")
-            ingest_results(out.with_suffix(".run"), [results])
+            ingest_results(default_run_dir(out), [results])
     raise AssertionError(f"not done after {max_rounds} rounds")

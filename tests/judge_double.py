@@ -49,7 +49,8 @@ Their knobs:
 - ``hold_upload`` / ``hold_create``: "before" or "after" (storing the file / creating the
   batch) to hold that request, ``hold_download``: hold file content downloads (a client
   killed at that moment)
-- ``batch_log``: what happened, as ``(event, id)`` tuples: upload, create, cancel, download
+- ``batch_log``: what happened, as ``(event, id)`` tuples: upload, create_request, create,
+  cancel, download. A request held "before" that loses its client does nothing.
 """
 
 from __future__ import annotations
@@ -563,9 +564,14 @@ class JudgeDouble:
 
     # ------------------------------------------------------------------ files and batches
 
-    async def _wait_while(self, flag: Callable[[], bool]) -> None:
+    async def _wait_while(self, flag: Callable[[], bool], request: Request | None = None
+                          ) -> bool:
+        """Hold while ``flag()``; False if the client went away meanwhile (killed)."""
         while flag() and not self._stopping:
+            if request is not None and await request.is_disconnected():
+                return False
             await asyncio.sleep(0.02)
+        return True
 
     def _new_file(self, name: str, data: bytes, purpose: str) -> dict[str, Any]:
         fid = f"file-{next(self._ids):06d}"
@@ -719,7 +725,8 @@ class JudgeDouble:
             if "file" not in fields:
                 return _error(400, "no file in the upload")
             purpose = (fields.get("purpose") or (None, b"batch"))[1].decode()
-            await self._wait_while(lambda: self.hold_upload == "before")
+            if not await self._wait_while(lambda: self.hold_upload == "before", request):
+                return _error(499, "client closed the request")
             meta = self._new_file(fields["file"][0] or "upload.jsonl", fields["file"][1], purpose)
             self.batch_log.append(("upload", meta["id"]))
             await self._wait_while(lambda: self.hold_upload == "after")
@@ -764,7 +771,9 @@ class JudgeDouble:
                 return _error(400, f"input_file_id {fid} is not a file uploaded for batch")
             if body.get("endpoint") not in ("/v1/chat/completions", "/v1/completions"):
                 return _error(400, f"unsupported endpoint {body.get('endpoint')}")
-            await self._wait_while(lambda: self.hold_create == "before")
+            self.batch_log.append(("create_request", fid))
+            if not await self._wait_while(lambda: self.hold_create == "before", request):
+                return _error(499, "client closed the request")
             now = int(time.time())
             bid = f"batch_{next(self._ids):06d}"
             with self._lock:

@@ -20,6 +20,7 @@ from batch_executor import (
     score_files_mode,
     write_input,
 )
+from longreward.io.files import default_run_dir
 from longreward.judge.batch import BatchOptions, BatchPending, BatchRun, ingest_results
 
 
@@ -58,7 +59,7 @@ def test_batch_api_rounds_follow_the_reward_and_rows_equal_online(judge_double, 
     # The call cache is shared: rescoring online in the batch run's directory sends nothing.
     judge_double.reset()
     again = score(inp, tmp_path / "online-again.jsonl", options(judge_double),
-                  run_dir=out.with_suffix(".run"), redo="all")
+                  run_dir=default_run_dir(out), redo="all")
     assert judge_double.count("/chat/completions") == 0
     assert again.answers_scored == 6 and again.stats["cache_hits"] == len(online_bodies)
 
@@ -86,7 +87,7 @@ def test_file_mode_rows_equal_online_results_in_any_order(judge_double, tmp_path
     assert n_rounds == 2 and summary.exit_code == 0
     assert_same_rows(online, out)
     assert judge_bodies(judge_double) == online_bodies
-    shards = sorted((out.with_suffix(".run") / "rounds").rglob("part-*.jsonl"))
+    shards = sorted((default_run_dir(out) / "rounds").rglob("part-*.jsonl"))
     assert len(shards) >= 4  # split at 5 requests a shard
     for shard in shards:
         lines = [json.loads(x) for x in shard.read_text().splitlines()]
@@ -99,7 +100,7 @@ def test_ingest_reads_any_order_twice_and_reports_missing_unknown_and_bad_lines(
     inp = tmp_path / "in.jsonl"
     write_input(inp, n_prompts=1, n_cands=2)
     out = tmp_path / "files.jsonl"
-    run_dir = out.with_suffix(".run")
+    run_dir = default_run_dir(out)
     opts = options(judge_double)
     try:
         score(inp, out, opts, BatchRun(BatchOptions(mode="files", max_requests=3), "score"))
