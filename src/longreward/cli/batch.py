@@ -69,12 +69,16 @@ def invocation(stage: str, options: Any, batch: Any, **paths: Path | None) -> di
 
 def report_pending(exc: Any, console: Console) -> int:
     """A file-mode stage stopped to wait for an executor: say what to run next."""
-    console.print(f"[bold yellow]waiting for batch results[/]\n{escape(str(exc))}")
+    console.print(f"[bold yellow]waiting for batch results[/]\n{escape(str(exc))}",
+                  soft_wrap=True)
     return EXIT_WAITING
 
 
 def rounds_rows(run: Any) -> list[tuple[str, Any]]:
-    """Summary-table rows of the rounds a stage sent in this run."""
+    """Summary-table rows about a batch-mode stage: the rounds this command sent (Batch API
+    mode) and all the rounds of its run directory."""
+    from ..judge.batch import shard_states
+
     rows: list[tuple[str, Any]] = []
     for r in run.rounds:
         if r.get("mode") == "openai":
@@ -82,6 +86,13 @@ def rounds_rows(run: Any) -> list[tuple[str, Any]]:
             rows.append((f"batch round {r['round']}",
                          f"{r['requests']:,} requests, {len(r['batches'])} batch(es): {statuses}"
                          f"; {r['failed_lines']:,} failed lines; {r['seconds']:.1f}s"))
+    if run.run_dir is not None:
+        shards = [s for s in shard_states(run.run_dir) if s.stage == run.stage]
+        if shards:
+            rows.append((f"batch rounds ({run.options.mode} mode), all runs",
+                         f"{len({s.round for s in shards})} rounds, {len(shards)} part(s), "
+                         f"{sum(s.requests for s in shards):,} requests, "
+                         f"{sum(s.failed for s in shards):,} failed lines"))
     if run.client is not None and run.client.prices is not None:
         rows.append(("prices", "batch (discount applied)" if run.discounted
                      else "online (set prices.batch_discount for batch prices)"))

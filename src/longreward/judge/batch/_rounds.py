@@ -340,15 +340,18 @@ class BatchRun:
                          "send them again in a new round.")
         run_dir = self.run_dir
         model = self.client.apis[0].model if self.client else "MODEL"
-        first = shards[0] if shards else "RUN/rounds/N/part-0000.jsonl"
-        lines += [
-            "Run each shard through an executor, for example on a GPU node:",
-            f"  vllm run-batch -i {first} -o RESULTS/{Path(first).name} --model {model}",
-            "(or a Ray Data pipeline, or a provider's batch console: docs/batch.md), then:",
-            f"  longreward batch ingest {run_dir} RESULTS/",
-            "which reads the results (any order, any place) and writes the next round or the "
-            "final output.",
-        ]
+        if shards:
+            where = Path(shards[0]).parent
+            results = f"results/{round_no}"
+            lines += [
+                "Run each shard through an executor, e.g. vllm run-batch on a GPU node:",
+                f"  mkdir -p {results}",
+                f"  for f in {where}/part-*.jsonl; do vllm run-batch -i \"$f\" -o "
+                f"{results}/$(basename \"$f\") --model {model}; done",
+                "(or a Ray Data pipeline, or a provider's batch console: docs/batch.md), then:",
+                f"  longreward batch ingest {run_dir} {results}",
+                "which reads the results (any order, any place) and writes the next round or "
+                "the final output."]
         self.rounds.append({"round": round_no, "mode": "files", "shards": shards,
                             "waiting": waiting})
         raise BatchPending("\n".join(lines), round_no=round_no, shards=shards, waiting=waiting)
