@@ -625,6 +625,16 @@ class JudgeDouble:
             "error": None}
 
     async def _process(self, bid: str) -> None:
+        try:
+            await self._run_batch(bid)
+        except Exception as exc:  # a bug here must not leave the batch running forever
+            with self._lock:
+                self.batches[bid].update(status="failed", errors={"object": "list", "data": [
+                    {"code": "double_error", "message": repr(exc), "param": None,
+                     "line": None}]})
+            raise
+
+    async def _run_batch(self, bid: str) -> None:
         batch = self.batches[bid]
 
         def set_(**fields: Any) -> None:

@@ -107,23 +107,24 @@ class BatchBook:
                                (self.stage,)).fetchone()
         return int(row[0] or 0) + 1
 
-    def add_part(self, part: Part, issues: Iterable[Issue]) -> None:
-        """Record a part and the requests it carries, before anything is sent or written
-        anywhere else."""
+    def add_parts(self, parts: list[tuple[Part, list[Issue]]]) -> None:
+        """Record a round's parts and the requests each carries, in one transaction, before
+        anything is sent (Batch API) or after their shards are written (file mode)."""
         now = time.time()
         with self._tx() as db:
-            db.execute(
-                f"INSERT INTO batch_parts ({', '.join(_PART_COLUMNS)}, updated_at) VALUES "
-                f"({', '.join('?' * (len(_PART_COLUMNS) + 1))})",
-                (self.stage, part.round, part.part, part.mode, part.url, part.n_requests,
-                 part.n_bytes, part.name, part.status, part.file_id, part.batch_id,
-                 part.output_file_id, part.error_file_id,
-                 json.dumps(part.info) if part.info else None, now, now))
-            db.executemany(
-                "INSERT INTO batch_requests (custom_id, key, stage, round, part)"
-                " VALUES (?, ?, ?, ?, ?)",
-                [(i.custom_id, i.key, self.stage, i.round, i.part) for i in issues])
-        part.created_at = now
+            for part, issues in parts:
+                db.execute(
+                    f"INSERT INTO batch_parts ({', '.join(_PART_COLUMNS)}, updated_at) VALUES "
+                    f"({', '.join('?' * (len(_PART_COLUMNS) + 1))})",
+                    (self.stage, part.round, part.part, part.mode, part.url, part.n_requests,
+                     part.n_bytes, part.name, part.status, part.file_id, part.batch_id,
+                     part.output_file_id, part.error_file_id,
+                     json.dumps(part.info) if part.info else None, now, now))
+                db.executemany(
+                    "INSERT INTO batch_requests (custom_id, key, stage, round, part)"
+                    " VALUES (?, ?, ?, ?, ?)",
+                    [(i.custom_id, i.key, self.stage, i.round, i.part) for i in issues])
+                part.created_at = now
 
     def update_part(self, part: Part, **fields: Any) -> None:
         """Set fields of ``part`` (in memory and in the store)."""

@@ -103,6 +103,9 @@ class BatchRun:
         #: rounds this process sent or waited for, and what came back
         self.rounds: list[dict[str, Any]] = []
         self.discounted = False
+        #: seconds of local work before each round and after the last one (wall time from
+        #: the start, or a round's return, to the next quiescence or the end)
+        self.local_seconds: list[float] = []
 
     # ------------------------------------------------------------------ set-up
 
@@ -223,7 +226,10 @@ class BatchRun:
         task = asyncio.ensure_future(units)
         try:
             while True:
+                started = time.monotonic()
                 await self._settle(task)
+                #: the stage's own work since the last round came back (or since the start)
+                self.local_seconds.append(round(time.monotonic() - started, 4))
                 if task.done():
                     return task.result()
                 await self._round()
@@ -293,6 +299,7 @@ class BatchRun:
             keys[cid] = p.key
             by_url.setdefault(p.url, []).append((cid, request_line(cid, p.url, p.body)))
         planned: list[tuple[Part, bytes]] = []
+        issues: list[list[Issue]] = []
         for url, lines in by_url.items():
             for chunk in split(lines, self.options.max_requests, self.options.max_bytes):
                 n = len(planned)
@@ -302,8 +309,11 @@ class BatchRun:
                 if self.options.mode == "files":
                     _write_atomic(Path(part.name), data)
                     part.status = "written"
-                self.book.add_part(part, [Issue(cid, keys[cid], round_no, n) for cid, _ in chunk])
                 planned.append((part, data))
+                issues.append([Issue(cid, keys[cid], round_no, n) for cid, _ in chunk])
+        # Recorded after the shards are written: a kill in between leaves files nobody waits
+        # for, never a request awaited from a shard that does not exist.
+        self.book.add_parts([(part, i) for (part, _), i in zip(planned, issues, strict=True)])
         logger.info("batch round %d: %d request(s) in %d part(s)", round_no, len(new),
                     len(planned))
         return planned
@@ -360,6 +370,7 @@ class BatchRun:
 
     async def _run_parts(self, planned: list[tuple[Part, bytes]], resumed: list[Part],
                          bodies: dict[str, Parked]) -> None:
+        started = time.monotonic()  # the first round's time includes loading the SDK
         if self._executor is None:
             if self._executor_args is None:
                 raise UsageError("batch mode openai needs BatchRun.make_client first")
@@ -367,7 +378,6 @@ class BatchRun:
         jobs = [(part, data, True) for part, data in planned]
         jobs += [(part, self._rebuild(part, bodies), False) for part in resumed]
         self._round_parts = [part for part, _, _ in jobs]
-        started = time.monotonic()
         await asyncio.gather(*(self._drive(part, data, fresh) for part, data, fresh in jobs))
         report = self._round_report()
         report["seconds"] = round(time.monotonic() - started, 3)
@@ -467,6 +477,7 @@ class BatchRun:
                 "statuses": dict(Counter((p.info or {}).get("batch_status", p.status)
                                          for p in parts)),
                 "requests": sum(p.n_requests for p in parts), "answered": answered,
+                "bytes": sum(p.n_bytes for p in parts),
                 "failed_lines": failed}
 
     def _show(self) -> None:
