@@ -21,7 +21,7 @@ def test_directory_path_wal_and_migrations_idempotent(tmp_path: Path) -> None:
         assert apply_migrations(store.db) == []  # already applied on open
     with RunStore(tmp_path / "run") as store:
         names = [r[0] for r in store.db.execute("SELECT name FROM _migrations")]
-        assert names == ["m001_initial", "m002_documents"]
+        assert names == ["m001_initial", "m002_documents", "m003_batches"]
 
 
 def test_a_new_migration_is_applied_once(tmp_path: Path) -> None:

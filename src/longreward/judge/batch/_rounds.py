@@ -124,7 +124,8 @@ class BatchRun:
         if len(endpoint.base_urls) > 1:
             raise UsageError("batch mode sends each round to one service: pass one --base-url")
         base_url = endpoint.base_urls[0] if endpoint.base_urls else None
-        api_key = endpoint.api_key()
+        # file mode sends nothing itself (an ingest may run where the key is not set)
+        api_key = endpoint.api_key() if self.options.mode == "openai" else None
         api: ModelAPI = BatchAPI(self._park, endpoint.model, base_url=base_url, api_key=api_key,
                                  extra_body=endpoint.extra_body or None)
         if self.options.mode == "openai":
@@ -161,9 +162,12 @@ class BatchRun:
             self.book.set_meta(f"batch:invocation:{self.stage}", self.invocation)
 
     def close(self) -> None:
+        """Close the batch book (the stage's store is closed too: detach the cache)."""
         if self.book is not None:
             self.book.close()
             self.book = None
+        if self.client is not None:
+            self.client.cache = None
 
     def track(self, target: Any) -> Any:
         """``target`` (a retriever) with its waits counted as work in progress."""
@@ -460,6 +464,15 @@ class BatchRun:
         if bad:
             logger.warning("batch %s: %d unreadable result line(s), e.g. %s", part.label,
                            len(bad), bad[0])
+        failed = [line for line in lines if not line.ok]
+        if failed:
+            codes = Counter(line.code or str(line.status) for line in failed)
+            first = failed[0].error(structured=False)
+            logger.warning(
+                "batch %s (%s, %s): %d of %d lines failed (%s; e.g. %s); those another try can "
+                "fix go out again in the next round, the others end unscored with the reason",
+                part.label, info.id, info.status, len(failed), part.n_requests,
+                ", ".join(f"{c} ×{n}" for c, n in codes.most_common()), first)
         self.book.add_results(lines, info.id, finish=(part, {
             "output_file_id": info.output_file_id, "error_file_id": info.error_file_id}))
         self._show()
