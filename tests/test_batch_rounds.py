@@ -4,6 +4,7 @@ shared between modes, and failed, expired and missing lines are sent again."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
@@ -309,3 +310,42 @@ def test_retry_unscored_sends_failed_lines_again(judge_double, tmp_path):
     # --retry-unscored: the failed calls go out again and the answer is complete.
     score(inp, out, options(judge_double), api_run(reissues=1), redo="unscored")
     assert rows(out)["q0-0"]["scores"]["logicality"] is not None
+
+
+class _SlowRetriever:
+    """BM25 behind a thread that takes a while (as a dense model or an embeddings API would):
+    the round driver must wait for it instead of sending a round early."""
+
+    def __init__(self) -> None:
+        from longreward.retrieval import create_retriever
+
+        self.inner = create_retriever("bm25")
+
+    async def build(self, chunks):
+        await asyncio.to_thread(time.sleep, 0.2)
+        return _SlowIndex(await self.inner.build(chunks))
+
+
+class _SlowIndex:
+    def __init__(self, inner) -> None:
+        self.inner = inner
+
+    async def search(self, queries, k):
+        await asyncio.to_thread(time.sleep, 0.1)
+        return await self.inner.search(queries, k)
+
+
+def test_retrieval_in_a_thread_is_waited_for_not_mistaken_for_quiet(judge_double, tmp_path):
+    from longreward.reward.scorer import LongReward
+
+    inp = tmp_path / "in.jsonl"
+    write_input(inp, n_prompts=1, n_cands=2)
+    online, _ = _online(judge_double, tmp_path, inp)
+    run = api_run()
+    opts = options(judge_double)
+    scorer = LongReward(run.make_client(opts.judge), options=opts, retriever=_SlowRetriever())
+    out = tmp_path / "slow.jsonl"
+    summary = score(inp, out, opts, run, scorer=scorer)
+    assert summary.exit_code == 0
+    assert_same_rows(online, out)
+    assert [r["round"] for r in run.rounds] == [1, 2]  # no round sent while retrieval ran
