@@ -136,7 +136,8 @@ def main() -> int:
                   "rounds": len(api.rounds), "requests_per_round":
                       [r["requests"] for r in api.rounds],
                   "request_bytes_per_round": [r["bytes"] for r in api.rounds],
-                  "local_s": api.local_seconds, "service_s": round(service, 2)},
+                  "local_s": api.local_seconds, "quiescence_s": api.idle_seconds,
+                  "service_s": round(service, 2)},
         "files": {"passes_s": [round(p, 2) for p in passes], "executor_s": round(executing, 2),
                   "ingest_s": round(ingesting, 2), "wall_s": round(sum(passes), 2)},
         "rows_identical": same,
@@ -158,8 +159,9 @@ def main() -> int:
           f"{out['batch']['requests_per_round']}, request bytes per round "
           f"{out['batch']['request_bytes_per_round']})")
     print(f"wall time: online {wall_online:.2f}s; Batch API mode {wall_batch:.2f}s = local work "
-          f"{sum(local):.2f}s {local} + batch service {service:.2f}s (the double: upload, poll, "
-          "download)")
+          f"{sum(local):.2f}s {local} (of which waiting to be sure of quiescence "
+          f"{api.idle_seconds}) + batch service {service:.2f}s (the double: upload, poll, "
+          "download; the SDK's import in round 1)")
     print(f"file mode: {len(passes)} passes {out['files']['passes_s']} = {sum(passes):.2f}s of "
           f"local work (each pass replays the earlier rounds from the store), executor "
           f"{executing:.2f}s, ingest {ingesting:.2f}s")

@@ -561,7 +561,6 @@ class JudgeDouble:
 
         return app
 
-
     # ------------------------------------------------------------------ files and batches
 
     async def _wait_while(self, flag: Callable[[], bool], request: Request | None = None

@@ -106,6 +106,8 @@ class BatchRun:
         #: seconds of local work before each round and after the last one (wall time from
         #: the start, or a round's return, to the next quiescence or the end)
         self.local_seconds: list[float] = []
+        #: of which, per round, the quiet time taken to be sure the stage waits (quiescence)
+        self.idle_seconds: list[float] = []
 
     # ------------------------------------------------------------------ set-up
 
@@ -264,6 +266,7 @@ class BatchRun:
             if idle < IDLE_ITERATIONS or loop.time() - since < IDLE_SECONDS:
                 continue
             if self._waiting():
+                self.idle_seconds.append(round(loop.time() - since, 4))
                 return
             if loop.time() - since > STALL_SECONDS:
                 raise RuntimeError(
