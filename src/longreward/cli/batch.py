@@ -9,6 +9,7 @@ executor's results back and runs the stage on to its next round or its output.
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -235,8 +236,6 @@ def cancel_command(
             continue
         section = rec["options"].get("judge") or rec["options"].get("policy") or {}
         env = section.get("api_key_env")
-        import os
-
         key = resolve_api_key(os.environ.get(env) if env else None)
         base = (section.get("base_urls") or [None])[0] or "https://api.openai.com/v1"
         book = BatchBook(run_dir, stage)
