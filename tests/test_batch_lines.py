@@ -63,9 +63,13 @@ def test_error_lines_are_classified_as_online_replies(line, kind, text):
 
 
 def test_what_is_not_a_result_line():
-    for bad in ({"response": {}}, [], "text", {"custom_id": 3}):
+    for bad in ({"response": {}}, [], "text", {"custom_id": 3}, {"custom_id": "c"}):
         with pytest.raises(ValueError):
             parse_result(bad)
+    # a shard's request line (ingest pointed at the run directory) is no failed result
+    request = json.loads(request_line("r1-k", "/v1/chat/completions", {"messages": []}))
+    with pytest.raises(ValueError, match="request line"):
+        parse_result(request)
 
 
 def test_split_keeps_order_and_both_limits():

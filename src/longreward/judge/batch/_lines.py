@@ -103,6 +103,11 @@ def parse_result(data: Any) -> ResultLine:
     """A result line's JSON value as a ``ResultLine``; ``ValueError`` if it is not one."""
     if not isinstance(data, dict) or not isinstance(data.get("custom_id"), str):
         raise ValueError("not a batch result line (no custom_id)")
+    if "response" not in data and "error" not in data:
+        # e.g. a shard's own request line: read as a result it would fail every request
+        raise ValueError("not a batch result line (neither response nor error; a request "
+                         "line?)" if "body" in data else "not a batch result line (neither "
+                         "response nor error)")
     cid = data["custom_id"]
     response = data.get("response")
     error = data.get("error")
