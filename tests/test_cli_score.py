@@ -248,13 +248,14 @@ def test_a_tokenizer_that_cannot_load_stops_the_run_at_start(tmp_path):
     assert not out.exists()
 
 
-def test_an_empty_input_says_so(tmp_path):
+def test_an_empty_input_says_so_and_exits_non_zero(tmp_path):
     inp = tmp_path / "empty.jsonl"
     inp.write_text("\n")
     r = run_cli("score", str(inp), "-o", str(tmp_path / "out.jsonl"), "--dry-run",
                 "--no-progress")
-    assert r.returncode == 0
-    assert "holds no records" in r.stderr
+    assert r.returncode == 2
+    assert "holds no records" in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out.jsonl").exists()
 
 
 def test_endpoint_without_schemas_scores_every_dimension_in_text_mode(judge_double, tmp_path):

@@ -85,6 +85,10 @@ def test_run_in_process_then_rerun_makes_no_call(judge_double: Any, tmp_path: Pa
     # candidates carry only prompt_id; score and pairs join the document from the prompts
     assert all("context" not in row for row in read(Path(cfg.outputs.candidates)))
     assert s.score.answers_scored == 15 and not s.score.rejected
+    # the library writes the summaries beside the store (not only the CLI)
+    run_dir = Path(cfg.run_dir)
+    assert json.loads((run_dir / "run_summary.json").read_text())["score"]["scored"] == 15
+    assert json.loads((run_dir / "summary.json").read_text())["scored"] == 15
     n = judge_double.count()
     s2 = asyncio.run(run_pipeline(cfg))
     assert judge_double.count() == n  # nothing new to do: no model call at all

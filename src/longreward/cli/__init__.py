@@ -1,5 +1,6 @@
 """The ``longreward`` command line. Each group of commands lives in its own module and
-registers itself on ``app``."""
+registers itself on ``app``; heavy libraries (torch for ``train``) are imported inside the
+commands, so importing every module here costs little."""
 
 from __future__ import annotations
 
@@ -12,12 +13,7 @@ from . import eval as _eval  # noqa: E402,F401  isort: skip
 from . import report as _report  # noqa: E402,F401  isort: skip
 from . import probe as _probe  # noqa: E402,F401  isort: skip
 from . import batch as _batch  # noqa: E402,F401  isort: skip
-
-for _name in ("data", "train"):
-    try:
-        __import__(f"{__name__}.{_name}")
-    except ModuleNotFoundError as exc:  # a command module not written yet
-        if exc.name != f"{__name__}.{_name}":
-            raise
+from . import data as _data  # noqa: E402,F401  isort: skip
+from . import train as _train  # noqa: E402,F401  isort: skip
 
 __all__ = ["app"]

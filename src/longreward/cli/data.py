@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -12,6 +11,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from .._progress import stage_progress, summary_table
+from ..preference.formats import PAIR_FORMATS
 from . import batch as batch_mode
 from ._app import app
 from ._common import (
@@ -182,7 +182,7 @@ def pairs_command(
     output: Annotated[Path, typer.Option("-o", "--output", help="Pairs file; writes STEM.jsonl, STEM.parquet and the card STEM.md.")],
     config: Annotated[Path | None, typer.Option("--config", "-c", help="YAML/TOML (its `pairs:` section if present); flags win.", exists=True)] = None,
     prompts: Annotated[Path | None, typer.Option(help="Original prompts file, for the document when scored rows lack `context`.", exists=True, dir_okay=False)] = None,
-    format: Annotated[str | None, typer.Option("--format", "-f", help="trl, trl_standard, openrlhf or sharegpt.")] = None,
+    format: Annotated[str | None, typer.Option("--format", "-f", help=f"{', '.join(PAIR_FORMATS)}.")] = None,
     min_candidates: Annotated[int | None, typer.Option(help="Scored answers needed per prompt (paper's code: 5).")] = None,
     min_margin: Annotated[float | None, typer.Option(help="Skip pairs with a smaller reward gap.")] = None,
     not_worse_on: Annotated[str | None, typer.Option(help="Comma-separated dimensions where chosen must score ≥ rejected.")] = None,
@@ -243,12 +243,17 @@ def mix_command(
     parquet: Annotated[bool, typer.Option("--parquet/--no-parquet", help="Also write STEM.parquet.")] = True,
 ) -> None:
     """Mix long-context pairs with short-context preference data (LongReward §4.1)."""
-    from ..io.files import rejected_path, write_rejected
-    from ..preference.formats import PAIR_FORMATS, PairKeys
+    from ..io.files import check_output, rejected_path, write_rejected
+    from ..preference.formats import PairKeys, check_pair_format
     from ..preference.mix import mix_pairs
 
-    if format is not None and format not in PAIR_FORMATS:
-        raise typer.BadParameter(f"unknown format {format!r}; choose one of {', '.join(PAIR_FORMATS)}")
+    if format is not None:
+        try:
+            check_pair_format(format)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    check_output(output.with_suffix(".jsonl"), inputs=(long, Path(short)),
+                 extra=(output.with_suffix(".parquet"), rejected_path(output)))
     summary = mix_pairs(
         long, short, output, ratio=ratio, seed=seed, fmt=format,  # type: ignore[arg-type]
         keys=PairKeys(prompt_key, chosen_key, rejected_key), short_split=short_split,
@@ -312,7 +317,6 @@ def run_command(
                           ("pairs", summary.pairs.errors if summary.pairs else [])):
         for e in errors[:SHOW_ERRORS]:
             err.print(f"[red]{stage}: rejected[/] {e}")
-    (Path(cfg.run_dir) / "run_summary.json").write_text(json.dumps(summary.as_dict(), indent=2))
     err.print(summary_table("longreward run", [
         *((f"{k} wall time", f"{v:.2f}s") for k, v in summary.seconds.items()),
         *((f"{k} model calls", v) for k, v in summary.model_calls.items()),

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from .._progress import stage_progress, summary_table
 from ..config import ScoreOptions
@@ -96,7 +96,7 @@ def score_command(
     structured_output: Annotated[str | None, typer.Option(help="auto (JSON schema, text fallback), json or text.")] = None,
     header: Annotated[list[str] | None, typer.Option("--header", help="Extra HTTP header KEY=VALUE (repeatable).")] = None,
     provider_option: Annotated[list[str] | None, typer.Option("--provider-option", help="Provider setting KEY=VALUE (repeatable), as provider_options in a config file: e.g. n_ctx=8192, n_threads=8, n_gpu_layers=-1 for llama_cpp; device=cuda for transformers.")] = None,
-    dimensions: Annotated[str | None, typer.Option(help="Comma-separated subset of helpfulness,logicality,faithfulness,completeness.")] = None,
+    dimensions: Annotated[str | None, typer.Option(help="Comma-separated dimensions to score, e.g. helpfulness,faithfulness (default: all four: helpfulness, logicality, faithfulness, completeness).")] = None,
     weight: Annotated[list[str] | None, typer.Option("--weight", help="Reward weight DIM=W (repeatable; merged over a config file's weights). Once weights are set, a dimension without one counts 0.")] = None,
     language: Annotated[str | None, typer.Option(help="auto, en or zh: language of the judge prompts.")] = None,
     tokenizer: Annotated[str | None, typer.Option(help="HF tokenizer name or path for chunking (default: built-in, no download).")] = None,
@@ -142,13 +142,14 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
     from ..judge import DRY_RUN_BANNER
     from ..judge.batch import BatchPending, BatchRun
     from ..reward.scorer import LongReward, build_client
-    from ..stages.score import score_file
+    from ..stages.score import check_score_paths, score_file
     from ..store import StaleRunError
 
     console = console or err
     if options.judge.provider in ("dry_run", "dry-run"):
         console.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
     run_dir = run_dir or default_run_dir(output)
+    check_score_paths(input, output, run_dir, prompts)  # before a progress bar is drawn
     rounds = BatchRun(batch, "score", invocation=batch_mode.invocation(
         "score", options, batch, input=input, output=output, prompts=prompts)) if batch else None
 
@@ -180,20 +181,34 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
     except BatchPending as exc:
         return batch_mode.report_pending(exc, console)
     report_errors(summary.rejected, rejected_path(output), console)
-    if summary.answers_total == 0 and not summary.rejected:
-        console.print(f"[yellow]warning:[/] {input} holds no records: nothing was scored")
     if summary.internal_errors:
         console.print(f"[red]{summary.internal_errors} dimension(s) ended unscored by an "
                       "internal error[/] (a bug, not the judge): the tracebacks are in the log "
                       "above; please report them")
     console.print(_score_table(summary, options, output,
                                batch_mode.rounds_rows(rounds) if rounds else []))
-    (Path(run_dir) / "summary.json").write_text(json.dumps({
-        "answers": summary.answers_total, "scored": summary.answers_scored,
-        "all_unscored": summary.all_unscored, "rejected": len(summary.rejected),
-        "internal_errors": summary.internal_errors, "stats": summary.stats,
-        **({"batch_rounds": rounds.rounds} if rounds else {})}, indent=2))
+    for line in closing_lines(summary, run_dir):
+        console.print(line)
     return summary.exit_code
+
+
+def closing_lines(summary: Any, run_dir: Path) -> list[str]:
+    """What to do next, when the run left something to do: answers the judge failed (with
+    the most common reason), answers kept from another run directory."""
+    lines = []
+    if summary.kept_from_elsewhere:
+        n = len(summary.kept_from_elsewhere)
+        lines.append(f"[yellow]note:[/] {n} answer(s) were already in the output, scored by "
+                     f"another run directory (not {escape(str(run_dir))}): kept, not scored "
+                     "again; --restart scores them again with this run's options")
+    if summary.all_unscored:
+        reason = (summary.unscored_reasons.most_common(1) or [("", 0)])[0][0]
+        lines.append(
+            f"[red]{summary.all_unscored} answer(s) are unscored on every dimension[/]: the "
+            "judge failed them" + (f" (most often: {escape(reason[:200])})" if reason else "")
+            + ". Fix the judge (is the server up, is --base-url right?), then rerun the same "
+            "command with --retry-unscored: scored answers and cached calls are kept.")
+    return lines
 
 
 def _score_table(summary: Any, options: ScoreOptions, output: Path,
@@ -203,10 +218,13 @@ def _score_table(summary: Any, options: ScoreOptions, output: Path,
         ("answers", summary.answers_total),
         ("already done (resumed)", summary.answers_done_before),
         ("changed since scored (scored again)", summary.changed),
-        ("scored this run", summary.answers_scored),
+        ("judged this run", summary.answers_scored),
+        ("with a reward", summary.reward_count),
         ("unscored on every dimension", summary.all_unscored),
         ("records rejected", len(summary.rejected)),
     ]
+    if summary.kept_from_elsewhere:
+        rows.insert(2, ("kept from another run directory", len(summary.kept_from_elsewhere)))
     for name in options.dimensions:
         n = summary.score_counts.get(name, 0)
         mean = f"{summary.score_sums[name] / n:.2f}" if n else "–"

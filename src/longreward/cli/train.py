@@ -7,8 +7,14 @@ only, so the rest of the CLI works without the ``[train]`` extra.
 
 from __future__ import annotations
 
+import logging
+import os
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -68,11 +74,12 @@ def train_command(
     resume_from: Annotated[str | None, typer.Option("--resume-from", help=_h("resume_from"))] = None,
     ref_cache: Annotated[Path | None, typer.Option("--ref-cache", help=_h("ref_cache"))] = None,
     report_to: Annotated[str | None, typer.Option("--report-to", help=_h("report_to"))] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Also show other libraries' warnings, notes and progress bars (transformers, peft, accelerate, torch); by default they are counted in one line at the end, so the training lines stay readable.")] = False,
 ) -> None:
     """Train a policy with DPO + λ·CE on long-context preference pairs (LongReward §4.1)."""
-    # Every parameter but --config is a TrainConfig field of the same name.
+    # Every parameter but --config and --verbose is a TrainConfig field of the same name.
     flags = {k: (str(v) if isinstance(v, Path) else v) for k, v in locals().items()
-             if k != "config"}
+             if k not in ("config", "verbose")}
     from ..train.config import load_train_config
 
     cfg = load_train_config(config, **flags)  # a bad option: ConfigError, exit 2 at the boundary
@@ -87,7 +94,8 @@ def train_command(
     from ..train.trainer import NothingToTrainError, train
 
     try:
-        result = train(cfg, log=typer.echo)
+        with library_output(shown=verbose):
+            result = train(cfg, log=typer.echo)
     except NothingToTrainError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from None
@@ -96,6 +104,69 @@ def train_command(
     typer.echo(f"done: {result.steps} steps on {r.n_pairs} pairs "
                f"({len(r.rejected)} rows skipped, {r.n_truncated} prompts truncated); "
                f"model in {where}")
+
+
+#: loggers of the libraries training runs on; their notes go quiet unless --verbose
+_LIBRARY_LOGGERS = ("transformers", "peft", "accelerate", "torch", "huggingface_hub",
+                    "datasets")
+
+
+@contextmanager
+def library_output(*, shown: bool) -> Iterator[None]:
+    """Keep other libraries' output from burying ours: their warnings (a FutureWarning
+    about a renamed argument, peft's notes on the config) are counted, not printed, their
+    log notes below ERROR are dropped and their progress bars are off. Our own lines and
+    warnings, and every error, still show. ``shown`` leaves everything as it is."""
+    if shown:
+        yield
+        return
+    hidden: Counter[str] = Counter()
+
+    def show(message: Any, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if f"{os.sep}longreward{os.sep}" in filename:
+            original(message, category, filename, lineno, file, line)
+        else:
+            hidden[category.__name__] += 1
+
+    levels = {name: logging.getLogger(name).level for name in _LIBRARY_LOGGERS}
+    bars = os.environ.get("TQDM_DISABLE"), os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
+    os.environ["TQDM_DISABLE"] = os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    for name in _LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    transformers_logging = _transformers_logging()
+    if transformers_logging is not None:
+        verbosity = transformers_logging.get_verbosity()
+        transformers_logging.set_verbosity_error()
+        transformers_logging.disable_progress_bar()
+    with warnings.catch_warnings():
+        original = warnings.showwarning
+        warnings.showwarning = show
+        try:
+            yield
+        finally:
+            for name, level in levels.items():
+                logging.getLogger(name).setLevel(level)
+            for key, value in zip(("TQDM_DISABLE", "HF_HUB_DISABLE_PROGRESS_BARS"), bars,
+                                  strict=True):
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            if transformers_logging is not None:
+                transformers_logging.set_verbosity(verbosity)
+                transformers_logging.enable_progress_bar()
+    if hidden:
+        kinds = ", ".join(f"{n} {kind}" for kind, n in hidden.most_common())
+        typer.echo(f"({kinds} from other libraries not shown; --verbose shows them)")
+
+
+def _transformers_logging() -> Any:
+    try:
+        from transformers.utils import logging as transformers_logging
+    except ImportError:
+        return None
+    return transformers_logging
 
 
 def _importable(name: str) -> bool:

@@ -9,6 +9,7 @@ Two input shapes are accepted (field names mappable with ``FieldMap``):
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -62,17 +63,81 @@ def document_key(text: str) -> str:
 
 _RESPONSE_KEYS = ("response", "text", "answer", "content")
 
+#: A document may be given as a list of strings (sentences or paragraphs, as arXiv and PubMed
+#: datasets store it). It is joined with a blank line between items, so each item starts a
+#: paragraph: the chunker prefers to cut there, and the document hash every row records is
+#: that of the joined text, the same in every command.
+DOCUMENT_JOIN = "\n\n"
 
-def _req_str(row: dict[str, Any], name: str, label: str, *, allow_empty: bool = False) -> str:
+#: Names other datasets give each field, for the suggestion when a field is missing.
+_OTHER_NAMES: dict[str, tuple[str, ...]] = {
+    "id": ("idx", "_id", "uid", "uuid", "qid", "key", "example_id", "sample_id"),
+    "prompt_id": ("prompt_idx", "question_id", "group_id", "pid", "idx"),
+    "context": ("document", "doc", "article", "article_text", "passage", "paper", "text",
+                "content", "source", "input", "contexts"),
+    "query": ("question", "instruction", "prompt", "input", "task", "q"),
+    "response": ("answer", "output", "completion", "prediction", "generation", "text",
+                 "model_output"),
+    "candidates": ("responses", "answers", "outputs", "completions", "generations",
+                   "samples"),
+}
+
+
+def missing_field(row: dict[str, Any], fields: FieldMap, role: str, label: str,
+                  reason: str = "missing") -> RecordError:
+    """The error for a row that lacks the field ``role`` (a ``FieldMap`` name): when the row
+    has a field that other datasets use for it (``question`` for the query), the message
+    names the flag that maps it."""
+    name = getattr(fields, role)
+    taken = set(fields.model_dump().values())
+    keys = [k for k in row if isinstance(k, str) and k not in taken]
+    guess = next((k for k in _OTHER_NAMES.get(role, ()) if k in keys), None)
+    if guess is None:
+        close = difflib.get_close_matches(name, keys, n=1, cutoff=0.75)
+        guess = close[0] if close else None
+    flag = "--field-" + role.replace("_", "-")
+    if guess is not None:
+        fix = (f"this row has {guess!r}: if that is it, pass {flag} {guess} (fields.{role}: "
+               f"{guess} in a config file)")
+    else:
+        shown = ", ".join(repr(k) for k in list(row)[:8]) + (", ..." if len(row) > 8 else "")
+        fix = f"the row's fields are {shown}; map yours with {flag} NAME"
+    return RecordError(label, name, f"{reason}; {fix}")
+
+
+def _req_str(row: dict[str, Any], fields: FieldMap, role: str, label: str) -> str:
+    name = getattr(fields, role)
     value = row.get(name)
     if value is None:
-        raise RecordError(label, name, "missing (if your data names it differently, map it "
-                          "with the --field-* options)")
+        raise missing_field(row, fields, role, label)
     if not isinstance(value, str):
         raise RecordError(label, name, f"must be a string, got {type(value).__name__}")
-    if not allow_empty and not value.strip():
+    if not value.strip():
         raise RecordError(label, name, "is empty")
     return value
+
+
+def document_text(value: Any, label: str, name: str) -> str:
+    """A document as one text: a string, or a list of strings joined by ``DOCUMENT_JOIN``.
+    Raises ``RecordError`` for anything else, or an empty document."""
+    if isinstance(value, list):
+        bad = next((i for i, item in enumerate(value) if not isinstance(item, str)), None)
+        if bad is not None:
+            raise RecordError(label, f"{name}[{bad}]", "a document given as a list must hold "
+                              f"strings only, got {type(value[bad]).__name__}")
+        value = DOCUMENT_JOIN.join(value)
+    elif not isinstance(value, str):
+        raise RecordError(label, name, "must be a string, or a list of strings (sentences or "
+                          f"paragraphs), got {type(value).__name__}")
+    if not value.strip():
+        raise RecordError(label, name, "is empty")
+    return value
+
+
+def _req_document(row: dict[str, Any], fields: FieldMap, label: str) -> str:
+    if row.get(fields.context) is None:
+        raise missing_field(row, fields, "context", label)
+    return document_text(row[fields.context], label, fields.context)
 
 
 def _str_id(value: Any) -> str | None:
@@ -142,8 +207,8 @@ def group_records(
                               "prompts file with --prompts to join its document")
             continue
         try:
-            context = _req_str(row, f.context, label)
-            query = _req_str(row, f.query, label)
+            context = _req_document(row, f, label)
+            query = _req_str(row, f, "query", label)
         except RecordError as exc:
             yield exc
             continue
@@ -152,13 +217,14 @@ def group_records(
             continue
         rid = _str_id(row.get(f.id))
         if rid is None:
-            yield RecordError(label, f.id, "missing, " + _BAD_ID)
+            yield (missing_field(row, f, "id", label) if row.get(f.id) is None
+                   else RecordError(label, f.id, _BAD_ID))
             continue
         if rid in seen_ids:
             yield RecordError(label, f.id, f"duplicate id {rid!r}; ids must be unique")
             continue
         try:
-            response = _req_str(row, f.response, label)
+            response = _req_str(row, f, "response", label)
         except RecordError as exc:
             yield exc
             continue
@@ -190,7 +256,7 @@ def _grouped(row: dict[str, Any], label: str, context: str, query: str, f: Field
         return
     pid = given or _str_id(row.get(f.prompt_id))
     if pid is None:
-        yield RecordError(label, f.id, "missing, " + _BAD_ID)
+        yield missing_field(row, f, "id", label)
         return
     raw = row[f.candidates]
     if not isinstance(raw, list) or not raw:
@@ -260,10 +326,10 @@ def read_prompts(path: str | Path, fields: FieldMap | None = None
         try:
             pid = _str_id(item.get(f.id))
             if pid is None:
-                raise RecordError(label, f.id, "missing, empty or not a string/integer id "
-                                  "(map it with --field-id)")
-            ctx = _req_str(item, f.context, label)
-            query = _req_str(item, f.query, label)
+                raise (missing_field(item, f, "id", label) if item.get(f.id) is None
+                       else RecordError(label, f.id, _BAD_ID))
+            ctx = _req_document(item, f, label)
+            query = _req_str(item, f, "query", label)
         except RecordError as exc:
             errors.append(exc)
             continue

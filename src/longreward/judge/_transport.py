@@ -5,7 +5,15 @@ A client spreads its calls over interchangeable endpoints (replicas of one model
 its own concurrency cap; the least busy endpoint gets the next request. An endpoint that does
 not answer at all is reported at once (a warning and a notice in the progress display), again
 every minute while it stays down, and when it answers again; one with requests in flight and no
-reply for 45 s is reported too, so a dead judge is never 18 minutes of silence.
+reply for 45 s is reported too, so a dead judge is never 18 minutes of silence. That check runs
+on a timer of its own while requests are in flight, so it needs no progress display.
+
+An endpoint that refuses every connection and has never answered in this run is not a judge
+that is down for a moment but one that is not there (not started, or a wrong URL): once every
+endpoint has refused ``REFUSED_FATAL_AFTER`` connections the run stops with one message that
+says so, instead of retrying every request for minutes. (Counted in attempts, not seconds: the
+retry backoff spaces one call's attempts out, so a time limit would be checked late.) A judge
+that has answered once and then goes away is an outage, retried as before.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from ._accounting import ClientStats
 from ._provider import ModelAPI
 from ._redact import redact
 from ._retries import short
-from ._types import EndpointUnreachableError, ModelError
+from ._types import EndpointUnreachableError, JudgeFatalError, ModelError
 
 logger = logging.getLogger("longreward.judge")
 
@@ -32,6 +40,11 @@ R = TypeVar("R")
 STALL_S = 45.0  # with progress lines every 30 s, reported within the first minute
 #: a down endpoint is reported again after this long
 REPORT_EVERY_S = 60.0
+#: how often the stall check runs while requests are in flight
+STALL_CHECK_S = 5.0
+#: this many refused connections from every endpoint, none of which has answered yet, stop
+#: the run
+REFUSED_FATAL_AFTER = 8
 
 
 @dataclass
@@ -46,6 +59,8 @@ class Endpoint:
     last_reply: float | None = None
     down_since: float | None = None
     reported_at: float = field(default=-1e18)
+    #: connections refused since the endpoint last answered
+    refused: int = 0
 
 
 if sys.version_info >= (3, 11):
@@ -68,6 +83,9 @@ class Transport:
             for i, api in enumerate(apis)
         ]
         self._next = 0  # round-robin among equally busy endpoints
+        #: some endpoint has answered (anything, an HTTP error included) in this run
+        self.answered = False
+        self._stall_timer: asyncio.TimerHandle | None = None
 
     def pick(self) -> Endpoint:
         eps = self.endpoints
@@ -89,6 +107,9 @@ class Transport:
             ep.last_reply = time.monotonic()  # the stall clock starts with a busy period
         ep.in_flight += 1
         self.stats.in_flight += 1
+        if self._stall_timer is None:
+            self._stall_timer = asyncio.get_running_loop().call_later(
+                STALL_CHECK_S, self._stall_tick)
         try:
             async with ep.semaphore:
                 if before is not None:
@@ -115,11 +136,22 @@ class Transport:
         finally:
             ep.in_flight -= 1
             self.stats.in_flight -= 1
+            if self._stall_timer is not None and not any(e.in_flight for e in self.endpoints):
+                self._stall_timer.cancel()  # idle: nothing can stall
+                self._stall_timer = None
+
+    def _stall_tick(self) -> None:
+        # A loop timer rather than a task: nothing is left pending when the loop ends.
+        self.check_stalled()
+        self._stall_timer = asyncio.get_running_loop().call_later(STALL_CHECK_S,
+                                                                  self._stall_tick)
 
     # ------------------------------------------------------------------ health
 
     def _replied(self, ep: Endpoint) -> None:
         ep.last_reply = time.monotonic()
+        self.answered = True
+        ep.refused = 0
         if ep.down_since is not None:
             logger.warning("%s answers again after %.0fs", ep.label,
                            ep.last_reply - ep.down_since)
@@ -134,6 +166,9 @@ class Transport:
         now = time.monotonic()
         if ep.down_since is None:
             ep.down_since = now
+        if getattr(exc, "cannot_connect", False) and not self.answered:
+            ep.refused += 1
+            self._stop_if_nothing_listens(exc)
         down = now - ep.down_since
         self.stats.notice(f"down:{ep.label}", f"{ep.label} not answering for {down:.0f}s")
         if now - ep.reported_at >= REPORT_EVERY_S:
@@ -141,6 +176,17 @@ class Transport:
             logger.warning(
                 "%s is not answering (%s); down for %.0fs, still retrying. Check that the "
                 "server is up and the URL is right.", ep.label, short(str(exc), 160), down)
+
+    def _stop_if_nothing_listens(self, exc: ModelError) -> None:
+        if any(e.refused < REFUSED_FATAL_AFTER for e in self.endpoints):
+            return
+        where = ", ".join(e.label for e in self.endpoints)
+        raise JudgeFatalError(
+            f"cannot connect to the judge at {where}: it refused {REFUSED_FATAL_AFTER} "
+            f"connections in a row ({short(str(exc), 160)}) and has not answered once in this "
+            "run, so the run stops instead of retrying every request. Fix: start the judge "
+            "server (or wait until it accepts connections), or correct --base-url; then rerun "
+            "the same command: finished answers are kept.") from exc
 
     def check_stalled(self) -> None:
         """Report endpoints with requests in flight and no reply for ``STALL_S`` (called from

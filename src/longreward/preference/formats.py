@@ -4,6 +4,11 @@ Writers (``pair_to_row``) are used by ``longreward pairs``; the reader (``pair_f
 used by ``longreward train`` and ``longreward mix``. A pair is always, inside longreward,
 a prompt as chat messages plus two assistant answers.
 
+Each format is one class here, registered with ``@pair_format``: how it writes a row, how it
+reads one back, how a row of it is recognised, and the line that describes it in the dataset
+card. The option validators, the CLI help and the card read the registry, so a new format is
+this one class and its test.
+
 Formats
 - ``trl``: TRL conversational preference — ``prompt`` is a list of messages, ``chosen`` and
   ``rejected`` are lists holding one assistant message.
@@ -16,14 +21,15 @@ Formats
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from string import Template
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from ..errors import RecordError
 
-PairFormat = Literal["trl", "trl_standard", "openrlhf", "sharegpt"]
-PAIR_FORMATS: tuple[str, ...] = ("trl", "trl_standard", "openrlhf", "sharegpt")
+#: a registered format's name (see ``pair_formats()``)
+PairFormat = str
 
 #: default user-turn layout for a long-context prompt: document first, then the question,
 #: which is how LongAlign/LongReward SFT data is laid out.
@@ -80,32 +86,63 @@ def render_prompt(context: str, query: str, template: str = DEFAULT_PROMPT_TEMPL
     return tpl.substitute(context=context, query=query)
 
 
+class PairFormatSpec(ABC):
+    """One pair format. Subclass it, set ``name``, implement the four methods, and decorate
+    the class with ``@pair_format``."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def describe(self, keys: PairKeys) -> str:
+        """The format in one line, for the dataset card."""
+
+    @abstractmethod
+    def to_row(self, pair: PairExample, keys: PairKeys) -> dict[str, Any]:
+        """The row, without ``pair.meta`` (``pair_to_row`` adds it)."""
+
+    @abstractmethod
+    def claims(self, row: dict[str, Any], keys: PairKeys) -> bool:
+        """Whether ``row`` looks like this format (formats are asked in registration order)."""
+
+    @abstractmethod
+    def from_row(self, row: dict[str, Any], keys: PairKeys, record: str
+                 ) -> tuple[PairExample, set[str]]:
+        """The pair of a row, and the columns that made it (the rest become ``meta``).
+        Raises ``RecordError`` naming ``record`` and the field."""
+
+
+_FORMATS: dict[str, PairFormatSpec] = {}
+F = TypeVar("F", bound=type[PairFormatSpec])
+
+
+def pair_format(cls: F) -> F:
+    """Register a format class under its ``name``."""
+    _FORMATS[cls.name] = cls()
+    return cls
+
+
+def pair_formats() -> tuple[str, ...]:
+    """The registered format names, in detection order."""
+    return tuple(_FORMATS)
+
+
+def check_pair_format(name: str, *, auto: bool = False) -> str:
+    """``name`` if it is a registered format (or ``"auto"`` when ``auto``), else a
+    ``ValueError`` listing them: the one check behind every option that names a format."""
+    if name in _FORMATS or (auto and name == "auto"):
+        return name
+    known = ", ".join((("auto",) if auto else ()) + pair_formats())
+    raise ValueError(f"unknown pair format {name!r}; choose one of {known}")
+
+
+def describe_format(name: str, keys: PairKeys | None = None) -> str:
+    return _FORMATS[check_pair_format(name)].describe(keys or PairKeys())
+
+
 def pair_to_row(pair: PairExample, fmt: PairFormat, keys: PairKeys | None = None) -> dict[str, Any]:
     """One output row in ``fmt``; ``pair.meta`` is added as extra columns (TRL, OpenRLHF and
     LLaMA-Factory ignore columns they do not know)."""
-    keys = keys or PairKeys()
-    if fmt == "trl":
-        row: dict[str, Any] = {
-            "prompt": [dict(m) for m in pair.prompt],
-            "chosen": [{"role": "assistant", "content": pair.chosen}],
-            "rejected": [{"role": "assistant", "content": pair.rejected}],
-        }
-    elif fmt == "trl_standard":
-        row = {"prompt": _flatten_prompt(pair.prompt), "chosen": pair.chosen,
-               "rejected": pair.rejected}
-    elif fmt == "openrlhf":
-        row = {keys.prompt: _flatten_prompt(pair.prompt), keys.chosen: pair.chosen,
-               keys.rejected: pair.rejected}
-    elif fmt == "sharegpt":
-        system = [m["content"] for m in pair.prompt if m["role"] == "system"]
-        turns = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
-                 for m in pair.prompt if m["role"] != "system"]
-        row = {"conversations": turns, "chosen": {"from": "gpt", "value": pair.chosen},
-               "rejected": {"from": "gpt", "value": pair.rejected}}
-        if system:
-            row["system"] = "\n\n".join(system)
-    else:
-        raise ValueError(f"unknown pair format {fmt!r}; choose one of {', '.join(PAIR_FORMATS)}")
+    row = _FORMATS[check_pair_format(fmt)].to_row(pair, keys or PairKeys())
     for k, v in pair.meta.items():
         row.setdefault(k, v)
     return row
@@ -113,14 +150,9 @@ def pair_to_row(pair: PairExample, fmt: PairFormat, keys: PairKeys | None = None
 
 def detect_pair_format(row: dict[str, Any], keys: PairKeys | None = None) -> PairFormat:
     keys = keys or PairKeys()
-    if "conversations" in row:
-        return "sharegpt"
-    if isinstance(row.get("prompt"), list) or isinstance(row.get("chosen"), list):
-        return "trl"
-    if "prompt" in row and "chosen" in row and "rejected" in row:
-        return "trl_standard"
-    if keys.prompt in row and keys.chosen in row and keys.rejected in row:
-        return "openrlhf"
+    for name, spec in _FORMATS.items():
+        if spec.claims(row, keys):
+            return name
     raise ValueError(
         "cannot tell the pair format: expected prompt/chosen/rejected (TRL, OpenRLHF) or "
         "conversations/chosen/rejected (LLaMA-Factory sharegpt)"
@@ -139,11 +171,43 @@ def pair_from_row(
     if not isinstance(row, dict):
         raise RecordError(record, None, f"expected an object, got {type(row).__name__}")
     try:
-        fmt = detect_pair_format(row, keys) if fmt == "auto" else fmt
+        fmt = detect_pair_format(row, keys) if fmt == "auto" else check_pair_format(fmt)
     except ValueError as exc:
         raise RecordError(record, None, str(exc)) from None
-    meta_keys: set[str]
-    if fmt == "sharegpt":
+    pair, used = _FORMATS[fmt].from_row(row, keys, record)
+    if not any(m["content"].strip() for m in pair.prompt if m["role"] == "user"):
+        raise RecordError(record, "prompt", "the prompt has no user text")
+    pair.meta = {k: v for k, v in row.items() if k not in used}
+    return pair
+
+
+# ----------------------------------------------------------------------------- formats
+
+
+@pair_format
+class ShareGPT(PairFormatSpec):
+    name = "sharegpt"
+
+    def describe(self, keys: PairKeys) -> str:
+        return ("LLaMA-Factory sharegpt preference (`conversations`/`chosen`/`rejected`, "
+                "`ranking: true`)")
+
+    def to_row(self, pair: PairExample, keys: PairKeys) -> dict[str, Any]:
+        system = [m["content"] for m in pair.prompt if m["role"] == "system"]
+        turns = [{"from": "human" if m["role"] == "user" else "gpt", "value": m["content"]}
+                 for m in pair.prompt if m["role"] != "system"]
+        row: dict[str, Any] = {"conversations": turns,
+                               "chosen": {"from": "gpt", "value": pair.chosen},
+                               "rejected": {"from": "gpt", "value": pair.rejected}}
+        if system:
+            row["system"] = "\n\n".join(system)
+        return row
+
+    def claims(self, row: dict[str, Any], keys: PairKeys) -> bool:
+        return "conversations" in row
+
+    def from_row(self, row: dict[str, Any], keys: PairKeys, record: str
+                 ) -> tuple[PairExample, set[str]]:
         turns = row.get("conversations")
         if not isinstance(turns, list) or not turns:
             raise RecordError(record, "conversations", "must be a non-empty list of turns")
@@ -155,12 +219,20 @@ def pair_from_row(
                 raise RecordError(record, f"conversations[{i}]", "each turn needs a string 'value'")
             prompt.append({"role": _SHAREGPT_ROLE.get(str(t.get("from")), "user"),
                            "content": t["value"]})
-        chosen = _answer_text(row, "chosen", record)
-        rejected = _answer_text(row, "rejected", record)
-        meta_keys = {"conversations", "system", "chosen", "rejected"}
-    else:
-        pk, ck, rk = ((keys.prompt, keys.chosen, keys.rejected) if fmt == "openrlhf"
-                      else ("prompt", "chosen", "rejected"))
+        pair = PairExample(prompt, _answer_text(row, "chosen", record),
+                           _answer_text(row, "rejected", record))
+        return pair, {"conversations", "system", "chosen", "rejected"}
+
+
+class _PromptChosenRejected(PairFormatSpec):
+    """The formats with a prompt column and two answer columns."""
+
+    def columns(self, keys: PairKeys) -> tuple[str, str, str]:
+        return "prompt", "chosen", "rejected"
+
+    def from_row(self, row: dict[str, Any], keys: PairKeys, record: str
+                 ) -> tuple[PairExample, set[str]]:
+        pk, ck, rk = self.columns(keys)
         raw_prompt = row.get(pk)
         if isinstance(raw_prompt, str):
             prompt = [{"role": "user", "content": raw_prompt}]
@@ -172,13 +244,62 @@ def pair_from_row(
                 prompt.append({"role": str(m.get("role", "user")), "content": m["content"]})
         else:
             raise RecordError(record, pk, "missing or empty prompt")
-        chosen = _answer_text(row, ck, record)
-        rejected = _answer_text(row, rk, record)
-        meta_keys = {pk, ck, rk}
-    if not any(m["content"].strip() for m in prompt if m["role"] == "user"):
-        raise RecordError(record, "prompt", "the prompt has no user text")
-    meta = {k: v for k, v in row.items() if k not in meta_keys}
-    return PairExample(prompt=prompt, chosen=chosen, rejected=rejected, meta=meta)
+        pair = PairExample(prompt, _answer_text(row, ck, record), _answer_text(row, rk, record))
+        return pair, {pk, ck, rk}
+
+
+@pair_format
+class TRL(_PromptChosenRejected):
+    name = "trl"
+
+    def describe(self, keys: PairKeys) -> str:
+        return "TRL conversational preference (`prompt`/`chosen`/`rejected` as message lists)"
+
+    def to_row(self, pair: PairExample, keys: PairKeys) -> dict[str, Any]:
+        return {"prompt": [dict(m) for m in pair.prompt],
+                "chosen": [{"role": "assistant", "content": pair.chosen}],
+                "rejected": [{"role": "assistant", "content": pair.rejected}]}
+
+    def claims(self, row: dict[str, Any], keys: PairKeys) -> bool:
+        return isinstance(row.get("prompt"), list) or isinstance(row.get("chosen"), list)
+
+
+@pair_format
+class TRLStandard(_PromptChosenRejected):
+    name = "trl_standard"
+
+    def describe(self, keys: PairKeys) -> str:
+        return "TRL standard preference (`prompt`/`chosen`/`rejected` strings)"
+
+    def to_row(self, pair: PairExample, keys: PairKeys) -> dict[str, Any]:
+        return {"prompt": _flatten_prompt(pair.prompt), "chosen": pair.chosen,
+                "rejected": pair.rejected}
+
+    def claims(self, row: dict[str, Any], keys: PairKeys) -> bool:
+        return "prompt" in row and "chosen" in row and "rejected" in row
+
+
+@pair_format
+class OpenRLHF(_PromptChosenRejected):
+    name = "openrlhf"
+
+    def columns(self, keys: PairKeys) -> tuple[str, str, str]:
+        return keys.prompt, keys.chosen, keys.rejected
+
+    def describe(self, keys: PairKeys) -> str:
+        return (f"OpenRLHF (`--prompt_key {keys.prompt} --chosen_key {keys.chosen}"
+                f" --rejected_key {keys.rejected}`)")
+
+    def to_row(self, pair: PairExample, keys: PairKeys) -> dict[str, Any]:
+        return {keys.prompt: _flatten_prompt(pair.prompt), keys.chosen: pair.chosen,
+                keys.rejected: pair.rejected}
+
+    def claims(self, row: dict[str, Any], keys: PairKeys) -> bool:
+        return keys.prompt in row and keys.chosen in row and keys.rejected in row
+
+
+#: the built-in formats, for help texts (``pair_formats()`` also lists ones added later)
+PAIR_FORMATS: tuple[str, ...] = pair_formats()
 
 
 def _answer_text(row: dict[str, Any], key: str, record: str) -> str:

@@ -9,7 +9,7 @@ Where we go further than the paper, and why:
 
 - **Same dimensions, same judge only.** An answer whose faithfulness could not be scored has
   a reward averaged over three dimensions, not four, so its reward is not comparable with the
-  others (DESIGN.md, "Reward"); nor is a reward from another judge (a scored file merged from
+  others (``combine_reward``); nor is a reward from another judge (a scored file merged from
   two runs). Candidates of one prompt are therefore grouped by the set of dimensions that went
   into their reward and by the row's ``judge``, and the pair is built inside the *largest*
   group (ties: more dimensions first, then the sorted names) if that group has at least
@@ -35,12 +35,13 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from ..errors import RecordError
-from ..io.records import FieldMap
+from ..io.records import FieldMap, document_text
 from .formats import (
     DEFAULT_PROMPT_TEMPLATE,
     PAIR_FORMATS,
     PairFormat,
     PairKeys,
+    check_pair_format,
     check_prompt_template,
 )
 
@@ -84,7 +85,7 @@ class PairOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    format: PairFormat = Field("trl", description="trl, trl_standard, openrlhf or sharegpt")
+    format: PairFormat = Field("trl", description=", ".join(PAIR_FORMATS))
     min_candidates: int = Field(5, ge=2, description="scored answers needed (same dimensions)")
     min_margin: float = Field(0.0, ge=0, description="skip pairs whose reward gap is smaller")
     not_worse_on: list[str] = Field(
@@ -103,9 +104,7 @@ class PairOptions(BaseModel):
     @field_validator("format")
     @classmethod
     def _known_format(cls, v: str) -> str:
-        if v not in PAIR_FORMATS:
-            raise ValueError(f"unknown format {v!r}; choose one of {', '.join(PAIR_FORMATS)}")
-        return v
+        return check_pair_format(v)
 
     @field_validator("prompt_template")
     @classmethod
@@ -271,11 +270,22 @@ def candidate_from_row(row: dict[str, Any], record: str) -> Candidate:
         dimensions=tuple(dims),
         scores=scores,
         sample_index=index if isinstance(index, int) and not isinstance(index, bool) else None,
-        context=row.get("context") if isinstance(row.get("context"), str) else None,
+        context=_document_or_none(row.get("context"), record),
         query=row.get("query") if isinstance(row.get("query"), str) else None,
         judge=row.get("judge") if isinstance(row.get("judge"), dict) else None,
         document=row.get("document") if isinstance(row.get("document"), str) else None,
     )
+
+
+def _document_or_none(value: Any, record: str) -> str | None:
+    """A scored row's own copy of its document (``score --keep-context``), joined the way
+    every reader joins a document given as a list of strings; None when it has none."""
+    if value is None:
+        return None
+    try:
+        return document_text(value, record, "context")
+    except RecordError:
+        return None  # not a usable copy: the document is looked up by its hash instead
 
 
 def iter_selections(

@@ -15,10 +15,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import MissingDependencyError, RecordError
-from ..io.files import default_run_dir, iter_rows, write_parquet_rows, write_rejected, write_rows
+from ..errors import InputFileError, MissingDependencyError, RecordError
+from ..io.files import (
+    check_output,
+    iter_rows,
+    rejected_path,
+    run_dirs_of,
+    write_parquet_rows,
+    write_rejected,
+    write_rows,
+)
 from ..io.records import FieldMap, Prompt, read_prompts
-from ..preference.formats import PairExample, pair_to_row, render_prompt
+from ..preference.formats import PairExample, describe_format, pair_to_row, render_prompt
 from ..preference.pairs import (
     SKIP_REASONS,
     Candidate,
@@ -79,6 +87,8 @@ class PairsSummary:
     seconds: float = 0.0
     #: the ``min_candidates`` the prompts were held to (named in the fix)
     min_candidates: int = 0
+    #: rows with neither ``reward`` nor ``scores``: answers that were never scored
+    never_scored: int = 0
 
     @property
     def problem(self) -> str | None:
@@ -125,6 +135,7 @@ class PairsSummary:
             "skipped": dict(self.skipped),
             "empty_responses": self.empty_responses,
             "rejected_records": len(self.errors),
+            "never_scored": self.never_scored,
             "outputs": self.outputs,
             "card": self.card,
             "stats": self.stats,
@@ -140,6 +151,12 @@ def _group_candidates(
     for label, item in iter_rows(path):
         if isinstance(item, RecordError):
             summary.errors.append(item)
+            continue
+        if "reward" not in item and "scores" not in item:
+            summary.never_scored += 1  # an input of ``score``, not its output
+            summary.errors.append(RecordError(label, "reward", "this answer was never scored "
+                                              "(no 'reward' or 'scores'): score the file "
+                                              "first with `longreward score`"))
             continue
         try:
             cand = candidate_from_row(item, label)
@@ -225,29 +242,40 @@ def build_pairs(
     else from the prompts file, else from the run store of the score run that made the file:
     ``score`` keeps each document there once, by the hash its rows record, so the plain
     ``score`` → ``pairs`` chain needs no extra flag. ``run_dirs`` are the run directories to
-    look in; by default the scored file's own (``SCORED.run/``).
+    look in; by default those that wrote the scored file: ``SCORED.run/``, and any other
+    ``score --run-dir`` recorded in ``SCORED.runs.json``.
     """
 
+    options = options or PairOptions()
+    output_path = Path(output_path)
+    check_output(output_path.with_suffix(".jsonl"), inputs=(scored_path, prompts_path),
+                 extra=(output_path.with_suffix(".parquet"), card_path_for(output_path),
+                        rejected_path(output_path)))
     # No reading a scored file that a score run is still writing, and no two pairs runs
     # writing one output (they share its temporary file).
-    with OutputLock(scored_path, reading=True), OutputLock(Path(output_path).with_suffix(
-            ".jsonl")):
+    with OutputLock(scored_path, reading=True), OutputLock(output_path.with_suffix(".jsonl")):
         started = time.perf_counter()
-        options = options or PairOptions()
-        output_path = Path(output_path)
         summary = PairsSummary(min_candidates=options.min_candidates)
         prompts = None
         if prompts_path is not None:
             prompts, bad = read_prompts(prompts_path, prompt_fields)
             summary.errors.extend(bad)
         by_prompt, order = _group_candidates(Path(scored_path), summary)
+        if summary.never_scored and not summary.answers:
+            raise InputFileError(
+                f"{scored_path} holds answers that were never scored (no row has 'reward' or "
+                f"'scores'): score it first, `longreward score {scored_path} -o scored.jsonl`, "
+                "then `longreward pairs scored.jsonl -o pairs.jsonl`")
+        if not summary.answers and not summary.errors:
+            raise InputFileError(f"{scored_path} holds no records (it is empty or only blank "
+                                 "lines): nothing to pair")
         if prompts is not None:
             rank = {pid: i for i, pid in enumerate(prompts)}
             order.sort(key=lambda pid: rank.get(pid, len(rank)))
         summary.prompts = len(order)
 
-        if run_dirs is None:
-            run_dirs = [default_run_dir(scored_path)]
+        if run_dirs is None:  # the run directories that wrote the scored file
+            run_dirs = list(run_dirs_of(scored_path))
         documents = DocumentSource(prompts, [Path(d) for d in run_dirs])
         rows: list[dict[str, Any]] = []
         judges: dict[str, dict[str, Any]] = {}
@@ -315,14 +343,7 @@ def write_card(
 ) -> Path:
     path = card_path_for(output_path)
     config = options.model_dump()
-    fmt_note = {
-        "trl": "TRL conversational preference (`prompt`/`chosen`/`rejected` as message lists)",
-        "trl_standard": "TRL standard preference (`prompt`/`chosen`/`rejected` strings)",
-        "openrlhf": f"OpenRLHF (`--prompt_key {options.prompt_key} --chosen_key {options.chosen_key}"
-        f" --rejected_key {options.rejected_key}`)",
-        "sharegpt": "LLaMA-Factory sharegpt preference (`conversations`/`chosen`/`rejected`, "
-        "`ranking: true`)",
-    }[options.format]
+    fmt_note = describe_format(options.format, options.keys)
     lines = [
         "---",
         "tags: [dpo, preference, long-context, longreward]",

@@ -17,6 +17,7 @@ and its data can move together.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -198,12 +199,17 @@ async def run_pipeline(
     stage_bar: StageBar | None = None,
     on_stage_done: Callable[[str, Any], None] | None = None,
 ) -> RunSummary:
-    """Run sample → score → pairs for an already resolved ``config``."""
+    """Run sample → score → pairs for an already resolved ``config``; the summary is also
+    written to ``run_dir/run_summary.json``."""
     run_dir = Path(config.run_dir)
     # One lock for the whole run: a second ``run`` (or a ``score`` pointed at this directory)
     # stops at once; the stages below take the same lock again, re-entrantly.
     with RunLock(run_dir):
-        return await _run_pipeline(config, stage_bar, on_stage_done)
+        summary = await _run_pipeline(config, stage_bar, on_stage_done)
+    # Beside the store, for whoever looks at the run directory later (library callers too).
+    (run_dir / "run_summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n",
+                                              encoding="utf-8")
+    return summary
 
 
 async def _run_pipeline(config: RunConfig, stage_bar: StageBar | None,

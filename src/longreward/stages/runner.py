@@ -11,7 +11,9 @@ that makes it resumable lives here, once:
    (``redo="unscored"``), and *stale* ones, whose input (document, question, answer) has
    changed since they were made;
 5. repair the output: drop a torn last line and rows written twice, add rows the store has
-   but the file lacks (a kill between the two writes), and rewrite it when rows were forgotten;
+   but the file lacks (a kill between the two writes), and take out the rows to redo. Rows
+   another run directory wrote there are kept: as done, when made from the same input; an
+   item whose row was made from another input is rejected, naming the conflict;
 6. build the to-do list from what is not finished;
 7. run the units with bounded concurrency, committing each row to the store, then the output.
 
@@ -31,7 +33,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..errors import RecordError
-from ..io.files import ResumableJsonlWriter, default_run_dir, write_rejected, write_rows
+from ..io.files import (
+    ResumableJsonlWriter,
+    default_run_dir,
+    note_run_dir,
+    read_rows_by_id,
+    write_rejected,
+)
 from ..store import OutputLock, RunLock, RunStore, check_stage_settings
 
 Row = dict[str, Any]
@@ -84,6 +92,9 @@ class StageOutcome:
     rejected: list[RecordError] = field(default_factory=list)
     interrupted: bool = False
     duplicates_removed: int = 0
+    #: items whose row another run directory had already written into the output, from
+    #: the same input: kept and counted as done, not made again
+    kept_from_elsewhere: list[str] = field(default_factory=list)
 
     @property
     def changed(self) -> int:
@@ -104,6 +115,7 @@ async def run_stage(
     concurrency: int = 8,
     redo: Redo = "none",
     rejected: list[RecordError] | None = None,
+    outcome: StageOutcome | None = None,
     on_open: Callable[[RunStore], None] | None = None,
     on_start: Callable[[StageOutcome], None] | None = None,
     on_row: Callable[[Row, bool], None] | None = None,
@@ -113,20 +125,30 @@ async def run_stage(
     """Run ``work(unit, left_item_ids, commit)`` for every unit with unfinished items.
 
     ``rejected`` are the records the stage's reader already rejected; they are listed beside
-    the output with the ones rejected while running. ``on_open(store)`` runs once the store is
-    open and checked (e.g. to attach it as the call cache); ``on_start(outcome)`` once the
-    to-do list is known (totals and what was done before). ``on_row(row, resumed)`` sees every
-    row of this run's units: the finished ones from earlier runs (``resumed``) and the new ones.
-    ``supervise(units)`` awaits the units' work for the caller, e.g. the batch round driver,
-    which sends the calls they park as rounds of batch requests.
+    the output with the ones rejected while running. ``outcome`` is the stage's own summary
+    (a ``StageOutcome`` subclass) to fill in; by default a plain one. ``on_open(store)`` runs
+    once the store is open and checked (e.g. to attach it as the call cache);
+    ``on_start(outcome)`` once the to-do list is known (totals and what was done before).
+    ``on_row(row, resumed)`` sees every row of this run's units: the finished ones from
+    earlier runs (``resumed``) and the new ones. ``supervise(units)`` awaits the units' work
+    for the caller, e.g. the batch round driver, which sends the calls they park as rounds of
+    batch requests.
+
+    An output may hold rows this run directory did not make (another ``--run-dir`` wrote
+    there, or the run directory was deleted). They are never dropped silently: rows of other
+    items stay as they are; a row of one of this run's items counts as done when it was made
+    from the same input, and the item is rejected, naming the conflict, when it was made from
+    another one (one output holds one row per id). ``redo="all"`` makes those items again.
     """
     if redo not in ("none", "unscored", "all"):
         raise ValueError(f"redo must be none, unscored or all, not {redo!r}")
-    out = StageOutcome(rejected=list(rejected or []))
+    out = outcome if outcome is not None else StageOutcome()
+    out.rejected = list(rejected or [])
     units = list(units)
     directory = stage_run_dir(output_path, run_dir)
     output_path = Path(output_path)
     with RunLock(directory), OutputLock(output_path), RunStore(directory) as store:
+        made = store.finished_ids(spec.name)  # before a restart forgets them
         if redo == "all":
             store.forget(spec.name)
         check_stage_settings(store, spec.name, spec.settings, where=str(directory))
@@ -143,28 +165,43 @@ async def run_stage(
                 forget.append(item)
         if forget:
             store.forget(spec.name, forget)
-        if forget or (redo != "none" and output_path.exists()):
-            # The output keeps exactly the rows still finished; redone ones follow.
-            write_rows(output_path, store.rows(spec.name))
         if on_open is not None:
             on_open(store)
+        note_run_dir(output_path, directory)
 
-        with ResumableJsonlWriter(output_path) as writer:
+        with ResumableJsonlWriter(output_path, digest=spec.row_fingerprint) as writer:
             out.duplicates_removed = writer.duplicates_removed
             finished = store.finished_ids(spec.name)
+            # Rows this store did not make: another run directory wrote them.
+            foreign = {i: fp for i, fp in writer.digests.items() if i not in made}
+            conflicts = {i for i, fp in foreign.items()
+                         if i in current and fp != current[i] and redo != "all"}
+            adopted = {i for i in foreign if i in current and i not in conflicts
+                       and redo != "all"}
+            # The output keeps every row still finished and every row of other items;
+            # redone ones follow.
+            writer.remove({*forget, *(made if redo == "all" else ()),
+                           *(i for i in foreign if i in current and redo == "all")})
             for row in store.rows(spec.name):  # repair: committed but not yet in the file
                 writer.write(row)
                 if on_row is not None and str(row.get("id")) in current:
                     on_row(row, True)
+            if adopted and on_row is not None:
+                for row in read_rows_by_id(output_path, adopted):
+                    on_row(row, True)
+            out.kept_from_elsewhere = sorted(adopted)
             todo: list[tuple[Unit, list[str]]] = []
             for unit in units:
-                left = [i for i in unit.items if i not in finished]
+                refused = [i for i in unit.items if i in conflicts]
+                out.rejected += [_conflict(i, unit, output_path, directory) for i in refused]
+                done = [i for i in unit.items if i in finished or i in adopted]
+                left = [i for i in unit.items if i not in done and i not in conflicts]
                 out.items_total += len(unit.items)
-                out.items_done_before += len(unit.items) - len(left)
+                out.items_done_before += len(done)
                 out.units_total += 1
                 if left:
                     todo.append((unit, left))
-                else:
+                elif not refused:
                     out.units_done_before += 1
             write_rejected(output_path, out.rejected)
             if on_start is not None:
@@ -198,6 +235,15 @@ async def run_stage(
             finally:
                 write_rejected(output_path, out.rejected)
     return out
+
+
+def _conflict(item: str, unit: Unit, output: Path, run_dir: Path) -> RecordError:
+    return RecordError(
+        f"{item} (prompt {unit.key})", "id",
+        f"{output.name} already holds a row for this id that another run directory made from "
+        f"another input (answer, question or document); {run_dir} did not make it, and one "
+        "output holds one row per id, so this one is not made: give it its own id, or write "
+        "to another output", record_id=item)
 
 
 async def gather_or_cancel(coros: list[Awaitable[Any]]) -> list[Any]:

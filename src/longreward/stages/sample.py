@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import RecordError
+from ..errors import InputFileError, RecordError
+from ..io.files import check_output, rejected_path
 from ..io.records import Prompt, read_prompts
 from ..preference.sampling import (
     STAGE,
@@ -25,7 +26,7 @@ from ..preference.sampling import (
     sample_prompt,
 )
 from ..store import RunStore
-from .runner import StageSpec, Unit, fingerprint, run_stage
+from .runner import StageSpec, Unit, fingerprint, run_stage, stage_run_dir
 
 if TYPE_CHECKING:
     from ..judge.batch import BatchRun
@@ -104,7 +105,13 @@ async def sample_file(
     started = time.perf_counter()
     output_path = Path(output_path)
     summary = SampleSummary(output=str(output_path))
+    run_dir = stage_run_dir(output_path, run_dir)
+    check_output(output_path, inputs=(prompts_path,), extra=(rejected_path(output_path),),
+                 run_dir=run_dir)
     prompts, summary.errors = read_prompts(prompts_path, options.fields)
+    if not prompts and not summary.errors:
+        raise InputFileError(f"{prompts_path} holds no records (it is empty or only blank "
+                             "lines): nothing to sample")
     summary.prompts = len(prompts)
     own_client = client is None
     renderer = None

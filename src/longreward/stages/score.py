@@ -7,19 +7,22 @@ and without the user passing ``--prompts`` again.
 
 from __future__ import annotations
 
+import json
+import re
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..config import DIMENSION_NAMES, ScoreOptions
-from ..errors import RecordError
-from ..io.files import iter_rows
+from ..errors import InputFileError, RecordError
+from ..io.files import check_output, iter_rows, rejected_path
 from ..io.records import FieldMap, PromptRecord, group_records, read_prompts
 from ..reward.scorer import LongReward, ScoredAnswer, build_client
 from ..store import TRANSPORT_KEYS, RunStore
-from .runner import Redo, StageSpec, Unit, fingerprint, run_stage
+from .runner import Redo, StageOutcome, StageSpec, Unit, fingerprint, run_stage, stage_run_dir
 
 if TYPE_CHECKING:
     from ..judge.batch import BatchRun
@@ -28,24 +31,33 @@ SCORE_STAGE = "score"
 
 
 @dataclass
-class ScoreSummary:
-    answers_total: int = 0
-    answers_done_before: int = 0
+class ScoreSummary(StageOutcome):
+    """What a score run did: the stage runner's counters (its items are answers) and the
+    scores of the whole output, resumed rows included."""
+
+    #: answers scored and written by this run
     answers_scored: int = 0
+    #: answers of the output unscored on every dimension (the judge failed them)
     all_unscored: int = 0
-    rejected: list[RecordError] = field(default_factory=list)
     unscored_by_dimension: dict[str, int] = field(default_factory=dict)
+    #: why dimensions ended unscored, reason → count (digits masked, so one cause is one key)
+    unscored_reasons: Counter[str] = field(default_factory=Counter)
     score_sums: dict[str, float] = field(default_factory=dict)
     score_counts: dict[str, int] = field(default_factory=dict)
     reward_sum: float = 0.0
     reward_count: int = 0
     stats: dict[str, Any] = field(default_factory=dict)
     wall_seconds: float = 0.0
-    interrupted: bool = False
-    #: finished answers whose input (document, question or answer) changed: scored again
-    changed: int = 0
     #: dimensions left unscored by a bug (traceback in the log), not by the judge
     internal_errors: int = 0
+
+    @property
+    def answers_total(self) -> int:
+        return self.items_total
+
+    @property
+    def answers_done_before(self) -> int:
+        return self.items_done_before
 
     def add(self, row: dict[str, Any], *, resumed: bool = False) -> None:
         """Count a row: one scored now, or (``resumed``) one a previous run left in the
@@ -60,6 +72,8 @@ class ScoreSummary:
             else:
                 self.score_sums[name] = self.score_sums.get(name, 0.0) + value
                 self.score_counts[name] = self.score_counts.get(name, 0) + 1
+        for reason in (row.get("unscored") or {}).values():
+            self.unscored_reasons[_DIGITS.sub("#", str(reason))[:300]] += 1
         if row["reward"] is not None:
             self.reward_sum += row["reward"]
             self.reward_count += 1
@@ -71,6 +85,20 @@ class ScoreSummary:
         if self.interrupted:
             return 130
         return 1 if (self.rejected or self.all_unscored or self.internal_errors) else 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """The summary as ``RUN/summary.json`` holds it."""
+        return {"answers": self.answers_total, "already_done": self.answers_done_before,
+                "changed": self.changed, "scored": self.answers_scored,
+                "all_unscored": self.all_unscored, "rejected": len(self.rejected),
+                "kept_from_other_runs": len(self.kept_from_elsewhere),
+                "internal_errors": self.internal_errors,
+                "unscored_reasons": dict(self.unscored_reasons.most_common(10)),
+                "exit_code": self.exit_code, "wall_seconds": round(self.wall_seconds, 3),
+                "stats": self.stats}
+
+
+_DIGITS = re.compile(r"\d+(\.\d+)?")
 
 
 def score_output_settings(options: ScoreOptions) -> dict[str, Any]:
@@ -125,6 +153,17 @@ def read_score_input(
     return records, rejected
 
 
+def check_score_paths(input_path: str | Path, output_path: str | Path,
+                      run_dir: str | Path | None = None,
+                      prompts_path: str | Path | None = None) -> Path:
+    """Refuse outputs that cannot be written (a directory, the input itself, a folder that
+    cannot be made) before any work; returns the run directory."""
+    directory = stage_run_dir(output_path, run_dir)
+    check_output(output_path, inputs=(input_path, prompts_path),
+                 extra=(rejected_path(output_path),), run_dir=directory)
+    return directory
+
+
 async def score_file(
     input_path: str | Path,
     output_path: str | Path,
@@ -159,8 +198,12 @@ async def score_file(
     """
     t0 = time.perf_counter()
     summary = ScoreSummary()
+    directory = check_score_paths(input_path, output_path, run_dir, prompts_path)
     records, rejected = read_score_input(input_path, options.fields, prompts_path=prompts_path,
                                          prompt_fields=prompt_fields)
+    if not records and not rejected:
+        raise InputFileError(f"{input_path} holds no records (it is empty or only blank "
+                             "lines): nothing to score")
     own_scorer = scorer is None
     attached = False
 
@@ -209,23 +252,21 @@ async def score_file(
     spec = StageSpec(SCORE_STAGE, score_output_settings(options), _row_fingerprint,
                      redo_predicate=lambda row: bool(row.get("unscored")))
     try:
-        outcome = await run_stage(
-            spec, units, work, output_path=output_path, run_dir=run_dir,
+        await run_stage(
+            spec, units, work, output_path=output_path, run_dir=directory,
             # batch mode: every prompt at once, so that each round holds all their calls
             concurrency=len(units) if batch else options.prompt_concurrency, redo=redo,
-            rejected=rejected, on_open=attach, on_row=on_row,
+            rejected=rejected, outcome=summary, on_open=attach, on_row=on_row,
             supervise=batch.supervise if batch else None,
             on_start=(lambda o: on_start(o.items_total, o.items_done_before)) if on_start
             else None)
-        summary.answers_total = outcome.items_total
-        summary.answers_done_before = outcome.items_done_before
-        summary.changed = outcome.changed
-        summary.rejected = outcome.rejected
-        summary.interrupted = outcome.interrupted
         if scorer is not None:
             summary.internal_errors = scorer.internal_errors
             summary.stats = scorer.client.snapshot()
             summary.stats["by_dimension"] = usage_by_dimension(summary.stats["by_tag"])
+            if batch is not None:
+                summary.stats["batch"] = {"rounds": batch.rounds,
+                                          "local_seconds": batch.local_seconds}
     finally:
         if batch is not None:
             batch.close()
@@ -234,4 +275,7 @@ async def score_file(
         elif attached and scorer is not None:
             scorer.client.cache = None
         summary.wall_seconds = time.perf_counter() - t0
+    # Beside the store, for whoever looks at the run directory later (library callers too).
+    (directory / "summary.json").write_text(json.dumps(summary.as_dict(), indent=2) + "\n",
+                                            encoding="utf-8")
     return summary

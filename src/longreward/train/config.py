@@ -15,16 +15,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import ConfigError
+from ..preference.formats import PAIR_FORMATS, check_pair_format
 
 ATTENTION_BACKENDS: tuple[str, ...] = ("auto", "eager_mask", "flex", "split", "split_lse")
 SCHEDULERS: tuple[str, ...] = ("cosine", "linear", "constant", "constant_with_warmup")
 
 Attention = Literal["auto", "eager_mask", "flex", "split", "split_lse"]
 Scheduler = Literal["cosine", "linear", "constant", "constant_with_warmup"]
-PairFormat = Literal["auto", "trl", "trl_standard", "openrlhf", "sharegpt"]
 
 
 class TrainConfig(BaseModel):
@@ -35,7 +35,7 @@ class TrainConfig(BaseModel):
 
     # -- data ---------------------------------------------------------------------------------
     pairs: str = Field("", description="Pair file (JSONL/JSON/Parquet) as written by `longreward pairs`, or plain prompt/chosen/rejected rows.")
-    format: PairFormat = Field("auto", description="Pair format: auto (told apart per row), trl, trl_standard, openrlhf, sharegpt.")
+    format: str = Field("auto", description=f"Pair format: auto (told apart per row), {', '.join(PAIR_FORMATS)}.")
     prompt_key: str = Field("prompt", description="Prompt column for the openrlhf format.")
     chosen_key: str = Field("chosen", description="Chosen column for the openrlhf format.")
     rejected_key: str = Field("rejected", description="Rejected column for the openrlhf format.")
@@ -78,6 +78,11 @@ class TrainConfig(BaseModel):
     resume_from: str | None = Field(None, description="Checkpoint directory to resume from (or 'latest' for the newest in output_dir).")
     ref_cache: str | None = Field(None, description="Reference log-prob cache file (default: <output_dir>/ref_logps-<key>.pt).")
     report_to: Literal["none", "tensorboard", "wandb"] = Field("none", description="Extra tracker: none, tensorboard, wandb (needs the package installed).")
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        return check_pair_format(v, auto=True)
 
     @model_validator(mode="before")
     @classmethod

@@ -117,6 +117,7 @@ class OpenAICompatibleAPI(ModelAPI):
             for _ in range(shards)
         ]
         self._load = [0] * shards
+        self._closed = False
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleAPI(model={self.model!r}, base_url={redact(self.base_url)!r})"
@@ -144,6 +145,7 @@ class OpenAICompatibleAPI(ModelAPI):
                     ) -> dict[str, Any]:
         if self.extra_body:
             body = {**body, **self.extra_body}
+        self._check_open()
         i = min(range(len(self._shards)), key=self._load.__getitem__)
         self._load[i] += 1
         try:
@@ -151,14 +153,29 @@ class OpenAICompatibleAPI(ModelAPI):
                 path, content=json.dumps(body, ensure_ascii=False).encode("utf-8"))
         except httpx.HTTPError as exc:
             raise self._transport_error(exc) from None
+        except RuntimeError:
+            self._check_open()  # closed while this request waited for a connection
+            raise
         finally:
             self._load[i] -= 1
         return self._read(response, structured=structured)
 
+    def _check_open(self) -> None:
+        # A run that stops (a fatal judge error, Ctrl-C) closes its client while calls of
+        # other answers may still be waiting to retry; they must end as a failed call, not
+        # as httpx's "Cannot send a request, as the client has been closed", which would be
+        # read as a bug (an internal error with its traceback).
+        if self._closed:
+            raise ClientClosedError(f"not sent: the client for {redact(self.base_url)} was "
+                                    "closed (the run is stopping)")
+
     def _transport_error(self, exc: httpx.HTTPError) -> ModelError:
         text = redact(f"{type(exc).__name__}: {exc}", self._secret_values)
         if isinstance(exc, httpx.TimeoutException | httpx.ConnectError | httpx.ProxyError):
-            return EndpointUnreachableError(f"connection problem: {text}")
+            error = EndpointUnreachableError(f"connection problem: {text}")
+            # refused or no such host: nothing listens there (a timeout may be a busy server)
+            error.cannot_connect = isinstance(exc, httpx.ConnectError)  # type: ignore[attr-defined]
+            return error
         if isinstance(exc, httpx.TransportError):  # reset, protocol error mid-reply
             return RetryableError(f"connection problem: {text}")
         return PermanentError(text)  # a bad URL and the like: the same next time
@@ -232,6 +249,7 @@ class OpenAICompatibleAPI(ModelAPI):
 
     async def list_models(self) -> list[dict[str, Any]]:
         """``GET /models``: the served models as the server describes them."""
+        self._check_open()
         i = min(range(len(self._shards)), key=self._load.__getitem__)
         try:
             response = await self._shards[i].get("/models")
@@ -242,8 +260,14 @@ class OpenAICompatibleAPI(ModelAPI):
         return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
 
     async def aclose(self) -> None:
+        self._closed = True
         for shard in self._shards:
             await shard.aclose()
+
+
+class ClientClosedError(ModelError):
+    """A call made after its client was closed: the run is stopping, nothing was sent. Not
+    retried, and no evidence about the endpoint (so fail-fast does not count it)."""
 
 
 def create_openai_compatible(
