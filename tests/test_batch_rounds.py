@@ -349,3 +349,34 @@ def test_retrieval_in_a_thread_is_waited_for_not_mistaken_for_quiet(judge_double
     assert summary.exit_code == 0
     assert_same_rows(online, out)
     assert [r["round"] for r in run.rounds] == [1, 2]  # no round sent while retrieval ran
+
+
+def test_a_call_waiting_for_its_batch_is_not_reported_as_a_stalled_judge(
+        judge_double, tmp_path, monkeypatch, caplog):
+    from longreward.judge import _transport
+
+    monkeypatch.setattr(_transport, "STALL_S", 0.05)  # online: "no reply for 45 s"
+    monkeypatch.setattr(_transport, "STALL_CHECK_S", 0.05)
+    inp = tmp_path / "in.jsonl"
+    write_input(inp, n_prompts=1, n_cands=1)
+    judge_double.batch_line_delay = 0.1  # round 1 takes about a second
+    run = api_run()
+    seen: list[str] = []
+
+    def watch():
+        while not done:
+            if run.client is not None:
+                seen.extend(run.client.stats.notices.values())
+            time.sleep(0.02)
+
+    done = False
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        assert score(inp, tmp_path / "b.jsonl", options(judge_double), run).exit_code == 0
+    finally:
+        done = True
+        watcher.join()
+    assert any(s.startswith("batch round 1") for s in seen)
+    assert not [s for s in seen if "no reply" in s or "not answering" in s]
+    assert "no reply from" not in caplog.text

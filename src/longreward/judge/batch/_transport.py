@@ -83,6 +83,9 @@ class BatchAPI(OpenAICompatibleAPI):
     """The OpenAI-compatible provider whose requests become batch lines. Its cache identity
     is the online provider's, so online and batch runs share every cached call."""
 
+    #: a parked call waits for its round: the transport does not report it as stalled
+    waits_by_design = True
+
     def __init__(self, park: Park, model: str, *, base_url: str | None = None,
                  api_key: str | None = None, extra_body: dict[str, Any] | None = None) -> None:
         super().__init__(model, base_url=base_url, api_key=api_key, extra_body=extra_body,
