@@ -83,11 +83,11 @@ def judge_bodies(double: Any) -> list[str]:
                   if r["path"].endswith("/chat/completions"))
 
 
-def execute_shard(shard: Path, base_url: str, out: Path) -> None:
+def execute_shard(shard: Path, base_url: str, out: Path, timeout: float = 30.0) -> None:
     """A stand-in executor: each line of ``shard`` POSTed to ``base_url``'s server, results
     written to ``out`` in the batch output format."""
     root = base_url.rsplit("/v1", 1)[0]
-    with httpx.Client(timeout=30) as http, open(out, "w", encoding="utf-8") as fh:
+    with httpx.Client(timeout=timeout) as http, open(out, "w", encoding="utf-8") as fh:
         for line in map(json.loads, shard.read_text().splitlines()):
             r = http.post(root + line["url"], json=line["body"])
             fh.write(json.dumps({"id": f"req-{line['custom_id'][:8]}",
