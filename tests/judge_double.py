@@ -32,6 +32,25 @@ Knobs (thread-safe to set from the test while the server runs):
 - ``ignore_n``: answer one choice whatever ``n`` asks (as llama.cpp's server does)
 - ``probe_delay``: seconds to hold the format probe before anything else (a probe that
   times out on a busy server)
+
+The Files and Batches APIs (``/v1/files``, ``/v1/batches``: create, retrieve, list, cancel,
+output and error files) run each batch line through the same replies, checks and queued
+faults as an online request (logged in ``requests`` with ``"batch"`` set to the batch id).
+Their knobs:
+- ``batch_hold``: while True, running batches do not advance (stay ``in_progress``)
+- ``batch_line_delay``: seconds per line
+- ``batch_fail``: ``(code, message, after)``: the next batch fails (``after=0``: at
+  validation, no output; else after that many lines, which keep their results)
+- ``batch_expire_after``: the next batch expires after this many lines; the rest go to the
+  error file as ``batch_expired``
+- ``batch_line_error``: ``callable(body) -> (status, message) | None``: that line's response
+  (in the error file, as OpenAI puts failed requests)
+- ``batch_drop``: ``callable(body) -> bool``: that line is in neither file
+- ``hold_upload`` / ``hold_create``: "before" or "after" (storing the file / creating the
+  batch) to hold that request, ``hold_download``: hold file content downloads (a client
+  killed at that moment)
+- ``batch_log``: what happened, as ``(event, id)`` tuples: upload, create_request, create,
+  cancel, download. A request held "before" that loses its client does nothing.
 """
 
 from __future__ import annotations
@@ -39,7 +58,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import email.parser
+import email.policy
 import hashlib
+import itertools
 import json
 import math
 import random
@@ -162,6 +184,7 @@ class JudgeDouble:
         self._fault_rng = random.Random(0)
         self._fault_source: Faults | None = None
         self._queued: list[str] = []
+        self._batch_defaults()
         self._stopping = False
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -251,6 +274,22 @@ class JudgeDouble:
             self.ignore_n = False
             self._fault_source = None
             self._queued.clear()
+            self._batch_defaults()
+
+    def _batch_defaults(self) -> None:
+        self.files: dict[str, dict[str, Any]] = {}
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_log: list[tuple[str, str]] = []
+        self.batch_hold = False
+        self.batch_line_delay = 0.0
+        self.batch_fail: tuple[str, str, int] | None = None
+        self.batch_expire_after: int | None = None
+        self.batch_line_error: Callable[[dict[str, Any]], tuple[int, str] | None] | None = None
+        self.batch_drop: Callable[[dict[str, Any]], bool] | None = None
+        self.hold_upload: str | None = None
+        self.hold_create: str | None = None
+        self.hold_download = False
+        self._ids = itertools.count(1)
 
     # ------------------------------------------------------------------ behaviour
 
@@ -290,6 +329,10 @@ class JudgeDouble:
         """Errors that do not depend on the fault draw: auth, model, format, size."""
         if not self._authorized(request):
             return _error(401, "Incorrect API key provided.", code="invalid_api_key")
+        return self._check(body)
+
+    def _check(self, body: dict[str, Any]) -> JSONResponse | None:
+        """The body's own errors: model, format, size (online requests and batch lines)."""
         if self.models is not None and body.get("model") not in self.models:
             return _error(
                 404, f"The model `{body.get('model')}` does not exist.", code="model_not_found"
@@ -420,6 +463,10 @@ class JudgeDouble:
             replies = ["Sorry, I am not sure about this one {" for _ in replies]
         elif fault == "empty":
             replies = ["" for _ in replies]
+        return JSONResponse(self._payload(body, chat, replies))
+
+    def _payload(self, body: dict[str, Any], chat: bool, replies: list[str]) -> dict[str, Any]:
+        """A completion object holding ``replies``."""
         created = int(time.time())
         usage = self._usage(body, replies)
         model = body.get("model") or self.model
@@ -454,7 +501,7 @@ class JudgeDouble:
                 "choices": choices,
                 "usage": usage,
             }
-        return JSONResponse(payload)
+        return payload
 
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="longreward judge double")
@@ -497,6 +544,8 @@ class JudgeDouble:
                 }
             )
 
+        self._batch_routes(app)
+
         @app.get("/v1/models")
         async def models() -> JSONResponse:
             names = sorted(self.models) if self.models else [self.model]
@@ -511,6 +560,274 @@ class JudgeDouble:
             )
 
         return app
+
+    # ------------------------------------------------------------------ files and batches
+
+    async def _wait_while(self, flag: Callable[[], bool], request: Request | None = None
+                          ) -> bool:
+        """Hold while ``flag()``; False if the client went away meanwhile (killed)."""
+        while flag() and not self._stopping:
+            if request is not None and await request.is_disconnected():
+                return False
+            await asyncio.sleep(0.02)
+        return True
+
+    def _new_file(self, name: str, data: bytes, purpose: str) -> dict[str, Any]:
+        fid = f"file-{next(self._ids):06d}"
+        meta = {"id": fid, "object": "file", "bytes": len(data), "created_at": int(time.time()),
+                "filename": name, "purpose": purpose, "status": "processed"}
+        with self._lock:
+            self.files[fid] = {**meta, "content": data}
+        return meta
+
+    def _file_meta(self, fid: str) -> dict[str, Any]:
+        return {k: v for k, v in self.files[fid].items() if k != "content"}
+
+    def _batch_view(self, bid: str) -> dict[str, Any]:
+        with self._lock:
+            return json.loads(json.dumps(self.batches[bid]))
+
+    def _batch_line(self, line: dict[str, Any], bid: str) -> tuple[str | None, dict[str, Any]]:
+        """Run one input line; (which file it goes to, its result line)."""
+        body = line.get("body") or {}
+        url = str(line.get("url"))
+        with self._lock:
+            self._requests.append({"path": url, "body": body, "batch": bid})
+        rid = f"batch_req_{_seed([bid, line.get('custom_id')]) % 10**12}"
+
+        def failed(status: int, message: str, code: str | None = None) -> tuple[str, dict]:
+            return "error", {"id": rid, "custom_id": line.get("custom_id"), "response": {
+                "status_code": status, "request_id": rid, "body": {"error": {
+                    "message": message, "type": "invalid_request_error" if status < 500
+                    else "server_error", "code": code}}}, "error": None}
+
+        if self.batch_drop is not None and self.batch_drop(body):
+            return None, {}
+        if url not in ("/v1/chat/completions", "/v1/completions"):
+            return failed(400, f"unsupported url {url}")
+        gated = self._check(body)
+        if gated is not None:
+            err = json.loads(bytes(gated.body))["error"]
+            return failed(gated.status_code, err["message"], err.get("code"))
+        custom = self.batch_line_error(body) if self.batch_line_error else None
+        if custom is not None:
+            return failed(*custom)
+        fault = self._draw_fault()
+        if fault in ("429", "500", "timeout"):
+            return failed(429 if fault == "429" else 500, "The server had an error.")
+        chat = url.endswith("/chat/completions")
+        replies = self._replies(body, chat)
+        if fault in ("invalid_json", "empty"):
+            replies = ["" if fault == "empty" else "Sorry {" for _ in replies]
+        return "output", {"id": rid, "custom_id": line.get("custom_id"), "response": {
+            "status_code": 200, "request_id": rid, "body": self._payload(body, chat, replies)},
+            "error": None}
+
+    async def _process(self, bid: str) -> None:
+        try:
+            await self._run_batch(bid)
+        except Exception as exc:  # a bug here must not leave the batch running forever
+            with self._lock:
+                self.batches[bid].update(status="failed", errors={"object": "list", "data": [
+                    {"code": "double_error", "message": repr(exc), "param": None,
+                     "line": None}]})
+            raise
+
+    async def _run_batch(self, bid: str) -> None:
+        batch = self.batches[bid]
+
+        def set_(**fields: Any) -> None:
+            with self._lock:
+                batch.update(fields)
+
+        await asyncio.sleep(0.01)
+        try:
+            lines = [json.loads(x) for x in
+                     self.files[batch["input_file_id"]]["content"].decode().splitlines()
+                     if x.strip()]
+        except ValueError:
+            lines = None
+        fail, expire = self.batch_fail, self.batch_expire_after
+        self.batch_fail = self.batch_expire_after = None  # each knob is for one batch
+        if lines is None or (fail is not None and fail[2] == 0):
+            code, message = ("invalid_json_line", "the input file is not JSONL") if (
+                lines is None) else fail[:2]  # type: ignore[index]
+            set_(status="failed", failed_at=int(time.time()),
+                 errors={"object": "list", "data": [{"code": code, "message": message,
+                                                     "param": None, "line": None}]})
+            return
+        set_(status="in_progress", in_progress_at=int(time.time()),
+             request_counts={"total": len(lines), "completed": 0, "failed": 0})
+        output: list[dict[str, Any]] = []
+        errors: list[dict[str, Any]] = []
+        end = "completed"
+        done = 0
+        for i, line in enumerate(lines):
+            await self._wait_while(lambda: self.batch_hold)
+            if self._stopping:
+                return
+            if batch["status"] == "cancelling":
+                end = "cancelled"
+            elif expire is not None and i >= expire:
+                end = "expired"
+            elif fail is not None and i >= fail[2]:
+                end = "failed"
+            if end != "completed":
+                break
+            if self.batch_line_delay:
+                await self._hold(self.batch_line_delay)
+            where, result = self._batch_line(line, bid)
+            done = i + 1
+            if where is not None:
+                (output if where == "output" else errors).append(result)
+            counts = batch["request_counts"]
+            set_(request_counts={**counts, "completed": counts["completed"] + (where == "output"),
+                                 "failed": counts["failed"] + (where == "error")})
+        if end in ("expired", "cancelled"):
+            code = {"expired": "batch_expired", "cancelled": "batch_cancelled"}[end]
+            for line in lines[done:]:
+                errors.append({"id": f"batch_req_{next(self._ids)}",
+                               "custom_id": line.get("custom_id"), "response": None,
+                               "error": {"code": code, "message": f"This request was not run: "
+                                                                  f"the batch {end}."}})
+        set_(status="finalizing" if end != "cancelled" else "cancelling",
+             finalizing_at=int(time.time()))
+        fields: dict[str, Any] = {"status": end, f"{end}_at": int(time.time())}
+        for kind, rows in (("output", output), ("error", errors)):
+            if rows:
+                data = "".join(json.dumps(r) + "\n" for r in rows).encode()
+                fields[f"{kind}_file_id"] = self._new_file(f"{bid}_{kind}.jsonl", data,
+                                                           "batch_output")["id"]
+        if end == "failed" and fail is not None:
+            fields["errors"] = {"object": "list", "data": [{"code": fail[0], "message": fail[1],
+                                                            "param": None, "line": None}]}
+        set_(**fields)
+
+    def _batch_routes(self, app: FastAPI) -> None:
+        def page(items: list[dict[str, Any]], request: Request) -> dict[str, Any]:
+            after = request.query_params.get("after")
+            limit = int(request.query_params.get("limit") or 20)
+            if after is not None:
+                ids = [i["id"] for i in items]
+                items = items[ids.index(after) + 1:] if after in ids else []
+            chosen = items[:limit]
+            return {"object": "list", "data": chosen, "has_more": len(items) > limit,
+                    "first_id": chosen[0]["id"] if chosen else None,
+                    "last_id": chosen[-1]["id"] if chosen else None}
+
+        def denied(request: Request) -> JSONResponse | None:
+            if not self._authorized(request):
+                return _error(401, "Incorrect API key provided.", code="invalid_api_key")
+            return None
+
+        @app.post("/v1/files")
+        async def upload(request: Request) -> JSONResponse:
+            if (d := denied(request)) is not None:
+                return d
+            raw = await request.body()
+            head = f"Content-Type: {request.headers.get('content-type')}\r\n\r\n".encode()
+            message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(head + raw)
+            fields: dict[str, Any] = {}
+            for part in message.iter_parts():
+                name = part.get_param("name", header="content-disposition")
+                fields[name] = (part.get_filename(), part.get_payload(decode=True))
+            if "file" not in fields:
+                return _error(400, "no file in the upload")
+            purpose = (fields.get("purpose") or (None, b"batch"))[1].decode()
+            if not await self._wait_while(lambda: self.hold_upload == "before", request):
+                return _error(499, "client closed the request")
+            meta = self._new_file(fields["file"][0] or "upload.jsonl", fields["file"][1], purpose)
+            self.batch_log.append(("upload", meta["id"]))
+            await self._wait_while(lambda: self.hold_upload == "after")
+            return JSONResponse(meta)
+
+        @app.get("/v1/files")
+        async def list_files(request: Request) -> JSONResponse:
+            if (d := denied(request)) is not None:
+                return d
+            purpose = request.query_params.get("purpose")
+            items = [self._file_meta(f) for f in reversed(list(self.files))
+                     if purpose is None or self.files[f]["purpose"] == purpose]
+            return JSONResponse(page(items, request))
+
+        @app.get("/v1/files/{fid}")
+        async def get_file(fid: str, request: Request) -> JSONResponse:
+            if (d := denied(request)) is not None:
+                return d
+            if fid not in self.files:
+                return _error(404, f"No such File object: {fid}")
+            return JSONResponse(self._file_meta(fid))
+
+        @app.get("/v1/files/{fid}/content")
+        async def file_content(fid: str, request: Request) -> Any:
+            from fastapi.responses import Response
+
+            if (d := denied(request)) is not None:
+                return d
+            if fid not in self.files:
+                return _error(404, f"No such File object: {fid}")
+            self.batch_log.append(("download", fid))
+            await self._wait_while(lambda: self.hold_download)
+            return Response(self.files[fid]["content"], media_type="application/octet-stream")
+
+        @app.post("/v1/batches")
+        async def create_batch(request: Request) -> JSONResponse:
+            if (d := denied(request)) is not None:
+                return d
+            body = await request.json()
+            fid = body.get("input_file_id")
+            if fid not in self.files or self.files[fid]["purpose"] != "batch":
+                return _error(400, f"input_file_id {fid} is not a file uploaded for batch")
+            if body.get("endpoint") not in ("/v1/chat/completions", "/v1/completions"):
+                return _error(400, f"unsupported endpoint {body.get('endpoint')}")
+            self.batch_log.append(("create_request", fid))
+            if not await self._wait_while(lambda: self.hold_create == "before", request):
+                return _error(499, "client closed the request")
+            now = int(time.time())
+            bid = f"batch_{next(self._ids):06d}"
+            with self._lock:
+                self.batches[bid] = {
+                    "id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
+                    "input_file_id": fid, "completion_window": body.get("completion_window"),
+                    "status": "validating", "output_file_id": None, "error_file_id": None,
+                    "created_at": now, "in_progress_at": None, "expires_at": now + 86400,
+                    "finalizing_at": None, "completed_at": None, "failed_at": None,
+                    "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+                    "request_counts": {"total": 0, "completed": 0, "failed": 0},
+                    "metadata": body.get("metadata")}
+            self.batch_log.append(("create", bid))
+            asyncio.get_running_loop().create_task(self._process(bid))
+            view = self._batch_view(bid)
+            await self._wait_while(lambda: self.hold_create == "after")
+            return JSONResponse(view)
+
+        @app.get("/v1/batches")
+        async def list_batches(request: Request) -> JSONResponse:
+            if (d := denied(request)) is not None:
+                return d
+            items = [self._batch_view(b) for b in reversed(list(self.batches))]
+            return JSONResponse(page(items, request))
+
+        @app.get("/v1/batches/{bid}")
+        async def get_batch(bid: str, request: Request) -> JSONResponse:
+            if (d := denied(request)) is not None:
+                return d
+            if bid not in self.batches:
+                return _error(404, f"No such Batch object: {bid}")
+            return JSONResponse(self._batch_view(bid))
+
+        @app.post("/v1/batches/{bid}/cancel")
+        async def cancel_batch(bid: str, request: Request) -> JSONResponse:
+            if (d := denied(request)) is not None:
+                return d
+            if bid not in self.batches:
+                return _error(404, f"No such Batch object: {bid}")
+            with self._lock:
+                batch = self.batches[bid]
+                if batch["status"] in ("validating", "in_progress"):
+                    batch.update(status="cancelling", cancelling_at=int(time.time()))
+            self.batch_log.append(("cancel", bid))
+            return JSONResponse(self._batch_view(bid))
 
 
 _VERDICTS = ("fully", "partially", "not")

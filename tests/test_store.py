@@ -25,6 +25,7 @@ def test_directory_path_wal_and_migrations_idempotent(tmp_path: Path) -> None:
         names = [r[0] for r in store.db.execute("SELECT name FROM _migrations")]
         assert names == [fn.__name__ for fn in MIGRATIONS]
         assert names[:2] == ["m001_initial", "m002_documents"]
+        assert {"m003_batches", "m004_reward_service"} <= set(names)
 
 
 def test_a_new_migration_is_applied_once(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from . import serve as _serve  # noqa: E402,F401  isort: skip
 from . import eval as _eval  # noqa: E402,F401  isort: skip
 from . import report as _report  # noqa: E402,F401  isort: skip
 from . import probe as _probe  # noqa: E402,F401  isort: skip
+from . import batch as _batch  # noqa: E402,F401  isort: skip
 from . import data as _data  # noqa: E402,F401  isort: skip
 from . import train as _train  # noqa: E402,F401  isort: skip
 

@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from .._progress import stage_progress, summary_table
 from ..preference.formats import PAIR_FORMATS
+from . import batch as batch_mode
 from ._app import app
 from ._common import (
     SHOW_ERRORS,
@@ -27,7 +28,7 @@ def _calls(s: Any) -> str:
     return f"{s.requests} requests, {s.cache_hits} cache hits"
 
 
-def _sample_table(s: Any) -> Any:
+def _sample_table(s: Any, extra: list[tuple[str, Any]] | None = None) -> Any:
     rows: list[tuple[str, Any]] = [
         ("prompts", s.prompts),
         ("already done (resumed)", s.already_done),
@@ -43,7 +44,7 @@ def _sample_table(s: Any) -> Any:
         ("wall time", f"{s.seconds:.1f}s"),
         ("output", s.output),
     ]
-    return summary_table("longreward sample", rows)
+    return summary_table("longreward sample", rows + (extra or []))
 
 
 def _pairs_table(s: Any) -> Any:
@@ -105,6 +106,8 @@ def sample_command(
     field_query: Annotated[str | None, typer.Option(help="Input field holding the question.")] = None,
     context: Annotated[bool | None, typer.Option("--context/--no-context", help="Copy the document into every candidate row (default), or keep only prompt_id and let `score --prompts` / `pairs --prompts` join it back.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    batch: Annotated[str | None, typer.Option("--batch", help=batch_mode.BATCH_HELP)] = None,
+    batch_option: Annotated[list[str] | None, typer.Option("--batch-option", help=batch_mode.BATCH_OPTION_HELP)] = None,
 ) -> None:
     """Sample N answers per long-context prompt from the policy. Resumable: rerun the same command after a crash and it goes on."""
     from ..preference.sampling import SampleOptions
@@ -124,25 +127,34 @@ def sample_command(
         "include_context": context,
     })
     options = validate_options(SampleOptions, config, flags, "sample")
-    raise typer.Exit(run_sample(prompts, output, options, run_dir=run_dir, progress=progress))
+    raise typer.Exit(run_sample(prompts, output, options, run_dir=run_dir, progress=progress,
+                                batch=batch_mode.batch_options(batch, batch_option)))
 
 
 def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | None = None,
-               progress: bool = True) -> int:
-    """The sample stage with a progress bar and a summary; returns the exit code."""
+               progress: bool = True, batch: Any = None) -> int:
+    """The sample stage with a progress bar and a summary; returns the exit code. ``batch``
+    (``BatchOptions``) sends the requests as rounds of batch requests."""
     from ..io.files import default_run_dir, rejected_path
+    from ..judge.batch import BatchPending, BatchRun
     from ..preference.sampling import build_policy_client
-    from ..stages.sample import sample_file
+    from ..stages.sample import batch_policy_client, sample_file
 
     run_dir = run_dir or default_run_dir(output)
+    rounds = BatchRun(batch, "sample", invocation=batch_mode.invocation(
+        "sample", options, batch, input=prompts, output=output)) if batch else None
 
     async def main() -> Any:
-        client = build_policy_client(options.policy)
+        client = (batch_policy_client(options, rounds) if rounds
+                  else build_policy_client(options.policy))
+        snapshot = rounds.snapshot if rounds else client.snapshot
         try:
             with stage_progress("sample", console=err, enabled=progress,
-                                stats=lambda: client.snapshot()["by_tag"].get("sample", {})) as bar:
+                                stats=lambda: {**snapshot()["by_tag"].get("sample", {}),
+                                               "notices": snapshot()["notices"]}) as bar:
                 return await sample_file(prompts, output, options, run_dir=run_dir, client=client,
-                                         on_start=bar.start, on_prompt=lambda _p: bar.advance())
+                                         on_start=bar.start, on_prompt=lambda _p: bar.advance(),
+                                         batch=rounds)
         finally:
             await client.aclose()
 
@@ -152,10 +164,12 @@ def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | Non
         err.print("[yellow]interrupted: finished answers are saved; rerun the same command "
                   "to continue.[/]")
         return 130
+    except BatchPending as exc:
+        return batch_mode.report_pending(exc, err)
     report_errors(summary.errors, rejected_path(output))
     for pid, why in list(summary.failed.items())[:SHOW_ERRORS]:
         err.print(f"[red]failed[/] prompt {pid}: {why}")
-    err.print(_sample_table(summary))
+    err.print(_sample_table(summary, batch_mode.rounds_rows(rounds) if rounds else []))
     return summary.exit_code
 
 

@@ -13,6 +13,7 @@ from rich.markup import escape
 
 from .._progress import stage_progress, summary_table
 from ..config import ScoreOptions
+from . import batch as batch_mode
 from ._app import app
 from ._common import (
     err,
@@ -119,6 +120,8 @@ def score_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     retry_unscored: Annotated[bool, typer.Option("--retry-unscored", help="Score again the answers of earlier runs that have an unscored dimension (e.g. the judge was down); calls that succeeded come from the cache.")] = False,
     restart: Annotated[bool, typer.Option("--restart", help="Start the output over (e.g. after changing options), reusing the cached judge calls.")] = False,
+    batch: Annotated[str | None, typer.Option("--batch", help=batch_mode.BATCH_HELP)] = None,
+    batch_option: Annotated[list[str] | None, typer.Option("--batch-option", help=batch_mode.BATCH_OPTION_HELP)] = None,
 ) -> None:
     """Score answers to long-context questions on helpfulness, logicality, faithfulness and completeness. Resumable: rerun the same command after a crash and it goes on."""
     overrides = score_overrides(locals())
@@ -127,16 +130,19 @@ def score_command(
         raise typer.BadParameter("--restart already redoes every answer; drop --retry-unscored")
     redo = "all" if restart else "unscored" if retry_unscored else "none"
     raise typer.Exit(run_score(input, output, options, run_dir=run_dir, progress=progress,
-                               redo=redo, prompts=prompts))
+                               redo=redo, prompts=prompts,
+                               batch=batch_mode.batch_options(batch, batch_option)))
 
 
 def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path | None = None,
               progress: bool = True, console: Console | None = None, redo: str = "none",
-              prompts: Path | None = None) -> int:
+              prompts: Path | None = None, batch: Any = None) -> int:
     """Run the score stage with a progress bar and a summary; returns the exit code. Errors
-    of ours propagate to the CLI's one boundary (message, exit code 2)."""
+    of ours propagate to the CLI's one boundary (message, exit code 2). ``batch``
+    (``BatchOptions``) sends the judge calls as rounds of batch requests."""
     from ..io.files import default_run_dir, rejected_path
     from ..judge import DRY_RUN_BANNER
+    from ..judge.batch import BatchPending, BatchRun
     from ..reward.scorer import LongReward, build_client
     from ..stages.score import check_score_paths, score_file
     from ..store import StaleRunError
@@ -146,18 +152,22 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
         console.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
     run_dir = run_dir or default_run_dir(output)
     check_score_paths(input, output, run_dir, prompts)  # before a progress bar is drawn
+    rounds = BatchRun(batch, "score", invocation=batch_mode.invocation(
+        "score", options, batch, input=input, output=output, prompts=prompts)) if batch else None
 
     async def main() -> Any:
         # score_file attaches the run's store as the call cache.
-        scorer = LongReward(build_client(options), options=options)
+        client = rounds.make_client(options.judge, structured_output=options.judge
+                                    .structured_output) if rounds else build_client(options)
+        scorer = LongReward(client, options=options)
         with stage_progress("score", console=console, enabled=progress,
-                            stats=scorer.client.snapshot) as bar:
+                            stats=rounds.snapshot if rounds else scorer.client.snapshot) as bar:
             try:
                 return await score_file(
                     input, output, options, run_dir=run_dir, scorer=scorer,
                     on_start=lambda total, done: bar.start(total, done),
                     on_answer=lambda row: bar.advance(), redo=redo,  # type: ignore[arg-type]
-                    prompts_path=prompts)
+                    prompts_path=prompts, batch=rounds)
             except StaleRunError as exc:
                 raise StaleRunError(f"{exc} Or rerun with --restart to score again with the "
                                     "new options, reusing the judge calls cached so far.") from None
@@ -170,12 +180,15 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
         console.print("[yellow]interrupted: finished answers are saved; rerun the same "
                       "command to continue.[/]")
         return 130
+    except BatchPending as exc:
+        return batch_mode.report_pending(exc, console)
     report_errors(summary.rejected, rejected_path(output), console)
     if summary.internal_errors:
         console.print(f"[red]{summary.internal_errors} dimension(s) ended unscored by an "
                       "internal error[/] (a bug, not the judge): the tracebacks are in the log "
                       "above; please report them")
-    console.print(_score_table(summary, options, output))
+    console.print(_score_table(summary, options, output,
+                               batch_mode.rounds_rows(rounds) if rounds else []))
     for line in closing_lines(summary, run_dir):
         console.print(line)
     return summary.exit_code
@@ -200,7 +213,8 @@ def closing_lines(summary: Any, run_dir: Path) -> list[str]:
     return lines
 
 
-def _score_table(summary: Any, options: ScoreOptions, output: Path) -> Any:
+def _score_table(summary: Any, options: ScoreOptions, output: Path,
+                 extra: list[tuple[str, Any]] | None = None) -> Any:
     s = summary.stats
     rows: list[tuple[str, Any]] = [
         ("answers", summary.answers_total),
@@ -227,4 +241,4 @@ def _score_table(summary: Any, options: ScoreOptions, output: Path) -> Any:
              ("wall time", f"{summary.wall_seconds:.1f}s"), ("output", str(output))]
     if s.get("cost_usd") is not None:
         rows.append(("estimated cost", f"${s['cost_usd']:.4f}"))
-    return summary_table("longreward score", rows)
+    return summary_table("longreward score", rows + (extra or []))

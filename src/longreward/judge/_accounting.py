@@ -17,13 +17,24 @@ from ._types import Message, Usage
 
 
 class Price(BaseModel):
-    """USD per million tokens. ``cached_input_per_mtok`` defaults to the input price."""
+    """USD per million tokens. ``cached_input_per_mtok`` defaults to the input price.
+    ``batch_discount``: the fraction batch requests cost less (OpenAI's Batch API: 0.5)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input_per_mtok: float = Field(ge=0)
     output_per_mtok: float = Field(ge=0)
     cached_input_per_mtok: float | None = Field(default=None, ge=0)
+    batch_discount: float | None = Field(default=None, ge=0, le=1)
+
+    def for_batch(self) -> Price:
+        """The prices of a batch request: every rate less ``batch_discount`` (unchanged
+        when no discount is configured)."""
+        keep = 1.0 - (self.batch_discount or 0.0)
+        cached = self.cached_input_per_mtok
+        return Price(input_per_mtok=self.input_per_mtok * keep,
+                     output_per_mtok=self.output_per_mtok * keep,
+                     cached_input_per_mtok=None if cached is None else cached * keep)
 
     def cost(self, usage: Usage) -> float:
         cached = min(usage.cached_tokens, usage.prompt_tokens)

@@ -8,6 +8,7 @@ before the structured-output ladder existed stay valid. It never holds a URL or 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import hashlib
 import json
 import logging
@@ -28,6 +29,10 @@ from ._types import (
 )
 
 logger = logging.getLogger("longreward.judge")
+
+#: the cache key of the call being made, for a provider that names its requests by it (the
+#: batch transport: a batch line's ``custom_id`` carries the key its reply is cached under)
+CALL_KEY: contextvars.ContextVar[str | None] = contextvars.ContextVar("call_key", default=None)
 
 
 @runtime_checkable
@@ -123,6 +128,7 @@ class CachedCalls:
             call = _released_on_failure(call, cache, key)
         future: asyncio.Future[ModelOutput | None] = asyncio.get_running_loop().create_future()
         self._pending[key] = future
+        token = CALL_KEY.set(key)
         try:
             out = await call()
         except (ModelError, JudgeFatalError) as exc:
@@ -134,6 +140,7 @@ class CachedCalls:
             future.set_result(None)
             raise
         finally:
+            CALL_KEY.reset(token)
             self._pending.pop(key, None)
         cache.put_call(key, out.model_dump())
         future.set_result(out)

@@ -193,6 +193,8 @@ class Transport:
         the progress display; also safe from another thread: it only reads counters)."""
         now = time.monotonic()
         for ep in self.endpoints:
+            if getattr(ep.api, "waits_by_design", False):
+                continue  # batch requests wait for their round, for hours if need be
             if ep.in_flight and ep.last_reply is not None and now - ep.last_reply >= STALL_S:
                 quiet = now - ep.last_reply
                 self.stats.notice(f"down:{ep.label}",

@@ -120,6 +120,7 @@ async def run_stage(
     on_start: Callable[[StageOutcome], None] | None = None,
     on_row: Callable[[Row, bool], None] | None = None,
     on_unit_done: Callable[[Unit], None] | None = None,
+    supervise: Callable[[Awaitable[Any]], Awaitable[Any]] | None = None,
 ) -> StageOutcome:
     """Run ``work(unit, left_item_ids, commit)`` for every unit with unfinished items.
 
@@ -129,7 +130,9 @@ async def run_stage(
     once the store is open and checked (e.g. to attach it as the call cache);
     ``on_start(outcome)`` once the to-do list is known (totals and what was done before).
     ``on_row(row, resumed)`` sees every row of this run's units: the finished ones from
-    earlier runs (``resumed``) and the new ones.
+    earlier runs (``resumed``) and the new ones. ``supervise(units)`` awaits the units' work
+    for the caller, e.g. the batch round driver, which sends the calls they park as rounds of
+    batch requests.
 
     An output may hold rows this run directory did not make (another ``--run-dir`` wrote
     there, or the run directory was deleted). They are never dropped silently: rows of other
@@ -224,7 +227,8 @@ async def run_stage(
                     on_unit_done(unit)
 
             try:
-                await gather_or_cancel([one(u, left) for u, left in todo])
+                units_done = gather_or_cancel([one(u, left) for u, left in todo])
+                await (units_done if supervise is None else supervise(units_done))
             except asyncio.CancelledError:
                 out.interrupted = True
                 raise

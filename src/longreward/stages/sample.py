@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputFileError, RecordError
 from ..io.files import check_output, rejected_path
@@ -19,6 +19,7 @@ from ..preference.sampling import (
     STAGE,
     SampleOptions,
     SamplingFailed,
+    _completion_api_class,
     answer_id,
     build_policy_client,
     make_renderer,
@@ -26,6 +27,9 @@ from ..preference.sampling import (
 )
 from ..store import RunStore
 from .runner import StageSpec, Unit, fingerprint, run_stage, stage_run_dir
+
+if TYPE_CHECKING:
+    from ..judge.batch import BatchRun
 
 STAGE_NAME = STAGE
 
@@ -87,6 +91,7 @@ async def sample_file(
     client: Any | None = None,
     on_start: Callable[[int, int], None] | None = None,
     on_prompt: Callable[[str], None] | None = None,
+    batch: BatchRun | None = None,
 ) -> SampleSummary:
     """Sample ``options.n`` answers for every prompt of ``prompts_path`` into ``output_path``.
 
@@ -94,6 +99,8 @@ async def sample_file(
     a rerun with nothing left to do makes no model call. ``on_start(total, done_before)`` (in
     prompts) and ``on_prompt(prompt_id)`` drive a progress bar; ``client`` replaces the one
     built from ``options.policy`` (its cache is set to the run's store if it has none).
+    ``batch`` sends the requests as rounds of batch requests (``batch_policy_client`` makes
+    its client); in file mode this raises ``BatchPending`` once a round is written.
     """
     started = time.perf_counter()
     output_path = Path(output_path)
@@ -111,7 +118,10 @@ async def sample_file(
 
     def attach(store: RunStore) -> None:
         nonlocal client
-        if client is None:
+        if batch is not None:
+            client = client or batch_policy_client(options, batch)
+            batch.attach(store)
+        elif client is None:
             client = build_policy_client(options.policy, cache=store)
         elif client.cache is None:
             client.cache = store
@@ -143,7 +153,10 @@ async def sample_file(
     try:
         outcome = await run_stage(
             spec, units, work, output_path=output_path, run_dir=run_dir,
-            concurrency=options.prompt_concurrency, rejected=summary.errors, on_open=attach,
+            # batch mode: every prompt at once, so that one round holds all their requests
+            concurrency=len(units) if batch else options.prompt_concurrency,
+            rejected=summary.errors, on_open=attach,
+            supervise=batch.supervise if batch else None,
             on_start=(lambda o: on_start(o.units_total, o.units_done_before)) if on_start
             else None,
             on_unit_done=(lambda unit: on_prompt(unit.key)) if on_prompt else None)
@@ -158,7 +171,15 @@ async def sample_file(
             summary.prompt_tokens = snap.get("prompt_tokens", 0)
             summary.completion_tokens = snap.get("completion_tokens", 0)
     finally:
+        if batch is not None:
+            batch.close()
         if own_client and client is not None:
             await client.aclose()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def batch_policy_client(options: SampleOptions, batch: BatchRun) -> Any:
+    """The policy client of a batch-mode sample run (completion style included)."""
+    wrap = _completion_api_class() if options.policy.style == "completion" else None
+    return batch.make_client(options.policy, wrap=wrap)

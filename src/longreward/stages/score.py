@@ -14,7 +14,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config import DIMENSION_NAMES, ScoreOptions
 from ..errors import InputFileError, RecordError
@@ -23,6 +23,9 @@ from ..io.records import FieldMap, PromptRecord, group_records, read_prompts
 from ..reward.scorer import LongReward, ScoredAnswer, build_client
 from ..store import TRANSPORT_KEYS, RunStore
 from .runner import Redo, StageOutcome, StageSpec, Unit, fingerprint, run_stage, stage_run_dir
+
+if TYPE_CHECKING:
+    from ..judge.batch import BatchRun
 
 SCORE_STAGE = "score"
 
@@ -173,6 +176,7 @@ async def score_file(
     redo: Redo = "none",
     prompts_path: str | Path | None = None,
     prompt_fields: FieldMap | None = None,
+    batch: BatchRun | None = None,
 ) -> ScoreSummary:
     """Score ``input_path`` into ``output_path`` (JSONL), resumably; a coroutine:
     ``asyncio.run(score_file(...))`` from synchronous code.
@@ -188,6 +192,9 @@ async def score_file(
     ``prompts_path`` joins documents to rows that carry only a ``prompt_id`` (read with
     ``prompt_fields``, default: ``options.fields``). The summary's means and exit code cover
     the whole output, resumed rows included.
+
+    ``batch`` sends the judge calls as rounds of batch requests (``longreward.judge.batch``);
+    in file mode this raises ``BatchPending`` once a round is written.
     """
     t0 = time.perf_counter()
     summary = ScoreSummary()
@@ -202,7 +209,14 @@ async def score_file(
 
     def attach(store: RunStore) -> None:
         nonlocal scorer, attached
-        if scorer is None:
+        if batch is not None:
+            if scorer is None:
+                scorer = LongReward(batch.make_client(
+                    options.judge, structured_output=options.judge.structured_output),
+                    options=options)
+            scorer.retriever = batch.track(scorer.retriever)
+            batch.attach(store, retry_failed=redo != "none")
+        elif scorer is None:
             scorer = LongReward(build_client(options, cache=store), options=options)
         elif scorer.client.cache is None:
             scorer.client.cache = store
@@ -240,15 +254,22 @@ async def score_file(
     try:
         await run_stage(
             spec, units, work, output_path=output_path, run_dir=directory,
-            concurrency=options.prompt_concurrency, redo=redo, rejected=rejected,
-            outcome=summary, on_open=attach, on_row=on_row,
+            # batch mode: every prompt at once, so that each round holds all their calls
+            concurrency=len(units) if batch else options.prompt_concurrency, redo=redo,
+            rejected=rejected, outcome=summary, on_open=attach, on_row=on_row,
+            supervise=batch.supervise if batch else None,
             on_start=(lambda o: on_start(o.items_total, o.items_done_before)) if on_start
             else None)
         if scorer is not None:
             summary.internal_errors = scorer.internal_errors
             summary.stats = scorer.client.snapshot()
             summary.stats["by_dimension"] = usage_by_dimension(summary.stats["by_tag"])
+            if batch is not None:
+                summary.stats["batch"] = {"rounds": batch.rounds,
+                                          "local_seconds": batch.local_seconds}
     finally:
+        if batch is not None:
+            batch.close()
         if own_scorer and scorer is not None:
             await scorer.aclose()
         elif attached and scorer is not None:

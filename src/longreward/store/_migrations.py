@@ -76,6 +76,35 @@ def m002_documents(db: sqlite3.Connection) -> None:
 
 
 @migration
+def m003_batches(db: sqlite3.Connection) -> None:
+    # Batch mode (``longreward.judge.batch``): the reward's judge calls sent as rounds of
+    # OpenAI batch-format requests. A killed run resumes the same batches from here.
+    # batch_parts: one API batch, or one shard file in file mode, of a round.
+    db.execute(
+        "CREATE TABLE batch_parts (stage TEXT NOT NULL, round INTEGER NOT NULL,"
+        " part INTEGER NOT NULL, mode TEXT NOT NULL, url TEXT NOT NULL,"
+        " n_requests INTEGER NOT NULL, n_bytes INTEGER NOT NULL, name TEXT NOT NULL,"
+        " status TEXT NOT NULL, file_id TEXT, batch_id TEXT, output_file_id TEXT,"
+        " error_file_id TEXT, info_json TEXT, created_at REAL NOT NULL,"
+        " updated_at REAL NOT NULL, PRIMARY KEY (stage, round, part))"
+    )
+    # batch_requests: which part carries each issued request. ``custom_id`` names one issue
+    # (round + call-cache key), so a request re-issued in a later round is a new line.
+    db.execute(
+        "CREATE TABLE batch_requests (custom_id TEXT PRIMARY KEY, key TEXT NOT NULL,"
+        " stage TEXT NOT NULL, round INTEGER NOT NULL, part INTEGER NOT NULL)"
+    )
+    db.execute("CREATE INDEX batch_requests_key ON batch_requests (key)")
+    # batch_results: each result line read back (output or error file), once per issue.
+    db.execute(
+        "CREATE TABLE batch_results (custom_id TEXT PRIMARY KEY, key TEXT NOT NULL,"
+        " round INTEGER NOT NULL, status INTEGER NOT NULL, body TEXT, code TEXT,"
+        " source TEXT, created_at REAL NOT NULL)"
+    )
+    db.execute("CREATE INDEX batch_results_key ON batch_results (key)")
+
+
+@migration
 def m004_reward_service(db: sqlite3.Connection) -> None:
     # call_claims: a judge call one process is making, so that the other reward processes
     # sharing this store wait for its result instead of paying for it again (RunStore.claims).
