@@ -9,7 +9,8 @@ help and default) rather than declared again, and mapped to options by the same
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,8 +135,6 @@ def agreement_command(
 ) -> None:
     """Agreement of the reward, each dimension, the leave-one-out rewards and the baselines with human preference labels. Scores through the resumable score stage: a rerun makes no judge call."""
     from ..eval.agreement import AgreementOptions, evaluate_agreement
-    from ..io.files import rejected_path
-    from ..reward.scorer import LongReward, build_client
 
     options = _options(borrowed or {})
     agreement = _validated(AgreementOptions, {
@@ -150,26 +149,9 @@ def agreement_command(
         "limit": limit, "self_consistency": self_consistency,
         "self_consistency_repeats": self_consistency_repeats,
         "self_consistency_temperature": self_consistency_temperature})
-    _dry_run_banner(options)
-
-    async def main() -> Any:
-        scorer = LongReward(build_client(options), options=options)
-        try:
-            with stage_progress("eval: scoring", console=err, enabled=progress,
-                                stats=scorer.client.snapshot) as bar:
-                return await evaluate_agreement(
-                    data, output, options, agreement, run_dir=run_dir, scorer=scorer,
-                    on_start=lambda total, done: bar.start(total, done),
-                    on_answer=lambda _row: bar.advance())
-        finally:
-            await scorer.aclose()
-
-    result = _run(main)
-    from ..errors import RecordError
-
-    rejected = [RecordError(r["record"], r.get("field"), r["error"])
-                for r in _read_rejected(rejected_path(output))]
-    report_errors(rejected, rejected_path(output))
+    result = _run_scoring("eval: scoring", options, progress, functools.partial(
+        evaluate_agreement, data, output, options, agreement, run_dir=run_dir))
+    _report_rejected(output)
     if result.pairs == 0:
         err.print("[yellow]warning:[/] no pair with a human preference was formed: check "
                   "--label-field (and --min-gap for pointwise data)")
@@ -200,6 +182,37 @@ def _run(main: Callable[[], Any]) -> Any:
         err.print("[yellow]interrupted: finished work is saved; rerun the same command to "
                   "continue.[/]")
         raise typer.Exit(130) from None
+
+
+def _run_scoring(label: str, options: Any, progress: bool,
+                 evaluate: Callable[..., Awaitable[Any]]) -> Any:
+    """Run ``evaluate(scorer=, on_start=, on_answer=)`` (an eval that scores through the score
+    stage) with a scorer of ``options`` and a progress bar, closing the scorer after."""
+    from ..reward.scorer import LongReward, build_client
+
+    _dry_run_banner(options)
+
+    async def main() -> Any:
+        scorer = LongReward(build_client(options), options=options)
+        try:
+            with stage_progress(label, console=err, enabled=progress,
+                                stats=scorer.client.snapshot) as bar:
+                return await evaluate(scorer=scorer,
+                                      on_start=lambda total, done: bar.start(total, done),
+                                      on_answer=lambda _row: bar.advance())
+        finally:
+            await scorer.aclose()
+
+    return _run(main)
+
+
+def _report_rejected(output: Path) -> None:
+    """Print the records an eval rejected (listed in ``OUTPUT.rejected.jsonl``)."""
+    from ..errors import RecordError
+    from ..io.files import rejected_path
+
+    report_errors([RecordError(r["record"], r.get("field"), r["error"])
+                   for r in _read_rejected(rejected_path(output))], rejected_path(output))
 
 
 # --------------------------------------------------------------------------- facts
@@ -414,7 +427,6 @@ def robustness_command(
         read_answers,
         write_variants_file,
     )
-    from ..io.files import rejected_path
 
     options = _options(borrowed or {})
     robustness = _validated(RobustnessOptions, {
@@ -443,28 +455,10 @@ def robustness_command(
         result = analyse_scored(answers, scored, output, robustness, fields=options.fields,
                                 prompts_path=prompts, documents_from=documents_from)
     else:
-        _dry_run_banner(options)
-
-        async def main() -> Any:
-            from ..reward.scorer import LongReward, build_client
-
-            scorer = LongReward(build_client(options), options=options)
-            try:
-                with stage_progress("eval: robustness", console=err, enabled=progress,
-                                    stats=scorer.client.snapshot) as bar:
-                    return await evaluate_robustness(
-                        answers, output, options, robustness, run_dir=run_dir,
-                        prompts_path=prompts, documents_from=documents_from, scorer=scorer,
-                        on_start=lambda total, done: bar.start(total, done),
-                        on_answer=lambda _row: bar.advance())
-            finally:
-                await scorer.aclose()
-
-        result = _run(main)
-    from ..errors import RecordError
-
-    report_errors([RecordError(r["record"], r.get("field"), r["error"])
-                   for r in _read_rejected(rejected_path(output))], rejected_path(output))
+        result = _run_scoring("eval: robustness", options, progress, functools.partial(
+            evaluate_robustness, answers, output, options, robustness, run_dir=run_dir,
+            prompts_path=prompts, documents_from=documents_from))
+    _report_rejected(output)
     err.print(robustness_table(result))
     for note in result.notes:
         err.print(f"[yellow]note:[/] {note}")
