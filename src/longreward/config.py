@@ -151,6 +151,11 @@ class ScoreOptions(BaseModel):
     prompt_concurrency: int = Field(default=8, ge=1)
     #: copy the document into every output row (needed by ``pairs`` without --prompts)
     keep_context: bool = False
+    #: show the judge the answer in its canonical layout (``longreward.text.canonical``:
+    #: NFC, one kind of space, no indentation, runs of spaces and blank lines collapsed, list
+    #: markers dropped, code fences kept), so that layout alone cannot move the reward and a
+    #: layout-only variant costs no judge call. False sends the answer as written (the paper).
+    canonical_layout: bool = True
 
     @model_validator(mode="before")
     @classmethod

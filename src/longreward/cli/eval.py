@@ -9,7 +9,8 @@ help and default) rather than declared again, and mapped to options by the same
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import functools
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -134,8 +135,6 @@ def agreement_command(
 ) -> None:
     """Agreement of the reward, each dimension, the leave-one-out rewards and the baselines with human preference labels. Scores through the resumable score stage: a rerun makes no judge call."""
     from ..eval.agreement import AgreementOptions, evaluate_agreement
-    from ..io.files import rejected_path
-    from ..reward.scorer import LongReward, build_client
 
     options = _options(borrowed or {})
     agreement = _validated(AgreementOptions, {
@@ -150,26 +149,9 @@ def agreement_command(
         "limit": limit, "self_consistency": self_consistency,
         "self_consistency_repeats": self_consistency_repeats,
         "self_consistency_temperature": self_consistency_temperature})
-    _dry_run_banner(options)
-
-    async def main() -> Any:
-        scorer = LongReward(build_client(options), options=options)
-        try:
-            with stage_progress("eval: scoring", console=err, enabled=progress,
-                                stats=scorer.client.snapshot) as bar:
-                return await evaluate_agreement(
-                    data, output, options, agreement, run_dir=run_dir, scorer=scorer,
-                    on_start=lambda total, done: bar.start(total, done),
-                    on_answer=lambda _row: bar.advance())
-        finally:
-            await scorer.aclose()
-
-    result = _run(main)
-    from ..errors import RecordError
-
-    rejected = [RecordError(r["record"], r.get("field"), r["error"])
-                for r in _read_rejected(rejected_path(output))]
-    report_errors(rejected, rejected_path(output))
+    result = _run_scoring("eval: scoring", options, progress, functools.partial(
+        evaluate_agreement, data, output, options, agreement, run_dir=run_dir))
+    _report_rejected(output)
     if result.pairs == 0:
         err.print("[yellow]warning:[/] no pair with a human preference was formed: check "
                   "--label-field (and --min-gap for pointwise data)")
@@ -200,6 +182,37 @@ def _run(main: Callable[[], Any]) -> Any:
         err.print("[yellow]interrupted: finished work is saved; rerun the same command to "
                   "continue.[/]")
         raise typer.Exit(130) from None
+
+
+def _run_scoring(label: str, options: Any, progress: bool,
+                 evaluate: Callable[..., Awaitable[Any]]) -> Any:
+    """Run ``evaluate(scorer=, on_start=, on_answer=)`` (an eval that scores through the score
+    stage) with a scorer of ``options`` and a progress bar, closing the scorer after."""
+    from ..reward.scorer import LongReward, build_client
+
+    _dry_run_banner(options)
+
+    async def main() -> Any:
+        scorer = LongReward(build_client(options), options=options)
+        try:
+            with stage_progress(label, console=err, enabled=progress,
+                                stats=scorer.client.snapshot) as bar:
+                return await evaluate(scorer=scorer,
+                                      on_start=lambda total, done: bar.start(total, done),
+                                      on_answer=lambda _row: bar.advance())
+        finally:
+            await scorer.aclose()
+
+    return _run(main)
+
+
+def _report_rejected(output: Path) -> None:
+    """Print the records an eval rejected (listed in ``OUTPUT.rejected.jsonl``)."""
+    from ..errors import RecordError
+    from ..io.files import rejected_path
+
+    report_errors([RecordError(r["record"], r.get("field"), r["error"])
+                   for r in _read_rejected(rejected_path(output))], rejected_path(output))
 
 
 # --------------------------------------------------------------------------- facts
@@ -344,3 +357,115 @@ def _sample_options(config: Path | None, flags: dict[str, Any], fields: Any) -> 
         section = data.get("sample")
         base = deep_merge(base, section if isinstance(section, dict) else data)
     return _validated(SampleOptions, deep_merge(base, flag_overrides(**flags)))
+
+
+# --------------------------------------------------------------------------- robustness
+
+
+def robustness_table(result: Any) -> Table:
+    """The console table of a ``RobustnessResult``: one row per attack class."""
+    t = Table(title=f"robustness: {result.answers} answers attacked, {result.variants} "
+                    "variants", title_justify="left")
+    t.add_column("class", no_wrap=True)
+    for col in ("n", "win rate", "+gain", "mean Δ", "share", "calls/sent", "tokens", "gate"):
+        t.add_column(col, justify="right")
+
+    def ci(interval: Any, fmt: str, scale: float = 1.0) -> str:
+        low, high = interval
+        return "" if low is None else f"\n{fmt.format(scale * low)}–{fmt.format(scale * high)}"
+
+    for c in result.classes:
+        cost = c.cost
+        t.add_row(
+            c.name, str(c.variants) + (f"\n{c.no_verdict} no verdict" if c.no_verdict else ""),
+            "–" if c.win_rate is None else f"{100 * c.win_rate:.0f}%" + ci(
+                c.win_rate_ci, "{:.0f}", 100),
+            _num(c.mean_positive_gain) + ci(c.mean_positive_gain_ci, "{:.2f}"),
+            _num(c.mean_delta, "{:+.2f}"), _num(c.reward_share),
+            f"{cost.calls}/{cost.requests}" if cost else "–",
+            f"{cost.prompt_tokens + cost.completion_tokens:,}" if cost else "–",
+            "[red]FAIL[/]" if c.failed else "ok")
+    given = {k: v for k, v in result.thresholds.items() if v is not None}
+    t.caption = ("win rate: variants whose reward is above their original's; mean +gain: the "
+                 "mean reward gained by those (95% CI below each); share: variant reward / "
+                 "original reward; calls: judge calls the class needs (sent + from the cache); "
+                 "tokens: sent, in + out. CI: bootstrap "
+                 f"over attacked answers, {result.bootstrap.resamples} resamples. Gate: "
+                 + (", ".join(f"{k}={v:g}" for k, v in given.items()) if given else
+                    "none given (--max-win-rate, --max-gain, --max-master-key-reward)"))
+    return t
+
+
+@eval_app.command("robustness")
+@with_flags_of(score_command, SCORE_FLAGS)
+def robustness_command(
+    answers: Annotated[Path, typer.Argument(help="Answers to attack: candidate rows (flat or grouped, as `score` reads them) or a scored file (its documents come from its run directory, or --documents-from / --prompts).", exists=True, dir_okay=False)],
+    output: Annotated[Path | None, typer.Option("-o", "--output", help="Result JSON. The scored originals and variants go to STEM.scored.jsonl beside it.")] = None,
+    run_dir: Annotated[Path | None, typer.Option(help="Run directory (store, call cache). Default: OUTPUT.run/")] = None,
+    prompts: Annotated[Path | None, typer.Option("--prompts", help="Prompts file (id, context, query) for answer rows that carry only a prompt_id.", exists=True, dir_okay=False)] = None,
+    documents_from: Annotated[Path | None, typer.Option(help="Run directory whose store holds the documents of a scored input file (default: INPUT.run/).", exists=True, file_okay=False)] = None,
+    classes: Annotated[str, typer.Option(help="Comma-separated attack classes: forgery, self_praise, grader_note, fake_turn, master_key, layout, padding, truncation; or 'all'.")] = "all",
+    variants_per_class: Annotated[int, typer.Option(help="Variants of each answer in each class.", min=1)] = 3,
+    sample: Annotated[int | None, typer.Option(help="Attack a seeded sample of this many answers (default: every answer).", min=1)] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the variants, the sample and the bootstrap.")] = 0,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the 95% intervals (0: none).", min=0)] = 1000,
+    max_win_rate: Annotated[float | None, typer.Option(help="Gate: exit 3 when a class's win rate is above this (0–1), e.g. 0.10.")] = None,
+    max_gain: Annotated[float | None, typer.Option(help="Gate: exit 3 when a class's mean positive gain is above this (reward points), e.g. 0.25.")] = None,
+    max_master_key_reward: Annotated[float | None, typer.Option(help="Gate: exit 3 when a master key gets a reward above this, e.g. 1.0.")] = None,
+    write_variants: Annotated[Path | None, typer.Option(help="Also write the originals and variants as a candidates file, for another version of `longreward score` to score.")] = None,
+    score: Annotated[bool, typer.Option("--score/--no-score", help="--no-score: only build the variants (with --write-variants); no judge call.")] = True,
+    scored: Annotated[Path | None, typer.Option(help="Read the figures from this scored file of the variants (made from --write-variants by any `longreward score`) instead of scoring them.", exists=True, dir_okay=False)] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    borrowed: dict[str, Any] | None = None,
+) -> None:
+    """Attack the answers with the suite of known reward hacks (verdict forgery, self-praise, notes to the grader, fake turn ends, master keys, layout, padding, truncation), score every variant with your judge, and report per class how often a variant beats its original, by how much, and at what cost. Exit 3 when a class passes a --max-* gate, so it can guard an RL run. Resumable; a rerun makes no judge call."""
+    from ..eval.robustness import (
+        RobustnessOptions,
+        analyse_scored,
+        evaluate_robustness,
+        plan_variants,
+        read_answers,
+        write_variants_file,
+    )
+
+    options = _options(borrowed or {})
+    robustness = _validated(RobustnessOptions, {
+        "classes": [c.strip() for c in classes.split(",") if c.strip()],
+        "variants_per_class": variants_per_class, "sample": sample, "seed": seed,
+        "bootstrap": bootstrap, "max_win_rate": max_win_rate, "max_gain": max_gain,
+        "max_master_key_reward": max_master_key_reward})
+    if not score and write_variants is None:
+        raise typer.BadParameter("--no-score builds variants only to write them: give "
+                                 "--write-variants FILE")
+    if score and output is None:
+        raise typer.BadParameter("give -o/--output FILE for the result (or --no-score "
+                                 "--write-variants FILE to only write the variants)")
+    if write_variants is not None:
+        records, rejected = read_answers(answers, options.fields, prompts_path=prompts,
+                                         documents_from=documents_from)
+        plan = plan_variants(records, robustness, rejected)
+        report_errors(plan.rejected, None)
+        n = write_variants_file(plan, write_variants)
+        err.print(f"variants: {n} answers ({len(plan.answer_ids)} originals, "
+                  f"{len(plan.variants)} variants) written to {write_variants}")
+        if not score:
+            raise typer.Exit(1 if plan.rejected else 0)
+    assert output is not None
+    if scored is not None:
+        result = analyse_scored(answers, scored, output, robustness, fields=options.fields,
+                                prompts_path=prompts, documents_from=documents_from)
+    else:
+        result = _run_scoring("eval: robustness", options, progress, functools.partial(
+            evaluate_robustness, answers, output, options, robustness, run_dir=run_dir,
+            prompts_path=prompts, documents_from=documents_from))
+    _report_rejected(output)
+    err.print(robustness_table(result))
+    for note in result.notes:
+        err.print(f"[yellow]note:[/] {note}")
+    for name, why in result.failed.items():
+        err.print(f"[red]gate:[/] {name}: {'; '.join(why)}")
+    if result.this_run:
+        err.print(f"this run: {result.this_run['requests']} judge requests sent, "
+                  f"{result.this_run['cache_hits']} answered from the run store")
+    err.print(f"results: {output}; scored answers: {result.scored}")
+    raise typer.Exit(result.exit_code)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -33,6 +33,45 @@ METHOD_GROUPS = ("reward", "mode", "dimension", "baseline", "ablation")
 class _Model(BaseModel):
     # Results are read back by later versions: unknown keys are ignored, not refused.
     model_config = ConfigDict(extra="ignore")
+
+
+R = TypeVar("R", bound="EvalResult")
+
+
+class EvalResult(_Model):
+    """What every typed eval result shares: written as JSON (the keys are the fields' names)
+    and read back; a file that is not one is a ``UsageError`` naming it."""
+
+    #: how messages name this kind of result
+    what: ClassVar[str] = "eval result"
+
+    def to_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def write(self, path: str | Path) -> None:
+        """Write the result JSON atomically."""
+        write_result(path, self.to_json())
+
+    @classmethod
+    def read(cls: type[R], path: str | Path) -> R:
+        """Read a result file (a ``UsageError`` naming the file when it is not one)."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise UsageError(f"{path}: cannot read an {cls.what} ({exc})") from None
+        return cls.from_json(data, where=str(path))
+
+    @classmethod
+    def from_json(cls: type[R], data: Any, *, where: str | None = None) -> R:
+        from pydantic import ValidationError
+
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"])
+            raise UsageError(f"{where or cls.what}: not a valid {cls.what}: {loc}: "
+                             f"{first['msg']}") from None
 
 
 class MethodCost(_Model):
@@ -122,7 +161,8 @@ class Subset(_Model):
     limit: int | None = None
 
 
-class AgreementResult(_Model):
+class AgreementResult(EvalResult):
+    what: ClassVar[str] = "agreement result"
     kind: Literal["longreward.eval.agreement"] = RESULT_KIND
     version: int = RESULT_VERSION
     data: str
@@ -169,31 +209,3 @@ class AgreementResult(_Model):
 
     def diagnostic(self, name: str) -> Diagnostic | None:
         return next((d for d in self.diagnostics if d.name == name), None)
-
-    def to_json(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
-
-    def write(self, path: str | Path) -> None:
-        """Write the result JSON atomically."""
-        write_result(path, self.to_json())
-
-    @classmethod
-    def read(cls, path: str | Path) -> AgreementResult:
-        """Read a result file (a ``UsageError`` naming the file when it is not one)."""
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{path}: cannot read an agreement result ({exc})") from None
-        return cls.from_json(data, where=str(path))
-
-    @classmethod
-    def from_json(cls, data: Any, *, where: str = "agreement result") -> AgreementResult:
-        from pydantic import ValidationError
-
-        try:
-            return cls.model_validate(data)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            loc = ".".join(str(x) for x in first["loc"])
-            raise UsageError(f"{where}: not a valid agreement result: {loc}: "
-                             f"{first['msg']}") from None

@@ -16,6 +16,7 @@ from ..eval.diagnostics import diagnose_rows
 from ..eval.facts import FACT_ROWS, fact_stats
 from . import _svg
 from ._load import Inputs, ScoredFile
+from ._robustness import robustness_section
 
 DIMENSION_ORDER = ("helpfulness", "logicality", "faithfulness", "completeness")
 
@@ -494,6 +495,7 @@ def render(inputs: Inputs, *, title: str = "longreward report", max_prompts: int
         ("scores", _scores_section(inputs.scored)),
         ("pairs", _pairs_section(inputs.pairs)),
         ("agreement", _agreement_section(inputs.agreement)),
+        ("robustness", robustness_section(inputs)),
         ("diagnostics", _diagnostics_section(inputs.scored, inputs.agreement)),
         ("facts", _facts_section(inputs.scored, inputs.of_kind("longreward.eval.facts"))),
         ("reference", _reference_section(inputs.of_kind("longreward.eval.reference"))),

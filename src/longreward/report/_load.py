@@ -14,7 +14,8 @@ from ..eval._result import AgreementResult
 from ..io.files import default_run_dir, read_rows
 from ..store import STORE_FILENAME, RunStore
 
-EVAL_KINDS = (AGREEMENT_KIND, "longreward.eval.facts", "longreward.eval.reference")
+EVAL_KINDS = (AGREEMENT_KIND, "longreward.eval.facts", "longreward.eval.reference",
+              "longreward.eval.robustness")
 
 
 @dataclass

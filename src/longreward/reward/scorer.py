@@ -28,6 +28,7 @@ from ..judge import (
 )
 from ..retrieval import Retriever, create_retriever
 from ..text import Tokenizer, detect_language, get_tokenizer
+from ..text.canonical import canonical_answer
 from .dimensions import (
     DimensionInput,
     DimensionResult,
@@ -193,7 +194,10 @@ class LongReward:
     async def _score_answer(self, work: PromptWork, record: PromptRecord,
                             cand: Candidate) -> ScoredAnswer:
         dims = registered()
-        inp = DimensionInput(work, record.query, cand.response, self.settings, self.options)
+        # The one place the answer enters: the judge sees (and the cache keys hold) its
+        # canonical layout, so layout alone never moves the reward (text.canonical).
+        judged = canonical_answer(cand.response) if self.options.canonical_layout else cand.response
+        inp = DimensionInput(work, record.query, judged, self.settings, self.options)
         names = self.options.dimensions
         done = await asyncio.gather(*(self._guarded(n, dims[n].score(inp), record, cand)
                                       for n in names))

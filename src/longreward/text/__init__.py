@@ -1,5 +1,7 @@
-"""Text utilities: tokenizer-backed chunking, sentence splitting, language detection."""
+"""Text utilities: tokenizer-backed chunking, sentence splitting, language detection, the
+canonical layout of an answer."""
 
+from longreward.text.canonical import canonical_answer
 from longreward.text.chunking import Chunk, chunk_text, position_label
 from longreward.text.language import detect_language
 from longreward.text.sentences import split_sentences
@@ -10,6 +12,7 @@ __all__ = [
     "HFTokenizer",
     "RegexTokenizer",
     "Tokenizer",
+    "canonical_answer",
     "chunk_text",
     "detect_language",
     "get_tokenizer",
