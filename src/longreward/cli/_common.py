@@ -41,7 +41,7 @@ def key_values(items: list[str] | None, what: str) -> dict[str, str] | None:
     A malformed item is not echoed: it may be a header carrying a secret."""
     if not items:
         return None
-    from ..judge._redact import split_header
+    from .._util.redact import split_header
 
     out = {}
     for n, item in enumerate(items, 1):

@@ -189,7 +189,7 @@ def facts_command(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Also write the numbers as JSON.")] = None,
 ) -> None:
     """FactScore-style counts from the faithfulness details of scored answers (no judge call): statements per answer, % fully / partially / not supported, answers with no statement. Two files: their differences."""
-    from ..eval._run import write_result
+    from ..eval import write_result
     from ..eval.facts import FACT_ROWS, compare_facts, facts_of_file
 
     if len(scored) > 2:

@@ -5,9 +5,10 @@ details (:mod:`.facts`) and reference-answer grading (:mod:`.reference`). The HT
 
 from __future__ import annotations
 
+from ._run import write_result
 from .agreement import AgreementOptions, evaluate_agreement, read_agreement_data
 from .facts import compare_facts, fact_stats
 from .reference import ReferenceOptions, evaluate_reference
 
 __all__ = ["AgreementOptions", "ReferenceOptions", "compare_facts", "evaluate_agreement",
-           "evaluate_reference", "fact_stats", "read_agreement_data"]
+           "evaluate_reference", "fact_stats", "read_agreement_data", "write_result"]

@@ -353,7 +353,7 @@ def make_renderer(options: SampleOptions) -> _Renderer:
         try:
             counter.count("a")
         except Exception as exc:  # noqa: BLE001 - any failure means "use the approximation"
-            from ..judge._retries import short
+            from .._util.text import short
 
             logger.warning("sample: cannot load the tokenizer of %s (%s); counting tokens "
                            "approximately to fit the window", spec,
@@ -473,13 +473,3 @@ async def sample_prompt(prompt: Prompt, *, options: SampleOptions, renderer: _Re
 def answer_id(prompt_id: str, k: int) -> str:
     """The id of a prompt's k-th answer."""
     return f"{prompt_id}-{k}"
-
-
-
-def __getattr__(name: str) -> Any:
-    # 0.1 kept the file stage here; it is ``longreward.stages.sample`` now.
-    if name in ("sample_file", "SampleSummary", "STAGE_NAME"):
-        from ..stages import sample
-
-        return getattr(sample, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,7 +1,8 @@
-"""Scoring many answers: runs the four dimensions and shares per-document work.
+"""Scoring many answers: runs the configured dimensions and shares per-document work.
 
-``LongReward`` is the Python entry point; ``score_file`` is the resumable file-to-file stage
-behind ``longreward score`` (and the score step of ``longreward run``).
+``LongReward`` is the Python entry point; it reads and writes no file. The resumable
+file-to-file stage behind ``longreward score`` (and the score step of ``longreward run``) is
+:func:`longreward.stages.score.score_file`, built on it.
 """
 
 from __future__ import annotations
@@ -367,12 +368,3 @@ class LongReward:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-def __getattr__(name: str) -> Any:
-    # 0.1 kept the file stage here; it is ``longreward.stages.score`` now.
-    if name in ("score_file", "ScoreSummary", "SCORE_STAGE", "score_output_settings",
-                "usage_by_dimension"):
-        from ..stages import score
-
-        return getattr(score, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
