@@ -18,7 +18,7 @@ from rich.table import Table
 
 from .._progress import stage_progress, summary_table
 from ._app import app
-from ._common import err, report_errors, with_flags_of
+from ._common import dry_run_banner, err, report_errors, with_flags_of
 from .score import (
     JUDGE_FLAGS,
     SCORE_FLAGS,
@@ -34,13 +34,6 @@ app.add_typer(eval_app, name="eval")
 
 def _options(borrowed: dict[str, Any]) -> Any:
     return build_score_options(borrowed.get("config"), score_overrides(borrowed))
-
-
-def _dry_run_banner(options: Any) -> None:
-    from ..judge import DRY_RUN_BANNER
-
-    if options.judge.provider in ("dry_run", "dry-run"):
-        err.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
 
 
 def _pct(x: float | None) -> str:
@@ -122,7 +115,7 @@ def agreement_command(
         [b.strip() for b in baselines.split(",") if b.strip()],
         "consensus_pool": str(consensus_pool) if consensus_pool else None,
         "ties": ties, "bootstrap": bootstrap, "seed": seed})
-    _dry_run_banner(options)
+    dry_run_banner(options.judge.provider)
 
     async def main() -> dict[str, Any]:
         scorer = LongReward(build_client(options), options=options)
@@ -264,7 +257,7 @@ def reference_command(
             "policy.provider": "dry_run" if policy_dry_run else policy_provider,
             "policy.model": policy_model, "policy.base_urls": policy_base_url},
             options.fields)
-    _dry_run_banner(options)
+    dry_run_banner(options.judge.provider)
 
     async def main() -> dict[str, Any]:
         from ..reward.scorer import build_client

@@ -15,6 +15,7 @@ from .._progress import stage_progress, summary_table
 from ..config import ScoreOptions
 from ._app import app
 from ._common import (
+    dry_run_banner,
     err,
     flag_overrides,
     key_values,
@@ -134,14 +135,12 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
     """Run the score stage with a progress bar and a summary; returns the exit code. Errors
     of ours propagate to the CLI's one boundary (message, exit code 2)."""
     from ..io.files import default_run_dir, rejected_path
-    from ..judge import DRY_RUN_BANNER
     from ..reward.scorer import LongReward, build_client
     from ..stages.score import score_file
     from ..store import StaleRunError
 
     console = console or err
-    if options.judge.provider in ("dry_run", "dry-run"):
-        console.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
+    dry_run_banner(options.judge.provider, console=console)
     run_dir = run_dir or default_run_dir(output)
 
     async def main() -> Any:

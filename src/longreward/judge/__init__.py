@@ -10,10 +10,12 @@ from ._client import Asked, ModelClient, json_schema_of, parse_json_reply
 from ._probe import probe_endpoint
 from ._provider import ModelAPI
 from ._registry import (
+    ProviderSpec,
     UnknownProviderError,
     canonical_provider,
     create_apis,
     provider_names,
+    provider_spec,
     register_provider,
 )
 from ._types import (
@@ -83,6 +85,7 @@ __all__ = [
     "UnknownProviderError",
     "Usage",
     "PromptText",
+    "ProviderSpec",
     "candidates_of",
     "canonical_provider",
     "claimed",
@@ -94,6 +97,7 @@ __all__ = [
     "parse_json_reply",
     "probe_endpoint",
     "provider_names",
+    "provider_spec",
     "read_verdict",
     "redact",
     "register_provider",

@@ -25,7 +25,7 @@ from ..judge import (
     ModelClient,
     ModelError,
     ReplyParseError,
-    canonical_provider,
+    provider_spec,
 )
 from ..retrieval import Retriever, create_retriever
 from ..text import Tokenizer, detect_language, get_tokenizer
@@ -87,7 +87,7 @@ class ScoredAnswer:
 
 def build_client(options: ScoreOptions, *, cache: Any = None) -> ModelClient:
     j = options.judge
-    if j.model is None and canonical_provider(j.provider) != "dry_run":
+    if j.model is None and not provider_spec(j.provider).placeholder:
         raise UsageError("no judge model: pass --model NAME (and --base-url URL for a server), "
                          "or --dry-run to check the plumbing offline")
     return j.client(j.create_apis("dry-run"), cache=cache,
