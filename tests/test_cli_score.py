@@ -165,14 +165,17 @@ def test_config_file_and_flags_map_onto_the_same_options(tmp_path):
         build_score_options(bad, {})
 
 
-def test_dry_run_on_bundled_example_needs_no_network_or_key(tmp_path):
+@pytest.mark.parametrize("dry", [["--dry-run"], ["--provider", "dryrun"]])
+def test_dry_run_on_bundled_example_needs_no_network_or_key(tmp_path, dry):
+    """Also under a registered alias of the dry-run provider: the banner still says the scores
+    are placeholders."""
     from importlib import resources
 
     example = resources.files("longreward").joinpath("examples", "candidates.jsonl")
     if not example.is_file():
         pytest.skip("bundled example not present")
     out = tmp_path / "scored.jsonl"
-    r = run_cli("score", str(example), "-o", str(out), "--dry-run", "--no-progress")
+    r = run_cli("score", str(example), "-o", str(out), *dry, "--no-progress")
     assert r.returncode == 0, r.stderr
     assert "DRY RUN" in r.stderr
     rows = read_rows(out)

@@ -29,6 +29,8 @@ from longreward.judge import (
     TransformersAPI,
     UnknownProviderError,
     create_apis,
+    provider_names,
+    provider_spec,
     register_provider,
 )
 from longreward.judge._registry import _PROVIDERS
@@ -159,6 +161,38 @@ def test_registry_errors_say_the_fix() -> None:
             create_apis("needs_missing", "m")
     finally:
         _PROVIDERS.pop("needs_missing")
+
+
+def test_a_provider_is_one_name_after_validation() -> None:
+    """Every alias (any case) validates to the registered name, so nothing downstream sees
+    ``llama-cpp`` and ``llama_cpp`` as two providers; an unknown name fails at validation."""
+    from pydantic import ValidationError
+
+    from longreward.config import EndpointOptions
+    from longreward.preference.sampling import PolicyOptions
+
+    for name in provider_names():
+        spec = provider_spec(name)
+        assert spec.name == name
+        for alias in (name, name.upper(), *spec.aliases, *(f" {a.upper()} " for a in spec.aliases)):
+            assert EndpointOptions(provider=alias).provider == name
+            assert PolicyOptions(provider=alias).identity()["provider"] == name
+            assert provider_spec(alias) is spec
+    assert provider_spec("llama-cpp").local and provider_spec("hf").local
+    assert provider_spec("openai").remote and provider_spec("dryrun").placeholder
+    with pytest.raises(ValidationError, match="unknown judge provider 'gtp'.*openai_compatible"):
+        EndpointOptions(provider="gtp")
+
+
+def test_engine_windows_come_from_the_registry() -> None:
+    llama, vllm, hf = (provider_spec(n) for n in ("llama_cpp", "vllm", "transformers"))
+    assert llama.engine_window({}) == 4096 and llama.window_is_exact  # llama.cpp's n_ctx default
+    assert llama.engine_window({"n_ctx": 8192}) == 8192
+    assert llama.engine_window({"n_ctx": 0}) is None  # 0: the model's own window
+    assert vllm.engine_window({}) is None and not vllm.window_is_exact
+    assert vllm.engine_window({"engine_args": {"max_model_len": 200}}) == 200
+    assert vllm.engine_window({"max_model_len": 128, "engine_args": {"max_model_len": 200}}) == 128
+    assert hf.engine_window({"device": "cpu"}) is None
 
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vllm is installed")

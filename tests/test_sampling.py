@@ -388,6 +388,21 @@ def test_an_edited_prompt_is_sampled_again_not_kept_stale(tmp_path):
     assert all(by_id[f"p{i}-{k}"] == first[f"p{i}-{k}"] for i in (0, 2) for k in range(3))
 
 
+@pytest.mark.parametrize("alias", ["llama_cpp", "llama-cpp", "LLAMA-CPP"])
+def test_an_alias_of_a_local_provider_budgets_for_its_window(tmp_path, alias):
+    """``llama-cpp`` is the llama_cpp provider in every respect: the prompts are fitted to the
+    engine's default n_ctx, not sent whole as to a remote endpoint (which 0.2 did)."""
+    from longreward.preference.sampling import SampleOptions, make_renderer
+
+    options = SampleOptions.model_validate({"policy": {
+        "provider": alias, "model": str(tmp_path / "absent.gguf")}, "max_new_tokens": 64})
+    assert options.policy.provider == "llama_cpp"
+    renderer = make_renderer(options)
+    assert renderer.window == 4096  # llama.cpp's default n_ctx: exact, no config read
+    _msgs, _context, cut = renderer.render("harbour levy " * 4000, "What was approved?")
+    assert cut is not None
+
+
 def test_a_gguf_whose_tokenizer_cannot_be_read_falls_back_to_the_approximate_count(
         tmp_path, caplog):
     """transformers cannot read every GGUF (an architecture it lacks, a damaged file): the

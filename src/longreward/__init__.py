@@ -6,7 +6,6 @@ The public API is what this module exports; submodules with a leading underscore
 
 from __future__ import annotations
 
-from . import _compat
 from .config import JudgeOptions, RetrievalOptions, ScoreOptions
 from .errors import LongRewardError, MissingDependencyError, RecordError
 from .io.records import Candidate, FieldMap, PromptRecord
@@ -14,8 +13,6 @@ from .judge import GenerateConfig, ModelClient, create_apis
 from .reward.dimensions import DIMENSIONS, DimensionResult, combine_reward
 from .reward.scorer import LongReward, ScoredAnswer
 from .stages.score import ScoreSummary, score_file
-
-_compat.install()  # old 0.1 import paths keep working for one release
 
 __version__ = "0.2.0"
 

@@ -18,6 +18,7 @@ from .judge import (
     StructuredOutput,
     canonical_provider,
     create_apis,
+    provider_spec,
 )
 from .reward.dimensions import DIMENSIONS as DIMENSION_NAMES
 
@@ -71,6 +72,13 @@ class EndpointOptions(BaseModel):
     #: provider-specific settings, e.g. ``device`` for transformers, ``engine_args`` for vLLM
     provider_options: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("provider")
+    @classmethod
+    def _registered_name(cls, v: str) -> str:
+        # One name per provider from here on (``llama-cpp`` and ``llama_cpp`` behave alike):
+        # everything downstream asks the registry about the canonical name.
+        return canonical_provider(v)
+
     @field_validator("base_urls", mode="before")
     @classmethod
     def _one_or_many(cls, v: Any) -> Any:
@@ -87,7 +95,7 @@ class EndpointOptions(BaseModel):
     def create_apis(self, default_model: str) -> list[ModelAPI]:
         """One provider object per endpoint."""
         opts: dict[str, Any] = dict(self.provider_options)
-        if canonical_provider(self.provider) == "openai_compatible":
+        if provider_spec(self.provider).remote:
             opts.update(api_key=self.api_key(), extra_headers=self.extra_headers or None,
                         extra_body=self.extra_body or None, timeout=self.timeout)
         return create_apis(self.provider, self.model or default_model,

@@ -125,7 +125,7 @@ def test_answer_ids_are_the_template_rendered_difference(name):
     tok = make_tokenizer(template, specials, bos=bos, eos=eos, metaspace=name == "mistral")
     chat = ChatTokens(tok)
     text, prompt_ids = chat.prompt(PROMPT)
-    ids, end = chat.answer(PROMPT, ANSWER, text, prompt_ids)
+    ids, end, _split = chat.answer(PROMPT, ANSWER, text, prompt_ids)
     want_text, want_end = EXPECTED[name]
     assert end == want_end
     assert tok.decode(ids, skip_special_tokens=False) == want_text
@@ -147,7 +147,7 @@ def test_templates_shipped_by_llama_cpp_python(name):
     tok = make_tokenizer(template, specials, bos=bos, eos=eos, metaspace=kind == "mistral")
     chat = ChatTokens(tok)
     text, prompt_ids = chat.prompt(PROMPT)
-    ids, end = chat.answer(PROMPT, ANSWER, text, prompt_ids)
+    ids, end, _split = chat.answer(PROMPT, ANSWER, text, prompt_ids)
     assert end == "end_of_turn"
     end_token = {"chatml": "<|im_end|>", "llama3": "<|eot_id|>", "mistral": "</s>"}[kind]
     assert ids[-1] == tok.convert_tokens_to_ids(end_token)
@@ -187,6 +187,76 @@ def test_unsplittable_template_and_special_text_are_rejected_by_record(tmp_path)
     assert record == "p.jsonl:1" and "field 'chosen'" in reason and "<|im_end|>" in reason
 
 
+# ------------------------------------------- a generation prompt that ends in a space
+
+SPACED = (  # "Assistant: " ends in a space that a SentencePiece tokenizer joins to the answer
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}"
+    "{{ 'User: ' + m['content'] + '\n' }}{% else %}{{ 'Assistant: ' + m['content'] + '<|end|>\n' }}"
+    "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ 'Assistant: ' }}{% endif %}"
+)
+
+
+def sentencepiece_tokenizer(template: str, *, legacy: bool):
+    """A SentencePiece-like BPE, as Llama-2/Mistral-style tokenizers are built: a word's leading space is part of its token (``▁Paris``), and the start of the input
+    gets that marker too, either as a Metaspace pre-tokenizer (``prepend_scheme='first'``) or,
+    ``legacy``, as a normaliser that prepends it to every segment."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tk = Tokenizer(models.BPE(unk_token="<unk>"))
+    # Pieces never cross a word start, as SentencePiece trains them.
+    tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    tk.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.Fuse(),
+                                    decoders.Strip(content=" ", left=1)])
+    corpus = [*CORPUS, "User: Assistant: Lyon is.\n"]  # every character the tests write
+    tk.train_from_iterator(corpus, trainers.BpeTrainer(
+        vocab_size=400, special_tokens=["<unk>", "<s>", "</s>", "<|end|>"]))
+    if legacy:  # Llama-2's original fast tokenizer: no pre-tokenizer, a prepending normaliser
+        tk.pre_tokenizer = None
+        tk.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                              normalizers.Replace(" ", "▁")])
+    tok = PreTrainedTokenizerFast(tokenizer_object=tk, bos_token="<s>", eos_token="</s>",
+                                  unk_token="<unk>", additional_special_tokens=["<|end|>"])
+    tok.chat_template = template
+    return tok
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_generation_prompt_ending_in_a_space_trains_on_the_generation_split(tmp_path, legacy):
+    """The full rendering tokenises "Assistant: Paris" with "▁Paris", merging the prompt's
+    trailing space into the answer; generation sees the prompt ending in "▁" and continues it
+    with "Paris". Every pair used to be refused; now each trains on that split, with one
+    warning for the file."""
+    tok = sentencepiece_tokenizer(SPACED, legacy=legacy)
+    chat = ChatTokens(tok)
+    text, prompt_ids = chat.prompt(PROMPT)
+    assert text.endswith("Assistant: ") and tok.convert_ids_to_tokens(prompt_ids[-1]).endswith("▁")
+    answer = "Paris is the capital of France."
+    full = _render_tokens(tok, [*PROMPT, {"role": "assistant", "content": answer}])
+    assert full[: len(prompt_ids)] != prompt_ids  # the merge that made every pair fail
+    ids, end, split = chat.answer(PROMPT, answer, text, prompt_ids)
+    assert split and end == "end_of_turn" and tok.convert_ids_to_tokens(ids[-1]) == "<|end|>"
+    # prompt (as generation sees it) + answer is the rendered text, up to the end token
+    _check_is_template_difference(tok, PROMPT, answer, prompt_ids, ids)
+    assert tok.decode(ids, skip_special_tokens=False) == answer + "<|end|>"
+    # and the answer does not start with a word-start marker: that would be a second space
+    assert not tok.convert_ids_to_tokens(ids[0]).startswith("▁")
+
+    path = tmp_path / "p.jsonl"
+    rows = [{"prompt": PROMPT[0]["content"], "chosen": answer, "rejected": "Lyon is."},
+            {"prompt": "What is the capital?", "chosen": "Paris.", "rejected": "Lyon."}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    pairs, report = build_dataset(path, tok, 512)
+    assert len(pairs) == 2 and not report.rejected
+    assert report.n_generation_split == 2 and report.to_dict()["generation_split"] == 2
+    assert all(p.generation_split for p in pairs)
+    from longreward.train.trainer import _say_report
+
+    said: list[str] = []
+    _say_report(said.append, str(path), report)
+    assert sum("split generation produces" in line for line in said) == 1
+
+
 def test_a_tokenizer_without_a_chat_template_stops_once():
     tok = make_tokenizer(CHATML, ["<eos>"], bos=None, eos="<eos>")
     tok.chat_template = None
@@ -224,8 +294,9 @@ def test_smollm2_real_template(smollm2, answer):
               {"role": "user", "content": "Document: the bakery moves to Orchard Row.\n\nWhere?"}]
     chat = ChatTokens(tok)
     text, prompt_ids = chat.prompt(prompt)
-    ids, end = chat.answer(prompt, answer, text, prompt_ids)
+    ids, end, split = chat.answer(prompt, answer, text, prompt_ids)
     assert end == "end_of_turn"
+    assert split == answer.startswith(" ")  # "\n" + "  " is one token in the full rendering
     assert tok.convert_ids_to_tokens(ids[-1]) == "<|im_end|>"
     assert tok.decode(ids, skip_special_tokens=False) == answer + "<|im_end|>"
     _check_is_template_difference(tok, prompt, answer, prompt_ids, ids)

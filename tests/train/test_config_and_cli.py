@@ -147,7 +147,7 @@ def test_eval_fraction_logs_eval_rows_every_n_steps(tmp_path, tiny_model_dir, pa
     assert [r["step"] for r in evals] == [2, 4]  # every 2 steps, and after the last
     for key in ("eval_rewards/chosen", "eval_rewards/rejected", "eval_rewards/margins",
                 "eval_rewards/accuracies", "eval_logps/chosen", "eval_logps/rejected",
-                "eval_dpo_loss", "eval_nll"):
+                "eval_logits/chosen", "eval_logits/rejected", "eval_dpo_loss", "eval_nll"):
         assert key in evals[0]
     assert evals[0]["eval_pairs"] == 1  # 4 pairs, a quarter held out
     # 3 pairs left to train on: an epoch is 3 steps

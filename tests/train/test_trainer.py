@@ -28,6 +28,26 @@ def _margin(model_path, pairs_file) -> float:
     return float((lp.chosen - lp.rejected).mean())
 
 
+def _mean_answer_logits(model_path, pairs_file, rows, side) -> float:
+    """The mean over the first step's pair's answer tokens of the mean logit over the
+    vocabulary, from an ordinary full-logits forward (TRL's ``logits/chosen``)."""
+    import random
+
+    from transformers import AutoModelForCausalLM
+
+    pairs, _ = build_dataset(pairs_file, make_tokenizer(), 4096)
+    order = list(range(len(pairs)))
+    random.Random(42 * 1_000_003).shuffle(order)  # epoch 0's order (seed 42)
+    pair = pairs[order[0]]
+    answer = pair.chosen_ids if side == "chosen" else pair.rejected_ids
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    ids = torch.tensor([pair.prompt_ids + answer])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0]
+    P = len(pair.prompt_ids)
+    return float(logits[P - 1 : -1].float().mean(-1).mean())
+
+
 def _cfg(tmp_path, model_dir, pairs_file, **kw) -> TrainConfig:
     base = dict(pairs=str(pairs_file), model=str(model_dir), output_dir=str(tmp_path / "run"),
                 learning_rate=2e-3, max_steps=6, warmup_ratio=0.0, scheduler="constant",
@@ -60,9 +80,9 @@ def test_steps_raise_margin_and_checkpoint_resumes(tmp_path, tiny_model_dir, pai
     assert len(rows) == 6
     # TRL DPOTrainer's names, plus ours
     for key in ("loss", "rewards/chosen", "rewards/rejected", "rewards/margins",
-                "rewards/accuracies", "logps/chosen", "logps/rejected", "learning_rate", "epoch",
-                "grad_norm", "dpo_loss", "nll", "tokens_per_s", "tokens_per_s_trl",
-                "peak_mem_gib"):
+                "rewards/accuracies", "logps/chosen", "logps/rejected", "logits/chosen",
+                "logits/rejected", "learning_rate", "epoch", "grad_norm", "dpo_loss", "nll",
+                "tokens_per_s", "tokens_per_s_trl", "peak_mem_gib"):
         assert key in rows[0]
     assert 0 < rows[0]["peak_mem_gib"] < 1024  # process peak RSS on CPU, in GiB
     assert rows[-1]["rewards/margins"] > rows[0]["rewards/margins"]
@@ -70,6 +90,23 @@ def test_steps_raise_margin_and_checkpoint_resumes(tmp_path, tiny_model_dir, pai
     assert [r["epoch"] for r in rows] == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5]
     # TRL runs the prompt twice per pair: more tokens for the same pairs in the same time
     assert rows[0]["tokens_per_s_trl"] > rows[0]["tokens_per_s"]
+    # logits/*: TRL's mean logit over each side's answer tokens, recomputed from the weights
+    # the first step saw (the initial model: batch 1, so step 1 is one pair)
+    assert rows[0]["logits/chosen"] == pytest.approx(_mean_answer_logits(
+        tiny_model_dir, pairs_file, rows, side="chosen"), rel=1e-4)
+
+    # trainer_state.json as a Hugging Face Trainer writes it: each checkpoint's log_history
+    # holds the rows up to its step; the output directory's adds the closing summary.
+    from transformers.trainer_callback import TrainerState
+
+    state3 = TrainerState.load_from_json(str(res.checkpoints[0] / "trainer_state.json"))
+    assert state3.global_step == 3 and state3.max_steps == 6 and state3.epoch == 0.75
+    assert state3.log_history == rows[:3]
+    final = TrainerState.load_from_json(str(tmp_path / "run" / "trainer_state.json"))
+    assert final.log_history[:6] == rows and final.global_step == 6
+    summary = final.log_history[-1]
+    assert summary["train_loss"] == pytest.approx(sum(r["loss"] for r in rows) / 6)
+    assert summary["train_runtime"] > 0 and summary["step"] == 6
 
     # Resume from step 3 with the same config: the cached reference is reused and the resumed
     # run ends with the same weights as the uninterrupted one.
@@ -79,6 +116,9 @@ def test_steps_raise_margin_and_checkpoint_resumes(tmp_path, tiny_model_dir, pai
     res2 = train(cfg2, log=logs.append)
     assert res2.steps == 6
     assert any("resumed from" in m for m in logs)
+    resumed_state = TrainerState.load_from_json(str(res2.checkpoints[-1] / "trainer_state.json"))
+    steps = [r["step"] for r in resumed_state.log_history]
+    assert steps == [1, 2, 3, 4, 5, 6]  # the history up to the checkpoint, then the new steps
     assert any("reusing" in m for m in logs)
     resumed = AutoModelForCausalLM.from_pretrained(res2.checkpoints[-1])
     for (n, a), (_, b) in zip(new.named_parameters(), resumed.named_parameters(), strict=True):

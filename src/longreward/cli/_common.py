@@ -21,6 +21,15 @@ M = TypeVar("M", bound=BaseModel)
 SHOW_ERRORS = 20
 
 
+def dry_run_banner(*providers: str, console: Console | None = None) -> None:
+    """Print the dry-run banner when any of ``providers`` gives placeholder replies (the
+    provider registry knows which: ``dry_run``, under any of its names)."""
+    from ..judge import DRY_RUN_BANNER, provider_spec
+
+    if any(provider_spec(p).placeholder for p in providers):
+        (console or err).print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
+
+
 def flag_overrides(**flags: Any) -> dict[str, Any]:
     """Flags that were given, as a nested dict (``"judge.model"`` → ``{"judge": {"model"}}``),
     shaped like the options model so they can be merged over a config file."""
@@ -41,7 +50,7 @@ def key_values(items: list[str] | None, what: str) -> dict[str, str] | None:
     A malformed item is not echoed: it may be a header carrying a secret."""
     if not items:
         return None
-    from ..judge._redact import split_header
+    from .._util.redact import split_header
 
     out = {}
     for n, item in enumerate(items, 1):

@@ -195,8 +195,7 @@ def status_command(
     run_dir: Annotated[Path, typer.Argument(help="Run directory.", exists=True, file_okay=False)],
 ) -> None:
     """Show a run's batch rounds: each batch or shard, its status and its answered, failed and missing requests."""
-    from ..judge.batch import BatchBook, shard_states
-    from ..judge.batch._book import stages_with_batches
+    from ..judge.batch import BatchBook, shard_states, stages_with_batches
 
     _recorded(run_dir)
     shards = shard_states(run_dir)

@@ -16,6 +16,7 @@ from . import batch as batch_mode
 from ._app import app
 from ._common import (
     SHOW_ERRORS,
+    dry_run_banner,
     err,
     flag_overrides,
     option_values,
@@ -280,7 +281,6 @@ def run_command(
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")] = True,
 ) -> None:
     """sample → score → pairs from one config file. Each stage resumes where it stopped; a rerun with nothing new to do makes no model call."""
-    from ..judge import DRY_RUN_BANNER
     from ..stages.run import load_run_config, run_pipeline
     from .score import _score_table
 
@@ -289,8 +289,7 @@ def run_command(
     except ValidationError as exc:
         lines = [f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise typer.BadParameter(f"{config}: invalid config:\n" + "\n".join(lines)) from None
-    if "dry" in cfg.sample.policy.provider or "dry" in cfg.score.judge.provider:
-        err.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
+    dry_run_banner(cfg.sample.policy.provider, cfg.score.judge.provider)
 
     def bar(name: str, stats: Any) -> Any:
         return stage_progress(name, console=err, enabled=progress, stats=stats)

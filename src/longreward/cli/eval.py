@@ -19,7 +19,7 @@ from rich.table import Table
 
 from .._progress import stage_progress, summary_table
 from ._app import app
-from ._common import err, report_errors, with_flags_of
+from ._common import dry_run_banner, err, report_errors, with_flags_of
 from .score import (
     JUDGE_FLAGS,
     SCORE_FLAGS,
@@ -35,13 +35,6 @@ app.add_typer(eval_app, name="eval")
 
 def _options(borrowed: dict[str, Any]) -> Any:
     return build_score_options(borrowed.get("config"), score_overrides(borrowed))
-
-
-def _dry_run_banner(options: Any) -> None:
-    from ..judge import DRY_RUN_BANNER
-
-    if options.judge.provider in ("dry_run", "dry-run"):
-        err.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
 
 
 def _pct(x: float | None) -> str:
@@ -190,7 +183,7 @@ def _run_scoring(label: str, options: Any, progress: bool,
     stage) with a scorer of ``options`` and a progress bar, closing the scorer after."""
     from ..reward.scorer import LongReward, build_client
 
-    _dry_run_banner(options)
+    dry_run_banner(options.judge.provider)
 
     async def main() -> Any:
         scorer = LongReward(build_client(options), options=options)
@@ -231,7 +224,7 @@ def facts_command(
     output: Annotated[Path | None, typer.Option("-o", "--output", help="Also write the numbers as JSON.")] = None,
 ) -> None:
     """FactScore-style counts from the faithfulness details of scored answers (no judge call): statements per answer, % fully / partially / not supported, answers with no statement. Two files: their differences."""
-    from ..eval._run import write_result
+    from ..eval import write_result
     from ..eval.facts import FACT_ROWS, compare_facts, facts_of_file
 
     if len(scored) > 2:
@@ -306,7 +299,7 @@ def reference_command(
             "policy.provider": "dry_run" if policy_dry_run else policy_provider,
             "policy.model": policy_model, "policy.base_urls": policy_base_url},
             options.fields)
-    _dry_run_banner(options)
+    dry_run_banner(options.judge.provider)
 
     async def main() -> dict[str, Any]:
         from ..reward.scorer import build_client

@@ -26,7 +26,7 @@ def probe_command(
 ) -> None:
     """A few small calls, then a table: reachable, model listed, chat, structured-output mode, n>1, context window, usage and cached tokens, latency; and the flags to use. Exit code 0 when chat works, 1 when not."""
     from ..config import EndpointOptions
-    from ..judge._probe import probe_endpoint
+    from ..judge import probe_endpoint
 
     options = EndpointOptions(model=model, base_urls=[base_url], api_key_env=api_key_env,
                               extra_headers=key_values(header, "--header") or {},

@@ -16,6 +16,7 @@ from ..config import ScoreOptions
 from . import batch as batch_mode
 from ._app import app
 from ._common import (
+    dry_run_banner,
     err,
     flag_overrides,
     key_values,
@@ -141,15 +142,13 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
     of ours propagate to the CLI's one boundary (message, exit code 2). ``batch``
     (``BatchOptions``) sends the judge calls as rounds of batch requests."""
     from ..io.files import default_run_dir, rejected_path
-    from ..judge import DRY_RUN_BANNER
     from ..judge.batch import BatchPending, BatchRun
     from ..reward.scorer import LongReward, build_client
     from ..stages.score import check_score_paths, score_file
     from ..store import StaleRunError
 
     console = console or err
-    if options.judge.provider in ("dry_run", "dry-run"):
-        console.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
+    dry_run_banner(options.judge.provider, console=console)
     run_dir = run_dir or default_run_dir(output)
     check_score_paths(input, output, run_dir, prompts)  # before a progress bar is drawn
     rounds = BatchRun(batch, "score", invocation=batch_mode.invocation(

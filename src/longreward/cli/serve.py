@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 
 from ._app import app
-from ._common import err, flag_overrides, report_errors, with_flags_of
+from ._common import dry_run_banner, err, flag_overrides, report_errors, with_flags_of
 from .score import JUDGE_FLAGS, score_command, score_overrides
 
 #: score's flags that serve takes too, under ``score:`` of serve.yaml (``--config`` is serve's
@@ -37,7 +37,6 @@ def serve_command(
 ) -> None:
     """Serve LongReward as the reward of online RL: native /score, OpenRLHF /get_reward, slime /slime, document registration, /health and /metrics. Takes score's judge and scoring flags. Needs the serve extra: pip install 'longreward\\[serve]'."""
     from ..config import deep_merge
-    from ..judge import DRY_RUN_BANNER
     from ..serve import RewardService, create_app, load_serve_options, serve_forever
 
     overrides = deep_merge(flag_overrides(**{
@@ -54,8 +53,7 @@ def serve_command(
     root.addHandler(handler)
     root.setLevel(log_level.upper())
 
-    if options.score.judge.provider in ("dry_run", "dry-run"):
-        err.print(f"[bold yellow]{DRY_RUN_BANNER}[/]")
+    dry_run_banner(options.score.judge.provider)
     service = RewardService(options)
     asgi = create_app(service)  # reads the token now: a missing variable stops here
     service.open()  # lock, store, prompts: errors stop here, before the port is taken

@@ -27,9 +27,15 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from ..reward.dimensions import JudgeSettings, load_prompt
-from ..reward.dimensions._base import ask_judge, judge_score, usage_dict
-from ..reward.dimensions._parse import parse_choice, parse_score
+from ..reward.dimensions import (
+    JudgeSettings,
+    ask_judge,
+    judge_score,
+    load_prompt,
+    parse_choice,
+    parse_score,
+    usage_dict,
+)
 from ._run import PROMPTS_PACKAGE
 from ._stats import Verdict, verdict_from_scores
 

@@ -28,9 +28,13 @@ from ..config import ScoreOptions
 from ..errors import RecordError
 from ..io.files import default_run_dir, iter_rows, write_rejected
 from ..io.records import FieldMap
-from ..reward.dimensions import DimensionResult, JudgeSettings, load_prompt
-from ..reward.dimensions._base import judge_score
-from ..reward.dimensions._parse import parse_score
+from ..reward.dimensions import (
+    DimensionResult,
+    JudgeSettings,
+    judge_score,
+    load_prompt,
+    parse_score,
+)
 from ..reward.scorer import LongReward, build_client
 from ..text import detect_language
 from ._run import PROMPTS_PACKAGE, cached_calls, tag_costs, write_result

@@ -33,6 +33,8 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from .._util.redact import install_log_filter, redact
+from .._util.text import short as _short
 from ._accounting import ClientStats, Price, TagStats, estimate_tokens
 from ._cache import CachedCalls, CacheKeys, CallCache, canonical
 from ._ladder import (
@@ -46,7 +48,6 @@ from ._ladder import (
     request,
 )
 from ._provider import ModelAPI
-from ._redact import install_log_filter, redact
 from ._retries import FailFast, RateLimits, RetryPolicy
 from ._transport import Endpoint, Transport
 from ._types import (
@@ -100,11 +101,6 @@ def json_schema_of(model: type[BaseModel]) -> JsonSchema:
     """The reply model's JSON schema, built once per model (pydantic rebuilds it on every
     call, which cost ~8% of the client's CPU per ask). Shared: do not mutate it."""
     return model.model_json_schema()
-
-
-def _short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ModelClient:

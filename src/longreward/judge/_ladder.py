@@ -26,10 +26,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from .._util.redact import redact
+from .._util.text import short
 from ..errors import UsageError
 from ._provider import ModelAPI
-from ._redact import redact
-from ._retries import short
 from ._types import (
     LADDER,
     GenerateConfig,

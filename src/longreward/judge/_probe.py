@@ -14,8 +14,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from .._util.redact import redact
 from ._client import ModelClient
-from ._redact import redact
 from ._types import (
     ContextTooLongError,
     EndpointUnreachableError,

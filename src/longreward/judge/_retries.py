@@ -28,8 +28,9 @@ from typing import TypeVar
 from aiolimiter import AsyncLimiter
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, stop_after_attempt
 
+from .._util.redact import redact
+from .._util.text import short
 from ._accounting import ClientStats
-from ._redact import redact
 from ._types import (
     ContextTooLongError,
     JudgeFatalError,
@@ -45,11 +46,6 @@ R = TypeVar("R")
 
 #: a wait at least this long is logged and shown in the progress display
 LONG_WAIT_S = 10.0
-
-
-def short(text: str, limit: int = 300) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class RateLimits:

@@ -26,10 +26,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from .._util.redact import redact
+from .._util.text import short
 from ._accounting import ClientStats
 from ._provider import ModelAPI
-from ._redact import redact
-from ._retries import short
 from ._types import EndpointUnreachableError, JudgeFatalError, ModelError
 
 logger = logging.getLogger("longreward.judge")

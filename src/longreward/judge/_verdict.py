@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ._retries import short
+from .._util.text import short
 from ._types import Message, ReplyParseError
 
 T = TypeVar("T", bound=BaseModel)

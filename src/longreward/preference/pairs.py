@@ -299,13 +299,3 @@ def iter_selections(
             min_margin=options.min_margin,
             not_worse_on=options.not_worse_on,
         )
-
-
-def __getattr__(name: str) -> Any:
-    # 0.1 kept the file stage here; it is ``longreward.stages.pairs`` now.
-    if name in ("build_pairs", "PairsSummary", "write_card", "card_path_for",
-                "push_rows_to_hub", "write_parquet_rows"):
-        from ..stages import pairs
-
-        return getattr(pairs, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -40,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from ..config import EndpointOptions, renamed
 from ..io.records import FieldMap, Prompt
+from ..judge import provider_spec
 from ..store import TRANSPORT_KEYS
 from ..text.tokenizers import pretrained_source, trained_window
 from .formats import DEFAULT_PROMPT_TEMPLATE, check_prompt_template, render_prompt
@@ -237,7 +238,7 @@ def build_policy_client(policy: PolicyOptions, *, cache: Any = None) -> Any:
 
 def _is_local(policy: PolicyOptions) -> bool:
     """The policy runs here, so its tokenizer and window can be read from the model."""
-    return policy.provider in ("transformers", "hf", "vllm", "llama_cpp")
+    return provider_spec(policy.provider).local
 
 
 def _hf_tokenizer(spec: str) -> Any:
@@ -267,11 +268,9 @@ def _window_from_config(model: str) -> int | None:
 
 def _model_tokenizer(policy: PolicyOptions) -> str | None:
     """The policy's own tokenizer, when it runs here and can be read; else ``None`` (the
-    approximate count). A GGUF's tokenizer is read through transformers, which the
-    ``[gguf]`` extra alone does not install."""
-    if not _is_local(policy):
-        return None
-    if policy.provider == "llama_cpp" and importlib.util.find_spec("transformers") is None:
+    approximate count). It is read through transformers, which a local engine's extra alone
+    may not install (``[gguf]`` does not)."""
+    if not _is_local(policy) or importlib.util.find_spec("transformers") is None:
         return None
     return policy.model
 
@@ -280,15 +279,8 @@ def _engine_window(policy: PolicyOptions) -> int | None:
     """The window the engine runs with when it is set below the model's trained one: it
     rejects longer prompts outright, so the budget is for it. vLLM's ``max_model_len`` is
     often lowered to fit the KV cache; llama.cpp's ``n_ctx`` has a small default (0 there
-    means the trained window)."""
-    po = policy.provider_options
-    if policy.provider == "llama_cpp":
-        from ..judge.providers.llama_cpp import DEFAULT_N_CTX
-
-        cap = po.get("n_ctx", DEFAULT_N_CTX)
-    else:
-        cap = po.get("max_model_len", (po.get("engine_args") or {}).get("max_model_len"))
-    return cap if isinstance(cap, int) and cap > 0 else None
+    means the trained window). Which option sets it is the provider registry's knowledge."""
+    return provider_spec(policy.provider).engine_window(policy.provider_options)
 
 
 @dataclass
@@ -353,7 +345,7 @@ def make_renderer(options: SampleOptions) -> _Renderer:
         try:
             counter.count("a")
         except Exception as exc:  # noqa: BLE001 - any failure means "use the approximation"
-            from ..judge._retries import short
+            from .._util.text import short
 
             logger.warning("sample: cannot load the tokenizer of %s (%s); counting tokens "
                            "approximately to fit the window", spec,
@@ -366,7 +358,7 @@ def make_renderer(options: SampleOptions) -> _Renderer:
         cap = _engine_window(policy)
         # llama.cpp runs with exactly n_ctx, even above the trained window (its choice, and
         # reading a GGUF's config costs seconds); other engines are capped below it.
-        exact = cap is not None and policy.provider == "llama_cpp"
+        exact = cap is not None and provider_spec(policy.provider).window_is_exact
         trained = None if exact else _window_from_config(policy.model)
         window = min((w for w in (trained, cap) if w is not None), default=None)
     chat_tok = None
@@ -473,13 +465,3 @@ async def sample_prompt(prompt: Prompt, *, options: SampleOptions, renderer: _Re
 def answer_id(prompt_id: str, k: int) -> str:
     """The id of a prompt's k-th answer."""
     return f"{prompt_id}-{k}"
-
-
-
-def __getattr__(name: str) -> Any:
-    # 0.1 kept the file stage here; it is ``longreward.stages.sample`` now.
-    if name in ("sample_file", "SampleSummary", "STAGE_NAME"):
-        from ..stages import sample
-
-        return getattr(sample, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

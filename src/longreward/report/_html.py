@@ -10,9 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..eval._result import AgreementResult, Diagnostic, MethodCost
-from ..eval._stats import pearson
-from ..eval.diagnostics import diagnose_rows
+from ..eval import AgreementResult, Diagnostic, MethodCost, diagnose_rows, pearson
 from ..eval.facts import FACT_ROWS, fact_stats
 from . import _svg
 from ._load import Inputs, ScoredFile

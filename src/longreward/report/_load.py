@@ -9,8 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
-from ..eval._result import RESULT_KIND as AGREEMENT_KIND
-from ..eval._result import AgreementResult
+from ..eval import AGREEMENT_KIND, AgreementResult
 from ..io.files import default_run_dir, read_rows
 from ..store import STORE_FILENAME, RunStore
 

@@ -1,7 +1,8 @@
-"""Scoring many answers: runs the four dimensions and shares per-document work.
+"""Scoring many answers: runs the configured dimensions and shares per-document work.
 
-``LongReward`` is the Python entry point; ``score_file`` is the resumable file-to-file stage
-behind ``longreward score`` (and the score step of ``longreward run``).
+``LongReward`` is the Python entry point; it reads and writes no file. The resumable
+file-to-file stage behind ``longreward score`` (and the score step of ``longreward run``) is
+:func:`longreward.stages.score.score_file`, built on it.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from ..judge import (
     ModelClient,
     ModelError,
     ReplyParseError,
-    canonical_provider,
+    provider_spec,
 )
 from ..retrieval import Retriever, create_retriever
 from ..text import Tokenizer, detect_language, get_tokenizer
@@ -87,7 +88,7 @@ class ScoredAnswer:
 
 def build_client(options: ScoreOptions, *, cache: Any = None) -> ModelClient:
     j = options.judge
-    if j.model is None and canonical_provider(j.provider) != "dry_run":
+    if j.model is None and not provider_spec(j.provider).placeholder:
         raise UsageError("no judge model: pass --model NAME (and --base-url URL for a server), "
                          "or --dry-run to check the plumbing offline")
     return j.client(j.create_apis("dry-run"), cache=cache,
@@ -371,12 +372,3 @@ class LongReward:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
-
-def __getattr__(name: str) -> Any:
-    # 0.1 kept the file stage here; it is ``longreward.stages.score`` now.
-    if name in ("score_file", "ScoreSummary", "SCORE_STAGE", "score_output_settings",
-                "usage_by_dimension"):
-        from ..stages import score
-
-        return getattr(score, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

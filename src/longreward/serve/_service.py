@@ -42,8 +42,7 @@ from typing import Any, Literal
 from ..errors import LongRewardError
 from ..io.records import Candidate, PromptRecord, document_key, read_prompts
 from ..reward.scorer import LongReward, ScoredAnswer, build_client
-from ..store import PROMPT_META_PREFIX, RunStore, ServiceLock
-from ..store._store import MEMORY
+from ..store import MEMORY, PROMPT_META_PREFIX, RunStore, ServiceLock
 from ._neutral import Neutral, NeutralRewards
 from ._options import ServeOptions
 

@@ -39,7 +39,7 @@ _guard = threading.Lock()
 def command_line(argv: list[str]) -> str:
     """The command as the lock file records it and a second process prints it: without
     secrets (``--header`` values, anything credential-shaped), since both end up in logs."""
-    from ..judge._redact import MASK, redact, split_header
+    from .._util.redact import MASK, redact, split_header
 
     def header(value: str) -> str:
         pair = split_header(value)

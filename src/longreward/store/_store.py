@@ -48,12 +48,12 @@ _RECENT_REWARDS = 1000
 
 def scrub_secrets(value: Any, key: str | None = None) -> Any:
     """``value`` (JSON-like) with credentials masked: every value under a credential-shaped
-    key (``api_key``, ``token``, ``password``... as ``judge._redact`` defines them), every
+    key (``api_key``, ``token``, ``password``... as ``_util.redact`` defines them), every
     value of a ``*headers`` mapping (a header is as often a credential as not; the lock file
     masks them all too), and credential-shaped text anywhere (``sk-…``, ``Bearer …``, JWTs).
     Names of variables that hold a key (``api_key_env``, any ``*_env``) are kept: they are
     not secrets."""
-    from ..judge._redact import MASK, redact
+    from .._util.redact import MASK, redact
 
     if (key is not None and value not in (None, "", [], {}) and not isinstance(value, bool)
             and not key.lower().endswith("_env")):

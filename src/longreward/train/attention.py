@@ -16,7 +16,8 @@ Backends (``--attention``):
     path and the reference for tests.
 ``flex``
     FlexAttention with a ``BlockMask``: blocks fully in the chosen×rejected rectangle are skipped.
-    Measured on H100 (issue #train): 1.09/1.38/1.39× SDPA-over-two-sequences at P = 8k/16k/32k.
+    Measured on an H100 (issue 4; torch 2.11, bf16): 1.09/1.38/1.39× SDPA-over-two-sequences
+    at P = 8k/16k/32k.
 ``split``
     Two SDPA calls per row: ``[prompt|chosen]`` causal (one ordinary causal call), then rejected
     queries against ``[prompt K/V ; rejected K/V]`` with a bottom-right causal mask. Measured

@@ -12,19 +12,21 @@ Over-long prompts (policy)
 Answer tokens
     The prompt is rendered with the tokenizer's chat template (``add_generation_prompt=True``)
     and each answer's tokens are taken from the template's rendering of the assistant turn, up
-    to its end-of-turn token (:class:`ChatTokens`). TRL 1.16 and OpenRLHF tokenise an answer on
-    its own and append the tokenizer's EOS, which differs from the template in the first token,
-    trimmed whitespace and the end token for common templates (issue 9). Where a template cannot
-    be split into prompt and answer, the record is rejected with the reason.
+    to its end-of-turn token (:class:`ChatTokens`): what generation produces and stops at.
+    TRL 1.16 differs in two places (docs/training.md): its plain-string format appends the
+    tokenizer's EOS to each answer, and for conversational data it also trains on what the
+    template renders after the end-of-turn token (ChatML's newline after ``<|im_end|>``). Where
+    a template cannot be split into prompt and answer, the record is rejected with the reason.
 
 No torch here: this runs before the training stack is touched.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import ConfigError, RecordError
 from ..io.files import iter_rows
@@ -43,6 +45,9 @@ class TokenizedPair:
     truncated_tokens: int = 0  # prompt tokens removed by the middle cut
     #: how the answers' end was found (see ``ChatTokens.answer``)
     answer_end: str = "end_of_turn"
+    #: an answer's tokens continue the prompt as generation does, not as the template's full
+    #: rendering tokenises them (the two merge at the boundary; see ``ChatTokens``)
+    generation_split: bool = False
 
     @property
     def packed_length(self) -> int:
@@ -69,13 +74,17 @@ class DataReport:
     #: the answer), ``next_turn`` (the next turn's opening token), ``eos_appended`` (the template
     #: marks no end; the tokenizer's EOS was appended)
     answer_end: dict[str, int] = field(default_factory=dict)
+    #: pairs trained on the prompt/answer split generation produces, where the template's full
+    #: rendering merges the prompt's last token with the answer's first
+    n_generation_split: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.n_rows, "pairs": self.n_pairs,
                 "rejected": [{"record": r, "reason": m} for r, m in self.rejected],
                 "prompts_truncated": self.n_truncated,
                 "prompt_tokens_removed": self.n_truncated_tokens,
-                "answers_cut": self.n_answers_cut, "answer_end": dict(self.answer_end)}
+                "answers_cut": self.n_answers_cut, "answer_end": dict(self.answer_end),
+                "generation_split": self.n_generation_split}
 
 
 def read_pairs(path: str | Path, fmt: str = "auto",
@@ -93,6 +102,15 @@ def read_pairs(path: str | Path, fmt: str = "auto",
         except RecordError as exc:
             report.rejected.append((record, str(exc)))
     return out, report
+
+
+class AnswerTokens(NamedTuple):
+    ids: list[int]
+    #: how the end was found: ``end_of_turn``, ``next_turn`` or ``eos_appended``
+    end: str
+    #: the ids continue the prompt as generation does, where the full rendering merges the
+    #: prompt's last token with the answer's first
+    generation_split: bool = False
 
 
 class ChatTokens:
@@ -113,6 +131,13 @@ class ChatTokens:
     and its first special token (``<|user|>``) ends the answer: the template's own turn
     boundary, which such models generate to stop. Only a template with no special token at
     either place gets the tokenizer's EOS appended, and that is counted in the report.
+
+    Where the rendering's tokens merge across the prompt/answer boundary (a generation prompt
+    ending in a space, as ``Assistant: ``, whose space a SentencePiece tokenizer joins to the
+    answer's first word; ChatML's newline and an answer's leading spaces), the split is the one
+    generation produces: the prompt's tokens as rendered for generation, and the answer's text
+    tokenised as their continuation. The model never sees the merged token after this prompt;
+    it sees the prompt and generates on from its last token.
     """
 
     def __init__(self, tokenizer: Any) -> None:
@@ -145,10 +170,11 @@ class ChatTokens:
 
     def answer(self, messages: list[dict[str, str]], answer: str, prompt_text: str,
                prompt_ids: list[int], record: str = "?", field: str = "answer",
-               ) -> tuple[list[int], str]:
-        """``(ids, end)``: the answer's tokens and how its end was found (``end_of_turn``,
-        ``next_turn`` or ``eos_appended``). Raises ``RecordError`` when the template cannot be
-        split into prompt and answer."""
+               ) -> AnswerTokens:
+        """The answer's tokens, how its end was found (``end_of_turn``, ``next_turn`` or
+        ``eos_appended``) and whether they continue a prompt the full rendering merges them
+        with. Raises ``RecordError`` when the template cannot be split into prompt and
+        answer."""
         inner = [i for i in self.ids(answer) if i in self.special_ids]
         if inner:
             name = self.tokenizer.convert_ids_to_tokens(inner[0])
@@ -156,12 +182,12 @@ class ChatTokens:
                                              "as text; the chat template's turn would end there. "
                                              "Remove it from the answer")
         turn = [*messages, {"role": "assistant", "content": answer}]
-        rest = self._after_prompt(turn, prompt_text, prompt_ids, record, field)
+        rest, split = self._after_prompt(turn, prompt_text, prompt_ids, record, field)
         end = next((j for j, i in enumerate(rest) if i in self.special_ids), None)
         if end is not None:
-            return rest[: end + 1], "end_of_turn"
+            return AnswerTokens(rest[: end + 1], "end_of_turn", split)
         follow = [*turn, {"role": "user", "content": "Thank you."}]
-        rest2 = self._after_prompt(follow, prompt_text, prompt_ids, record, field)
+        rest2, split2 = self._after_prompt(follow, prompt_text, prompt_ids, record, field)
         end = next((j for j, i in enumerate(rest2) if i in self.special_ids), None)
         if end is not None:
             if rest2[:end] != rest:
@@ -171,16 +197,18 @@ class ChatTokens:
                                                  "tokens cannot be told apart. Use a template "
                                                  "that closes the assistant turn with a special "
                                                  "token")
-            return rest2[: end + 1], "next_turn"
+            return AnswerTokens(rest2[: end + 1], "next_turn", split2)
         eos = self.tokenizer.eos_token_id
         if eos is None:
             raise RecordError(record, field, "the chat template marks no end of the assistant "
                                              "turn and the tokenizer has no EOS token; set "
                                              "tokenizer.eos_token")
-        return [*rest, int(eos)], "eos_appended"
+        return AnswerTokens([*rest, int(eos)], "eos_appended", split)
 
     def _after_prompt(self, messages: list[dict[str, str]], prompt_text: str,
-                      prompt_ids: list[int], record: str, field: str) -> list[int]:
+                      prompt_ids: list[int], record: str, field: str) -> tuple[list[int], bool]:
+        """The tokens after the prompt in the rendering of ``messages``, and whether they had
+        to be split as generation does (see the class docstring)."""
         text = self.render(messages, generation_prompt=False, record=record)
         if not text.startswith(prompt_text):
             raise RecordError(record, field, "the chat template renders the prompt differently "
@@ -191,22 +219,31 @@ class ChatTokens:
                                              "prompt starts the assistant turn as written")
         ids = self.ids(text)
         if ids[: len(prompt_ids)] == prompt_ids:
-            return ids[len(prompt_ids):]
-        # The rendering's tokens merge across the boundary (e.g. ChatML's "\n" and an answer's
-        # leading spaces become one whitespace token). A model never sees that merge after this
-        # prompt: it generates the answer as a continuation of the prompt's tokens. So the
-        # answer text is tokenised on its own, provided that gives back the same text (a
-        # tokenizer that prefixes a space to every piece would not).
-        rest = self.ids(text[len(prompt_text):])
+            return ids[len(prompt_ids):], False
+        # The rendering's tokens merge across the boundary. The answer's text is tokenised as
+        # a continuation of the prompt's tokens, in the first of these ways that gives back
+        # the rendered text exactly.
         decode = self.tokenizer.decode
-        if decode(prompt_ids + rest, skip_special_tokens=False) != decode(
-                ids, skip_special_tokens=False):
-            raise RecordError(record, field, "the prompt's last token and the answer's first "
-                                             "token merge when rendered together, and the answer "
-                                             "tokenised on its own does not give back the same "
-                                             "text; check the template's generation prompt (it "
-                                             "usually ends with a newline or a special token)")
-        return rest
+        rendered = decode(ids, skip_special_tokens=False)
+        for rest in self._continuations(text[len(prompt_text):]):
+            if decode(prompt_ids + rest, skip_special_tokens=False) == rendered:
+                return rest, True
+        raise RecordError(record, field, "the prompt's last token and the answer's first token "
+                                         "merge when rendered together, and no tokenisation of "
+                                         "the answer on its own continues the prompt into the "
+                                         "same text; check the template's generation prompt")
+
+    def _continuations(self, text: str) -> Iterator[list[int]]:
+        """Ways to tokenise ``text`` as the continuation of other tokens: on its own (right
+        for byte-level BPE), then after an anchor whose own tokens are dropped (a newline or a
+        special token): a SentencePiece tokenizer marks the start of its input as a word start
+        (``▁``), which would put a space the rendering does not have before the answer."""
+        yield self.ids(text)
+        anchors = ["\n", *(t for t in (self.tokenizer.eos_token, self.tokenizer.bos_token) if t)]
+        for anchor in anchors:
+            head, both = self.ids(anchor), self.ids(anchor + text)
+            if head and both[: len(head)] == head:
+                yield both[len(head):]
 
 
 def cut_middle(ids: list[int], n_remove: int) -> list[int]:
@@ -227,8 +264,10 @@ def tokenize_pair(pair: PairExample, tokenizer: Any, max_length: int, record: st
     chat = chat or ChatTokens(tokenizer)
     messages = [dict(m) for m in pair.prompt]
     prompt_text, prompt = chat.prompt(messages, record)
-    chosen, end_c = chat.answer(messages, pair.chosen, prompt_text, prompt, record, "chosen")
-    rejected, end_r = chat.answer(messages, pair.rejected, prompt_text, prompt, record, "rejected")
+    chosen, end_c, split_c = chat.answer(messages, pair.chosen, prompt_text, prompt, record,
+                                         "chosen")
+    rejected, end_r, split_r = chat.answer(messages, pair.rejected, prompt_text, prompt, record,
+                                           "rejected")
     answers_cut = False
     if max_answer_length > 0:
         answers_cut = len(chosen) > max_answer_length or len(rejected) > max_answer_length
@@ -259,7 +298,8 @@ def tokenize_pair(pair: PairExample, tokenizer: Any, max_length: int, record: st
                               f"non-document part {len(prompt) - len(content_ids)}; raise "
                               "--max-length or set --max-answer-length")
     tp = TokenizedPair(prompt, chosen, rejected, record, original - len(prompt),
-                       answer_end=end_c if end_c == end_r else f"{end_c}/{end_r}")
+                       answer_end=end_c if end_c == end_r else f"{end_c}/{end_r}",
+                       generation_split=split_c or split_r)
     return tp, answers_cut
 
 
@@ -285,6 +325,7 @@ def build_dataset(path: str | Path, tokenizer: Any, max_length: int, fmt: str = 
             report.n_truncated_tokens += tp.truncated_tokens
         report.n_answers_cut += int(cut)
         report.answer_end[tp.answer_end] = report.answer_end.get(tp.answer_end, 0) + 1
+        report.n_generation_split += int(tp.generation_split)
         pairs.append(tp)
     report.n_pairs = len(pairs)
     return pairs, report

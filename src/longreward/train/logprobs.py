@@ -22,6 +22,10 @@ class AnswerLogps:
     rejected: torch.Tensor  # [B]
     chosen_tokens: torch.Tensor  # [B]
     rejected_tokens: torch.Tensor  # [B]
+    #: [B] sums over each answer's tokens of the mean logit over the vocabulary (detached):
+    #: TRL's ``logits/chosen`` and ``logits/rejected`` are these over the token counts
+    chosen_logits: torch.Tensor | None = None
+    rejected_logits: torch.Tensor | None = None
 
 
 def _token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -45,9 +49,18 @@ def gather_logps(logits: torch.Tensor, targets: torch.Tensor, chunk: int = 1024)
     return torch.cat(outs) if outs else logits.new_zeros(0, dtype=torch.float32)
 
 
+@torch.no_grad()
+def mean_logits(logits: torch.Tensor, chunk: int = 1024) -> torch.Tensor:
+    """``logits.mean(-1)`` in float32 for ``logits [N, V]``, chunked along N (no fp32 copy of
+    the whole tensor), without grad: a metric, never a loss term."""
+    outs = [logits[i : i + chunk].float().mean(-1) for i in range(0, logits.shape[0], max(chunk, 1))]
+    return torch.cat(outs) if outs else logits.new_zeros(0, dtype=torch.float32)
+
+
 def answer_logps(model: torch.nn.Module, batch: PackedBatch, backend: str,
                  logits_chunk: int = 1024) -> AnswerLogps:
-    """Summed log-probs of each pair's chosen and rejected answer from one packed pass.
+    """Summed log-probs of each pair's chosen and rejected answer from one packed pass (the
+    counterpart of TRL's ``concatenated_forward``), with their summed mean logits.
 
     ``model`` must have been switched to the shared-prefix attention
     (:func:`~longreward.train.attention.register_shared_prefix_attention`).
@@ -58,13 +71,16 @@ def answer_logps(model: torch.nn.Module, batch: PackedBatch, backend: str,
     logits = out.logits  # [B, K, V]
     picked = logits[batch.target_row, batch.target_col]  # [N, V]
     tok = gather_logps(picked, batch.target_ids, logits_chunk)
+    where = (batch.target_row, batch.target_side)
     B = batch.input_ids.shape[0]
-    sums = torch.zeros(B, 2, dtype=tok.dtype, device=tok.device)
-    sums = sums.index_put((batch.target_row, batch.target_side), tok, accumulate=True)
-    counts = torch.zeros(B, 2, dtype=torch.long, device=tok.device)
-    counts = counts.index_put((batch.target_row, batch.target_side),
-                              torch.ones_like(batch.target_ids), accumulate=True)
-    return AnswerLogps(sums[:, 0], sums[:, 1], counts[:, 0], counts[:, 1])
+    sums = torch.zeros(B, 2, dtype=tok.dtype, device=tok.device).index_put(
+        where, tok, accumulate=True)
+    counts = torch.zeros(B, 2, dtype=torch.long, device=tok.device).index_put(
+        where, torch.ones_like(batch.target_ids), accumulate=True)
+    logit_sums = torch.zeros(B, 2, dtype=torch.float32, device=tok.device).index_put(
+        where, mean_logits(picked, logits_chunk), accumulate=True)
+    return AnswerLogps(sums[:, 0], sums[:, 1], counts[:, 0], counts[:, 1],
+                       logit_sums[:, 0], logit_sums[:, 1])
 
 
 def ordinary_answer_logps(model: torch.nn.Module, prompt_ids: list[int],

@@ -43,11 +43,17 @@ class LossOutput:
     reward_rejected: torch.Tensor  # [B]
     logps_chosen: torch.Tensor  # [B] summed policy log-probs
     logps_rejected: torch.Tensor  # [B]
+    #: mean logit over the vocabulary, averaged over the batch's chosen (rejected) answer
+    #: tokens: TRL's ``logits/chosen`` (``logits/rejected``); set by the caller that has them
+    logits_chosen: float | None = None
+    logits_rejected: float | None = None
 
     def metrics(self) -> dict[str, float]:
         """Under TRL's ``DPOTrainer`` names, so its users read them without a legend
         (``loss`` here is the whole objective, DPO + λ·NLL), plus our two parts."""
         margin = self.reward_chosen - self.reward_rejected
+        logits = ({"logits/chosen": self.logits_chosen, "logits/rejected": self.logits_rejected}
+                  if self.logits_chosen is not None and self.logits_rejected is not None else {})
         return {
             "loss": float(self.loss.detach()),
             "dpo_loss": float(self.dpo.detach()),
@@ -58,6 +64,7 @@ class LossOutput:
             "rewards/accuracies": float((margin > 0).float().mean()),
             "logps/chosen": float(self.logps_chosen.detach().float().mean()),
             "logps/rejected": float(self.logps_rejected.detach().float().mean()),
+            **logits,
         }
 
 

@@ -125,7 +125,9 @@ def compute_reference_logps(model: torch.nn.Module, pairs: list[TokenizedPair], 
                             adapter_model: torch.nn.Module | None = None,
                             adapters: bool = False) -> dict[str, torch.Tensor]:
     """``{"chosen": [N], "rejected": [N]}`` summed reference log-probs, one pair at a time
-    (with ``adapters=True``: the current policy's, no grad; used for evaluation).
+    (with ``adapters=True``: the current policy's, no grad; used for evaluation), and
+    ``chosen_logits``/``rejected_logits``, each answer's summed mean logits (for TRL's
+    ``logits/*`` metrics; not cached).
 
     Under several processes each rank does a strided share (padded to equal counts, since
     FSDP/ZeRO-3 forwards are collective) and the shares are summed across ranks.
@@ -133,8 +135,7 @@ def compute_reference_logps(model: torch.nn.Module, pairs: list[TokenizedPair], 
     world = accelerator.num_processes if accelerator is not None else 1
     rank = accelerator.process_index if accelerator is not None else 0
     n = len(pairs)
-    chosen = torch.zeros(n, dtype=torch.float64, device=device)
-    rejected = torch.zeros(n, dtype=torch.float64, device=device)
+    out = {k: torch.zeros(n, dtype=torch.float64, device=device) for k in _PAIR_STATS}
     mine = list(range(rank, n, world))
     per_rank = math.ceil(n / world)
     with reference_mode(adapter_model if adapter_model is not None else model, adapters):
@@ -147,12 +148,15 @@ def compute_reference_logps(model: torch.nn.Module, pairs: list[TokenizedPair], 
             with autocast:
                 lp = answer_logps(model, batch, backend, logits_chunk)
             if real:
-                chosen[i] = lp.chosen[0].double()
-                rejected[i] = lp.rejected[0].double()
+                for key in _PAIR_STATS:
+                    out[key][i] = getattr(lp, key)[0].double()
     if accelerator is not None and world > 1:
-        chosen = accelerator.reduce(chosen, reduction="sum")
-        rejected = accelerator.reduce(rejected, reduction="sum")
-    return {"chosen": chosen.float().cpu(), "rejected": rejected.float().cpu()}
+        out = {k: accelerator.reduce(v, reduction="sum") for k, v in out.items()}
+    return {k: v.float().cpu() for k, v in out.items()}
+
+
+#: what ``compute_reference_logps`` returns per pair; the first two are the cached reference
+_PAIR_STATS = ("chosen", "rejected", "chosen_logits", "rejected_logits")
 
 
 def load_or_compute_reference(path: Path, key: str, pairs: list[TokenizedPair],
@@ -171,6 +175,7 @@ def load_or_compute_reference(path: Path, key: str, pairs: list[TokenizedPair],
     if is_main:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(".tmp")
-        torch.save({"key": key, "records": records, **ref}, tmp)
+        torch.save({"key": key, "records": records, "chosen": ref["chosen"],
+                    "rejected": ref["rejected"]}, tmp)
         tmp.replace(path)
     return ref

@@ -15,7 +15,7 @@ Replies go into the same call cache under the same keys as online replies, so th
 an online run's and a run can switch modes without repeating a call. See docs/batch.md.
 """
 
-from ._book import BatchBook
+from ._book import BatchBook, stages_with_batches
 from ._ingest import IngestReport, ShardState, ingest_results, shard_states
 from ._lines import ResultLine, parse_result
 from ._openai import BatchServiceError, OpenAIBatches
@@ -23,6 +23,7 @@ from ._options import MAX_BYTES, MAX_REQUESTS, BatchMode, BatchOptions
 from ._rounds import BatchPending, BatchRun, cancel_open_batches
 
 __all__ = [
+    "stages_with_batches",
     "MAX_BYTES",
     "MAX_REQUESTS",
     "BatchBook",

@@ -12,8 +12,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..._util.redact import redact
 from ...errors import LongRewardError
-from .._redact import redact
 from .._types import JudgeFatalError
 
 logger = logging.getLogger("longreward.judge")

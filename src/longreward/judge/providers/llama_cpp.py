@@ -12,8 +12,8 @@ For a judge or a policy on a laptop or a CPU-only machine, offline: ``--provider
   call. The grammar fixes the shape (keys, types, enums); bounds such as ``maximum`` are not all
   expressible in it, so the client still validates the reply and re-asks, as for any endpoint.
 - **Blocking calls.** llama.cpp decodes synchronously and one context serves one sequence at a
-  time, so each call runs in a worker thread under a per-instance lock, and
-  ``max_connections`` is 1: the event loop keeps serving other work meanwhile.
+  time: the calls run as every in-process provider's do (``_local.LocalModelAPI``: a worker
+  thread, one call at a time, the model loaded on first use).
 - **n > 1.** llama.cpp has no ``n``: the n choices are drawn one after another (seed ``s + i``
   for choice ``i`` when a seed is given). Without a seed, llama.cpp reuses the prompt's KV
   cache between draws and between calls that share a prefix (the judge's instructions and
@@ -26,38 +26,17 @@ For a judge or a policy on a laptop or a CPU-only machine, offline: ``--provider
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 from pathlib import Path
 from typing import Any
 
-from ...errors import MissingDependencyError, UsageError
-from .._provider import ModelAPI
-from .._types import (
-    ContextTooLongError,
-    GenerateConfig,
-    JsonSchema,
-    Message,
-    ModelOutput,
-    PermanentError,
-    Usage,
-)
-
-_DEFAULT_MAX_NEW_TOKENS = 512
-#: the context window when no ``n_ctx`` is given (``sample`` budgets its prompts for it too)
-DEFAULT_N_CTX = 4096
+from ...errors import UsageError
+from .._registry import LLAMA_CPP_DEFAULT_N_CTX, import_requirement
+from .._types import GenerateConfig, JsonSchema, ModelOutput, PermanentError, Usage
+from ._local import DEFAULT_MAX_NEW_TOKENS, LocalModelAPI
 
 
-def _require_llama_cpp() -> Any:
-    try:
-        import llama_cpp
-    except ImportError as exc:
-        raise MissingDependencyError("the 'llama_cpp' provider", "llama_cpp", "gguf") from exc
-    return llama_cpp
-
-
-class LlamaCppAPI(ModelAPI):
+class LlamaCppAPI(LocalModelAPI):
     """One GGUF model in this process.
 
     Options (``provider_options`` in a config file): ``n_ctx`` (context window in tokens; 0 =
@@ -68,12 +47,18 @@ class LlamaCppAPI(ModelAPI):
     """
 
     provider = "llama_cpp"
+    # llama-cpp-python raises ValueError for a bad request, with "Requested tokens (N) exceed
+    # context window of M" for a prompt that does not fit; RuntimeError when llama_decode fails.
+    request_errors = (ValueError, RuntimeError)
+    context_error_markers = ("context window",)
+    context_hint = "raise the n_ctx provider option or shorten the prompt"
+    constrains_decoding = True
 
     def __init__(
         self,
         model: str,
         *,
-        n_ctx: int = DEFAULT_N_CTX,
+        n_ctx: int = LLAMA_CPP_DEFAULT_N_CTX,
         n_threads: int | None = None,
         n_gpu_layers: int = 0,
         n_batch: int = 512,
@@ -82,7 +67,6 @@ class LlamaCppAPI(ModelAPI):
         verbose: bool = False,
     ) -> None:
         super().__init__(model)
-        _require_llama_cpp()
         path = Path(model).expanduser()
         if not path.is_file():
             raise UsageError(
@@ -102,33 +86,25 @@ class LlamaCppAPI(ModelAPI):
         }
         if seed is not None:
             self.llama_args["seed"] = seed
-        self._llm: Any = None
         self._grammars: dict[str, Any] = {}
-        self._lock = threading.Lock()
-
-    def __repr__(self) -> str:
-        return f"LlamaCppAPI(model={self.model!r})"
-
-    def max_connections(self) -> int:
-        return 1  # one llama.cpp context decodes one sequence at a time
 
     # ------------------------------------------------------------------ loading
 
-    def _engine(self) -> Any:
-        """The loaded model (called under the lock, in a worker thread)."""
-        if self._llm is None:
-            llama_cpp = _require_llama_cpp()
-            try:
-                self._llm = llama_cpp.Llama(model_path=str(self.path), **self.llama_args)
-            except ValueError as exc:  # llama.cpp could not read the file
-                raise PermanentError(f"llama.cpp cannot load {self.model!r}: {exc}; check that "
-                                     "it is a GGUF model file") from exc
-        return self._llm
+    def _load(self) -> Any:
+        llama_cpp = import_requirement(self.provider, "llama_cpp")
+        try:
+            return llama_cpp.Llama(model_path=str(self.path), **self.llama_args)
+        except ValueError as exc:  # llama.cpp could not read the file
+            raise PermanentError(f"llama.cpp cannot load {self.model!r}: {exc}; check that "
+                                 "it is a GGUF model file") from exc
+
+    def _release(self, engine: Any) -> None:
+        if hasattr(engine, "close"):
+            engine.close()
 
     def n_ctx(self) -> int:
         """The context window the loaded model runs with (loads the model)."""
-        with self._lock:
-            return int(self._engine().n_ctx())
+        return self.with_engine(lambda llm: int(llm.n_ctx()))
 
     def _grammar(self, schema: JsonSchema) -> Any:
         key = json.dumps(schema, sort_keys=True)
@@ -140,18 +116,6 @@ class LlamaCppAPI(ModelAPI):
 
     # ------------------------------------------------------------------ generation
 
-    async def generate(
-        self,
-        messages: list[Message],
-        config: GenerateConfig,
-        json_schema: JsonSchema | None = None,
-    ) -> ModelOutput:
-        convo = [m.model_dump() for m in messages]
-        return await asyncio.to_thread(self._run, "chat", convo, config, json_schema)
-
-    async def complete_text(self, prompt: str, config: GenerateConfig) -> ModelOutput:
-        return await asyncio.to_thread(self._run, "completion", prompt, config, None)
-
     @staticmethod
     def _sampling(config: GenerateConfig) -> dict[str, Any]:
         return {
@@ -159,63 +123,46 @@ class LlamaCppAPI(ModelAPI):
             "top_p": 1.0 if config.top_p is None else config.top_p,
             "top_k": 0,
             "min_p": 0.0,
-            "max_tokens": config.max_tokens or _DEFAULT_MAX_NEW_TOKENS,
+            "max_tokens": config.max_tokens or DEFAULT_MAX_NEW_TOKENS,
             "stop": list(config.stop) if config.stop else None,
         }
 
-    def _run(self, method: str, payload: Any, config: GenerateConfig,
-             json_schema: JsonSchema | None) -> ModelOutput:
-        with self._lock:
-            llm = self._engine()
-            kwargs = self._sampling(config)
-            if json_schema is not None:
-                kwargs["grammar"] = self._grammar(json_schema)
-            # Greedy decoding gives n identical texts: compute one, copy it.
-            draws = config.n if config.temperature > 0 else 1
-            texts: list[str] = []
-            reasons: list[str | None] = []
-            usage = Usage()
-            for i in range(draws):
-                seed = None if config.seed is None else config.seed + i
-                if seed is not None:
-                    # A prompt evaluated in one batch and one found in the KV cache differ in
-                    # the last float bits, which flips sampled tokens at T = 1: with a seed,
-                    # evaluate afresh so that the same seed gives the same text.
-                    llm.reset()
-                try:
-                    if method == "chat":
-                        reply = llm.create_chat_completion(payload, seed=seed, **kwargs)
-                        text = reply["choices"][0]["message"].get("content") or ""
-                    else:
-                        reply = llm.create_completion(payload, seed=seed, **kwargs)
-                        text = reply["choices"][0].get("text") or ""
-                except ValueError as exc:
-                    # llama-cpp-python: "Requested tokens (N) exceed context window of M"
-                    if "context window" in str(exc):
-                        raise ContextTooLongError(
-                            f"{exc}; raise the n_ctx provider option or shorten the prompt"
-                        ) from exc
-                    raise PermanentError(str(exc)) from exc
-                except RuntimeError as exc:  # llama_decode failures
-                    raise PermanentError(f"llama.cpp failed: {exc}") from exc
-                texts.append(text)
-                reasons.append(reply["choices"][0].get("finish_reason"))
-                u = reply.get("usage") or {}
-                # One request, one prompt: counted once, as a server counts an ``n`` request.
-                usage = usage + Usage(
-                    prompt_tokens=int(u.get("prompt_tokens", 0)) if i == 0 else 0,
-                    completion_tokens=int(u.get("completion_tokens", 0)),
-                )
+    def _chat(self, engine: Any, messages: list[dict[str, str]], config: GenerateConfig,
+              json_schema: JsonSchema | None) -> ModelOutput:
+        kwargs = self._sampling(config)
+        if json_schema is not None:
+            kwargs["grammar"] = self._grammar(json_schema)
+        return self._draws(engine, config, lambda seed: engine.create_chat_completion(
+            messages, seed=seed, **kwargs), lambda choice: choice["message"].get("content"))
+
+    def _complete(self, engine: Any, prompt: str, config: GenerateConfig) -> ModelOutput:
+        kwargs = self._sampling(config)
+        return self._draws(engine, config, lambda seed: engine.create_completion(
+            prompt, seed=seed, **kwargs), lambda choice: choice.get("text"))
+
+    def _draws(self, llm: Any, config: GenerateConfig, create: Any, text_of: Any) -> ModelOutput:
+        # Greedy decoding gives n identical texts: compute one, copy it.
+        draws = config.n if config.temperature > 0 else 1
+        texts: list[str] = []
+        reasons: list[str | None] = []
+        usage = Usage()
+        for i in range(draws):
+            seed = None if config.seed is None else config.seed + i
+            if seed is not None:
+                # A prompt evaluated in one batch and one found in the KV cache differ in
+                # the last float bits, which flips sampled tokens at T = 1: with a seed,
+                # evaluate afresh so that the same seed gives the same text.
+                llm.reset()
+            reply = create(seed)
+            choice = reply["choices"][0]
+            texts.append(text_of(choice) or "")
+            reasons.append(choice.get("finish_reason"))
+            u = reply.get("usage") or {}
+            # One request, one prompt: counted once, as a server counts an ``n`` request.
+            usage = usage + Usage(
+                prompt_tokens=int(u.get("prompt_tokens", 0)) if i == 0 else 0,
+                completion_tokens=int(u.get("completion_tokens", 0)),
+            )
         if draws < config.n:
             texts, reasons = texts * config.n, reasons * config.n
         return ModelOutput(texts=texts, usage=usage, model=self.model, finish_reasons=reasons)
-
-    async def aclose(self) -> None:
-        # Waits for a generation in flight; in a thread so the event loop is not blocked.
-        await asyncio.to_thread(self._close)
-
-    def _close(self) -> None:
-        with self._lock:
-            if self._llm is not None and hasattr(self._llm, "close"):
-                self._llm.close()
-            self._llm = None

@@ -28,8 +28,8 @@ from typing import Any
 
 import httpx
 
+from ..._util.redact import add_secrets, redact
 from .._provider import ModelAPI
-from .._redact import add_secrets, redact
 from .._types import (
     LADDER,
     ContextTooLongError,

@@ -2,45 +2,22 @@
 
 Meant for small judges and policies on one machine, and for tests. torch and transformers are
 imported on first use, not when this module is imported, so ``longreward`` stays importable
-without the ``local`` extra. Generation is blocking, so it runs in a worker thread; a lock keeps
-one generation at a time on the model. Decoding is not constrained to a JSON schema, so a schema
-request raises ``SchemaUnsupportedError`` and the client switches to tagged text.
+without the ``local`` extra. Generation is blocking: calls run as every in-process provider's
+do (``_local.LocalModelAPI``: a worker thread, one generation at a time). Decoding is not
+constrained to a JSON schema, so a schema request raises ``SchemaUnsupportedError`` and the
+client switches to tagged text.
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from typing import Any
 
-from ...errors import MissingDependencyError
-from .._provider import ModelAPI
-from .._types import (
-    GenerateConfig,
-    JsonSchema,
-    Message,
-    ModelOutput,
-    PermanentError,
-    SchemaUnsupportedError,
-    Usage,
-)
-
-_DEFAULT_MAX_NEW_TOKENS = 512
+from .._registry import import_requirement
+from .._types import GenerateConfig, JsonSchema, ModelOutput, PermanentError, Usage
+from ._local import DEFAULT_MAX_NEW_TOKENS, LocalModelAPI
 
 
-def _require_local() -> tuple[Any, Any]:
-    try:
-        import torch
-    except ModuleNotFoundError as exc:
-        raise MissingDependencyError("the transformers provider", "torch", "local") from exc
-    try:
-        import transformers
-    except ModuleNotFoundError as exc:
-        raise MissingDependencyError("the transformers provider", "transformers", "local") from exc
-    return torch, transformers
-
-
-class TransformersAPI(ModelAPI):
+class TransformersAPI(LocalModelAPI):
     provider = "transformers"
 
     def __init__(
@@ -55,19 +32,13 @@ class TransformersAPI(ModelAPI):
         self.device = device
         self.dtype = dtype
         self.trust_remote_code = trust_remote_code
-        self._model: Any = None
-        self._tokenizer: Any = None
-        self._lock = threading.Lock()
-
-    def max_connections(self) -> int:
-        return 1  # one generation at a time on one model
 
     # ------------------------------------------------------------------ loading
 
     def _load(self) -> tuple[Any, Any]:
-        if self._model is not None:
-            return self._model, self._tokenizer
-        torch, transformers = _require_local()
+        """``(model, tokenizer)``."""
+        torch = import_requirement(self.provider, "torch")
+        transformers = import_requirement(self.provider, "transformers")
         device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
         tokenizer = transformers.AutoTokenizer.from_pretrained(
             self.model, trust_remote_code=self.trust_remote_code
@@ -83,53 +54,32 @@ class TransformersAPI(ModelAPI):
         model.eval()
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        self._model, self._tokenizer = model, tokenizer
         return model, tokenizer
 
     # ------------------------------------------------------------------ generation
 
-    async def generate(
-        self,
-        messages: list[Message],
-        config: GenerateConfig,
-        json_schema: JsonSchema | None = None,
-    ) -> ModelOutput:
-        if json_schema is not None:
-            raise SchemaUnsupportedError(
-                "the transformers provider does not constrain decoding to a JSON schema"
+    def _chat(self, engine: tuple[Any, Any], messages: list[dict[str, str]],
+              config: GenerateConfig, json_schema: JsonSchema | None) -> ModelOutput:
+        _, tokenizer = engine
+        if not getattr(tokenizer, "chat_template", None):
+            raise PermanentError(
+                f"the tokenizer of {self.model!r} has no chat template; "
+                "use a chat model, or sample with the completion API"
             )
-        return await asyncio.to_thread(self._chat_sync, messages, config)
+        prompt = tokenizer.apply_chat_template(messages, tokenize=False,
+                                               add_generation_prompt=True)
+        return self._complete(engine, prompt, config)
 
-    async def complete_text(self, prompt: str, config: GenerateConfig) -> ModelOutput:
-        return await asyncio.to_thread(self._complete_sync, prompt, config)
-
-    def _chat_sync(self, messages: list[Message], config: GenerateConfig) -> ModelOutput:
-        with self._lock:
-            _, tokenizer = self._load()
-            if not getattr(tokenizer, "chat_template", None):
-                raise PermanentError(
-                    f"the tokenizer of {self.model!r} has no chat template; "
-                    "use a chat model, or sample with the completion API"
-                )
-            prompt = tokenizer.apply_chat_template(
-                [m.model_dump() for m in messages], tokenize=False, add_generation_prompt=True
-            )
-            return self._generate_locked(prompt, config)
-
-    def _complete_sync(self, prompt: str, config: GenerateConfig) -> ModelOutput:
-        with self._lock:
-            self._load()
-            return self._generate_locked(prompt, config)
-
-    def _generate_locked(self, prompt: str, config: GenerateConfig) -> ModelOutput:
-        torch, _ = _require_local()
-        model, tokenizer = self._model, self._tokenizer
+    def _complete(self, engine: tuple[Any, Any], prompt: str,
+                  config: GenerateConfig) -> ModelOutput:
+        torch = import_requirement(self.provider, "torch")
+        model, tokenizer = engine
         # The chat template already holds the special tokens it wants.
         encoded = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
         prompt_len = int(encoded["input_ids"].shape[1])
         sample = config.temperature > 0
         kwargs: dict[str, Any] = {
-            "max_new_tokens": config.max_tokens or _DEFAULT_MAX_NEW_TOKENS,
+            "max_new_tokens": config.max_tokens or DEFAULT_MAX_NEW_TOKENS,
             "do_sample": sample,
             "pad_token_id": tokenizer.pad_token_id,
         }
@@ -172,11 +122,6 @@ class TransformersAPI(ModelAPI):
             model=self.model,
             finish_reasons=reasons,
         )
-
-    async def aclose(self) -> None:
-        with self._lock:
-            self._model = None
-            self._tokenizer = None
 
 
 def _cut_at_stop(text: str, stop: list[str] | None) -> tuple[str, bool]:

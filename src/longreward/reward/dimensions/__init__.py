@@ -9,7 +9,8 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ._base import DimensionResult, JudgeSettings
+from ._base import DimensionResult, JudgeSettings, ask_judge, judge_score, usage_dict
+from ._parse import parse_choice, parse_score
 from ._prompts import MissingVariablesError, PromptTemplate, load_prompt
 from ._registry import Dimension, DimensionInput, registered
 from ._shared import DocumentWork, PromptWork
@@ -47,4 +48,6 @@ __all__ = [
     "PromptTemplate", "PromptWork", "combine_reward", "extract_points", "faithfulness_score",
     "load_prompt", "score_completeness", "score_faithfulness", "score_helpfulness",
     "registered", "score_logicality",
+    # the judge-call helpers the dimensions share, for other judged scores (eval's baselines)
+    "ask_judge", "judge_score", "parse_choice", "parse_score", "usage_dict",
 ]

@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import re
 
-from ...judge import ReplyParseError
-from ...judge._verdict import (
+from ...judge import (
+    ReplyParseError,
     candidates_of,
     claimed,
     fold,

@@ -31,8 +31,7 @@ from importlib import resources
 from string import Template
 from typing import Literal
 
-from ...judge import Message, ReplyMode
-from ...judge._verdict import PromptText, fence, neutralise
+from ...judge import Message, PromptText, ReplyMode, fence, neutralise
 
 Language = Literal["en", "zh"]
 
