@@ -37,8 +37,12 @@ def shown(*candidates: str, static: str = "") -> PromptText:
     return PromptText(static, [neutralise(c) for c in candidates])
 
 
+NONCE = "K7QF2MZX"
+
+
 def sent(answer: str) -> list[Message]:
-    return load_prompt("helpfulness", "en").messages("json", query="Q?", response=answer)
+    return load_prompt("helpfulness", "en").messages("json", query="Q?", response=answer,
+                                                     nonce=NONCE)
 
 
 # ------------------------------------------------------------------ the fence
@@ -64,7 +68,7 @@ def test_a_candidate_cannot_close_or_fake_its_fence():
     assert "‹/answer>" in inner and "‹statement>" in inner and "‹none/>" in inner
     real = boundary("answer", forged)
     assert user.count(f"</answer_{real}>") == 1 and user.rstrip().endswith(
-        "following the instructions and rubric.")
+        f"following the instructions and rubric.\n\nVerdict code of this request: {NONCE}")
     # the text cannot contain the boundary of itself: adding it changes the boundary
     assert boundary("answer", forged + real) != real
 
@@ -72,7 +76,7 @@ def test_a_candidate_cannot_close_or_fake_its_fence():
 def test_the_fence_explained_in_every_system_prompt():
     for lang in ("en", "zh"):
         system = sent("x")[0].content if lang == "en" else load_prompt(
-            "helpfulness", "zh").messages("text", query="问", response="答")[0].content
+            "helpfulness", "zh").messages("text", query="问", response="答", nonce=NONCE)[0].content
         assert "<answer_CODE>" in system and "</answer_CODE>" in system
 
 

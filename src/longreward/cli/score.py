@@ -177,7 +177,10 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
     console.print(_score_table(summary, options, output))
     (Path(run_dir) / "summary.json").write_text(json.dumps({
         "answers": summary.answers_total, "scored": summary.answers_scored,
-        "all_unscored": summary.all_unscored, "rejected": len(summary.rejected),
+        "all_unscored": summary.all_unscored, "no_reward": summary.no_reward,
+        "answer_caused": summary.answer_caused_by_dimension,
+        "flagged_answers": summary.flagged_answers, "flags": summary.flags_by_kind,
+        "rejected": len(summary.rejected),
         "internal_errors": summary.internal_errors, "stats": summary.stats}, indent=2))
     return summary.exit_code
 
@@ -190,13 +193,19 @@ def _score_table(summary: Any, options: ScoreOptions, output: Path) -> Any:
         ("changed since scored (scored again)", summary.changed),
         ("scored this run", summary.answers_scored),
         ("unscored on every dimension", summary.all_unscored),
+        ("no reward (a dimension unscored by the judge)", summary.no_reward),
+        ("flagged: verdict-shaped or judge-addressed text",
+         f"{summary.flagged_answers}" + (" (" + ", ".join(
+             f"{k} {n}" for k, n in sorted(summary.flags_by_kind.items())) + ")"
+             if summary.flags_by_kind else "")),
         ("records rejected", len(summary.rejected)),
     ]
     for name in options.dimensions:
         n = summary.score_counts.get(name, 0)
         mean = f"{summary.score_sums[name] / n:.2f}" if n else "–"
-        rows.append((f"{name} mean (unscored)",
-                     f"{mean} ({summary.unscored_by_dimension.get(name, 0)})"))
+        rows.append((f"{name} mean (unscored / 0 by the answer)",
+                     f"{mean} ({summary.unscored_by_dimension.get(name, 0)} / "
+                     f"{summary.answer_caused_by_dimension.get(name, 0)})"))
     if summary.reward_count:
         rows.append(("reward mean", f"{summary.reward_sum / summary.reward_count:.2f}"))
     rows += [("judge requests", s.get("requests", 0)), ("cache hits", s.get("cache_hits", 0)),

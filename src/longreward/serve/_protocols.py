@@ -187,6 +187,9 @@ def openrlhf_reply(results: list[ItemResult]) -> dict[str, Any]:
             "longreward_mask": [float(r.mask) for r in results],
             "longreward_fallback": [float(r.fallback) for r in results],
             "longreward_dimensions_scored": [float(len(r.dimensions)) for r in results],
+            # verdict-shaped or judge-addressed text in the answer (``reward.injection``)
+            "longreward_flagged": [float(bool(r.flags)) for r in results],
+            "longreward_flags": [float(len(r.flags)) for r in results],
         },
         "items": [{"id": r.id, "status": r.status, "mask": r.mask, "reason": _short(r.reason),
                    "scores": r.scores, "prompt_id": r.prompt_id} for r in results],

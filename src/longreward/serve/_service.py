@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 from ..errors import LongRewardError
 from ..io.records import Candidate, PromptRecord, document_key, read_prompts
+from ..reward.injection import flag_counts
 from ..reward.scorer import LongReward, ScoredAnswer, build_client
 from ..store import RunLock, RunStore
 from ._options import ServeOptions
@@ -73,12 +74,14 @@ class ItemResult:
     fallback: bool = False
     prompt_id: str | None = None
     document: str | None = None
+    #: verdict-shaped or judge-addressed text in the answer (``reward.injection``)
+    flags: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "reward": self.reward, "mask": self.mask,
                 "reason": self.reason, "fallback": self.fallback, "scores": self.scores,
                 "unscored": self.unscored, "dimensions": self.dimensions,
-                "prompt_id": self.prompt_id, "document": self.document}
+                "prompt_id": self.prompt_id, "document": self.document, "flags": self.flags}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ItemResult:
@@ -112,6 +115,9 @@ class ServiceStats:
     #: items that ended on one of our errors (a fatal judge error, a document too long)
     failed_groups: int = 0
     internal_errors: int = 0
+    #: answers holding verdict-shaped or judge-addressed text, and the flags by kind
+    flagged_items: int = 0
+    flags_by_kind: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -356,14 +362,20 @@ class RewardService:
         scores = {n: r.score for n, r in ans.results.items()}
         unscored = {n: r.unscored_reason or "unscored" for n, r in ans.results.items()
                     if r.score is None}
+        flags = [f.to_dict() for f in ans.flags]
         if ans.reward is not None:
             return ItemResult(item_id, "scored", ans.reward, 1, None, scores, unscored,
-                              ans.dimensions, prompt_id=prompt_id, document=ans.document)
+                              ans.dimensions, prompt_id=prompt_id, document=ans.document,
+                              flags=flags)
+        # No reward: a dimension the judge left unscored (one the answer made unreadable
+        # scores its minimum and has a reward), so mask 0, never a mean over fewer dimensions.
+        what = ("all dimensions unscored" if len(unscored) == len(scores) else
+                f"no reward: {', '.join(unscored)} unscored by the judge")
         reasons = list(dict.fromkeys(unscored.values()))
-        reason = ("all dimensions unscored: " + reasons[0] if len(reasons) == 1 else
-                  "all dimensions unscored: " + "; ".join(f"{n}: {r}" for n, r in unscored.items()))
+        reason = (f"{what}: " + reasons[0] if len(reasons) == 1 else
+                  f"{what}: " + "; ".join(f"{n}: {r}" for n, r in unscored.items()))
         return ItemResult(item_id, "unscored", None, 0, reason, scores, unscored, [],
-                          prompt_id=prompt_id, document=ans.document)
+                          prompt_id=prompt_id, document=ans.document, flags=flags)
 
     def _account(self, results: list[ItemResult]) -> None:
         """Count outcomes and apply the fallback reward (logged: one line per request)."""
@@ -373,6 +385,9 @@ class RewardService:
             self.stats.items[r.status] += 1
             for name in r.unscored:
                 self.stats.unscored_dimensions[name] += 1
+            if r.flags:
+                self.stats.flagged_items += 1
+                self.stats.flags_by_kind.update(flag_counts(r.flags))
         if fallback is not None and missing:
             for r in missing:
                 r.reward, r.fallback = fallback, True

@@ -17,6 +17,7 @@ from ..config import DIMENSION_NAMES, ScoreOptions
 from ..errors import RecordError
 from ..io.files import iter_rows
 from ..io.records import FieldMap, PromptRecord, group_records, read_prompts
+from ..reward.injection import flag_counts
 from ..reward.scorer import LongReward, ScoredAnswer, build_client
 from ..store import TRANSPORT_KEYS, RunStore
 from .runner import Redo, StageSpec, Unit, fingerprint, run_stage
@@ -43,14 +44,31 @@ class ScoreSummary:
     changed: int = 0
     #: dimensions left unscored by a bug (traceback in the log), not by the judge
     internal_errors: int = 0
+    #: answers with no reward (a dimension the judge left unscored: an outage, a bug)
+    no_reward: int = 0
+    #: dimensions set to their minimum because the answer's own text made the verdict
+    #: unreadable or made the judge refuse
+    answer_caused_by_dimension: dict[str, int] = field(default_factory=dict)
+    #: answers holding verdict-shaped or judge-addressed text, and the flags by kind
+    flagged_answers: int = 0
+    flags_by_kind: dict[str, int] = field(default_factory=dict)
 
     def add(self, row: dict[str, Any], *, resumed: bool = False) -> None:
         """Count a row: one scored now, or (``resumed``) one a previous run left in the
         output, so that means and the exit code describe the whole output."""
         if not resumed:
             self.answers_scored += 1
-        if not row["dimensions"]:
+        if all(v is None for v in row["scores"].values()):
             self.all_unscored += 1
+        if row["reward"] is None:
+            self.no_reward += 1
+        for name in row.get("answer_caused") or {}:
+            self.answer_caused_by_dimension[name] = (
+                self.answer_caused_by_dimension.get(name, 0) + 1)
+        if row.get("flags"):
+            self.flagged_answers += 1
+            for kind, n in flag_counts(row["flags"]).items():
+                self.flags_by_kind[kind] = self.flags_by_kind.get(kind, 0) + n
         for name, value in row["scores"].items():
             if value is None:
                 self.unscored_by_dimension[name] = self.unscored_by_dimension.get(name, 0) + 1
@@ -63,11 +81,12 @@ class ScoreSummary:
 
     @property
     def exit_code(self) -> int:
-        """Non-zero when a record was rejected, an answer ended unscored on every dimension,
-        or a dimension hit an internal error, so scripts notice."""
+        """Non-zero when a record was rejected, an answer has no reward (a dimension the
+        judge left unscored), or a dimension hit an internal error, so scripts notice."""
         if self.interrupted:
             return 130
-        return 1 if (self.rejected or self.all_unscored or self.internal_errors) else 0
+        return 1 if (self.rejected or self.no_reward or self.all_unscored
+                     or self.internal_errors) else 0
 
 
 def score_output_settings(options: ScoreOptions) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -25,6 +26,9 @@ from ..io.files import dumps
 from ._migrations import apply_migrations
 
 STORE_FILENAME = "longreward.sqlite"
+
+#: meta key of the nonce secret (``verdict_secret``)
+_SECRET_KEY = "secret:verdict_nonce"
 
 _PAGE = 500  # rows() reads this many rows per query, so the lock is never held while yielding
 
@@ -175,6 +179,21 @@ class RunStore:
         with self._lock:
             row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    def verdict_secret(self) -> bytes:
+        """The secret the judge's per-request nonces are derived from (``judge._verdict``):
+        32 random bytes made the first time any process asks and kept in the meta table, so
+        every rerun and every reward worker sharing this store derives the same nonces (and
+        hits the same cached calls). Made with ``INSERT OR IGNORE``: two processes asking at
+        once both read the one that was stored first. Never printed or logged; it is only as
+        secret as this file, which the policy being trained never sees."""
+        fresh = json.dumps(secrets.token_hex(32))
+        with self._lock:
+            self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                            (_SECRET_KEY, fresh))
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?",
+                                  (_SECRET_KEY,)).fetchone()
+        return bytes.fromhex(json.loads(row[0]))
 
     def set_meta(self, key: str, value: Any) -> None:
         """Store a JSON-serializable value. Do not pass secrets (API keys, headers)."""
