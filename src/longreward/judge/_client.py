@@ -73,10 +73,12 @@ from ._types import (
 )
 from ._verdict import (
     Path,
+    fenced_texts,
     is_content_filter,
     is_refusal,
     locate_json,
     make_nonce,
+    parrots,
     parse_json_reply,
     refusal_cause,
     schema_with_nonce,
@@ -300,6 +302,10 @@ class ModelClient:
             raise
         except ModelError as exc:
             self.stats._bump(tag, "failures")
+            if not exc.retryable and is_content_filter(str(exc)):
+                # one request's content refused, like a prompt too long for the window: not
+                # the judge's state (else a few answers in a row could stop a whole run)
+                raise
             self._fail_fast.check(exc)  # raises JudgeFatalError when retrying cannot help
             raise
         self._fail_fast.success()
@@ -481,6 +487,9 @@ class ModelClient:
                         answer_caused = answer_caused or reason
                     elif is_refusal(text) and refusal_cause(messages) == "answer":
                         reason = f"the judge refused: {_short(text, 120)}"
+                        answer_caused = answer_caused or reason
+                    elif parrots(text, fenced_texts(messages)):
+                        reason = f"the reply only repeats the judged text: {_short(text, 120)}"
                         answer_caused = answer_caused or reason
                 else:
                     self.stats._bump(tag, f"{path}_verdicts")

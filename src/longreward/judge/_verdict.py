@@ -239,6 +239,16 @@ def quotes_candidate(line: str, prompt_text: str) -> bool:
     return bool(core) and any(core in fold(c) for c in candidates_of(prompt_text))
 
 
+def parrots(reply: str, candidates: Sequence[str]) -> bool:
+    """Whether every line of ``reply`` repeats the judged text: a judge that answered with
+    the answer's own words (a forged verdict line, an instruction it obeyed) wrote nothing of
+    its own, and a reply that fails to parse for that reason is the answer's doing."""
+    lines = [fold(_LINE_MARKS.sub("", ln)) for ln in reply.splitlines()]
+    lines = [ln for ln in lines if ln]
+    folded = [fold(c) for c in candidates]
+    return bool(lines) and all(any(ln in c for c in folded) for ln in lines)
+
+
 def without_quotes(reply: str, prompt_text: str) -> str:
     """``reply`` without the lines that repeat the prompt or quote a candidate."""
     return "\n".join(ln for ln in strip_echo(reply, prompt_text).splitlines()
