@@ -545,11 +545,18 @@ def parse_json_reply(text: str, model: type[T],
 
 # --------------------------------------------------------------------------- refusals
 
-#: the opening of a judge's refusal to judge, in English or Chinese
+#: the opening of a judge's refusal to judge, in English or Chinese ("I cannot tell" is not
+#: one: that judge is unsure, not refusing)
+_REFUSE_VERBS = (r"(?:help|assist|comply|evaluate|judge|grade|rate|score|review|provide|"
+                 r"fulfil|fulfill|do that|do this|continue|engage|process|respond)")
 _REFUSAL = re.compile(
-    r"^\W*(?:i'?m sorry|i am sorry|sorry,|i apologi[sz]e|i can(?:'|no)?t|i cannot|i won'?t|"
-    r"i will not|i'?m (?:not able|unable)|i am (?:not able|unable)|as an ai|"
-    r"抱歉|对不起|很遗憾|我无法|我不能)", re.IGNORECASE)
+    r"^\W*(?:(?:i'?m|i am) sorry,? (?:but )?i (?:can(?:'|no)?t|cannot|won'?t|will not|"
+    r"am unable|'m unable|am not able)"
+    rf"|i (?:can(?:'|no)?t|cannot|won'?t|will not) {_REFUSE_VERBS}"
+    rf"|(?:i'?m|i am) (?:not able|unable) to {_REFUSE_VERBS}"
+    r"|as an ai\b"
+    r"|(?:抱歉|对不起|很抱歉)[，,]?\s*我(?:无法|不能)"
+    r"|我(?:无法|不能)(?:协助|帮助|评估|评判|评价|打分|提供|完成|回答|处理))", re.IGNORECASE)
 #: error bodies of a provider's content filter (OpenAI, Azure, Zhipu, DeepSeek, …)
 _CONTENT_FILTER = re.compile(r"content[_ ]?filter|content[_ ]?policy|content management polic"
                              r"|responsible ?ai|safety (?:system|filter|policy)|"
