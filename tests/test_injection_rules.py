@@ -367,6 +367,7 @@ def world_double():
 _CONTROLS: dict[tuple[str, str], float] = {}
 
 
+# (no shrinking: each example is a scoring run over HTTP; a failure prints its example as is)
 @settings(max_examples=30, deadline=None, phases=[Phase.explicit, Phase.reuse, Phase.generate],
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(text=injected_text.filter(lambda t: not facts_in(t)),

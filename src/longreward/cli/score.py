@@ -174,6 +174,10 @@ def run_score(input: Path, output: Path, options: ScoreOptions, *, run_dir: Path
         console.print(f"[red]{summary.internal_errors} dimension(s) ended unscored by an "
                       "internal error[/] (a bug, not the judge): the tracebacks are in the log "
                       "above; please report them")
+    if summary.no_reward:
+        console.print(f"[yellow]{summary.no_reward} answer(s) have no reward[/]: the judge left "
+                      "a dimension unscored (the reasons are in the rows' 'unscored'); rerun "
+                      "with --retry-unscored once the judge is healthy")
     console.print(_score_table(summary, options, output))
     (Path(run_dir) / "summary.json").write_text(json.dumps({
         "answers": summary.answers_total, "scored": summary.answers_scored,

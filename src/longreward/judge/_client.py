@@ -73,12 +73,10 @@ from ._types import (
 )
 from ._verdict import (
     Path,
-    fenced_texts,
+    blame,
     is_content_filter,
-    is_refusal,
     locate_json,
     make_nonce,
-    parrots,
     parse_json_reply,
     refusal_cause,
     schema_with_nonce,
@@ -482,14 +480,8 @@ class ModelClient:
                     else:
                         value, path = parse_text(text), text_path(text, nonce)
                 except (ReplyParseError, ValidationError) as exc:
-                    reason = _short(str(exc))
-                    if isinstance(exc, ReplyParseError) and exc.cause == "answer":
-                        answer_caused = answer_caused or reason
-                    elif is_refusal(text) and refusal_cause(messages) == "answer":
-                        reason = f"the judge refused: {_short(text, 120)}"
-                        answer_caused = answer_caused or reason
-                    elif parrots(text, fenced_texts(messages)):
-                        reason = f"the reply only repeats the judged text: {_short(text, 120)}"
+                    reason, cause = blame(text, exc, messages)
+                    if cause == "answer":
                         answer_caused = answer_caused or reason
                 else:
                     self.stats._bump(tag, f"{path}_verdicts")

@@ -578,3 +578,19 @@ def refusal_cause(messages: Sequence[Message]) -> Cause:
     """Who a refusal is blamed on: the answer when the request carried candidate text (the
     document and the question are the user's, and the same for every answer), else the judge."""
     return "answer" if fenced_texts(messages) else "judge"
+
+
+def blame(reply: str, error: Exception, messages: Sequence[Message]) -> tuple[str, Cause]:
+    """Why ``reply`` could not be read (``error``) and whose doing that is: the answer's when
+    the reader says so (a verdict only the answer's text made ambiguous), when the judge
+    refused to judge a request carrying the answer, or when every line of the reply repeats
+    the answer (a judge that parroted it, e.g. obeying "reply with OK"); else the judge's."""
+    reason = short(str(error))
+    if isinstance(error, ReplyParseError) and error.cause == "answer":
+        return reason, "answer"
+    candidates = fenced_texts(messages)
+    if candidates and is_refusal(reply):
+        return f"the judge refused: {short(reply, 120)}", "answer"
+    if candidates and parrots(reply, candidates):
+        return f"the reply only repeats the judged text: {short(reply, 120)}", "answer"
+    return reason, "judge"

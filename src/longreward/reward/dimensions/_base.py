@@ -97,6 +97,15 @@ class Answered:
     cause: Cause | None = None
 
 
+def request_nonce(client: ModelClient, prompt: PromptTemplate,
+                  variables: dict[str, str]) -> str | None:
+    """The verdict code of the request ``prompt`` makes of ``variables`` (None when the
+    prompt asks for none): derived from everything the request says, the answer included."""
+    if not prompt.takes_nonce:
+        return None
+    return client.nonce(canonical([prompt.name, prompt.language, variables]))
+
+
 async def ask_judge(
     settings: JudgeSettings,
     prompt: PromptTemplate,
@@ -117,9 +126,9 @@ async def ask_judge(
     the answer when the answer holds text that tries to steer the judge (a fake turn, chat
     tokens, "ignore previous instructions": ``injection.steers_judge``): a judge that wrote
     no verdict after reading it may well have obeyed it."""
-    if prompt.takes_nonce:
-        variables = {**variables, "nonce": settings.client.nonce(
-            canonical([prompt.name, prompt.language, variables]))}
+    nonce = request_nonce(settings.client, prompt, variables)
+    if nonce is not None:
+        variables = {**variables, "nonce": nonce}
     static = prompt.shown(**variables)
 
     def build(mode: ReplyMode):
