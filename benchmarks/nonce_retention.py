@@ -111,7 +111,9 @@ def steps(query: str, context: str, answer: str) -> list[tuple[str, Any, dict[st
 async def measure(mode: str, api: LlamaCppAPI, prompts: list[dict[str, str]], n_answers: int,
                   max_tokens: int) -> dict[str, Counter[str]]:
     model_api: ModelAPI = FreeJSON(api) if mode == "json-prompt" else api
-    client = ModelClient(model_api, structured_output="text" if mode == "text" else "json_schema")
+    # a slow CPU must never turn into a timeout: one call holds the model until it finishes
+    client = ModelClient(model_api, structured_output="text" if mode == "text" else "json_schema",
+                         timeout=3600.0, max_retries=0)
     settings = JudgeSettings(client, GenerateConfig(temperature=0.0, max_tokens=max_tokens),
                              attempts=1)
     out: dict[str, Counter[str]] = {}
