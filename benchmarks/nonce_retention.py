@@ -92,6 +92,10 @@ def answers_for(context: str, n: int) -> list[str]:
     return [good, wrong, cited][:n]
 
 
+STEPS = ("helpfulness", "logicality", "faithfulness_statements", "faithfulness_grading",
+         "completeness_coverage")
+
+
 def steps(query: str, context: str, answer: str) -> list[tuple[str, Any, dict[str, str], Any]]:
     first = answer.split(". ")[0].rstrip(".") + "."
     evidence = format_evidence([p for p in context.split("\n\n") if p.strip()][:3])
@@ -117,20 +121,23 @@ async def measure(mode: str, api: LlamaCppAPI, prompts: list[dict[str, str]], n_
     settings = JudgeSettings(client, GenerateConfig(temperature=0.0, max_tokens=max_tokens),
                              attempts=1)
     out: dict[str, Counter[str]] = {}
-    for p in prompts:
-        for answer in answers_for(p["context"], n_answers):
-            for name, model, variables, parse in steps(p["query"], p["context"], answer):
-                if mode == "text" and name == "faithfulness_statements":
-                    continue  # a tagged list carries no verdict line, so no code
-                prompt = load_prompt(name, "en")
-                ans = await ask_judge(settings, prompt, variables, model, parse, tag=name)
-                nonce = request_nonce(client, prompt, variables) or ""
-                c = out.setdefault(name, Counter())
-                c["asked"] += 1
-                c[ans.path if ans.value is not None else "no verdict"] += 1
-                c["code seen"] += any(nonce.casefold() in r.casefold() for r in ans.raw)
-                print(f"  {mode:12s} {name:24s} {ans.path or 'no verdict':10s} "
-                      f"{(ans.raw[-1] if ans.raw else '')[-90:]!r}", flush=True)
+    cases = [(p, answer) for p in prompts for answer in answers_for(p["context"], n_answers)]
+    # Step by step, so that consecutive calls share the step's long system prompt: llama.cpp
+    # then reuses its KV cache and evaluates only the request's own part.
+    for i, name in enumerate(STEPS):
+        if mode == "text" and name == "faithfulness_statements":
+            continue  # a tagged list carries no verdict line, so no code
+        for p, answer in cases:
+            _, model, variables, parse = steps(p["query"], p["context"], answer)[i]
+            prompt = load_prompt(name, "en")
+            ans = await ask_judge(settings, prompt, variables, model, parse, tag=name)
+            nonce = request_nonce(client, prompt, variables) or ""
+            c = out.setdefault(name, Counter())
+            c["asked"] += 1
+            c[ans.path if ans.value is not None else "no verdict"] += 1
+            c["code seen"] += any(nonce.casefold() in r.casefold() for r in ans.raw)
+            print(f"  {mode:12s} {name:24s} {ans.path or 'no verdict':10s} "
+                  f"{(ans.raw[-1] if ans.raw else '')[-90:]!r}", flush=True)
     return out
 
 

@@ -22,7 +22,6 @@ import asyncio
 import hashlib
 import json
 import re
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -315,8 +314,6 @@ class HonestJudge:
     keep_nonce: bool | str = True
     obey: bool = False
     problems: list[str] = field(default_factory=list)
-    #: verdicts given, by whether they carried the request's code
-    labelled: Counter[bool] = field(default_factory=Counter)
 
     def keeps(self, step: str, data: str) -> bool:
         """Whether this judge labels its verdict on ``data`` (the fenced text) with the code."""
@@ -343,9 +340,6 @@ class HonestJudge:
         code = request_code(body)
         if code is not None and not self.keeps(name, data):
             code = None
-        if name not in ("completeness_extraction",) and (json_mode or name !=
-                                                         "faithfulness_statements"):
-            self.labelled[code is not None] += 1
         value = self.verdict(name, data, user)
         return self.render(name, value, data, json_mode, code)
 

@@ -72,7 +72,7 @@ def check(answers: dict, judge: HonestJudge, injections: list[Injection]) -> Cou
             paths = r.details.get("verdict_paths") or {}
             if r.cause == "answer":
                 seen["answer_caused"] += 1
-                ok = r.score == 0.0 and "nonce" not in paths
+                ok = r.score == 0.0
             else:
                 ok = r.cause is None and r.score == clean[dim]
             if dim in SINGLE_STEP and r.cause is None:
@@ -80,7 +80,14 @@ def check(answers: dict, judge: HonestJudge, injections: list[Injection]) -> Cou
                 kept = judge.keeps(SINGLE_STEP[dim], neutralise(ans.response))
                 ok = ok and paths == {"nonce" if kept else "fallback": 1}
             if dim in SINGLE_STEP and r.cause == "answer":
+                # only a verdict without the code can be made unreadable by the answer
                 ok = ok and not judge.keeps(SINGLE_STEP[dim], neutralise(ans.response))
+            if dim == "faithfulness" and r.cause == "answer":
+                failed = [g for g in r.details.get("statements", []) if g.get("support") is None]
+                ok = ok and all(not judge.keeps("faithfulness_grading", neutralise(g["statement"]))
+                                for g in failed if g.get("cause") == "answer") and (
+                    bool(failed) or not judge.keeps("faithfulness_statements",
+                                                    neutralise(ans.response)))
             for p, n in paths.items():
                 seen[p] += n
             if not ok:
