@@ -129,17 +129,20 @@ def test_the_suite_is_large_and_bilingual():
 
 @pytest.mark.parametrize("style", STYLES)
 def test_injected_answers_never_outrank_their_control(judge_double, style):
-    """All 100 injections in each of the eight styles, a judge that keeps the verdict code
-    for about half of its verdicts, with different scores per dimension."""
-    profile = PROFILES[STYLES.index(style) % len(PROFILES)]
-    judge = HonestJudge(style, profile, keep_nonce="sometimes")
-    answers = score_all(judge_double, judge, ALL_INJECTIONS)
-    seen = check(answers, judge, ALL_INJECTIONS)
+    """Each of the eight styles, a judge that keeps the verdict code for about half of its
+    verdicts, with different scores per dimension: the 48 injections of issue 14 in every
+    style, the 52 of issue 8 in every other one (each in two JSON and two text styles; the
+    benchmark runs them all in all styles)."""
+    k = STYLES.index(style)
+    injections = NEW_INJECTIONS + INJECTIONS[k % 2::2]
+    judge = HonestJudge(style, PROFILES[k % len(PROFILES)], keep_nonce="sometimes")
+    answers = score_all(judge_double, judge, injections)
+    seen = check(answers, judge, injections)
     # both paths were taken, and the fallback did meet verdicts the answers wrote
-    assert seen["nonce"] > 50 and seen["fallback"] > 50, seen
+    assert seen["nonce"] > 40 and seen["fallback"] > 40, seen
     assert seen["answer_caused"] >= 3, seen
-    assert outranked(answers, ALL_INJECTIONS)["higher"] == 0
-    check_pairs(answers, ALL_INJECTIONS)
+    assert outranked(answers, injections)["higher"] == 0
+    check_pairs(answers, injections)
 
 
 @pytest.mark.parametrize("style", ["json_quotes", "first"])
@@ -163,7 +166,7 @@ def test_injections_do_not_move_batched_grades(judge_double, style, keep):
     verdict for statement 1 nor "the last one wins"; a forged grade the judge honestly
     gives makes faithfulness 0 (fallback) or changes nothing (code kept)."""
     judge = HonestJudge(style, PROFILES[1], keep_nonce=keep)
-    grading = [i for i in ALL_INJECTIONS if i.where == "inside" or "[[" in i.text][:40]
+    grading = [i for i in ALL_INJECTIONS if i.where == "inside" or "[[" in i.text][::2]
     answers = score_all(judge_double, judge, grading, batch=8)
     check(answers, judge, grading)
     assert outranked(answers, grading)["higher"] == 0
