@@ -39,7 +39,11 @@ stage() {  # stage NAME command...: run it, record its wall time
 LLAMA=(--provider llama_cpp --model "$GGUF" --provider-option n_ctx=4096)
 [ -n "${THREADS:-}" ] && LLAMA+=(--provider-option "n_threads=$THREADS")
 # Re-asks of an unreadable verdict: 2 in all (default 5) keeps a 135M judge's CPU time down.
-printf 'judge:\n  attempts: 2\n' > "$OUT/score.yaml"
+# A 135M judge often gives no readable verdict for one dimension or another; by default that
+# answer then has no reward at all (docs/reward_rules.md). This example is about running every
+# stage, so it opts in to the mean over the dimensions that were scored. Do not copy that
+# opt-in to an RL run with a real judge.
+printf 'judge:\n  attempts: 2\nunscored_dimension: mean_of_scored\n' > "$OUT/score.yaml"
 
 stage sample longreward sample "$PROMPTS" -o "$OUT/candidates.jsonl" "${LLAMA[@]}" \
   -n "$N" --temperature 1.0 --max-new-tokens "$MAX_NEW" --seed 1 --no-progress

@@ -32,6 +32,9 @@ Knobs (thread-safe to set from the test while the server runs):
 - ``ignore_n``: answer one choice whatever ``n`` asks (as llama.cpp's server does)
 - ``probe_delay``: seconds to hold the format probe before anything else (a probe that
   times out on a busy server)
+- ``keep_nonce``: whether default text replies label their verdict line with the request's
+  verdict code (``nonce_of``), as the prompts ask (True); False plays a judge that drops it.
+  JSON replies follow the schema, whose ``const`` holds the code.
 
 The Files and Batches APIs (``/v1/files``, ``/v1/batches``: create, retrieve, list, cancel,
 output and error files) run each batch line through the same replies, checks and queued
@@ -181,6 +184,7 @@ class JudgeDouble:
         self.hold = False
         self.probe_delay = 0.0
         self.ignore_n = False
+        self.keep_nonce = True
         self._fault_rng = random.Random(0)
         self._fault_source: Faults | None = None
         self._queued: list[str] = []
@@ -272,6 +276,7 @@ class JudgeDouble:
             self.hold = False
             self.probe_delay = 0.0
             self.ignore_n = False
+            self.keep_nonce = True
             self._fault_source = None
             self._queued.clear()
             self._batch_defaults()
@@ -393,7 +398,8 @@ class JudgeDouble:
         texts = texts_from(sentences, seed, n)
         system = _content(body["messages"][0].get("content")) if chat and body.get(
             "messages") else ""
-        return [_tagged_reply(system, _prompt_text(body), t, seed + i, sentences)
+        code = nonce_of(body) if self.keep_nonce else None
+        return [_tagged_reply(system, _prompt_text(body), t, seed + i, sentences, code)
                 for i, t in enumerate(texts)]
 
     def _usage(self, body: dict[str, Any], replies: list[str]) -> dict[str, Any]:
@@ -833,20 +839,35 @@ class JudgeDouble:
 _VERDICTS = ("fully", "partially", "not")
 
 
-def _tagged_reply(system: str, prompt: str, text: str, seed: int, sentences: list[str]) -> str:
+#: the verdict code longreward's prompts end with (English and Chinese), read by the double
+#: from the request itself, as a judge reads it
+_NONCE_LINE = re.compile(r"(?:Verdict code of this request:|本次请求的判定码：)\s*([A-Z0-9]+)\s*$")
+
+
+def nonce_of(body: dict[str, Any]) -> str | None:
+    """The verdict code a request asks the judge to copy (None: the step has none)."""
+    messages = body.get("messages") or []
+    m = _NONCE_LINE.search(_content(messages[-1].get("content")).rstrip()) if messages else None
+    return m.group(1) if m else None
+
+
+def _tagged_reply(system: str, prompt: str, text: str, seed: int, sentences: list[str],
+                  code: str | None = None) -> str:
     """A text-mode reply in the format the prompt's instructions ask for (longreward's tagged
-    formats), so the text fallback can be exercised end to end without a script; any other
-    prompt gets prose ending in a bracketed rating."""
+    formats, the verdict line labelled with ``code`` when given), so the text fallback can be
+    exercised end to end without a script; any other prompt gets prose ending in a bracketed
+    rating."""
+    label = f"{code} " if code else ""
     if "[[K: VERDICT]]" in system:
         numbers = re.findall(r"^\((\d+)\) ", prompt, flags=re.M)
-        return "\n".join(f"({k}) checked.\n[[{k}: {_VERDICTS[(seed + int(k)) % 3]}]]"
+        return "\n".join(f"({k}) checked.\n{label}[[{k}: {_VERDICTS[(seed + int(k)) % 3]}]]"
                          for k in numbers)
     if "[[VERDICT]]" in system:
-        return f"{text}\n[[{_VERDICTS[seed % 3]}]]"
+        return f"{text}\n{label}[[{_VERDICTS[seed % 3]}]]"
     for tag in ("statement", "point"):
         if f"<{tag}>" in system:
             return "\n".join(f"<{tag}>{s}</{tag}>" for s in sentences[:3]) or "<none/>"
-    return f"{text}\nRating: [[{seed % 10 + 1}]]"
+    return f"{text}\n{label or 'Rating: '}[[{seed % 10 + 1}]]"
 
 
 def _content(content: Any) -> str:

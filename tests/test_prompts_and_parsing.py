@@ -18,13 +18,13 @@ from longreward.reward.dimensions._prompts import FENCED
 from longreward.reward.dimensions.faithfulness import parse_batch_grade_text
 
 PROMPTS = {
-    "helpfulness": {"query", "response"},
-    "logicality": {"query", "response"},
-    "faithfulness_statements": {"query", "response"},
-    "faithfulness_grading": {"evidence", "statement"},
-    "faithfulness_grading_batch": {"evidence", "statements"},
+    "helpfulness": {"query", "response", "nonce"},
+    "logicality": {"query", "response", "nonce"},
+    "faithfulness_statements": {"query", "response", "nonce"},
+    "faithfulness_grading": {"evidence", "statement", "nonce"},
+    "faithfulness_grading_batch": {"evidence", "statements", "nonce"},
     "completeness_extraction": {"position", "chunk", "query"},
-    "completeness_coverage": {"query", "points", "response"},
+    "completeness_coverage": {"query", "points", "response", "nonce"},
 }
 
 
@@ -53,21 +53,23 @@ def test_every_prompt_loads_with_its_variables(name, lang):
 def test_missing_or_unknown_variable_is_an_error():
     p = load_prompt("helpfulness", "en")
     with pytest.raises(MissingVariablesError, match="response"):
-        p.messages("json", query="q")
+        p.messages("json", query="q", nonce="N")
     with pytest.raises(MissingVariablesError, match="extra"):
-        p.messages("json", query="q", response="r", extra="x")
+        p.messages("json", query="q", response="r", nonce="N", extra="x")
 
 
 def test_static_prefix_is_identical_across_candidates():
     p = load_prompt("completeness_coverage", "en")
-    a = p.messages("json", query="q", points="- p", response="answer one")
-    b = p.messages("json", query="q", points="- p", response="a different answer")
+    a = p.messages("json", query="q", points="- p", response="answer one", nonce="N1")
+    b = p.messages("json", query="q", points="- p", response="a different answer", nonce="N2")
     assert a[0] == b[0]
     # the candidate comes last in the user turn, after the shared points
     assert a[1].content.index("- p") < a[1].content.index("answer one")
     # the fence is a function of the content: the same request twice is the same request
     # (one cache key, resumable runs); another answer gets another boundary
-    assert p.messages("json", query="q", points="- p", response="answer one") == a
+    assert p.messages("json", query="q", points="- p", response="answer one", nonce="N1") == a
+    # the verdict code comes after the candidate: last in the request
+    assert a[1].content.index("answer one") < a[1].content.index("N1")
     assert a[1].content.split("answer one")[0][-26:] != b[1].content.split("a different")[0][-26:]
 
 

@@ -87,11 +87,12 @@ def test_score_math_of_every_dimension(judge_double, mode):
         assert not any(r["body"].get("response_format") for r in judge_double.requests[-5:])
 
 
-def test_faithfulness_with_no_statements_is_ten_and_flagged(judge_double):
+def test_faithfulness_with_no_statements_is_zero_and_flagged(judge_double):
+    # saying nothing factual earns no faithfulness (until 0.2 it earned a free 10)
     judge_double.responder = hand_script(statements=())
     ans = run(make_scorer(judge_double).score(make_document(10), "Q?", "I cannot tell."))
     f = ans.results["faithfulness"]
-    assert f.score == 10.0
+    assert f.score == 0.0 and f.cause is None
     assert f.details["n_statements"] == 0 and f.details["no_statements"] is True
     assert not any(step_of(r["body"])[0] == "faithfulness_grading" for r in judge_double.requests)
 

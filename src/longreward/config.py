@@ -142,6 +142,11 @@ class ScoreOptions(BaseModel):
     judge: JudgeOptions = Field(default_factory=JudgeOptions)
     dimensions: list[str] = Field(default_factory=lambda: list(DIMENSION_NAMES))
     weights: dict[str, float] | None = None
+    #: what a dimension the judge left unscored (an outage, the deadline) does to the reward:
+    #: "no_reward" (default): the reward is null, mask 0 in serve; "mean_of_scored" (opt-in):
+    #: the mean over the dimensions that were scored. A dimension the answer itself made
+    #: unreadable is never unscored: it scores its minimum (see ``combine_reward``).
+    unscored_dimension: Literal["no_reward", "mean_of_scored"] = "no_reward"
     language: Literal["auto", "en", "zh"] = "auto"
     #: Hugging Face tokenizer name or local path used to count tokens for chunking;
     #: None uses a built-in approximate tokenizer that downloads nothing

@@ -209,6 +209,11 @@ def closing_lines(summary: Any, run_dir: Path) -> list[str]:
             "judge failed them" + (f" (most often: {escape(reason[:200])})" if reason else "")
             + ". Fix the judge (is the server up, is --base-url right?), then rerun the same "
             "command with --retry-unscored: scored answers and cached calls are kept.")
+    partly = summary.no_reward - summary.all_unscored
+    if partly > 0:
+        lines.append(f"[yellow]{partly} answer(s) have no reward[/]: the judge left a dimension "
+                     "unscored (the reasons are in the rows' 'unscored'); rerun with "
+                     "--retry-unscored once the judge is healthy")
     return lines
 
 
@@ -222,6 +227,11 @@ def _score_table(summary: Any, options: ScoreOptions, output: Path,
         ("judged this run", summary.answers_scored),
         ("with a reward", summary.reward_count),
         ("unscored on every dimension", summary.all_unscored),
+        ("no reward (a dimension unscored by the judge)", summary.no_reward),
+        ("flagged: verdict-shaped or judge-addressed text",
+         f"{summary.flagged_answers}" + (" (" + ", ".join(
+             f"{k} {n}" for k, n in sorted(summary.flags_by_kind.items())) + ")"
+             if summary.flags_by_kind else "")),
         ("records rejected", len(summary.rejected)),
     ]
     if summary.kept_from_elsewhere:
@@ -229,8 +239,9 @@ def _score_table(summary: Any, options: ScoreOptions, output: Path,
     for name in options.dimensions:
         n = summary.score_counts.get(name, 0)
         mean = f"{summary.score_sums[name] / n:.2f}" if n else "–"
-        rows.append((f"{name} mean (unscored)",
-                     f"{mean} ({summary.unscored_by_dimension.get(name, 0)})"))
+        rows.append((f"{name} mean (unscored / 0 by the answer)",
+                     f"{mean} ({summary.unscored_by_dimension.get(name, 0)} / "
+                     f"{summary.answer_caused_by_dimension.get(name, 0)})"))
     if summary.reward_count:
         rows.append(("reward mean", f"{summary.reward_sum / summary.reward_count:.2f}"))
     rows += [("judge requests", s.get("requests", 0)), ("cache hits", s.get("cache_hits", 0)),

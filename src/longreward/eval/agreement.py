@@ -263,9 +263,12 @@ def _read_pool(path: str | Path, f: FieldMap) -> dict[str, list[str]]:
 
 
 def _ablation(rows: dict[str, dict[str, Any]], dims: list[str],
-              weights: dict[str, float] | None) -> tuple[dict[str, dict[str, float | None]], float]:
+              weights: dict[str, float] | None, unscored: str = "no_reward",
+              ) -> tuple[dict[str, dict[str, float | None]], float]:
     """Each answer's reward without each dimension, recombined from its stored scores by the
-    reward's own ``combine_reward``; no judge call. Returns the rewards and the seconds taken."""
+    reward's own ``combine_reward`` under the run's rule for unscored dimensions (a
+    dimension the answer made unreadable is stored at its minimum, a number); no judge call.
+    Returns the rewards and the seconds taken."""
     start = time.perf_counter()
     out: dict[str, dict[str, float | None]] = {d: {} for d in dims}
     for aid, row in rows.items():
@@ -273,7 +276,7 @@ def _ablation(rows: dict[str, dict[str, Any]], dims: list[str],
         for d in dims:
             kept = {n: DimensionResult(n, scores.get(n)) for n in dims if n != d}
             w = None if weights is None else {n: weights.get(n, 0.0) for n in kept}
-            out[d][aid] = combine_reward(kept, w)[0]
+            out[d][aid] = combine_reward(kept, w, unscored=unscored)[0]
     return out, time.perf_counter() - start
 
 
@@ -500,7 +503,8 @@ async def _judge(data: AgreementData, counted: list[HumanPair], options: ScoreOp
     dims = list(options.dimensions)
 
     requests_before = scorer.client.stats.total.requests
-    ablated, ablation_seconds = _ablation(rows, dims, options.weights)
+    ablated, ablation_seconds = _ablation(rows, dims, options.weights,
+                                          options.unscored_dimension)
     ablation_requests = scorer.client.stats.total.requests - requests_before
     ablation = {f"without {d}": [verdict_from_scores(ablated[d].get(p.a), ablated[d].get(p.b))
                                  for p in counted] for d in dims} if len(dims) > 1 else {}

@@ -5,7 +5,7 @@ Import from here; the underscored modules are private and may move.
 
 from .._util.redact import redact
 from ._accounting import ClientStats, Price, TagStats
-from ._cache import CallCache
+from ._cache import CallCache, canonical
 from ._client import Asked, ModelClient, json_schema_of, parse_json_reply
 from ._probe import probe_endpoint
 from ._provider import ModelAPI
@@ -20,6 +20,7 @@ from ._registry import (
 )
 from ._types import (
     LADDER,
+    Cause,
     ContextTooLongError,
     EndpointUnreachableError,
     GenerateConfig,
@@ -38,12 +39,18 @@ from ._types import (
     Usage,
 )
 from ._verdict import (
+    BRACKET,
+    NONCE_FIELD,
+    PROMPT_TAGS,
     PromptText,
     candidates_of,
     claimed,
     fence,
     fold,
+    json_objects_at,
     neutralise,
+    nonce_of,
+    nonce_verdicts,
     read_verdict,
     strip_echo,
     verdict_line,
@@ -55,6 +62,14 @@ from .providers.openai_compatible import OpenAICompatibleAPI
 from .providers.transformers_local import TransformersAPI
 
 __all__ = [
+    "BRACKET",
+    "NONCE_FIELD",
+    "PROMPT_TAGS",
+    "Cause",
+    "canonical",
+    "json_objects_at",
+    "nonce_of",
+    "nonce_verdicts",
     "DRY_RUN_BANNER",
     "LADDER",
     "Asked",

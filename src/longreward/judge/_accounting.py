@@ -61,6 +61,12 @@ class TagStats:
     asks: int = 0
     unscored: int = 0  # asks that ended with value=None
     unparsable: int = 0  # replies that could not be parsed (each re-ask counts)
+    #: asks whose verdict carried the request's nonce / was read by the fallback rules
+    nonce_verdicts: int = 0
+    fallback_verdicts: int = 0
+    #: asks that ended with no value because of the judged answer's text (ambiguity it made,
+    #: a refusal it provoked): the dimension scores its minimum, not null
+    answer_caused: int = 0
     usage: Usage = field(default_factory=Usage)
 
     def as_dict(self) -> dict[str, int]:
@@ -72,6 +78,9 @@ class TagStats:
             "asks": self.asks,
             "unscored": self.unscored,
             "unparsable": self.unparsable,
+            "nonce_verdicts": self.nonce_verdicts,
+            "fallback_verdicts": self.fallback_verdicts,
+            "answer_caused": self.answer_caused,
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
             "cached_tokens": self.usage.cached_tokens,

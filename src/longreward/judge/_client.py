@@ -17,8 +17,13 @@ endpoint takes (json_schema → json_object with schema → json_object → tagg
 per endpoint) and validate it with pydantic, or parse tagged text; re-ask an unparsable reply,
 first at the caller's temperature (≈0) and then at a higher one, as the LongReward reference
 does (5 tries, T≈0 then 0.95). A judge that still fails yields ``Asked(value=None, error=...)``
-with every raw reply kept: a result, never an exception and never a default score. Only what
-no retry can fix (``JudgeFatalError``) raises.
+with every raw reply kept and a ``cause`` ("answer" when the judged text made the verdict
+unreadable or provoked a refusal, else "judge"): a result, never an exception and never a
+default score. Only what no retry can fix (``JudgeFatalError``) raises.
+
+With a ``nonce`` (``ModelClient.nonce``), the JSON schema requires it (``const``) and the
+verdict carrying it is the judge's own; which path found the verdict is in ``Asked.path``
+(see ``_verdict``).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ from ._provider import ModelAPI
 from ._retries import FailFast, RateLimits, RetryPolicy
 from ._transport import Endpoint, Transport
 from ._types import (
+    Cause,
     GenerateConfig,
     JsonSchema,
     Message,
@@ -66,7 +72,18 @@ from ._types import (
     Usage,
     reply_mode_of,
 )
-from ._verdict import parse_json_reply
+from ._verdict import (
+    Path,
+    blame,
+    is_content_filter,
+    locate_json,
+    make_nonce,
+    parse_json_reply,
+    refusal_cause,
+    schema_with_nonce,
+    text_path,
+    verdict_secret,
+)
 
 logger = logging.getLogger("longreward.judge")
 install_log_filter("longreward", "longreward.judge")
@@ -90,6 +107,10 @@ class Asked(Generic[T]):
     usage: Usage = field(default_factory=Usage)  # of the requests this ask sent (not cache hits)
     calls: int = 0  # generate() calls that returned an output (cached or not)
     attempts: int = 0  # replies judged (the one that parsed included)
+    #: how the verdict was found ("nonce" or "fallback"; None without a value)
+    path: Path | None = None
+    #: why there is no value ("answer", "judge"); None with a value
+    cause: Cause | None = None
 
     @property
     def ok(self) -> bool:
@@ -155,6 +176,16 @@ class ModelClient:
                                     timeout=timeout)
         self._keys = CacheKeys(self.apis[0].cache_identity())
         self._cached = CachedCalls(self.stats)
+        self._secret: tuple[object, bytes] | None = None
+
+    def nonce(self, content: str) -> str:
+        """The nonce of a request whose content is ``content``: derived from the secret of
+        this client's run store (made once per store; a rerun gets the same nonces and hits
+        the cache), or of this process when there is no store. See ``_verdict``."""
+        cache = self.cache
+        if self._secret is None or self._secret[0] is not cache:
+            self._secret = (cache, verdict_secret(cache))
+        return make_nonce(self._secret[1], content)
 
     @property
     def max_retries(self) -> int:
@@ -265,6 +296,10 @@ class ModelClient:
             raise
         except ModelError as exc:
             self.stats._bump(tag, "failures")
+            if not exc.retryable and is_content_filter(str(exc)):
+                # one request's content refused, like a prompt too long for the window: not
+                # the judge's state (else a few answers in a row could stop a whole run)
+                raise
             self._fail_fast.check(exc)  # raises JudgeFatalError when retrying cannot help
             raise
         self._fail_fast.success()
@@ -349,16 +384,20 @@ class ModelClient:
         config: GenerateConfig | None = None,
         attempts: int = 5,
         retry_temperature: float = 0.95,
+        nonce: str | None = None,
     ) -> Asked[T]:
         """Ask for a reply of type ``reply_model``; never raises for a judge failure (only
         ``JudgeFatalError``, which stops the run).
 
         ``build_messages(mode)`` builds the prompt for "json" (a JSON reply, whichever JSON
         rung carries the request) or "text" (tagged reply parsed by ``parse_text``, which
-        raises ``ReplyParseError``).
+        raises ``ReplyParseError``). ``nonce``: the request's nonce, which the prompt asks the
+        judge to write into its verdict (required in the JSON schema).
         """
         config = config or GenerateConfig()
         schema = json_schema_of(reply_model)
+        if nonce is not None:
+            schema = schema_with_nonce(schema, nonce)
         self.stats._bump(tag, "asks")
         await self._ensure_mode()
         mode: ReplyMode = self.reply_mode
@@ -368,9 +407,13 @@ class ModelClient:
         usage = Usage()
         calls = 0
         attempt = 0
+        #: set once the judged text made a reply unreadable or provoked a refusal: why
+        answer_caused: str | None = None
 
-        def give_up(reason: str) -> Asked[T]:
+        def give_up(reason: str, cause: Cause = "judge") -> Asked[T]:
             self.stats._bump(tag, "unscored")
+            if cause == "answer":
+                self.stats._bump(tag, "answer_caused")
             return Asked(
                 value=None,
                 error=redact(reason),
@@ -379,6 +422,7 @@ class ModelClient:
                 usage=usage,
                 calls=calls,
                 attempts=attempt,
+                cause=cause,
             )
 
         while attempt < attempts:
@@ -403,26 +447,40 @@ class ModelClient:
                 )
             except ModelError as exc:
                 kind = "retries exhausted" if exc.retryable else "permanent error"
+                cause: Cause = "judge"
+                if not exc.retryable and is_content_filter(str(exc)):
+                    # the provider's content filter refused the request: blamed on the
+                    # answer when the request carried one (see ``refusal_cause``)
+                    kind, cause = "refused by a content filter", refusal_cause(messages)
                 return give_up(
-                    f"model call failed ({kind}, {type(exc).__name__}): {_short(str(exc))}"
-                )
+                    f"model call failed ({kind}, {type(exc).__name__}): {_short(str(exc))}",
+                    "answer" if answer_caused else cause)
             calls += 1
             if not out.cached:
                 usage = usage + out.usage
             text = out.text
             raw.append(text)
             attempt += 1
-            if not text.strip():
+            finish = out.finish_reasons[0] if out.finish_reasons else None
+            if is_content_filter("", finish):
+                reason = "the judge's content filter stopped the reply"
+                if refusal_cause(messages) == "answer":
+                    answer_caused = answer_caused or reason
+            elif not text.strip():
                 reason = "empty reply"
             else:
                 try:
-                    value = (
-                        parse_json_reply(text, reply_model, messages) if mode == "json"
-                        else parse_text(text)
-                    )
+                    if mode == "json":
+                        found = locate_json(text, reply_model, messages, nonce)
+                        value, path = found.value, found.path
+                    else:
+                        value, path = parse_text(text), text_path(text, nonce)
                 except (ReplyParseError, ValidationError) as exc:
-                    reason = _short(str(exc))
+                    reason, cause = blame(text, exc, messages)
+                    if cause == "answer":
+                        answer_caused = answer_caused or reason
                 else:
+                    self.stats._bump(tag, f"{path}_verdicts")
                     return Asked(
                         value=value,
                         error=None,
@@ -431,12 +489,19 @@ class ModelClient:
                         usage=usage,
                         calls=calls,
                         attempts=attempt,
+                        path=path,
                     )
             reasons.append(reason)
             self.stats._bump(tag, "unparsable")
             logger.debug("unparsable %s reply (attempt %d/%d): %s", tag, attempt, attempts, reason)
         last = reasons[-1] if reasons else "no attempt was made"
-        return give_up(f"no parsable reply after {attempt} attempt(s); last problem: {last}")
+        if answer_caused is None:
+            return give_up(f"no parsable reply after {attempt} attempt(s); last problem: {last}")
+        # One reply made unreadable by the judged text is enough to blame it: the other
+        # attempts may fail for reasons of their own, but the answer showed it interferes.
+        extra = "" if answer_caused == last else f"; last problem: {last}"
+        return give_up(f"no parsable reply after {attempt} attempt(s); the judged text made "
+                       f"it unreadable: {answer_caused}{extra}", "answer")
 
     # ------------------------------------------------------------------ accounting
 

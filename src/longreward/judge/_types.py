@@ -138,9 +138,23 @@ class JudgeFatalError(LongRewardError):
     failed call into an unscored result lets it through."""
 
 
+#: Why a judge step has no verdict: the judged answer's own text made the verdict unreadable
+#: or the judge refused because of it ("answer": the dimension scores its minimum); the judge
+#: failed for reasons unrelated to the answer (an outage, a reply with no verdict, the
+#: deadline: "judge"); or a bug ("internal"). The last two leave the reward null, mask 0.
+Cause = Literal["answer", "judge", "internal"]
+
+
 class ReplyParseError(LongRewardError, ValueError):
     """A judge reply could not be parsed. Raised by text parsers given to ``ModelClient.ask``;
-    the client re-asks, and after its last attempt reports the reply as unscored."""
+    the client re-asks, and after its last attempt reports the reply as unscored.
+
+    ``cause`` is "answer" when the judged text is what made the reply unreadable (the only
+    verdict is a quote of it, or equals a verdict it writes for itself), else "judge"."""
+
+    def __init__(self, message: str, *, cause: Cause = "judge") -> None:
+        super().__init__(message)
+        self.cause: Cause = cause
 
 
 JsonSchema = dict[str, Any]

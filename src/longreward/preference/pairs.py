@@ -7,19 +7,32 @@ code additionally needs at least 5 scored answers before it builds a pair; we ke
 
 Where we go further than the paper, and why:
 
-- **Same dimensions, same judge only.** An answer whose faithfulness could not be scored has
-  a reward averaged over three dimensions, not four, so its reward is not comparable with the
-  others (``combine_reward``); nor is a reward from another judge (a scored file merged from
-  two runs). Candidates of one prompt are therefore grouped by the set of dimensions that went
-  into their reward and by the row's ``judge``, and the pair is built inside the *largest*
-  group (ties: more dimensions first, then the sorted names) if that group has at least
-  ``min_candidates`` answers. Smaller groups are ignored for that prompt.
+- **An answer with no reward is neither chosen nor rejected.** By default a reward is null
+  whenever the judge left a dimension unscored (an outage, the deadline: DESIGN.md, "The
+  reward is monotone in answer quality"); such an answer's quality is unknown, so it is never
+  *chosen* (it could be the worst), and never *rejected* either (it could be the best:
+  pushing it down would teach the policy against a good answer because the judge failed).
+  It is left out of its prompt's candidates; the other answers still make a pair if there
+  are ``min_candidates`` of them. (An answer whose own text made a verdict unreadable is not
+  in this case: that dimension scored its minimum, and its reward is a number.)
+- **Same dimensions, same judge only.** With ``unscored_dimension: mean_of_scored`` an answer
+  whose faithfulness could not be scored has a reward averaged over three dimensions, not
+  four, so its reward is not comparable with the others; nor is a reward from another judge
+  (a scored file merged from two runs). Candidates of one prompt are therefore grouped by the
+  set of dimensions that went into their reward and by the row's ``judge``, and the pair is
+  built inside the *largest* group (ties: more dimensions first, then the sorted names) if
+  that group has at least ``min_candidates`` answers. Smaller groups are ignored for that
+  prompt.
+- **Flagged answers lose ties.** Among answers with the highest reward, one without flags
+  (verdict-shaped or judge-addressed text, ``reward.injection``) is chosen before one with
+  flags; among those with the lowest, a flagged one is rejected first. An injected answer
+  that a judge scored exactly like its clean control is therefore never chosen over it.
 - **Skips are counted, never silent.** A prompt yields no pair for exactly one reason:
   ``all_unscored``, ``too_few_candidates``, ``mixed_dimensions`` (enough scored answers, but no
   single judge and dimension set has enough), ``tie`` (highest reward equals lowest), ``below_margin``,
   ``dimension_rule`` (``not_worse_on`` failed or could not be checked), ``identical_answers``
   or ``missing_prompt``.
-- **Ties inside the top or bottom** are broken deterministically (``sample_index``, then id), so
+- **Other ties inside the top or bottom** are broken deterministically (``sample_index``, then id), so
   the same scored file gives the same pairs however its rows are ordered (a resumed run writes
   rows in completion order).
 """
@@ -140,6 +153,8 @@ class Candidate:
     judge: dict[str, Any] | None = None
     #: hash of the document the answer was scored against (``score`` rows record it)
     document: str | None = None
+    #: flagged spans in the answer (verdict-shaped or judge-addressed text)
+    flags: int = 0
 
     @property
     def order(self) -> tuple[int, str]:
@@ -202,8 +217,8 @@ def select_pair(
             detail=f"{len(group)} of {len(scored)} scored answers share one judge and dimension "
             f"set; need {min_candidates}",
         )
-    chosen = min(group, key=lambda c: (-c.reward, c.order))  # type: ignore[operator]
-    rejected = min(group, key=lambda c: (c.reward, c.order))
+    chosen = min(group, key=lambda c: (-c.reward, c.flags > 0, c.order))  # type: ignore[operator]
+    rejected = min(group, key=lambda c: (c.reward, c.flags == 0, c.order))
     sel = Selection(prompt_id, chosen=chosen, rejected=rejected)
     margin = sel.margin
     assert margin is not None
@@ -274,6 +289,7 @@ def candidate_from_row(row: dict[str, Any], record: str) -> Candidate:
         query=row.get("query") if isinstance(row.get("query"), str) else None,
         judge=row.get("judge") if isinstance(row.get("judge"), dict) else None,
         document=row.get("document") if isinstance(row.get("document"), str) else None,
+        flags=len(row["flags"]) if isinstance(row.get("flags"), list) else 0,
     )
 
 

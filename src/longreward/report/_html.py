@@ -13,6 +13,7 @@ from typing import Any
 from ..eval import AgreementResult, Diagnostic, MethodCost, diagnose_rows, pearson
 from ..eval.facts import FACT_ROWS, fact_stats
 from . import _svg
+from ._flags import answer_flags, flags_section
 from ._load import Inputs, ScoredFile
 from ._robustness import robustness_section
 
@@ -433,7 +434,8 @@ def _answer(f: ScoredFile, row: dict[str, Any]) -> str:
     dims = []
     for d, v in (row.get("scores") or {}).items():
         det = details.get(d) or {}
-        why = (row.get("unscored") or {}).get(d) or det.get("analysis") or _counts(det)
+        why = ((row.get("unscored") or {}).get(d) or (row.get("answer_caused") or {}).get(d)
+               or det.get("analysis") or _counts(det))
         extra = ""
         if det.get("errors"):
             extra = "<ul>" + "".join(f"<li>{escape(str(e))}</li>" for e in det["errors"]) + "</ul>"
@@ -447,7 +449,8 @@ def _answer(f: ScoredFile, row: dict[str, Any]) -> str:
             + _table(["dimension", "score", "analysis / reason"], dims, sortable=False)
             + (f"<h4>Statements</h4>{_statements(doc, faith)}" if isinstance(faith, dict)
                else "")
-            + (_points(comp) if isinstance(comp, dict) else "") + "</div></details>")
+            + (_points(comp) if isinstance(comp, dict) else "") + answer_flags(row)
+            + "</div></details>")
 
 
 def _prompts_section(files: list[ScoredFile], max_prompts: int) -> str:
@@ -499,6 +502,7 @@ def render(inputs: Inputs, *, title: str = "longreward report", max_prompts: int
         ("reference", _reference_section(inputs.of_kind("longreward.eval.reference"))),
         ("cost", _cost_section(inputs.scored, inputs.agreement)),
         ("unscored", _unscored_section(inputs.scored) if inputs.scored else ""),
+        ("flags", flags_section(inputs.scored)),
         ("slowest", _slowest_section(inputs.scored, inputs)),
         ("prompts", _prompts_section(inputs.scored, max_prompts)),
     ]

@@ -39,6 +39,7 @@ from .dimensions import (
     combine_reward,
     registered,
 )
+from .injection import Flag, find_flags
 
 logger = logging.getLogger(__name__)
 
@@ -56,10 +57,18 @@ class ScoredAnswer:
     meta: dict[str, Any] = field(default_factory=dict)
     #: short hash of the document the answer was scored against (``PromptRecord.document_key``)
     document: str = ""
+    #: verdict-shaped or judge-addressed text found in the answer (``reward.injection``)
+    flags: list[Flag] = field(default_factory=list)
 
     @property
     def all_unscored(self) -> bool:
-        return not self.dimensions
+        """No dimension has a score (an answer-caused minimum is a score)."""
+        return all(r.score is None for r in self.results.values())
+
+    @property
+    def answer_caused(self) -> dict[str, str]:
+        """Dimensions at their minimum because of the answer's text, with the reason."""
+        return {n: r.reason or "" for n, r in self.results.items() if r.cause == "answer"}
 
     def to_row(self, *, judge: dict[str, Any] | None = None, weights: dict[str, float] | None = None,
                context: str | None = None) -> dict[str, Any]:
@@ -73,7 +82,9 @@ class ScoredAnswer:
             "scores": {n: r.score for n, r in self.results.items()},
             "unscored": {n: r.unscored_reason for n, r in self.results.items()
                          if r.score is None},
+            "answer_caused": self.answer_caused,
             "dimensions": self.dimensions,
+            "flags": [f.to_dict() for f in self.flags],
             "weights": weights,
             "language": self.language,
             "details": {n: r.details for n, r in self.results.items()},
@@ -203,10 +214,11 @@ class LongReward:
         done = await asyncio.gather(*(self._guarded(n, dims[n].score(inp), record, cand)
                                       for n in names))
         results = dict(zip(names, done, strict=True))
-        reward, used = combine_reward(results, self.options.weights)
+        reward, used = combine_reward(results, self.options.weights,
+                                      unscored=self.options.unscored_dimension)
         return ScoredAnswer(cand.id, record.prompt_id, record.query, cand.response,
                             work.language, results, reward, used, cand.extra,
-                            record.document_key)
+                            record.document_key, find_flags(cand.response))
 
     async def _guarded(self, name: str, job: Any, record: PromptRecord,
                        cand: Candidate) -> DimensionResult:
@@ -219,7 +231,8 @@ class LongReward:
             return await job
         except (ModelError, ReplyParseError) as exc:
             # a judge failure that escaped the dimension: a result, not a bug and not fatal
-            return DimensionResult.unscored(name, f"judge error: {type(exc).__name__}: {exc}")
+            return DimensionResult.unscored(name, f"judge error: {type(exc).__name__}: {exc}",
+                                            cause=getattr(exc, "cause", "judge"))
         except LongRewardError:
             raise
         except Exception as exc:  # noqa: BLE001 - logged with traceback, counted, in the row
@@ -227,7 +240,8 @@ class LongReward:
                          record.prompt_id, exc_info=True)
             self.internal_errors += 1
             return DimensionResult.unscored(
-                name, f"internal error: {type(exc).__name__}: {exc}", internal_error=True)
+                name, f"internal error: {type(exc).__name__}: {exc}", cause="internal",
+                internal_error=True)
 
     async def score_prompt(
         self, record: PromptRecord,

@@ -56,6 +56,14 @@ class _ServiceCollector:
                                   "request deadline passed", value=s.deadline_exceeded)
         yield CounterMetricFamily("longreward_internal_errors", "Groups of items lost to a bug "
                                   "(traceback in the log)", value=s.internal_errors)
+        yield CounterMetricFamily("longreward_flagged_items", "Answers holding verdict-shaped "
+                                  "or judge-addressed text (flagged, not scored by it)",
+                                  value=s.flagged_items)
+        flags = CounterMetricFamily("longreward_flags", "Flagged spans in answers, by kind",
+                                    labels=["kind"])
+        for kind, n in sorted(s.flags_by_kind.items()):
+            flags.add_metric([kind], n)
+        yield flags
         snap = self.service.scorer.client.snapshot()
         by_tag = snap.get("by_tag", {})
         for key, help_text in (("requests", "Requests sent to the judge (each retry counts)"),

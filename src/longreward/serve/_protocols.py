@@ -248,6 +248,9 @@ def openrlhf_reply(results: list[ItemResult]) -> dict[str, Any]:
             # 1.0: the policy saw the whole prompt; less: OpenRLHF cut it (raise max_len)
             "longreward_prompt_seen": [r.prompt_seen if r.prompt_seen is not None else 0.0
                                        for r in results],
+            # verdict-shaped or judge-addressed text in the answer (``reward.injection``)
+            "longreward_flagged": [float(bool(r.flags)) for r in results],
+            "longreward_flags": [float(len(r.flags)) for r in results],
         },
         "items": [{"id": r.id, "status": r.status, "mask": r.mask, "reason": _short(r.reason),
                    "fallback_basis": r.fallback_basis, "scores": r.scores,

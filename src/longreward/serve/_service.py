@@ -41,6 +41,7 @@ from typing import Any, Literal
 
 from ..errors import LongRewardError
 from ..io.records import Candidate, PromptRecord, document_key, read_prompts
+from ..reward.injection import flag_counts
 from ..reward.scorer import LongReward, ScoredAnswer, build_client
 from ..store import MEMORY, PROMPT_META_PREFIX, RunStore, ServiceLock
 from ._neutral import Neutral, NeutralRewards
@@ -91,6 +92,8 @@ class ItemResult:
     document: str | None = None
     fallback_basis: str | None = None
     prompt_seen: float | None = None
+    #: verdict-shaped or judge-addressed text in the answer (``reward.injection``)
+    flags: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "reward": self.reward, "mask": self.mask,
@@ -98,7 +101,7 @@ class ItemResult:
                 "fallback_basis": self.fallback_basis, "scores": self.scores,
                 "unscored": self.unscored, "dimensions": self.dimensions,
                 "prompt_id": self.prompt_id, "document": self.document,
-                "prompt_seen": self.prompt_seen}
+                "prompt_seen": self.prompt_seen, "flags": self.flags}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ItemResult:
@@ -137,6 +140,9 @@ class ServiceStats:
     #: items that ended on one of our errors (a fatal judge error, a document too long)
     failed_groups: int = 0
     internal_errors: int = 0
+    #: answers holding verdict-shaped or judge-addressed text, and the flags by kind
+    flagged_items: int = 0
+    flags_by_kind: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass
@@ -438,20 +444,21 @@ class RewardService:
         scores = {n: r.score for n, r in ans.results.items()}
         unscored = {n: r.unscored_reason or "unscored" for n, r in ans.results.items()
                     if r.score is None}
+        flags = [f.to_dict() for f in ans.flags]
         if ans.reward is not None:
             return ItemResult(item_id, "scored", ans.reward, 1, None, scores, unscored,
                               ans.dimensions, prompt_id=item.prompt_id, document=ans.document,
-                              prompt_seen=item.prompt_seen)
-        # No reward: every dimension failed, or (LongReward's rule) one failed because of
-        # the judge; either way there is nothing to train on.
+                              prompt_seen=item.prompt_seen, flags=flags)
+        # No reward: a dimension the judge left unscored (one the answer made unreadable
+        # scores its minimum and has a reward), so mask 0, never a mean over fewer dimensions.
         reasons = list(dict.fromkeys(unscored.values()))
         head = ("all dimensions unscored: " if len(unscored) == len(ans.results)
-                else "no reward, a dimension failed: ")
+                else f"no reward: {', '.join(unscored)} unscored by the judge: ")
         reason = head + (reasons[0] if len(reasons) == 1 else
                          "; ".join(f"{n}: {r}" for n, r in unscored.items()))
         return ItemResult(item_id, "unscored", None, 0, reason, scores, unscored, [],
                           prompt_id=item.prompt_id, document=ans.document,
-                          prompt_seen=item.prompt_seen)
+                          prompt_seen=item.prompt_seen, flags=flags)
 
     async def _fill(self, results: list[ItemResult], groups: list[str | None], fill: Fill,
                     time_left: float) -> None:
@@ -524,3 +531,6 @@ class RewardService:
                         "--rollout.max_new_tokens) or --prompt_max_len (0.9.0)",
                         r.prompt_id, 100 * r.prompt_seen)
                 self.stats.truncated_prompts += 1
+            if r.flags:
+                self.stats.flagged_items += 1
+                self.stats.flags_by_kind.update(flag_counts(r.flags))

@@ -168,6 +168,8 @@ class RunSummary:
                 "already_done": self.score.answers_done_before,
                 "scored": self.score.answers_scored,
                 "all_unscored": self.score.all_unscored,
+                "no_reward": self.score.no_reward,
+                "flagged": self.score.flagged_answers,
                 "rejected_records": len(self.score.rejected),
             },
             "pairs": self.pairs.as_dict() if self.pairs else None,

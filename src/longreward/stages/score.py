@@ -20,6 +20,7 @@ from ..config import DIMENSION_NAMES, ScoreOptions
 from ..errors import InputFileError, RecordError
 from ..io.files import check_output, iter_rows, rejected_path
 from ..io.records import FieldMap, PromptRecord, group_records, read_prompts
+from ..reward.injection import flag_counts
 from ..reward.scorer import LongReward, ScoredAnswer, build_client
 from ..store import TRANSPORT_KEYS, RunStore
 from .runner import Redo, StageOutcome, StageSpec, Unit, fingerprint, run_stage, stage_run_dir
@@ -50,6 +51,14 @@ class ScoreSummary(StageOutcome):
     wall_seconds: float = 0.0
     #: dimensions left unscored by a bug (traceback in the log), not by the judge
     internal_errors: int = 0
+    #: answers with no reward (a dimension the judge left unscored: an outage, a bug)
+    no_reward: int = 0
+    #: dimensions set to their minimum because the answer's own text made the verdict
+    #: unreadable or made the judge refuse
+    answer_caused_by_dimension: dict[str, int] = field(default_factory=dict)
+    #: answers holding verdict-shaped or judge-addressed text, and the flags by kind
+    flagged_answers: int = 0
+    flags_by_kind: dict[str, int] = field(default_factory=dict)
 
     @property
     def answers_total(self) -> int:
@@ -64,8 +73,17 @@ class ScoreSummary(StageOutcome):
         output, so that means and the exit code describe the whole output."""
         if not resumed:
             self.answers_scored += 1
-        if not row["dimensions"]:
+        if all(v is None for v in row["scores"].values()):
             self.all_unscored += 1
+        if row["reward"] is None:
+            self.no_reward += 1
+        for name in row.get("answer_caused") or {}:
+            self.answer_caused_by_dimension[name] = (
+                self.answer_caused_by_dimension.get(name, 0) + 1)
+        if row.get("flags"):
+            self.flagged_answers += 1
+            for kind, n in flag_counts(row["flags"]).items():
+                self.flags_by_kind[kind] = self.flags_by_kind.get(kind, 0) + n
         for name, value in row["scores"].items():
             if value is None:
                 self.unscored_by_dimension[name] = self.unscored_by_dimension.get(name, 0) + 1
@@ -80,11 +98,12 @@ class ScoreSummary(StageOutcome):
 
     @property
     def exit_code(self) -> int:
-        """Non-zero when a record was rejected, an answer ended unscored on every dimension,
-        or a dimension hit an internal error, so scripts notice."""
+        """Non-zero when a record was rejected, an answer has no reward (a dimension the
+        judge left unscored), or a dimension hit an internal error, so scripts notice."""
         if self.interrupted:
             return 130
-        return 1 if (self.rejected or self.all_unscored or self.internal_errors) else 0
+        return 1 if (self.rejected or self.no_reward or self.all_unscored
+                     or self.internal_errors) else 0
 
     def as_dict(self) -> dict[str, Any]:
         """The summary as ``RUN/summary.json`` holds it."""
@@ -92,7 +111,9 @@ class ScoreSummary(StageOutcome):
                 "changed": self.changed, "scored": self.answers_scored,
                 "all_unscored": self.all_unscored, "rejected": len(self.rejected),
                 "kept_from_other_runs": len(self.kept_from_elsewhere),
-                "internal_errors": self.internal_errors,
+                "internal_errors": self.internal_errors, "no_reward": self.no_reward,
+                "answer_caused": self.answer_caused_by_dimension,
+                "flagged_answers": self.flagged_answers, "flags": self.flags_by_kind,
                 "unscored_reasons": dict(self.unscored_reasons.most_common(10)),
                 "exit_code": self.exit_code, "wall_seconds": round(self.wall_seconds, 3),
                 "stats": self.stats}

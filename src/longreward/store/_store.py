@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import secrets
 import socket
 import sqlite3
 import threading
@@ -35,6 +36,9 @@ from ._migrations import apply_migrations
 
 STORE_FILENAME = "longreward.sqlite"
 MEMORY = ":memory:"
+
+#: meta key of the nonce secret (``verdict_secret``)
+_SECRET_KEY = "secret:verdict_nonce"
 
 _PAGE = 500  # rows() reads this many rows per query, so the lock is never held while yielding
 
@@ -323,6 +327,21 @@ class RunStore:
         with self._lock:
             row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    def verdict_secret(self) -> bytes:
+        """The secret the judge's per-request nonces are derived from (``judge._verdict``):
+        32 random bytes made the first time any process asks and kept in the meta table, so
+        every rerun and every reward worker sharing this store derives the same nonces (and
+        hits the same cached calls). Made with ``INSERT OR IGNORE``: two processes asking at
+        once both read the one that was stored first. Never printed or logged; it is only as
+        secret as this file, which the policy being trained never sees."""
+        fresh = json.dumps(secrets.token_hex(32))
+        with self._lock:
+            self.db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
+                            (_SECRET_KEY, fresh))
+            row = self.db.execute("SELECT value FROM meta WHERE key = ?",
+                                  (_SECRET_KEY,)).fetchone()
+        return bytes.fromhex(json.loads(row[0]))
 
     def meta_with_prefix(self, prefix: str) -> dict[str, Any]:
         """Every metadata entry whose key starts with ``prefix``, by key."""

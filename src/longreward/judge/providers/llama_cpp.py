@@ -112,6 +112,10 @@ class LlamaCppAPI(LocalModelAPI):
             from llama_cpp.llama_grammar import LlamaGrammar
 
             self._grammars[key] = LlamaGrammar.from_json_schema(key, verbose=False)
+            # bounded: a judge's schemas carry each request's verdict code (a ``const``), so
+            # they differ per request; the reply models' own shapes are few
+            while len(self._grammars) > 64:
+                del self._grammars[next(iter(self._grammars))]
         return self._grammars[key]
 
     # ------------------------------------------------------------------ generation

@@ -1,4 +1,17 @@
-"""What every dimension shares: its result type and the one way it asks the judge."""
+"""What every dimension shares: its result type and the one way it asks the judge.
+
+A dimension ends in one of four states (``DimensionResult``):
+- scored: ``score`` set, ``cause`` None;
+- at its minimum because of the answer (``cause="answer"``): the answer's own text made the
+  judge's verdict unreadable, or made the judge refuse; ``score`` is the dimension's minimum
+  (0) and ``reason`` says why. A policy that writes the verdict it expects, so that the
+  judge's honest one can no longer be told from its copy, loses the dimension instead of
+  dropping it from the reward;
+- unscored because of the judge (``cause="judge"``: an outage, a reply with no verdict for
+  reasons of the judge's own, the deadline) or of a bug (``"internal"``): ``score`` None,
+  ``reason`` set; the reward is then null (mask 0), not a mean over fewer dimensions
+  (``combine_reward``).
+"""
 
 from __future__ import annotations
 
@@ -8,23 +21,53 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from ...judge import GenerateConfig, ModelClient, Usage
+from ...judge import Cause, GenerateConfig, ModelClient, Usage, canonical
+from ..injection import steers_judge
 from ._prompts import PromptTemplate, ReplyMode
+
+#: the lowest score of every dimension (all four score 0–10): what an answer-caused failure gets
+MINIMUM = 0.0
 
 
 @dataclass
 class DimensionResult:
-    """A dimension is either scored (``score`` set) or unscored with a reason — never a
-    silent default."""
+    """A dimension is scored, at its minimum because of the answer, or unscored with a
+    reason and a cause — never a silent default (see the module docstring)."""
 
     name: str
     score: float | None
     unscored_reason: str | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: None when scored by the judge; else why not ("answer", "judge", "internal")
+    cause: Cause | None = None
+
+    def __post_init__(self) -> None:
+        if self.score is None and self.cause is None:
+            self.cause = "judge"
 
     @classmethod
-    def unscored(cls, name: str, reason: str, **details: Any) -> DimensionResult:
-        return cls(name=name, score=None, unscored_reason=reason, details=details)
+    def unscored(cls, name: str, reason: str, *, cause: Cause = "judge",
+                 **details: Any) -> DimensionResult:
+        """No score: the judge failed (or a bug, ``cause="internal"``). An answer-caused
+        failure is ``at_minimum`` instead."""
+        if cause == "answer":
+            return cls.at_minimum(name, reason, **details)
+        return cls(name=name, score=None, unscored_reason=reason, details=details, cause=cause)
+
+    @classmethod
+    def at_minimum(cls, name: str, reason: str, **details: Any) -> DimensionResult:
+        """The dimension's minimum score, because the answer's text made its verdict
+        unreadable (or made the judge refuse); ``reason`` says how."""
+        return cls(name=name, score=MINIMUM, unscored_reason=None,
+                   details={**details, "answer_caused": reason}, cause="answer")
+
+    @property
+    def reason(self) -> str | None:
+        """Why the dimension has no judged score: the unscored reason, or why it was set to
+        its minimum because of the answer."""
+        if self.cause == "answer":
+            return str(self.details.get("answer_caused") or "caused by the answer")
+        return self.unscored_reason
 
 
 @dataclass
@@ -39,13 +82,26 @@ class JudgeSettings:
 
 @dataclass
 class Answered:
-    """One structured judge reply, or why there is none."""
+    """One structured judge reply, or why there is none (and whose fault that is)."""
 
     value: BaseModel | None
     error: str | None
     raw: list[str]
     usage: Usage
     calls: int
+    #: "nonce" or "fallback": how the verdict was found (None without a value)
+    path: str | None = None
+    #: "answer" or "judge" when there is no value
+    cause: Cause | None = None
+
+
+def request_nonce(client: ModelClient, prompt: PromptTemplate,
+                  variables: dict[str, str]) -> str | None:
+    """The verdict code of the request ``prompt`` makes of ``variables`` (None when the
+    prompt asks for none): derived from everything the request says, the answer included."""
+    if not prompt.takes_nonce:
+        return None
+    return client.nonce(canonical([prompt.name, prompt.language, variables]))
 
 
 async def ask_judge(
@@ -59,8 +115,18 @@ async def ask_judge(
 ) -> Answered:
     """Fill ``prompt`` and ask the judge through the client's single retry/parse path.
     ``parse_text(reply, shown)`` reads a tagged-text reply; ``shown`` is the prompt's fixed
-    text carrying the fenced candidate texts (``PromptTemplate.shown``), so the parser can
-    tell the judge's own verdict from an echo of the prompt or a quote of the candidate."""
+    text carrying the fenced candidate texts and the request's nonce
+    (``PromptTemplate.shown``), so the parser can tell the judge's own verdict from an echo
+    of the prompt or a quote of the candidate.
+
+    A prompt with ``$nonce`` gets the request's nonce, derived from everything the request
+    says (so the answer in it cannot know it). A failure with no verdict at all is blamed on
+    the answer when the answer holds text that tries to steer the judge (a fake turn, chat
+    tokens, "ignore previous instructions": ``injection.steers_judge``): a judge that wrote
+    no verdict after reading it may well have obeyed it."""
+    nonce = request_nonce(settings.client, prompt, variables)
+    if nonce is not None:
+        variables = {**variables, "nonce": nonce}
     static = prompt.shown(**variables)
 
     def build(mode: ReplyMode):
@@ -69,10 +135,14 @@ async def ask_judge(
     asked = await settings.client.ask(
         build, reply_model, lambda raw: parse_text(raw, static), tag=tag,
         config=settings.generate, attempts=settings.attempts,
-        retry_temperature=settings.retry_temperature,
+        retry_temperature=settings.retry_temperature, nonce=variables.get("nonce"),
     )
-    return Answered(value=asked.value, error=asked.error, raw=list(asked.raw),
-                    usage=asked.usage, calls=asked.calls)
+    cause, error = asked.cause, asked.error
+    if cause == "judge" and asked.raw and any(steers_judge(c) for c in static.candidates):
+        cause, error = "answer", (f"{error}; the answer holds text addressed to the judge "
+                                  "(flagged), which it may have obeyed")
+    return Answered(value=asked.value, error=error, raw=list(asked.raw), usage=asked.usage,
+                    calls=asked.calls, path=asked.path, cause=cause)
 
 
 def usage_dict(usage: Usage, calls: int) -> dict[str, int]:
@@ -92,13 +162,15 @@ async def judge_score(
     **details: Any,
 ) -> DimensionResult:
     """A dimension (or final step) that is one judge call ending in a 0–10 ``score``: the
-    reply's other fields and ``details`` go into the result's details; a failed ask makes the
-    dimension unscored with the reason and the raw replies."""
+    reply's other fields and ``details`` go into the result's details, with the path that
+    found the verdict (``verdict_paths``); a failed ask makes the dimension unscored (or, when
+    the answer caused it, its minimum) with the reason and the raw replies."""
     ans = await ask_judge(settings, prompt, variables, reply_model, parse_text, tag=tag or name)
     usage = usage_dict(ans.usage, ans.calls)
     if ans.value is None:
-        return DimensionResult.unscored(name, ans.error or "no reply", raw=ans.raw, usage=usage,
-                                        **details)
+        return DimensionResult.unscored(name, ans.error or "no reply", cause=ans.cause or "judge",
+                                        raw=ans.raw, usage=usage, **details)
     fields = ans.value.model_dump()
     score = float(fields.pop("score"))
-    return DimensionResult(name, score, details={**fields, **details, "usage": usage})
+    return DimensionResult(name, score, details={**fields, **details, "usage": usage,
+                                                 "verdict_paths": {ans.path: 1}})

@@ -6,13 +6,18 @@ search for any way to write its own score (``[[10]]`` in the answer, a fake
 every parser reads only what the judge itself wrote, by the rules of
 ``longreward.judge._verdict``:
 
-- lines that repeat the prompt's fixed text (an echoed template or few-shot example) and
-  lines that quote the judged text are removed first;
-- a score or verdict is read only from a verdict line (``[[7]]``, ``Score: [[7]]``,
-  ``【【7】】``); the last one is the verdict, and an earlier different one, or a value the
-  judged text also writes for itself, is ambiguous;
-- batched grades need exactly one ``[[K: VERDICT]]`` line per statement: a repeated or
-  missing number is an error, never "the last one wins".
+- a verdict line carrying the request's nonce (``K7QF2MZX [[7]]``) is the judge's own and
+  is the verdict, whatever else the reply quotes;
+- without one (the fallback): lines that repeat the prompt's fixed text (an echoed template
+  or few-shot example, or part of one of its lines) and lines that quote the judged text are
+  removed first; a score or verdict is read only from a verdict line (``[[7]]``,
+  ``Score: [[7]]``, ``【【7】】``); the last one is the verdict, and an earlier different one,
+  or a value the judged text also writes for itself, is ambiguous;
+- batched grades need exactly one ``[[K: VERDICT]]`` line per statement (with the nonce:
+  one nonce line per statement): a repeated or missing number is an error, never "the last
+  one wins";
+- ``<none/>`` (no statements, no points) counts only on a line of its own: a judge quoting
+  the instruction "reply with the single tag ``<none/>``" has not replied with it.
 
 ``prompt_text`` is the prompt's fixed text; as a ``PromptText`` (what ``ask_judge`` passes)
 it also carries the fenced candidate texts. A reply that cannot be read raises
@@ -29,6 +34,8 @@ from ...judge import (
     candidates_of,
     claimed,
     fold,
+    nonce_of,
+    nonce_verdicts,
     read_verdict,
     strip_echo,
     verdict_line,
@@ -86,12 +93,20 @@ def parse_keyed_choices(reply: str, prompt_text: str, n: int,
         m = _KEYED.match(fold(x))
         return None if m is None else (int(m.group(1)), words.get(m.group(2).strip()))
 
-    own, quoted = verdict_lines(reply, prompt_text)
+    labelled = [x for x, _ in nonce_verdicts(reply, nonce_of(prompt_text))]
+    nonce_path = bool(labelled)
+    quoted: list[str] = []
+    if nonce_path:  # the judge's own lines: no quote or copy of the judged text among them
+        own = labelled
+        theirs: set[tuple[int, str | None]] = set()
+    else:
+        own, quoted = verdict_lines(reply, prompt_text)
+        theirs = claimed(prompt_text, keyed)
     pairs = [p for p in map(keyed, own) if p is not None]
     if not pairs:
         what = "only quotes the judged text" if quoted else "has no [[K: VERDICT]] lines"
-        raise ReplyParseError(f"{'ambiguous: ' if quoted else ''}the reply {what}")
-    theirs = claimed(prompt_text, keyed)
+        raise ReplyParseError(f"{'ambiguous: ' if quoted else ''}the reply {what}",
+                              cause="answer" if quoted else "judge")
     grades: dict[int, str] = {}
     for k, word in pairs:
         if word is None:
@@ -99,7 +114,7 @@ def parse_keyed_choices(reply: str, prompt_text: str, n: int,
                                   f"{', '.join(sorted(set(words.values())))}")
         if (k, word) in theirs:
             raise ReplyParseError(f"ambiguous: the verdict [[{k}: {word}]] also appears in the "
-                                  "judged text, so it may be copied from it")
+                                  "judged text, so it may be copied from it", cause="answer")
         if k in grades:
             raise ReplyParseError(f"statement {k} has more than one verdict line")
         grades[k] = word
@@ -108,7 +123,7 @@ def parse_keyed_choices(reply: str, prompt_text: str, n: int,
     copied = sorted({p[0] for p in map(keyed, quoted) if p is not None} & set(missing))
     if copied:
         raise ReplyParseError(f"ambiguous: the only verdict line for statement {copied[0]} "
-                              "quotes the judged text")
+                              "quotes the judged text", cause="answer")
     if wrong or missing:
         raise ReplyParseError(
             f"expected one verdict for each of statements 1–{n}"
@@ -141,11 +156,27 @@ def parse_tagged_list(reply: str, prompt_text: str, tag: str) -> list[str]:
     items = [i for i in items if i and i not in ("...", "…")]
     if items:
         return items
-    if re.search(r"<none\s*/?>", text, flags=re.I):
+    if any(_none_line(ln) for ln in text.splitlines()):
         if any(re.search(r"<none\s*/?>", s) for s in sources):
-            raise ReplyParseError("ambiguous: the reply's <none/> also appears in the judged text")
+            raise ReplyParseError("ambiguous: the reply's <none/> also appears in the judged text",
+                                  cause="answer")
         return []
-    raise ReplyParseError(f"no <{tag}>…</{tag}> items and no <none/> in the reply")
+    raise ReplyParseError(f"no <{tag}>…</{tag}> items and no <none/> line in the reply")
+
+
+_NONE = re.compile(r"<\s*none\s*/?\s*>", re.IGNORECASE)
+_OTHER_TAGS = re.compile(r"</?\s*[a-z_]+\s*/?>|[`*>\-.。…:：]", re.IGNORECASE)
+
+
+def _none_line(line: str) -> bool:
+    """Whether ``line`` answers ``<none/>``: the tag with at most a few words beside it
+    ("<none/>", "Statements: <none/>"). A line that says more around it quotes the
+    instructions ("reply with the single tag <none/> and nothing else"), and a judge
+    quoting them has not replied with the tag."""
+    if not _NONE.search(line):
+        return False
+    rest = _OTHER_TAGS.sub(" ", _NONE.sub(" ", line)).split()
+    return len(rest) <= 3 and sum(len(w) for w in rest) <= 20
 
 
 def parse_bullets(reply: str, prompt_text: str) -> list[str]:

@@ -19,6 +19,11 @@ the text (``judge._verdict.fence``), which the text cannot close or imitate; the
 system text tells the judge so. The boundary is a function of the content, so the same
 request is the same cache key on every run.
 
+A step whose prompt carries candidate text also ends its user message, after the candidate,
+with a *verdict code* (``$nonce``): a per-request nonce the judge copies into its verdict, so
+that the verdict carrying it is known to be the judge's own (``judge._verdict``). It comes
+last so that everything before the candidate stays a cacheable prefix.
+
 The system message starts with ``<!-- step: NAME -->``: an explicit step id, so logs, proxies
 and the test doubles can tell the steps apart without reading the prompt's prose.
 """
@@ -58,6 +63,11 @@ class PromptTemplate:
     reply: dict[str, str]
     variables: frozenset[str]
 
+    @property
+    def takes_nonce(self) -> bool:
+        """Whether the prompt asks for a verdict code (``$nonce``)."""
+        return "nonce" in self.variables
+
     def messages(self, mode: ReplyMode, **variables: str) -> list[Message]:
         given = set(variables)
         if given != self.variables:
@@ -76,10 +86,12 @@ class PromptTemplate:
         return "\n".join([self.system, self.user.template, *self.reply.values()])
 
     def shown(self, **variables: str) -> PromptText:
-        """What a reply parser needs to know of the prompt: its fixed text, and the fenced
-        candidate texts as the judge saw them (to recognise quotes and copied verdicts)."""
+        """What a reply parser needs to know of the prompt: its fixed text, the fenced
+        candidate texts as the judge saw them (to recognise quotes and copied verdicts) and
+        the request's nonce (to recognise the judge's own verdict)."""
         return PromptText(self.static_text(),
-                          [neutralise(variables[k]) for k in FENCED if k in variables])
+                          [neutralise(variables[k]) for k in FENCED if k in variables],
+                          variables.get("nonce"))
 
 
 def parse_prompt_file(name: str, language: str, text: str) -> PromptTemplate:

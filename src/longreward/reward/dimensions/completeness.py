@@ -98,10 +98,12 @@ async def score_completeness(work: PromptWork, response: str, *,
         hint = ("; the judge's context window is too small for the chunks: lower "
                 "completeness_chunk_tokens (--completeness-chunk-tokens)"
                 if "ContextTooLong" in str(f["error"]) else "")
+        # the document's and the question's step, the same for every answer: never the
+        # answer's fault, whatever the extraction's own reason was
         return DimensionResult.unscored(
             NAME, f"information extraction failed for {len(failed)} of {len(findings)} "
             f"document chunks (first: chunk {f['chunk']} at {f['position']}: {f['error']})"
-            f"{hint}", points=points_view)
+            f"{hint}", cause="judge", points=points_view)
     return await judge_score(
         settings, NAME, load_prompt("completeness_coverage", work.language),
         {"query": work.query, "points": format_points(findings, work.language),

@@ -10,11 +10,18 @@ Departures from the paper, on purpose:
 - Statement grades are memoised per document: the evidence of a statement depends only on
   the statement and the document's index, so an identical statement in another answer (or
   repeated in the same answer) reuses the verdict instead of a new judge call.
-- n = 0 (an answer with no factual statement, e.g. a refusal) is not a division by zero:
-  it scores 10 — nothing in it contradicts the document — and is flagged
-  ``details.no_statements = true`` so users can filter or down-weight such answers.
+- n = 0 (an answer with no factual statement: a refusal, a vague non-answer, nothing at
+  all) scores 0, flagged ``details.no_statements = true``. Faithfulness rewards what the
+  answer states and the document supports; an answer that states nothing has nothing
+  supported. (Until 0.2 it scored 10, "nothing contradicts the document": an answer that
+  said nothing then earned a free 10 on this dimension, and a policy learns that within a
+  few hundred steps. An honest "the document does not say" loses this dimension but not the
+  others, and every candidate of the prompt faces the same rule.)
 - If some statements cannot be graded after the client's retries, the dimension is unscored
-  (with the reason and the grades it did get) rather than averaged over a biased subset.
+  (with the reason and the grades it did get) rather than averaged over a biased subset —
+  unless the answer caused it (a statement whose own verdict-shaped text made its grade
+  unreadable): then the dimension scores its minimum, like any answer-caused failure
+  (``_base``).
 - Optional batching (``grade_batch_size > 1``, off by default): the statements of one answer
   are graded B at a time in one call, against the union of their top-k excerpts (each
   excerpt shown once). This cuts judge calls and prompt tokens several-fold; each statement
@@ -38,7 +45,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...judge import ModelError, ReplyParseError
-from ._base import DimensionResult, JudgeSettings, ask_judge, usage_dict
+from ._base import MINIMUM, DimensionResult, JudgeSettings, ask_judge, usage_dict
 from ._parse import parse_choice, parse_keyed_choices, parse_tagged_list
 from ._prompts import load_prompt
 from ._registry import DimensionInput, dimension
@@ -143,10 +150,10 @@ async def _grade(work: PromptWork, statement: str, *, settings: JudgeSettings,
         "usage": usage_dict(ans.usage, ans.calls),
     }
     if ans.value is None:
-        out.update(support=None, error=ans.error, raw=ans.raw)
+        out.update(support=None, error=ans.error, raw=ans.raw, cause=ans.cause)
     else:
         assert isinstance(ans.value, GradeReply)
-        out.update(support=ans.value.support, analysis=ans.value.analysis)
+        out.update(support=ans.value.support, analysis=ans.value.analysis, path=ans.path)
     return out
 
 
@@ -184,7 +191,7 @@ async def _grade_batch(work: PromptWork, statements: list[str], *, settings: Jud
         g = by_number.get(i)
         if g is not None:
             out[s] = {"statement": s, "evidence": _evidence_rows(work, hs), "support": g.support,
-                      "analysis": g.analysis, "batch_usage": usage,
+                      "analysis": g.analysis, "path": ans.path, "batch_usage": usage,
                       "batch_size": len(statements)}
     # The batch failed (no valid reply after the re-asks): grade each on its own, concurrently.
     skipped = [s for s in statements if s not in out]
@@ -202,14 +209,16 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
     usage = usage_dict(ans.usage, ans.calls)
     if ans.value is None:
         return DimensionResult.unscored(NAME, f"statement extraction failed: {ans.error}",
-                                        raw=ans.raw, usage=usage)
+                                        cause=ans.cause or "judge", raw=ans.raw, usage=usage)
     assert isinstance(ans.value, StatementsReply)
     statements = [s for s in (_normalise_statement(x) for x in ans.value.statements) if s]
+    paths: dict[str, int] = {str(ans.path): 1}
     if not statements:
-        return DimensionResult(NAME, 10.0, details={
+        return DimensionResult(NAME, MINIMUM, details={
             "n_statements": 0, "no_statements": True, "statements": [], "usage": usage,
-            "note": "no factual statement found; scored 10 because nothing contradicts the "
-                    "document (flagged)"})
+            "verdict_paths": paths,
+            "note": "no factual statement found: nothing the document supports, so 0 "
+                    "(see the module docstring)"})
 
     # The memo lives on the document (shared by every question about it); the prompt language
     # is part of the key, so a Chinese question never reuses a grade argued in English.
@@ -243,17 +252,24 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
             # Not memoised (see ``_shared.once``): a later answer with this statement retries.
             error = (str(outcome) if isinstance(outcome, RetrievalFailed)
                      else f"{type(outcome).__name__}: {outcome}")
-            outcome = {"statement": s, "support": None, "error": error}
+            outcome = {"statement": s, "support": None, "error": error, "cause": "judge"}
         graded[s] = outcome
     rows = [graded[s] for s in statements]
     failed = [r for r in rows if r["support"] is None]
+    for r in rows:
+        if r.get("path"):
+            paths[r["path"]] = paths.get(r["path"], 0) + 1
     details: dict[str, Any] = {"n_statements": len(statements),
                                "n_unique_statements": len(unique),
-                               "statements": rows, "usage": usage}
+                               "statements": rows, "usage": usage, "verdict_paths": paths}
     if failed:
+        # one statement the answer made ungradable is enough: its minimum can only lower
+        # the reward, while leaving it out would let the answer drop a statement it fears
+        by_answer = [r for r in failed if r.get("cause") == "answer"]
         return DimensionResult.unscored(
             NAME, f"{len(failed)} of {len(rows)} statements could not be graded: "
-            f"{failed[0].get('error')}", **details)
+            f"{(by_answer or failed)[0].get('error')}",
+            cause="answer" if by_answer else "judge", **details)
     supports = [r["support"] for r in rows]
     details["counts"] = {k: supports.count(k) for k in SUPPORT_VALUE}
     return DimensionResult(NAME, faithfulness_score(supports), details=details)

@@ -1,0 +1,61 @@
+"""The report's view of flagged answers (``reward.injection``) and of dimensions the answer's
+own text set to their minimum: a section with the counts, and the spans inside each answer."""
+
+from __future__ import annotations
+
+from collections import Counter
+from html import escape
+from typing import Any
+
+from ..reward.injection import STEERING, flag_counts
+from ._load import ScoredFile
+
+
+def flags_section(files: list[ScoredFile]) -> str:
+    """Counts over every scored row: answers flagged, flags by kind, and dimensions scored 0
+    because of the answer, with the most frequent reasons."""
+    answers = flagged = 0
+    kinds: Counter[str] = Counter()
+    caused: Counter[str] = Counter()
+    for f in files:
+        for row in f.rows:
+            answers += 1
+            flags = row.get("flags") or []
+            if flags:
+                flagged += 1
+                kinds.update(flag_counts(flags))
+            caused.update((row.get("answer_caused") or {}).keys())
+    if not answers:
+        return ""
+    if not flagged and not caused:
+        body = ('<p class="muted">No answer holds verdict-shaped or judge-addressed text, and '
+                "no dimension was set to 0 because of an answer's text.</p>")
+    else:
+        rate = f"{flagged} of {answers} answers ({100.0 * flagged / answers:.1f}%)"
+        rows = "".join(
+            f"<tr><td>{escape(k)}</td><td>{'steering' if k in STEERING else 'verdict'}</td>"
+            f'<td class="n">{n}</td></tr>' for k, n in kinds.most_common())
+        dims = "".join(f'<tr><td>{escape(d)}</td><td class="n">{n}</td></tr>'
+                       for d, n in caused.most_common())
+        body = (f"<p>Flagged: {rate}. A flag is information, not a penalty: the judge's verdict "
+                "decides the score; a dimension is set to 0 only when the answer's text made "
+                "the judge's verdict unreadable.</p>"
+                + (f"<table><thead><tr><th>kind</th><th>family</th><th>flags</th></tr></thead>"
+                   f"<tbody>{rows}</tbody></table>" if rows else "")
+                + (f"<h4>Dimensions set to 0 by the answer's text</h4><table><thead><tr>"
+                   f"<th>dimension</th><th>answers</th></tr></thead><tbody>{dims}</tbody>"
+                   "</table>" if dims else ""))
+    return f'<section id="flags"><h2>Flags: text aimed at the judge</h2>{body}</section>'
+
+
+def answer_flags(row: dict[str, Any]) -> str:
+    """The flagged spans of one answer, and its dimensions set to 0 by its text."""
+    flags = row.get("flags") or []
+    caused = row.get("answer_caused") or {}
+    if not flags and not caused:
+        return ""
+    items = "".join(f"<li><b>{escape(str(f.get('kind')))}</b> at {f.get('start')}–{f.get('end')}: "
+                    f"<code>{escape(str(f.get('text', ''))[:200])}</code></li>" for f in flags)
+    why = "".join(f"<li><b>{escape(d)}</b> set to 0: {escape(str(r))}</li>"
+                  for d, r in caused.items())
+    return f'<h4>Flags</h4><ul class="flags">{why}{items}</ul>'
