@@ -14,7 +14,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from ..config import ScoreOptions
 from ..errors import LongRewardError, RecordError, UsageError
@@ -69,6 +69,12 @@ class ScoredAnswer:
     def answer_caused(self) -> dict[str, str]:
         """Dimensions at their minimum because of the answer's text, with the reason."""
         return {n: r.reason or "" for n, r in self.results.items() if r.cause == "answer"}
+
+    #: the keys ``to_row`` adds that are results, not inputs: what a reader of a scored file
+    #: drops to use it as answers again (``eval robustness`` attacks a scored file)
+    RESULT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "reward", "scores", "unscored", "answer_caused", "dimensions", "flags", "weights",
+        "language", "details", "judge", "meta")
 
     def to_row(self, *, judge: dict[str, Any] | None = None, weights: dict[str, float] | None = None,
                context: str | None = None) -> dict[str, Any]:
