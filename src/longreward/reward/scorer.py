@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+from .._util.aio import gather_or_cancel
 from ..config import ScoreOptions
 from ..errors import LongRewardError, RecordError, UsageError
 from ..io.records import Candidate, PromptRecord
@@ -217,7 +218,7 @@ class LongReward:
         judged = canonical_answer(cand.response) if self.options.canonical_layout else cand.response
         inp = DimensionInput(work, record.query, judged, self.settings, self.options)
         names = self.options.dimensions
-        done = await asyncio.gather(*(self._guarded(n, dims[n].score(inp), record, cand)
+        done = await gather_or_cancel(*(self._guarded(n, dims[n].score(inp), record, cand)
                                       for n in names))
         results = dict(zip(names, done, strict=True))
         reward, used = combine_reward(results, self.options.weights,
@@ -268,7 +269,7 @@ class LongReward:
                 on_result(ans)
             return ans
 
-        return list(await asyncio.gather(*(one(c) for c in record.candidates)))
+        return await gather_or_cancel(*(one(c) for c in record.candidates))
 
     def check_record(self, record: PromptRecord) -> None:
         limit = self.options.max_document_tokens
@@ -301,7 +302,7 @@ class LongReward:
             async with sem:
                 return await self._score_prompt(rec, on_result)
 
-        nested = await asyncio.gather(*(run(r) for r in records))
+        nested = await gather_or_cancel(*(run(r) for r in records))
         return [a for group in nested for a in group]
 
     # -- event loops -------------------------------------------------------------------
