@@ -301,6 +301,9 @@ def test_unparsable_replies_are_reasked_then_unscored(judge_double: JudgeDouble)
     run(go())
     temperatures = [r["body"]["temperature"] for r in judge_double.requests]
     assert temperatures == [0.0, 0.95, 0.95, 0.95, 0.95]
+    # each sampled re-ask carries its own fixed seed: a server that honours seeds gives the
+    # same re-ask reply on every run (online and batch runs agree with a real model too)
+    assert [r["body"].get("seed") for r in judge_double.requests] == [None, 1, 2, 3, 4]
 
 
 def test_bad_json_then_fenced_json_is_accepted(judge_double: JudgeDouble) -> None:
