@@ -4,6 +4,7 @@ user runs them (typer's runner in this process, real HTTP to the judge double)."
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -17,9 +18,10 @@ from judge_double import use_verdict_secret
 
 
 def _cli(*args: str):
-    # wide enough that a table cell is not wrapped mid-phrase (rich wraps long lines)
-    result = CliRunner().invoke(app, list(args), env={"COLUMNS": "240"})
-    result.text = " ".join(result.output.split())
+    result = CliRunner().invoke(app, list(args))
+    # rich wraps long lines and table cells: the text without line breaks and cell borders
+    # reads a wrapped cell's phrase whole
+    result.text = " ".join(re.sub("[│┃]", " ", result.output).split())
     return result
 
 
