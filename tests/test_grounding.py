@@ -284,3 +284,45 @@ def test_eval_robustness_master_keys_padding_and_truncation_pass(judge_double, t
     keys = [v for v in result.variant_details if v.attack_class == "master_key"]
     assert keys and all(v.reward is not None and v.reward <= 1.0 for v in keys)
     assert result.exit_code == 0, result.failed
+
+
+# --------------------------------------------------------------------------- where counts go
+
+
+def test_floors_and_dropped_statements_are_counted_in_summary_serve_and_report(judge_double,
+                                                                              tmp_path):
+    from longreward.report import build_report
+    from longreward.stages.score import score_file
+    from test_serve import metric, serving
+
+    judge_double.responder = StatementInventing()
+    rows = world_rows(("en",))
+    rows[0]["candidates"].append({"id": "en-key", "response": ":"})
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "scored.jsonl"
+    summary = asyncio.run(score_file(inp, out, options(judge_double)))
+    # the key is floored; its invented statement and the flawed answer's are dropped
+    assert summary.floored_answers == 1 and summary.dropped_statements == 2
+    assert summary.as_dict()["floored_answers"] == 1
+    build_report([out], tmp_path / "report.html")
+    html = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "1 of 3 answers got the non-answer floor" in html
+    assert "2 statements of the judge" in html
+
+    w = WORLDS["en"]
+    with serving(judge_double, tmp_path) as (client, _):
+        r = client.post("/documents", json={"documents": [
+            {"id": "res", "context": w.document, "query": w.query}]})
+        assert r.status_code == 200, r.text
+        answers = [w.answers["good"], ":"]
+        reply = client.post("/get_reward", json={
+            "query": ["Q: " + a for a in answers], "prompts": ["Q: "] * 2,
+            "labels": ["res"] * 2}).json()
+        metrics = client.get("/metrics").text
+    logs = reply["extra_logs"]
+    assert logs["longreward_floor"] == [0.0, 1.0]
+    assert logs["longreward_dropped_statements"] == [0.0, 1.0]
+    assert reply["rewards"][1] == 0.0 and reply["rewards"][0] > 5
+    assert metric(metrics, "longreward_floored_items_total") == 1
+    assert metric(metrics, "longreward_dropped_statements_total") == 1

@@ -67,7 +67,7 @@ GATE_EXIT_CODE = 3
 #: given as the answers to attack (``document``, the hash, stays: with ``--prompts`` it is
 #: checked against the document joined)
 _RESULT_FIELDS = ("reward", "scores", "unscored", "dimensions", "weights", "language",
-                  "details", "judge", "meta")
+                  "details", "judge", "meta", "floor")
 
 
 class RobustnessOptions(BaseModel):

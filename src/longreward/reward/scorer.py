@@ -68,6 +68,12 @@ class ScoredAnswer:
         return all(r.score is None for r in self.results.values())
 
     @property
+    def dropped_statements(self) -> int:
+        """Statements of the split not grounded in the answer, dropped (``text.grounding``)."""
+        f = self.results.get("faithfulness")
+        return int(f.details.get("n_dropped", 0)) if f is not None else 0
+
+    @property
     def answer_caused(self) -> dict[str, str]:
         """Dimensions at their minimum because of the answer's text, with the reason."""
         return {n: r.reason or "" for n, r in self.results.items() if r.cause == "answer"}
