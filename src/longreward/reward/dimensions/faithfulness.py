@@ -7,6 +7,15 @@
 4. score = 10 · Σa / n.
 
 Departures from the paper, on purpose:
+- Statements come from the answer (issue 21; ``statement_grounding``, default "answer"): the
+  split is a persuadable model that can turn the question into a statement the answer never
+  made (a real 1.5B judge did, for an answer that was just ``:``). Each statement must be
+  grounded in the answer's own text (``text.grounding``); on a failure the split is asked once
+  more at the retry temperature, then the ungrounded statements are dropped, listed and
+  counted (``n_dropped``). An answer left with none scores 0 like any answer with no statement.
+- Padding cannot dilute a false claim (``faithfulness_rule``, default "fixed_cost"): the
+  score is 10 − ``unsupported_cost`` · Σ(1 − a), at least 0, instead of 10 · Σa / n, which
+  rises when true but irrelevant sentences are added to an answer with an unsupported one.
 - Statement grades are memoised per document: the evidence of a statement depends only on
   the statement and the document's index, so an identical statement in another answer (or
   repeated in the same answer) reuses the verdict instead of a new judge call.
