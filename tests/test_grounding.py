@@ -326,3 +326,22 @@ def test_floors_and_dropped_statements_are_counted_in_summary_serve_and_report(j
     assert reply["rewards"][1] == 0.0 and reply["rewards"][0] > 5
     assert metric(metrics, "longreward_floored_items_total") == 1
     assert metric(metrics, "longreward_dropped_statements_total") == 1
+
+
+@pytest.mark.parametrize(("option", "value"), [("completeness_mode", "holistic"),
+                                               ("statement_grounding", "off"),
+                                               ("faithfulness_rule", "mean"),
+                                               ("non_answer_floor", False)])
+def test_a_rerun_with_another_rule_is_refused(judge_double, tmp_path, option, value):
+    from longreward.stages.score import score_file
+    from longreward.store import StaleRunError
+
+    judge_double.responder = Honest()
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in world_rows(("en",))), encoding="utf-8")
+    out = tmp_path / "scored.jsonl"
+    assert asyncio.run(score_file(inp, out, options(judge_double))).exit_code == 0
+    rows = out.read_text(encoding="utf-8")
+    with pytest.raises(StaleRunError, match=option):
+        asyncio.run(score_file(inp, out, options(judge_double, **{option: value})))
+    assert out.read_text(encoding="utf-8") == rows  # nothing mixed in
