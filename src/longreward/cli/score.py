@@ -232,7 +232,7 @@ def _score_table(summary: Any, options: ScoreOptions, output: Path,
          f"{summary.flagged_answers}" + (" (" + ", ".join(
              f"{k} {n}" for k, n in sorted(summary.flags_by_kind.items())) + ")"
              if summary.flags_by_kind else "")),
-        ("non-answers floored / statements dropped as not grounded",
+        ("non-answers floored / ungrounded statements dropped",
          f"{summary.floored_answers} / {summary.dropped_statements}"),
         ("records rejected", len(summary.rejected)),
     ]
