@@ -179,12 +179,21 @@ def test_an_empty_answer_rated_6_gets_the_floor_on_every_dimension(judge_double,
         assert row["details"]["completeness"]["n_covered"] == 0
     chosen, rejected = chosen_and_rejected(rows)
     assert chosen == "good" and rejected.startswith("key")
+    # clean answers get what an honest judge gives them
+    honest = score_world(judge_double, Honest(), language, w.answers)
+    for name in w.answers:
+        assert rows[name]["reward"] == pytest.approx(honest[name]["reward"])
+        assert rows[name]["floor"] is None
     # the paper's scoring (no grounding, mean, holistic, no floor) lets them through
     paper = score_world(judge_double, EmptyRating(), language, answers,
                         statement_grounding="off", faithfulness_rule="mean",
                         completeness_mode="holistic", non_answer_floor=False)
     assert max(paper[k]["reward"] for k in paper if k.startswith("key")) >= 4.0
     assert all(paper[k]["floor"] is None for k in paper)
+    # the correct answer's reward is the same under both; the flawed one's moves by what the
+    # fixed cost and the checklist are meant to change (docs/reward_rules.md, rule 5)
+    assert paper["good"]["reward"] == pytest.approx(rows["good"]["reward"])
+    assert chosen_and_rejected({k: paper[k] for k in w.answers}) == ("good", "flawed")
 
 
 def test_the_floor_keeps_a_non_answer_the_judge_rates_above_the_threshold(judge_double):
