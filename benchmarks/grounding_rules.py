@@ -106,11 +106,44 @@ def clean_and_attacks(double: JudgeDouble, tmp: Path) -> None:
                   flush=True)
 
 
+def bundled_dry_run(tmp: Path) -> None:
+    """The bundled candidates scored with the dry-run judge (placeholder verdicts drawn from
+    a hash of each request, not judgments) under both rule sets: how many rewards move and
+    whether ``pairs`` picks other answers. Only the mechanics mean anything here."""
+    from longreward.preference.pairs import candidate_from_row, select_pair
+
+    src = ROOT / "src/longreward/examples/candidates.jsonl"
+    picks: dict[str, dict[str, tuple[str | None, str | None]]] = {}
+    rewards: dict[str, dict[str, float | None]] = {}
+    for label, rules in (("paper", PAPER), ("defaults", {})):
+        out = tmp / f"bundled-{label}.jsonl"
+        options = ScoreOptions(judge={"provider": "dry_run", "model": "dry-run"}, **rules)
+        asyncio.run(score_file(src, out, options))
+        rows = [json.loads(x) for x in out.read_text().splitlines()]
+        rewards[label] = {r["id"]: r["reward"] for r in rows}
+        by_prompt: dict[str, list] = {}
+        for r in rows:
+            by_prompt.setdefault(r["prompt_id"], []).append(candidate_from_row(r, r["id"]))
+        picks[label] = {}
+        for pid, cands in by_prompt.items():
+            sel = select_pair(pid, cands, min_candidates=2)
+            picks[label][pid] = (sel.chosen.id if sel.chosen else None,
+                                 sel.rejected.id if sel.rejected else None)
+    moved = [k for k in rewards["paper"] if rewards["paper"][k] != rewards["defaults"][k]]
+    same = sum(picks["paper"][p] == picks["defaults"][p] for p in picks["paper"])
+    print(f"\nbundled candidates, dry-run judge: {len(moved)} of {len(rewards['paper'])} "
+          f"rewards move; pairs' (chosen, rejected) unchanged for {same} of "
+          f"{len(picks['paper'])} prompts")
+    for p in picks["paper"]:
+        print(f"  {p}: paper {picks['paper'][p]} -> defaults {picks['defaults'][p]}")
+
+
 def main() -> None:
     t0 = time.perf_counter()
     honest_split_recall()
     with JudgeDouble() as double, tempfile.TemporaryDirectory() as tmp:
         clean_and_attacks(double, Path(tmp))
+        bundled_dry_run(Path(tmp))
     print(f"\n{time.perf_counter() - t0:.0f} s")
 
 
