@@ -38,6 +38,7 @@ from pydantic import BaseModel
 from ...text import position_label
 from ...text.grounding import content_terms
 from ._base import (
+    Answered,
     DimensionResult,
     JudgeSettings,
     ask_judge,
@@ -177,7 +178,7 @@ def parse_checklist_text(reply: str, prompt_text: str, n: int) -> ChecklistReply
 
 
 async def _mark_batch(work: PromptWork, response: str, points: list[dict[str, str]],
-                      settings: JudgeSettings) -> tuple[list[dict[str, Any]] | None, Any]:
+                      settings: JudgeSettings) -> tuple[list[dict[str, Any]] | None, Answered]:
     listing = "\n".join(f"({i}) [{p['position']}] {p['point']}"
                          for i, p in enumerate(points, start=1))
     n = len(points)
@@ -210,27 +211,31 @@ async def score_checklist(work: PromptWork, response: str, *, settings: JudgeSet
                     "for every candidate of the prompt"})
     batches = [points[b:b + batch_size] for b in range(0, len(points), batch_size)]
     done = await asyncio.gather(*(_mark_batch(work, response, b, settings) for b in batches))
-    marks: list[dict[str, Any]] = []
-    calls, paths = 0, {}
-    usage = None
-    for rows, ans in done:
-        calls += ans.calls
-        usage = ans.usage if usage is None else usage + ans.usage
-        if rows is None:
-            return DimensionResult.unscored(
-                NAME, f"checklist marks failed: {ans.error}", cause=ans.cause or "judge",
-                raw=ans.raw, usage=usage_dict(usage, calls), mode="checklist",
-                n_points=len(points))
+    calls = sum(ans.calls for _, ans in done)
+    usage = done[0][1].usage
+    for _, ans in done[1:]:
+        usage = usage + ans.usage
+    failed = [ans for rows, ans in done if rows is None]
+    if failed:
+        # a batch the answer made unreadable is enough for the minimum: leaving it out would
+        # let the answer drop the points it fears (as for faithfulness's statements)
+        by_answer = [a for a in failed if a.cause == "answer"]
+        first = (by_answer or failed)[0]
+        return DimensionResult.unscored(
+            NAME, f"checklist marks failed for {len(failed)} of {len(done)} batches: "
+            f"{first.error}", cause="answer" if by_answer else "judge", raw=first.raw,
+            usage=usage_dict(usage, calls), mode="checklist", n_points=len(points))
+    marks: list[dict[str, Any]] = [m for rows, _ in done for m in rows or []]
+    paths: dict[str, int] = {}
+    for _, ans in done:
         paths[str(ans.path)] = paths.get(str(ans.path), 0) + 1
-        marks.extend(rows)
     total = sum(COVERAGE_VALUE[m["coverage"]] for m in marks)
     return DimensionResult(NAME, 10.0 * total / len(marks), details={
         "mode": "checklist", "marks": marks, "n_points": len(marks),
         "n_points_extracted": n_found,
         "n_covered": sum(1 for m in marks if m["coverage"] != "not"),
         "counts": {k: sum(1 for m in marks if m["coverage"] == k) for k in COVERAGE_VALUE},
-        "n_chunks": len(findings), "usage": usage_dict(usage, calls),  # type: ignore[arg-type]
-        "verdict_paths": paths})
+        "n_chunks": len(findings), "usage": usage_dict(usage, calls), "verdict_paths": paths})
 
 
 def _extraction_failed(findings: list[dict[str, Any]]) -> DimensionResult | None:
