@@ -374,3 +374,25 @@ def test_marks_the_answer_writes_for_itself_never_raise_the_checklist(judge_doub
         assert injected["answer_caused"].get("completeness")
     else:
         assert injected["scores"]["completeness"] == clean["scores"]["completeness"]
+
+
+def test_a_dropped_statement_never_hides_a_false_claim(judge_double):
+    """A split that copies a statement awkwardly (here it cuts the year in two) makes it
+    ungrounded; dropped, an unsupported claim must still cost what it costs."""
+
+    class Cutting(Honest):
+        def verdict(self, step, world, body, answer):
+            value = super().verdict(step, world, body, answer)
+            if step == "faithfulness_statements":
+                value = {"statements": [s.replace("1965", "19") for s in value["statements"]]}
+            return value
+
+    w = WORLDS["en"]
+    for rule in ("fixed_cost", "mean"):
+        honest = score_world(judge_double, Honest(), "en", w.answers, faithfulness_rule=rule)
+        cut = score_world(judge_double, Cutting(), "en", w.answers, faithfulness_rule=rule)
+        faith = cut["flawed"]["details"]["faithfulness"]
+        assert faith["n_dropped"] == 1 and faith["dropped_statements"][0]["support"] == "not"
+        assert cut["flawed"]["scores"]["faithfulness"] == \
+            honest["flawed"]["scores"]["faithfulness"]
+        assert cut["flawed"]["reward"] <= honest["flawed"]["reward"]

@@ -13,6 +13,9 @@ Departures from the paper, on purpose:
   grounded in the answer's own text (``text.grounding``); on a failure the split is asked once
   more at the retry temperature, then the ungrounded statements are dropped, listed and
   counted (``n_dropped``). An answer left with none scores 0 like any answer with no statement.
+  Dropping can only lower the score: dropped statements are graded too and the score is the
+  lower of those without and with them, so a dropped statement earns nothing, and an
+  unsupported one still costs (a split that cut "2.5" into "2." must not hide a false claim).
 - Padding cannot dilute a false claim (``faithfulness_rule``, default "fixed_cost"): the
   score is 10 − ``unsupported_cost`` · Σ(1 − a), at least 0, instead of 10 · Σa / n, which
   rises when true but irrelevant sentences are added to an answer with an unsupported one.
@@ -310,7 +313,11 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
         return work.doc.shared(key_of(statement), lambda: _grade(work, statement,
                                                                  settings=settings, top_k=top_k))
 
-    unique = list(dict.fromkeys(statements))
+    # Dropped statements are graded too: they earn nothing, but they may still cost (below),
+    # so that a statement the split copied awkwardly (a number cut in two) never lets an
+    # unsupported claim of the answer escape
+    dropped = [d["statement"] for d in grounded.get("dropped_statements", [])]
+    unique = list(dict.fromkeys(statements + dropped))
     if grade_batch_size > 1:
         # Statements not graded yet (by this or another answer) are batched; each gets a memo
         # entry that reads its verdict from the batch, so later answers reuse it as usual.
@@ -336,7 +343,10 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
             outcome = {"statement": s, "support": None, "error": error, "cause": "judge"}
         graded[s] = outcome
     rows = [graded[s] for s in statements]
-    failed = [r for r in rows if r["support"] is None]
+    dropped_rows = [graded[s] for s in dropped]
+    for d in grounded.get("dropped_statements", []):
+        d["support"] = graded[d["statement"]]["support"]
+    failed = [r for r in rows + dropped_rows if r["support"] is None]
     for r in rows:
         if r.get("path"):
             paths[r["path"]] = paths.get(r["path"], 0) + 1
@@ -349,14 +359,23 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
         # the reward, while leaving it out would let the answer drop a statement it fears
         by_answer = [r for r in failed if r.get("cause") == "answer"]
         return DimensionResult.unscored(
-            NAME, f"{len(failed)} of {len(rows)} statements could not be graded: "
+            NAME, f"{len(failed)} of {len(rows) + len(dropped_rows)} statements could not be "
+            "graded: "
             f"{(by_answer or failed)[0].get('error')}",
             cause="answer" if by_answer else "judge", **details)
     supports = [r["support"] for r in rows]
     details["counts"] = {k: supports.count(k) for k in SUPPORT_VALUE}
     details["rule"] = rule
-    return DimensionResult(NAME, faithfulness_score(supports, rule, unsupported_cost),
-                           details=details)
+    score = faithfulness_score(supports, rule, unsupported_cost)
+    if dropped_rows:
+        # dropping can only lower the score: the lower of the scores without and with the
+        # dropped statements (under the fixed cost, that is their unsupported ones' cost)
+        with_dropped = faithfulness_score(supports + [r["support"] for r in dropped_rows],
+                                          rule, unsupported_cost)
+        if with_dropped < score:
+            details["dropped_cost"] = round(score - with_dropped, 6)
+            score = with_dropped
+    return DimensionResult(NAME, score, details=details)
 
 
 @dimension(NAME, order=2, uses_document=True,
