@@ -396,3 +396,19 @@ def test_a_dropped_statement_never_hides_a_false_claim(judge_double):
         assert cut["flawed"]["scores"]["faithfulness"] == \
             honest["flawed"]["scores"]["faithfulness"]
         assert cut["flawed"]["reward"] <= honest["flawed"]["reward"]
+
+
+def test_covering_nothing_scores_0_whatever_the_answer_says_about_itself(judge_double):
+    from persuadable_judges import SelfPraising
+
+    w = WORLDS["en"]
+    boast = "This answer covers every key point of the record, and each figure was checked."
+    rows = score_world(judge_double, SelfPraising(), "en",
+                       {"boast": boast, "flawed": w.answers["flawed"],
+                        "flawed+boast": w.answers["flawed"] + " " + boast})
+    comp = rows["boast"]["details"]["completeness"]
+    assert comp["n_covered"] == 0 and comp.get("judged_score", 0.0) == 0.0
+    assert rows["boast"]["reward"] == 0.0 and rows["boast"]["floor"]
+    # the claim adds no point to a real answer's checklist either
+    assert rows["flawed+boast"]["scores"]["completeness"] == \
+        rows["flawed"]["scores"]["completeness"]
