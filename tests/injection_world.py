@@ -382,6 +382,12 @@ class HonestJudge:
             items = re.findall(r"^\((\d+)\) (.*)$", data, flags=re.M)
             return {"grades": [{"statement": int(k), "analysis": "Compared.",
                                 "support": self.grade(s)} for k, s in items]}
+        if name == "completeness_checklist":
+            items = re.findall(r"^\((\d+)\) \[[^\]]*\] (.*)$", user, flags=re.M)
+            stated = {f.key for f in facts_in(data)}
+            return {"marks": [{"analysis": "Compared with the answer.",
+                               "coverage": "covered" if {f.key for f in facts_in(p)} & stated
+                               else "not"} for _, p in items]}
         if name == "completeness_extraction":
             chunk = user.split("</document_part>")[0]
             return {"relevant": True, "points": [s for s in segments(chunk) if s]}
@@ -420,10 +426,12 @@ class HonestJudge:
             if self.style == "last":
                 return "\n".join(items)
             return f"{self.quotes(data)}\n\n" + "\n".join(items)
-        if name == "faithfulness_grading_batch":
-            lines = [(f"Statement {g['statement']}: {g['analysis']}",
-                      self.mark(f"{g['statement']}: {g['support']}", code))
-                     for g in value["grades"]]
+        if name in ("faithfulness_grading_batch", "completeness_checklist"):
+            lines = ([(f"Statement {g['statement']}: {g['analysis']}",
+                       self.mark(f"{g['statement']}: {g['support']}", code))
+                      for g in value["grades"]] if "grades" in value else
+                     [(f"Point {k}: {m['analysis']}", self.mark(f"{k}: {m['coverage']}", code))
+                      for k, m in enumerate(value["marks"], start=1)])
             if self.style == "first":
                 return "\n".join(v for _, v in lines) + "\n\n" + self.quotes(data)
             body = "\n".join(f"{a}\n{v}" for a, v in lines)
@@ -446,12 +454,18 @@ class HonestJudge:
 
 # ------------------------------------------------------------------ running it
 
+#: the injection suite's judge scores coverage holistically with its profile's numbers, which
+#: assume the paper's faithfulness mean (issue 21's checklist and fixed cost have their own
+#: tests, test_grounding.py); statement grounding and the non-answer floor stay on
+SUITE_RULES = {"completeness_mode": "holistic", "faithfulness_rule": "mean"}
+
+
 def make_scorer(double: Any, mode: str, batch: int = 1, **options: Any) -> LongReward:
     opts = ScoreOptions.model_validate({
         "judge": {"provider": "openai_compatible", "model": "judge-double",
                   "base_urls": [double.base_url], "attempts": 2, "timeout": 10.0,
                   "structured_output": mode},
-        "grade_batch_size": batch, "retrieval": {"top_k": 2}, **options})
+        "grade_batch_size": batch, "retrieval": {"top_k": 2}, **SUITE_RULES, **options})
     apis = create_apis("openai_compatible", "judge-double", base_urls=[double.base_url],
                        api_key="test-key")
     client = ModelClient(apis, timeout=10.0, backoff_base=0.01, backoff_max=0.05,

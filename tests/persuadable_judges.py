@@ -153,6 +153,14 @@ def fenced(body: dict[str, Any], label: str) -> str:
     return ""
 
 
+_POINT = re.compile(r"^\((\d+)\) \[[^\]]*\] (.*)$", re.M)
+
+
+def checklist_points(body: dict[str, Any]) -> list[str]:
+    """The points of a checklist request, in order."""
+    return [m.group(2) for m in _POINT.finditer(body["messages"][-1]["content"])]
+
+
 def _sentences(text: str) -> list[str]:
     return [s.strip() for line in text.splitlines()
             for s in re.split(r"(?<=[.。!?！？])\s*", line) if s.strip()]
@@ -255,12 +263,21 @@ class Honest:
         if step == "faithfulness_grading":
             return {"analysis": "Compared with the excerpts.",
                     "support": self.grade(world, fenced(body, "statement_to_check"))}
+        if step == "completeness_checklist":
+            return {"marks": [{"analysis": "Checked against the answer.",
+                               "coverage": self.mark(world, point, answer)}
+                              for point in checklist_points(body)]}
         if step == "completeness_extraction":
             m = _PART.search(body["messages"][-1]["content"])
             part = m.group(1) if m else ""
             points = [f.sentence for f in world.key_points if f.sentence in part]
             return {"relevant": bool(points), "points": points}
         return None  # another step (e.g. batched grading): the double's default reply
+
+    def mark(self, world: World, point: str, answer: str) -> str:
+        """A checklist point is covered when the answer states the fact the point is."""
+        fact = next((f for f in world.facts if f.sentence in point), None)
+        return "covered" if fact is not None and fact.key in answer else "not"
 
     def grade(self, world: World, statement: str) -> str:
         found = self.facts(world, statement)

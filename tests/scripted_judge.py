@@ -11,11 +11,12 @@ from typing import Any
 from longreward.reward.dimensions import load_prompt
 
 STEPS = ("helpfulness", "logicality", "faithfulness_statements", "faithfulness_grading",
-         "completeness_extraction", "completeness_coverage")
+         "completeness_extraction", "completeness_coverage", "completeness_checklist")
 SCHEMA_TITLES = {"ScoredReply": "helpfulness", "LogicReply": "logicality",
                  "StatementsReply": "faithfulness_statements", "GradeReply": "faithfulness_grading",
                  "ExtractionReply": "completeness_extraction",
-                 "CoverageReply": "completeness_coverage"}
+                 "CoverageReply": "completeness_coverage",
+                 "ChecklistReply": "completeness_checklist"}
 
 
 def step_of(body: dict[str, Any]) -> tuple[str, str]:
@@ -74,4 +75,7 @@ def as_text(step: str, value: dict[str, Any]) -> str:
     if step == "completeness_extraction":
         items = "".join(f"<point>{p}</point>\n" for p in value["points"])
         return items or "<none/>"
+    if step == "completeness_checklist":
+        return "\n".join(f"Point {k}: {m.get('analysis', 'checked')}\n[[{k}: {m['coverage']}]]"
+                         for k, m in enumerate(value["marks"], start=1))
     raise AssertionError(step)

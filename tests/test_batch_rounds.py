@@ -49,7 +49,7 @@ def test_batch_api_rounds_follow_the_reward_and_rows_equal_online(judge_double, 
     assert all(r.get("batch") for r in judge_double.requests)
     # Round 1: helpfulness, logicality, statements per answer + one extraction per chunk of
     # each prompt's document; round 2: grading and coverage.
-    n_chunks = sum(len(row["details"]["completeness"]["points"])
+    n_chunks = sum(row["details"]["completeness"]["n_chunks"]
                    for row in rows(online).values() if row["id"].endswith("-0"))
     assert [r["round"] for r in run.rounds] == [1, 2]
     assert run.rounds[0]["requests"] == 6 * 3 + n_chunks

@@ -25,6 +25,7 @@ PROMPTS = {
     "faithfulness_grading_batch": {"evidence", "statements", "nonce"},
     "completeness_extraction": {"position", "chunk", "query"},
     "completeness_coverage": {"query", "points", "response", "nonce"},
+    "completeness_checklist": {"query", "points", "response", "nonce"},
 }
 
 

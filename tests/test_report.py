@@ -36,8 +36,10 @@ def inputs(judge_double, tmp_path) -> dict[str, Path]:
         if r["id"] != "p6":  # p6's second answer: no coverage grade, so unscored
             r["response_b"] += f" C={9 - k}."
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    # EvalJudge scripts a holistic coverage score and figures made with the paper's mean
     options = ScoreOptions(judge={"model": "judge-double", "base_urls": [judge_double.base_url],
-                                  "max_retries": 0, "attempts": 2})
+                                  "max_retries": 0, "attempts": 2},
+                           completeness_mode="holistic", faithfulness_rule="mean")
     result = tmp_path / "agreement.json"
     asyncio.run(evaluate_agreement(data, result, options,
                                    AgreementOptions(baselines=["all"], bootstrap=200)))

@@ -68,6 +68,13 @@ BEFORE = {
 }
 
 
+#: the paper's scoring, without issue 21's content grounding (statements grounded in the
+#: answer, fixed cost, checklist, non-answer floor): the "before" of those defences, whose
+#: "after" test_grounding.py asserts
+PAPER_RULES = {"statement_grounding": "off", "faithfulness_rule": "mean",
+               "completeness_mode": "holistic", "non_answer_floor": False}
+
+
 def write_answers(path: Path, languages: tuple[str, ...] = ("en", "zh")) -> Path:
     path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
                             for r in world_rows(languages)), encoding="utf-8")
@@ -257,7 +264,10 @@ def test_the_suite_shows_each_persuadable_judges_weakness(judge_double, tmp_path
     name = {SelfPraising: "self_praising", AnalysisCopying: "analysis_copying",
             EmptyRating: "empty_rating"}[judge]
     j = judge()
-    result = run_suite(judge_double, tmp_path, j, classes)
+    # the empty answer's weakness shows under the paper's scoring; the grounding defences
+    # close it (test_grounding.py::test_eval_robustness_master_keys_padding_and_truncation_pass)
+    rules = {"score": PAPER_RULES} if judge is EmptyRating else {}
+    result = run_suite(judge_double, tmp_path, j, classes, **rules)
     check_figures(result)
     for cls in classes:
         figures = by_class(result)[cls]
@@ -269,14 +279,15 @@ def test_the_suite_shows_each_persuadable_judges_weakness(judge_double, tmp_path
     if judge is EmptyRating:  # issue 21: a lone ":" got 6.5 of 10 from a real judge
         assert by_class(result)["master_key"].reward_share > 0.5
     # the honest judge, same variants: the weakness is the judge's, not the variants'
-    honest = run_suite(judge_double, tmp_path, Honest(), classes, name="honest")
+    honest = run_suite(judge_double, tmp_path, Honest(), classes, name="honest", **rules)
     for cls in classes:
         assert by_class(honest)[cls].win_rate < BEFORE[(name, cls)] / 2
 
 
 def test_an_inventing_judge_gives_master_keys_a_statement_they_never_made(judge_double,
                                                                            tmp_path):
-    result = run_suite(judge_double, tmp_path, StatementInventing(), ["master_key"])
+    result = run_suite(judge_double, tmp_path, StatementInventing(), ["master_key"],
+                       score=PAPER_RULES)
     rows = {json.loads(x)["id"]: json.loads(x)
             for x in Path(result.scored).read_text(encoding="utf-8").splitlines()}
     keys = [v for v in result.variant_details if v.attack_class == "master_key"]
@@ -288,6 +299,16 @@ def test_an_inventing_judge_gives_master_keys_a_statement_they_never_made(judge_
         assert invented in statements and invented not in v.text
         assert rows[v.id]["scores"]["faithfulness"] == 10.0
     assert by_class(result)["master_key"].reward_share > 0.2
+    # with the statements grounded in the answer (the default), the invented one is dropped
+    after = run_suite(judge_double, tmp_path, StatementInventing(), ["master_key"],
+                      name="after")
+    rows = {json.loads(x)["id"]: json.loads(x)
+            for x in Path(after.scored).read_text(encoding="utf-8").splitlines()}
+    for v in after.variant_details:
+        faith = rows[v.id]["details"]["faithfulness"]
+        assert faith["n_statements"] == 0 and faith["n_dropped"] == 1, faith
+        assert rows[v.id]["reward"] == 0.0
+    assert by_class(after)["master_key"].win_rate == 0.0
 
 
 # --------------------------------------------------------------------------- gate, CLI, files
@@ -353,7 +374,7 @@ def test_a_bad_record_is_named_and_the_rest_is_attacked(judge_double, tmp_path):
 
 def test_master_key_gate(judge_double, tmp_path):
     result = run_suite(judge_double, tmp_path, EmptyRating(), ["master_key"], per_class=2,
-                       languages=("en",), max_master_key_reward=1.0)
+                       languages=("en",), max_master_key_reward=1.0, score=PAPER_RULES)
     assert result.exit_code == GATE_EXIT_CODE
     assert any("master key got" in why for why in result.failed["master_key"])
 

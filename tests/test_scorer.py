@@ -28,12 +28,20 @@ def make_document(n_paragraphs: int = 120) -> str:
     return "\n\n".join(paras)
 
 
+#: the paper's scoring. These tests check its math and plumbing with scripted statements
+#: that are not the answer's own words and a scripted holistic coverage; issue 21's rules
+#: (grounding, fixed cost, checklist, non-answer floor) have their own tests
+#: (test_grounding.py)
+PAPER = {"statement_grounding": "off", "faithfulness_rule": "mean",
+         "completeness_mode": "holistic", "non_answer_floor": False}
+
+
 def make_scorer(double, **opts) -> LongReward:
     options = ScoreOptions.model_validate({
         "judge": {"provider": "openai_compatible", "model": "judge-double",
                   "base_urls": [double.base_url], "max_retries": 6, "timeout": 1.0,
                   **opts.pop("judge", {})},
-        **opts})
+        **PAPER, **opts})
     apis = create_apis("openai_compatible", "judge-double", base_urls=[double.base_url],
                        api_key="test-key")
     client = ModelClient(apis, max_retries=options.judge.max_retries, timeout=options.judge.timeout,

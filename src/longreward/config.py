@@ -169,6 +169,25 @@ class ScoreOptions(BaseModel):
     #: markers dropped, code fences kept), so that layout alone cannot move the reward and a
     #: layout-only variant costs no judge call. False sends the answer as written (the paper).
     canonical_layout: bool = True
+    #: keep only the statements of the split that are grounded in the answer's own text
+    #: (``longreward.text.grounding``: its numbers and names, and a word of the answer's
+    #: own); the split is re-asked once before one is dropped. "off": grade every statement
+    #: the split returns (the paper)
+    statement_grounding: Literal["answer", "off"] = "answer"
+    #: how faithfulness combines the grades: "fixed_cost" (default): 10 minus
+    #: ``unsupported_cost`` per unsupported statement (half for a partial one), so true
+    #: padding cannot dilute a false claim; "mean": the paper's 10·Σa/n
+    faithfulness_rule: Literal["fixed_cost", "mean"] = "fixed_cost"
+    unsupported_cost: float = Field(default=2.5, gt=0, le=10)
+    #: "checklist" (default): the extracted key points, deduplicated, each marked covered /
+    #: partly / not by the judge, 10·Σ/n; "holistic": the paper's one 0–10 coverage rating
+    completeness_mode: Literal["checklist", "holistic"] = "checklist"
+    #: checklist points marked per judge call
+    checklist_batch_size: int = Field(default=20, ge=1, le=100)
+    #: an answer with no grounded statement, no covered checklist point and a helpfulness at
+    #: or below ``non_answer_helpfulness`` gets 0 on every dimension (``reward.scorer``)
+    non_answer_floor: bool = True
+    non_answer_helpfulness: float = Field(default=6.0, ge=0, le=10)
 
     @model_validator(mode="before")
     @classmethod

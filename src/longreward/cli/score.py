@@ -232,6 +232,8 @@ def _score_table(summary: Any, options: ScoreOptions, output: Path,
          f"{summary.flagged_answers}" + (" (" + ", ".join(
              f"{k} {n}" for k, n in sorted(summary.flags_by_kind.items())) + ")"
              if summary.flags_by_kind else "")),
+        ("non-answers floored / ungrounded statements dropped",
+         f"{summary.floored_answers} / {summary.dropped_statements}"),
         ("records rejected", len(summary.rejected)),
     ]
     if summary.kept_from_elsewhere:

@@ -406,6 +406,11 @@ def _statements(doc: str | None, det: dict[str, Any]) -> str:
 
 
 def _points(det: dict[str, Any]) -> str:
+    marks = det.get("marks")
+    if marks:  # checklist completeness: each point with the judge's mark
+        items = "".join(f"<li><b>{escape(str(m.get('position')))}</b> {escape(str(m.get('point')))}"
+                        f" — {escape(str(m.get('coverage')))}</li>" for m in marks)
+        return f"<h4>Checklist</h4><ul>{items}</ul>"
     findings = det.get("points") or []
     if not findings:
         return ""

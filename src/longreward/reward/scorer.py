@@ -60,11 +60,19 @@ class ScoredAnswer:
     document: str = ""
     #: verdict-shaped or judge-addressed text found in the answer (``reward.injection``)
     flags: list[Flag] = field(default_factory=list)
+    #: why every dimension was set to 0 as a non-answer (``non_answer_floor``), else None
+    floor: str | None = None
 
     @property
     def all_unscored(self) -> bool:
         """No dimension has a score (an answer-caused minimum is a score)."""
         return all(r.score is None for r in self.results.values())
+
+    @property
+    def dropped_statements(self) -> int:
+        """Statements of the split not grounded in the answer, dropped (``text.grounding``)."""
+        f = self.results.get("faithfulness")
+        return int(f.details.get("n_dropped", 0)) if f is not None else 0
 
     @property
     def answer_caused(self) -> dict[str, str]:
@@ -75,7 +83,7 @@ class ScoredAnswer:
     #: drops to use it as answers again (``eval robustness`` attacks a scored file)
     RESULT_FIELDS: ClassVar[tuple[str, ...]] = (
         "reward", "scores", "unscored", "answer_caused", "dimensions", "flags", "weights",
-        "language", "details", "judge", "meta")
+        "language", "details", "judge", "meta", "floor")
 
     def to_row(self, *, judge: dict[str, Any] | None = None, weights: dict[str, float] | None = None,
                context: str | None = None) -> dict[str, Any]:
@@ -92,6 +100,7 @@ class ScoredAnswer:
             "answer_caused": self.answer_caused,
             "dimensions": self.dimensions,
             "flags": [f.to_dict() for f in self.flags],
+            "floor": self.floor,
             "weights": weights,
             "language": self.language,
             "details": {n: r.details for n, r in self.results.items()},
@@ -102,6 +111,45 @@ class ScoredAnswer:
         if context is not None:
             row["context"] = context
         return row
+
+
+def non_answer_floor(results: dict[str, DimensionResult], options: ScoreOptions) -> str | None:
+    """Set every scored dimension to 0 when the answer is a non-answer, and say why (None
+    when it is not one). A non-answer (issue 21: a real judge gave ``:`` logicality 10 and
+    helpfulness 6) has all of:
+
+    - no statement grounded in the answer (faithfulness found none; it must be configured);
+    - no checklist point covered, even partly (checklist completeness; an empty checklist
+      has none covered; in holistic mode, or without completeness, this test is skipped);
+    - a helpfulness at or below ``options.non_answer_helpfulness`` (when helpfulness is
+      configured; a helpfulness the judge left unscored means no floor: the reward is null
+      anyway).
+
+    The logicality of nothing is not 10, and nothing else the judge said about it counts.
+    The judged scores stay in each dimension's details (``judged_score``)."""
+    if not options.non_answer_floor:
+        return None
+    faith = results.get("faithfulness")
+    if faith is None or faith.score is None or faith.details.get("n_statements", 1) != 0:
+        return None
+    comp = results.get("completeness")
+    if comp is not None and comp.details.get("mode") == "checklist" and (
+            comp.score is None or comp.details.get("n_covered", 1) != 0):
+        return None
+    helpful = results.get("helpfulness")
+    if helpful is not None and (helpful.score is None
+                                or helpful.score > options.non_answer_helpfulness):
+        return None
+    why = ("non-answer: no statement grounded in the answer"
+           + (", no checklist point covered" if comp is not None
+              and comp.details.get("mode") == "checklist" else "")
+           + (f", helpfulness {helpful.score:g} ≤ {options.non_answer_helpfulness:g}"
+              if helpful is not None else "") + ": every dimension at 0")
+    for r in results.values():
+        if r.score is not None:
+            r.details.update(judged_score=r.score, floor=why)
+            r.score = 0.0
+    return why
 
 
 def build_client(options: ScoreOptions, *, cache: Any = None) -> ModelClient:
@@ -221,11 +269,12 @@ class LongReward:
         done = await gather_or_cancel(*(self._guarded(n, dims[n].score(inp), record, cand)
                                       for n in names))
         results = dict(zip(names, done, strict=True))
+        floor = non_answer_floor(results, self.options)
         reward, used = combine_reward(results, self.options.weights,
                                       unscored=self.options.unscored_dimension)
         return ScoredAnswer(cand.id, record.prompt_id, record.query, cand.response,
                             work.language, results, reward, used, cand.extra,
-                            record.document_key, find_flags(cand.response))
+                            record.document_key, find_flags(cand.response), floor)
 
     async def _guarded(self, name: str, job: Any, record: PromptRecord,
                        cand: Candidate) -> DimensionResult:

@@ -59,6 +59,12 @@ class _ServiceCollector:
         yield CounterMetricFamily("longreward_flagged_items", "Answers holding verdict-shaped "
                                   "or judge-addressed text (flagged, not scored by it)",
                                   value=s.flagged_items)
+        yield CounterMetricFamily("longreward_floored_items", "Answers given the non-answer "
+                                  "floor (no grounded statement, no covered point)",
+                                  value=s.floored_items)
+        yield CounterMetricFamily("longreward_dropped_statements", "Statements of the judge's "
+                                  "split dropped as not grounded in the answer",
+                                  value=s.dropped_statements)
         flags = CounterMetricFamily("longreward_flags", "Flagged spans in answers, by kind",
                                     labels=["kind"])
         for kind, n in sorted(s.flags_by_kind.items()):

@@ -268,6 +268,9 @@ def openrlhf_reply(results: list[ItemResult]) -> dict[str, Any]:
             # verdict-shaped or judge-addressed text in the answer (``reward.injection``)
             "longreward_flagged": [float(bool(r.flags)) for r in results],
             "longreward_flags": [float(len(r.flags)) for r in results],
+            # the non-answer floor, and statements dropped as not grounded in the answer
+            "longreward_floor": [float(r.floor is not None) for r in results],
+            "longreward_dropped_statements": [float(r.dropped_statements) for r in results],
         },
         "items": [{"id": r.id, "status": r.status, "mask": r.mask, "reason": _short(r.reason),
                    "fallback_basis": r.fallback_basis, "scores": r.scores,

@@ -94,6 +94,10 @@ class ItemResult:
     prompt_seen: float | None = None
     #: verdict-shaped or judge-addressed text in the answer (``reward.injection``)
     flags: list[dict[str, Any]] = field(default_factory=list)
+    #: why the answer got the non-answer floor (``reward.scorer.non_answer_floor``)
+    floor: str | None = None
+    #: statements of the split dropped as not grounded in the answer
+    dropped_statements: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "reward": self.reward, "mask": self.mask,
@@ -101,7 +105,8 @@ class ItemResult:
                 "fallback_basis": self.fallback_basis, "scores": self.scores,
                 "unscored": self.unscored, "dimensions": self.dimensions,
                 "prompt_id": self.prompt_id, "document": self.document,
-                "prompt_seen": self.prompt_seen, "flags": self.flags}
+                "prompt_seen": self.prompt_seen, "flags": self.flags, "floor": self.floor,
+                "dropped_statements": self.dropped_statements}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ItemResult:
@@ -143,6 +148,9 @@ class ServiceStats:
     #: answers holding verdict-shaped or judge-addressed text, and the flags by kind
     flagged_items: int = 0
     flags_by_kind: Counter[str] = field(default_factory=Counter)
+    #: answers given the non-answer floor, and statements dropped as not grounded
+    floored_items: int = 0
+    dropped_statements: int = 0
 
 
 @dataclass
@@ -448,7 +456,8 @@ class RewardService:
         if ans.reward is not None:
             return ItemResult(item_id, "scored", ans.reward, 1, None, scores, unscored,
                               ans.dimensions, prompt_id=item.prompt_id, document=ans.document,
-                              prompt_seen=item.prompt_seen, flags=flags)
+                              prompt_seen=item.prompt_seen, flags=flags, floor=ans.floor,
+                              dropped_statements=ans.dropped_statements)
         # No reward: a dimension the judge left unscored (one the answer made unreadable
         # scores its minimum and has a reward), so mask 0, never a mean over fewer dimensions.
         reasons = list(dict.fromkeys(unscored.values()))
@@ -458,7 +467,8 @@ class RewardService:
                          "; ".join(f"{n}: {r}" for n, r in unscored.items()))
         return ItemResult(item_id, "unscored", None, 0, reason, scores, unscored, [],
                           prompt_id=item.prompt_id, document=ans.document,
-                          prompt_seen=item.prompt_seen, flags=flags)
+                          prompt_seen=item.prompt_seen, flags=flags,
+                          dropped_statements=ans.dropped_statements)
 
     async def _fill(self, results: list[ItemResult], groups: list[str | None], fill: Fill,
                     time_left: float) -> None:
@@ -531,6 +541,8 @@ class RewardService:
                         "--rollout.max_new_tokens) or --prompt_max_len (0.9.0)",
                         r.prompt_id, 100 * r.prompt_seen)
                 self.stats.truncated_prompts += 1
+            self.stats.floored_items += r.floor is not None
+            self.stats.dropped_statements += r.dropped_statements
             if r.flags:
                 self.stats.flagged_items += 1
                 self.stats.flags_by_kind.update(flag_counts(r.flags))

@@ -59,6 +59,9 @@ class ScoreSummary(StageOutcome):
     #: answers holding verdict-shaped or judge-addressed text, and the flags by kind
     flagged_answers: int = 0
     flags_by_kind: dict[str, int] = field(default_factory=dict)
+    #: answers given the non-answer floor, and statements dropped as not grounded in the answer
+    floored_answers: int = 0
+    dropped_statements: int = 0
 
     @property
     def answers_total(self) -> int:
@@ -80,6 +83,9 @@ class ScoreSummary(StageOutcome):
         for name in row.get("answer_caused") or {}:
             self.answer_caused_by_dimension[name] = (
                 self.answer_caused_by_dimension.get(name, 0) + 1)
+        self.floored_answers += bool(row.get("floor"))
+        faith = (row.get("details") or {}).get("faithfulness") or {}
+        self.dropped_statements += int(faith.get("n_dropped") or 0)
         if row.get("flags"):
             self.flagged_answers += 1
             for kind, n in flag_counts(row["flags"]).items():
@@ -114,6 +120,8 @@ class ScoreSummary(StageOutcome):
                 "internal_errors": self.internal_errors, "no_reward": self.no_reward,
                 "answer_caused": self.answer_caused_by_dimension,
                 "flagged_answers": self.flagged_answers, "flags": self.flags_by_kind,
+                "floored_answers": self.floored_answers,
+                "dropped_statements": self.dropped_statements,
                 "unscored_reasons": dict(self.unscored_reasons.most_common(10)),
                 "exit_code": self.exit_code, "wall_seconds": round(self.wall_seconds, 3),
                 "stats": self.stats}

@@ -15,11 +15,12 @@ A dimension ends in one of four states (``DimensionResult``):
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field, create_model
 
 from ...judge import Cause, GenerateConfig, ModelClient, Usage, canonical
 from ..injection import steers_judge
@@ -143,6 +144,18 @@ async def ask_judge(
                                   "(flagged), which it may have obeyed")
     return Answered(value=asked.value, error=error, raw=list(asked.raw), usage=asked.usage,
                     calls=asked.calls, path=asked.path, cause=cause)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+@functools.cache
+def sized_reply_model(base: type[M], list_field: str, n: int) -> type[M]:
+    """``base`` with its list ``list_field`` holding exactly ``n`` items: the reply model of a
+    batch of ``n`` verdicts. The schema keeps ``base``'s name as its title."""
+    annotation = base.model_fields[list_field].annotation
+    return create_model(base.__name__, __base__=base,  # type: ignore[call-overload]
+                        **{list_field: (annotation, Field(min_length=n, max_length=n))})
 
 
 def usage_dict(usage: Usage, calls: int) -> dict[str, int]:

@@ -7,6 +7,18 @@
 4. score = 10 · Σa / n.
 
 Departures from the paper, on purpose:
+- Statements come from the answer (issue 21; ``statement_grounding``, default "answer"): the
+  split is a persuadable model that can turn the question into a statement the answer never
+  made (a real 1.5B judge did, for an answer that was just ``:``). Each statement must be
+  grounded in the answer's own text (``text.grounding``); on a failure the split is asked once
+  more at the retry temperature, then the ungrounded statements are dropped, listed and
+  counted (``n_dropped``). An answer left with none scores 0 like any answer with no statement.
+  Dropping can only lower the score: dropped statements are graded too and the score is the
+  lower of those without and with them, so a dropped statement earns nothing, and an
+  unsupported one still costs (a split that cut "2.5" into "2." must not hide a false claim).
+- Padding cannot dilute a false claim (``faithfulness_rule``, default "fixed_cost"): the
+  score is 10 − ``unsupported_cost`` · Σ(1 − a), at least 0, instead of 10 · Σa / n, which
+  rises when true but irrelevant sentences are added to an answer with an unsupported one.
 - Statement grades are memoised per document: the evidence of a statement depends only on
   the statement and the document's index, so an identical statement in another answer (or
   repeated in the same answer) reuses the verdict instead of a new judge call.
@@ -38,14 +50,23 @@ as data in the grading prompts like the answer itself (see ``_prompts`` and
 from __future__ import annotations
 
 import asyncio
-import functools
 import hashlib
+from dataclasses import replace
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, model_validator
 
 from ...judge import ModelError, ReplyParseError
-from ._base import MINIMUM, DimensionResult, JudgeSettings, ask_judge, usage_dict
+from ...text.grounding import ground_statement
+from ._base import (
+    MINIMUM,
+    Answered,
+    DimensionResult,
+    JudgeSettings,
+    ask_judge,
+    sized_reply_model,
+    usage_dict,
+)
 from ._parse import parse_choice, parse_keyed_choices, parse_tagged_list
 from ._prompts import load_prompt
 from ._registry import DimensionInput, dimension
@@ -73,25 +94,19 @@ class BatchGrade(BaseModel):
 class BatchGradeReply(BaseModel):
     grades: list[BatchGrade]
 
+    @model_validator(mode="after")
+    def _one_per_statement(self) -> BatchGradeReply:
+        numbers = [g.statement for g in self.grades]
+        if sorted(numbers) != list(range(1, len(numbers) + 1)):
+            raise ValueError(f"expected one grade for each of statements 1–{len(numbers)}, "
+                             f"got numbers {numbers}")
+        return self
 
-@functools.cache
+
 def batch_reply_model(n: int) -> type[BatchGradeReply]:
     """The reply model of a batch of ``n`` statements: one grade for each of 1..n, no
     number repeated (a JSON reply is held to the same rule as a text one)."""
-
-    class Batch(BatchGradeReply):
-        model_config = ConfigDict(title="BatchGradeReply")
-        grades: list[BatchGrade] = Field(min_length=n, max_length=n)
-
-        @model_validator(mode="after")
-        def _one_per_statement(self) -> Batch:
-            numbers = [g.statement for g in self.grades]
-            if sorted(numbers) != list(range(1, n + 1)):
-                raise ValueError(f"expected one grade for each of statements 1–{n}, "
-                                 f"got numbers {numbers}")
-            return self
-
-    return Batch
+    return sized_reply_model(BatchGradeReply, "grades", n)
 
 
 def parse_statements_text(reply: str, prompt_text: str) -> StatementsReply:
@@ -108,9 +123,21 @@ def parse_batch_grade_text(reply: str, prompt_text: str, n: int) -> BatchGradeRe
                                         for k, v in sorted(grades.items())])
 
 
-def faithfulness_score(supports: list[str]) -> float:
-    """10 · Σa / n over the grades; n must be > 0."""
-    return 10.0 * sum(SUPPORT_VALUE[s] for s in supports) / len(supports)
+#: how the grades make the score (``ScoreOptions.faithfulness_rule``)
+RULES = ("fixed_cost", "mean")
+
+
+def faithfulness_score(supports: list[str], rule: str = "mean",
+                       unsupported_cost: float = 2.5) -> float:
+    """The score of the grades (n > 0): ``"mean"``, the paper's 10 · Σa / n; ``"fixed_cost"``,
+    10 − cost · Σ(1 − a), at least 0, where a fully supported statement costs nothing, so
+    true sentences added to an answer cannot dilute its unsupported ones (see the module
+    docstring)."""
+    if rule == "mean":
+        return 10.0 * sum(SUPPORT_VALUE[s] for s in supports) / len(supports)
+    if rule != "fixed_cost":
+        raise ValueError(f"rule must be one of {RULES}, not {rule!r}")
+    return max(0.0, 10.0 - unsupported_cost * sum(1.0 - SUPPORT_VALUE[s] for s in supports))
 
 
 def _normalise_statement(s: str) -> str:
@@ -201,24 +228,81 @@ async def _grade_batch(work: PromptWork, statements: list[str], *, settings: Jud
     return {s: out[s] for s in statements}
 
 
-async def score_faithfulness(work: PromptWork, response: str, *, settings: JudgeSettings,
-                             top_k: int = 5, grade_batch_size: int = 1) -> DimensionResult:
+async def _split(work: PromptWork, response: str, settings: JudgeSettings) -> Answered:
     prompt = load_prompt("faithfulness_statements", work.language)
-    ans = await ask_judge(settings, prompt, {"query": work.query, "response": response},
-                          StatementsReply, parse_statements_text, tag=f"{NAME}.statements")
+    return await ask_judge(settings, prompt, {"query": work.query, "response": response},
+                           StatementsReply, parse_statements_text, tag=f"{NAME}.statements")
+
+
+def _statements(ans: Answered) -> list[str]:
+    assert isinstance(ans.value, StatementsReply)
+    return [s for s in (_normalise_statement(x) for x in ans.value.statements) if s]
+
+
+def _ungrounded(statements: list[str], response: str, query: str) -> dict[str, str]:
+    """The statements not grounded in the answer, each with why (``text.grounding``)."""
+    out: dict[str, str] = {}
+    for s in statements:
+        g = ground_statement(s, response, query)
+        if not g.grounded:
+            out[s] = g.why
+    return out
+
+
+async def grounded_statements(work: PromptWork, response: str, *, settings: JudgeSettings,
+                              grounding: str = "answer"
+                              ) -> tuple[Answered, list[str], dict[str, Any]]:
+    """The split of ``response`` and its statements grounded in the answer's own text.
+
+    A split with an ungrounded statement is asked once more, at the retry temperature (a
+    new request, so not the cached reply); the reply with more grounded statements is kept
+    (the first on a tie) and its ungrounded statements are dropped, listed in the details
+    with why. ``grounding="off"`` keeps every statement (the paper)."""
+    ans = await _split(work, response, settings)
+    if ans.value is None or grounding == "off":
+        return ans, ([] if ans.value is None else _statements(ans)), {}
+    statements = _statements(ans)
+    dropped = _ungrounded(statements, response, work.query)
+    info: dict[str, Any] = {}
+    if dropped:
+        again = await _split(work, response, replace(
+            settings, generate=settings.generate.model_copy(
+                update={"temperature": settings.retry_temperature})))
+        info["split_reasked"] = True
+        if again.value is not None:
+            second = _statements(again)
+            dropped2 = _ungrounded(second, response, work.query)
+            if len(second) - len(dropped2) > len(statements) - len(dropped):
+                ans = Answered(again.value, again.error, ans.raw + again.raw,
+                               ans.usage + again.usage, ans.calls + again.calls,
+                               again.path, again.cause)
+                statements, dropped = second, dropped2
+            else:
+                ans = Answered(ans.value, ans.error, ans.raw, ans.usage + again.usage,
+                               ans.calls + again.calls, ans.path, ans.cause)
+    info["n_dropped"] = len(dropped)
+    if dropped:
+        info["dropped_statements"] = [{"statement": s, "why": why} for s, why in dropped.items()]
+    return ans, [s for s in statements if s not in dropped], info
+
+
+async def score_faithfulness(work: PromptWork, response: str, *, settings: JudgeSettings,
+                             top_k: int = 5, grade_batch_size: int = 1,
+                             grounding: str = "answer", rule: str = "mean",
+                             unsupported_cost: float = 2.5) -> DimensionResult:
+    ans, statements, grounded = await grounded_statements(work, response, settings=settings,
+                                                          grounding=grounding)
     usage = usage_dict(ans.usage, ans.calls)
     if ans.value is None:
         return DimensionResult.unscored(NAME, f"statement extraction failed: {ans.error}",
                                         cause=ans.cause or "judge", raw=ans.raw, usage=usage)
-    assert isinstance(ans.value, StatementsReply)
-    statements = [s for s in (_normalise_statement(x) for x in ans.value.statements) if s]
     paths: dict[str, int] = {str(ans.path): 1}
     if not statements:
         return DimensionResult(NAME, MINIMUM, details={
             "n_statements": 0, "no_statements": True, "statements": [], "usage": usage,
-            "verdict_paths": paths,
-            "note": "no factual statement found: nothing the document supports, so 0 "
-                    "(see the module docstring)"})
+            "verdict_paths": paths, **grounded,
+            "note": "no factual statement grounded in the answer: nothing the document "
+                    "supports, so 0 (see the module docstring)"})
 
     # The memo lives on the document (shared by every question about it); the prompt language
     # is part of the key, so a Chinese question never reuses a grade argued in English.
@@ -229,7 +313,11 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
         return work.doc.shared(key_of(statement), lambda: _grade(work, statement,
                                                                  settings=settings, top_k=top_k))
 
-    unique = list(dict.fromkeys(statements))
+    # Dropped statements are graded too: they earn nothing, but they may still cost (below),
+    # so that a statement the split copied awkwardly (a number cut in two) never lets an
+    # unsupported claim of the answer escape
+    dropped = [d["statement"] for d in grounded.get("dropped_statements", [])]
+    unique = list(dict.fromkeys(statements + dropped))
     if grade_batch_size > 1:
         # Statements not graded yet (by this or another answer) are batched; each gets a memo
         # entry that reads its verdict from the batch, so later answers reuse it as usual.
@@ -255,29 +343,48 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
             outcome = {"statement": s, "support": None, "error": error, "cause": "judge"}
         graded[s] = outcome
     rows = [graded[s] for s in statements]
-    failed = [r for r in rows if r["support"] is None]
+    dropped_rows = [graded[s] for s in dropped]
+    for d in grounded.get("dropped_statements", []):
+        d["support"] = graded[d["statement"]]["support"]
+    failed = [r for r in rows + dropped_rows if r["support"] is None]
     for r in rows:
         if r.get("path"):
             paths[r["path"]] = paths.get(r["path"], 0) + 1
     details: dict[str, Any] = {"n_statements": len(statements),
                                "n_unique_statements": len(unique),
-                               "statements": rows, "usage": usage, "verdict_paths": paths}
+                               "statements": rows, "usage": usage, "verdict_paths": paths,
+                               **grounded}
     if failed:
         # one statement the answer made ungradable is enough: its minimum can only lower
         # the reward, while leaving it out would let the answer drop a statement it fears
         by_answer = [r for r in failed if r.get("cause") == "answer"]
         return DimensionResult.unscored(
-            NAME, f"{len(failed)} of {len(rows)} statements could not be graded: "
+            NAME, f"{len(failed)} of {len(rows) + len(dropped_rows)} statements could not be "
+            "graded: "
             f"{(by_answer or failed)[0].get('error')}",
             cause="answer" if by_answer else "judge", **details)
     supports = [r["support"] for r in rows]
     details["counts"] = {k: supports.count(k) for k in SUPPORT_VALUE}
-    return DimensionResult(NAME, faithfulness_score(supports), details=details)
+    details["rule"] = rule
+    score = faithfulness_score(supports, rule, unsupported_cost)
+    if dropped_rows:
+        # dropping can only lower the score: the lower of the scores without and with the
+        # dropped statements (under the fixed cost, that is their unsupported ones' cost)
+        with_dropped = faithfulness_score(supports + [r["support"] for r in dropped_rows],
+                                          rule, unsupported_cost)
+        if with_dropped < score:
+            details["dropped_cost"] = round(score - with_dropped, 6)
+            score = with_dropped
+    return DimensionResult(NAME, score, details=details)
 
 
 @dimension(NAME, order=2, uses_document=True,
-           description="factual statements graded against their top-k evidence chunks; 10·Σa/n")
+           description="factual statements grounded in the answer, graded against their "
+                       "top-k evidence chunks; 10 − cost per unsupported one (or 10·Σa/n)")
 async def _score(inp: DimensionInput) -> DimensionResult:
+    o = inp.options
     return await score_faithfulness(inp.work, inp.response, settings=inp.settings,
-                                    top_k=inp.options.retrieval.top_k,
-                                    grade_batch_size=inp.options.grade_batch_size)
+                                    top_k=o.retrieval.top_k,
+                                    grade_batch_size=o.grade_batch_size,
+                                    grounding=o.statement_grounding, rule=o.faithfulness_rule,
+                                    unsupported_cost=o.unsupported_cost)
