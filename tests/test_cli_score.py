@@ -434,3 +434,39 @@ def test_header_flags_take_curl_form_and_a_bad_one_is_not_echoed():
     assert "supersecret" not in str(info.value) and "number 1" in str(info.value)
     with pytest.raises(typer.BadParameter):
         key_values(["dims: 1"], "--weight")  # ':' is only the header form
+
+
+def test_the_reward_rules_are_flags_of_every_command_that_scores(tmp_path):
+    """The paper's rules are one flag each away (docs/reward_rules.md), on score, eval and
+    serve alike; a wrong value is refused with the choices."""
+    from typer.testing import CliRunner
+
+    from longreward.cli import app
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "context": "The mill opened in 1901. " * 40,
+                               "query": "When did the mill open?",
+                               "response": "The mill opened in 1901."}) + "\n")
+    paper = ["--completeness-mode", "holistic", "--faithfulness-rule", "mean",
+             "--statement-grounding", "off", "--no-non-answer-floor",
+             "--unscored-dimension", "mean_of_scored"]
+    out = tmp_path / "paper.jsonl"
+    r = CliRunner().invoke(app, ["score", str(src), "-o", str(out), "--dry-run",
+                                 "--no-progress", *paper])
+    assert r.exit_code == 0, r.output
+    row = json.loads(out.read_text())
+    assert row["details"]["completeness"].get("mode", "holistic") == "holistic"
+    assert "marks" not in row["details"]["completeness"]
+    # the defaults: the checklist
+    out2 = tmp_path / "defaults.jsonl"
+    assert CliRunner().invoke(app, ["score", str(src), "-o", str(out2), "--dry-run",
+                                    "--no-progress"]).exit_code == 0
+    assert json.loads(out2.read_text())["details"]["completeness"]["mode"] == "checklist"
+    bad = CliRunner().invoke(app, ["score", str(src), "-o", str(tmp_path / "x.jsonl"),
+                                   "--dry-run", "--completeness-mode", "listy"])
+    assert bad.exit_code == 2 and "checklist" in bad.output
+    for command in (["eval", "agreement"], ["eval", "robustness"], ["serve"]):
+        help_text = CliRunner().invoke(app, [*command, "--help"],
+                                       env={"COLUMNS": "200"}).output
+        assert all(f in help_text for f in ("--completeness-mode", "--faithfulness-rule",
+                                            "--statement-grounding", "--non-answer-floor")), command

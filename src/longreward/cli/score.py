@@ -58,6 +58,11 @@ def score_overrides(flags: dict[str, Any]) -> dict[str, Any]:
         "max_document_tokens": v["max_document_tokens"],
         "prompt_concurrency": v["prompt_concurrency"], "keep_context": v["keep_context"],
         "canonical_layout": v["canonical_layout"],
+        "unscored_dimension": v["unscored_dimension"],
+        "statement_grounding": v["statement_grounding"],
+        "faithfulness_rule": v["faithfulness_rule"],
+        "completeness_mode": v["completeness_mode"],
+        "non_answer_floor": v["non_answer_floor"],
         "fields.id": v["field_id"], "fields.prompt_id": v["field_prompt_id"],
         "fields.context": v["field_context"], "fields.query": v["field_query"],
         "fields.response": v["field_response"], "fields.candidates": v["field_candidates"],
@@ -68,10 +73,15 @@ def score_overrides(flags: dict[str, Any]) -> dict[str, Any]:
 JUDGE_FLAGS = ("config", "provider", "model", "base_url", "dry_run", "api_key_env",
                "temperature", "max_tokens", "timeout", "concurrency", "rpm", "tpm",
                "max_retries", "max_retry_after", "structured_output", "header", "provider_option", "language")
+#: score's flags that choose the reward's rules (docs/reward_rules.md): every command that
+#: scores takes them
+RULE_FLAGS = ("canonical_layout", "unscored_dimension", "statement_grounding",
+              "faithfulness_rule", "completeness_mode", "non_answer_floor")
 #: score's flags that decide how answers are scored and how the data's fields are named
 SCORE_FLAGS = (*JUDGE_FLAGS, "dimensions", "weight", "tokenizer", "retrieval",
                "retrieval_model", "top_k", "chunk_tokens", "completeness_chunk_tokens",
-               "grade_batch_size", "max_document_tokens", "prompt_concurrency", "canonical_layout", "field_id",
+               "grade_batch_size", "max_document_tokens", "prompt_concurrency", *RULE_FLAGS,
+               "field_id",
                "field_prompt_id", "field_context", "field_query", "field_response")
 
 
@@ -112,6 +122,11 @@ def score_command(
     prompt_concurrency: Annotated[int | None, typer.Option(help="Prompts scored at once.")] = None,
     keep_context: Annotated[bool | None, typer.Option("--keep-context/--no-keep-context", help="Copy the document into each output row.")] = None,
     canonical_layout: Annotated[bool | None, typer.Option("--canonical-layout/--raw-layout", help="The judge sees the answer in a canonical layout (default), so layout alone cannot move the reward; --raw-layout sends it as written.")] = None,
+    unscored_dimension: Annotated[str | None, typer.Option(help="no_reward (default: a dimension the judge left unscored makes the reward null) or mean_of_scored (the paper-era mean over the scored ones; an answer can then drop its weakest dimension). docs/reward_rules.md.")] = None,
+    statement_grounding: Annotated[str | None, typer.Option(help="answer (default: a split statement whose numbers, names or content are not in the answer is dropped) or off (the paper).")] = None,
+    faithfulness_rule: Annotated[str | None, typer.Option(help="fixed_cost (default: 10 minus a fixed cost per unsupported statement, so true padding cannot dilute a false claim) or mean (the paper's 10·Σa/n).")] = None,
+    completeness_mode: Annotated[str | None, typer.Option(help="checklist (default: the extracted points marked covered/partly/not, 10·Σ/n) or holistic (the paper's 0-10 rating).")] = None,
+    non_answer_floor: Annotated[bool | None, typer.Option("--non-answer-floor/--no-non-answer-floor", help="An answer with no grounded statement, no covered point and a low helpfulness gets 0 on every dimension (default on).")] = None,
     field_id: Annotated[str | None, typer.Option(help="Input field holding the id.")] = None,
     field_prompt_id: Annotated[str | None, typer.Option(help="Input field holding the prompt id (flat rows).")] = None,
     field_context: Annotated[str | None, typer.Option(help="Input field holding the document.")] = None,

@@ -10,13 +10,14 @@ import typer
 
 from ._app import app
 from ._common import dry_run_banner, err, flag_overrides, report_errors, with_flags_of
-from .score import JUDGE_FLAGS, score_command, score_overrides
+from .score import JUDGE_FLAGS, RULE_FLAGS, score_command, score_overrides
 
 #: score's flags that serve takes too, under ``score:`` of serve.yaml (``--config`` is serve's
 #: own file, and the data's field names are the protocols' business)
 SERVE_SCORE_FLAGS = (*(f for f in JUDGE_FLAGS if f != "config"), "dimensions", "weight",
                      "tokenizer", "retrieval", "retrieval_model", "top_k", "chunk_tokens",
-                     "completeness_chunk_tokens", "grade_batch_size", "max_document_tokens")
+                     "completeness_chunk_tokens", "grade_batch_size", "max_document_tokens",
+                     *RULE_FLAGS)
 
 
 @app.command("serve")
