@@ -543,6 +543,59 @@ def parse_json_reply(text: str, model: type[T],
     return locate_json(text, model, messages, nonce).value
 
 
+# --------------------------------------------------------------------------- copied replies
+
+#: an answer's span of at least this many (folded) characters found in the judge's analysis
+#: is copied text; a judge quoting a phrase of the answer quotes less than this at a time
+_COPY_MIN_CHARS = 24
+#: a reply whose analysis is copied from the answer for more than this share is not the
+#: judge's own
+_COPY_SHARE = 0.5
+#: quoted passages (the judge quoting an error it found) are the judge's own analysis
+_QUOTED = re.compile(r'"[^"\n]{1,400}"|“[^”\n]{1,400}”|「[^」\n]{1,400}」|『[^』\n]{1,400}』'
+                     r"|‘[^’\n]{1,400}’|^\s*>.*$", re.MULTILINE)
+
+
+def _copied_chars(text: str, source: str) -> int:
+    """Characters of ``text`` that lie in common runs of ``_COPY_MIN_CHARS`` or more with
+    ``source`` (both folded)."""
+    from difflib import SequenceMatcher
+
+    if len(text) < _COPY_MIN_CHARS or len(source) < _COPY_MIN_CHARS:
+        return 0
+    blocks = SequenceMatcher(None, text, source, autojunk=False).get_matching_blocks()
+    return sum(b.size for b in blocks if b.size >= _COPY_MIN_CHARS)
+
+
+def copied_reply(analysis: str, candidates: Sequence[str],
+                 flagged: Sequence[str] = ()) -> str | None:
+    """Why a judge's ``analysis`` is not its own, or None when it is.
+
+    Issue 21 saw a real judge answer a fake end of turn by copying the analysis the answer
+    had written for it, word for word, with the score it named. Such a reply carries the
+    request's nonce and parses, yet its verdict is the answer's: it is not the judge's own when
+    more than half of its analysis (quoted passages aside) is a span of the judged text, or
+    when it reproduces a span the detector flagged as addressed to the grader
+    (``reward.injection``; ``flagged`` holds those spans' texts). Quotes (in quotation marks
+    or ``>`` lines) are left out first: a logicality analysis that quotes the answer's error
+    to name it is the judge's work."""
+    own = fold(_QUOTED.sub(" ", analysis))
+    if not own:
+        return None
+    for span in flagged:
+        piece = fold(span)
+        if len(piece) >= _COPY_MIN_CHARS and (piece in own or _copied_chars(
+                own, piece) >= min(len(piece) // 2, 3 * _COPY_MIN_CHARS)):
+            return ("the judge's analysis reproduces text the answer addressed to its grader: "
+                    f"{short(span, 80)}")
+    for c in candidates:
+        n = _copied_chars(own, fold(c))
+        if n > _COPY_SHARE * len(own):
+            return (f"the judge's analysis is copied from the judged text ({n} of {len(own)} "
+                    "characters)")
+    return None
+
+
 # --------------------------------------------------------------------------- refusals
 
 #: the opening of a judge's refusal to judge, in English or Chinese ("I cannot tell" is not
