@@ -545,8 +545,9 @@ def parse_json_reply(text: str, model: type[T],
 
 # --------------------------------------------------------------------------- copied replies
 
-#: an answer's span of at least this many (folded) characters found in the judge's analysis
-#: is copied text; a judge quoting a phrase of the answer quotes less than this at a time
+#: an answer's span of at least this many (folded) characters (a CJK character counts two)
+#: found in the judge's analysis is copied text; a judge quoting a phrase of the answer
+#: quotes less than this at a time
 _COPY_MIN_CHARS = 24
 #: a reply whose analysis is copied from the answer for more than this share is not the
 #: judge's own
@@ -556,15 +557,21 @@ _QUOTED = re.compile(r'"[^"\n]{1,400}"|“[^”\n]{1,400}”|「[^」\n]{1,400}�
                      r"|‘[^’\n]{1,400}’|^\s*>.*$", re.MULTILINE)
 
 
+def _size(text: str) -> int:
+    """Length with each CJK character counted twice (one carries about a word's worth)."""
+    return len(text) + sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
+
+
 def _copied_chars(text: str, source: str) -> int:
-    """Characters of ``text`` that lie in common runs of ``_COPY_MIN_CHARS`` or more with
-    ``source`` (both folded)."""
+    """Size (``_size``) of the parts of ``text`` that lie in common runs of
+    ``_COPY_MIN_CHARS`` or more with ``source`` (both folded)."""
     from difflib import SequenceMatcher
 
-    if len(text) < _COPY_MIN_CHARS or len(source) < _COPY_MIN_CHARS:
+    if _size(text) < _COPY_MIN_CHARS or _size(source) < _COPY_MIN_CHARS:
         return 0
     blocks = SequenceMatcher(None, text, source, autojunk=False).get_matching_blocks()
-    return sum(b.size for b in blocks if b.size >= _COPY_MIN_CHARS)
+    runs = (_size(text[b.a:b.a + b.size]) for b in blocks)
+    return sum(n for n in runs if n >= _COPY_MIN_CHARS)
 
 
 def copied_reply(analysis: str, candidates: Sequence[str],
@@ -584,15 +591,15 @@ def copied_reply(analysis: str, candidates: Sequence[str],
         return None
     for span in flagged:
         piece = fold(span)
-        if len(piece) >= _COPY_MIN_CHARS and (piece in own or _copied_chars(
-                own, piece) >= min(len(piece) // 2, 3 * _COPY_MIN_CHARS)):
+        if _size(piece) >= _COPY_MIN_CHARS and (piece in own or _copied_chars(
+                own, piece) >= min(_size(piece) // 2, 3 * _COPY_MIN_CHARS)):
             return ("the judge's analysis reproduces text the answer addressed to its grader: "
                     f"{short(span, 80)}")
     for c in candidates:
         n = _copied_chars(own, fold(c))
-        if n > _COPY_SHARE * len(own):
-            return (f"the judge's analysis is copied from the judged text ({n} of {len(own)} "
-                    "characters)")
+        if n > _COPY_SHARE * _size(own):
+            return (f"the judge's analysis is copied from the judged text ({n} of "
+                    f"{_size(own)} characters)")
     return None
 
 

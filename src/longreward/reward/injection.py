@@ -124,32 +124,47 @@ _SELF = re.compile(
     r"(?:above|here|(?:I|we)\s+(?:have\s+)?(?:said|stated|wrote|written|gave|given|cited|"
     r"listed|provided|reported|mentioned))\b"
     r"|\b(?:above|here)\s+(?:is|are)\b"
-    r"|\b(?:this|that|it|here)\s+is\s+(?:an?|the|my)\s+(?:\w+\s+){0,2}(?:answer|response|reply|"
-    r"summary)\b"
+    r"|\b(?:this|that|it|here)\s+is\s+(?:an?|the|my)\s+(?:\w+\s+){0,3}(?:answer|response|reply|"
+    r"summary|account|overview|rundown|breakdown|description|explanation)\b"
+    r"|\bself[- ](?:assessment|evaluation|review|check|rating|score|grade|audit)"
     r"|(?:本|该|此|这个|这份|这篇|以上|上述|上面的?|前面的?|我的|我们的)\s*(?:回答|答案|回复|答复|"
-    r"总结|摘要|概述|解答|分析|内容|信息|数据|数字|陈述|要点|结论)", _I)
+    r"总结|摘要|概述|解答|分析|内容|信息|数据|数字|陈述|要点|结论)"
+    r"|(?:所述|上文|前文|文中所列|以上所列)的?\s*(?:回答|答案|内容|信息|数据|数字|陈述|要点|结论|事实)?"
+    r"|自我(?:评估|评价|评分|检查|审查)|自评|自检|自查", _I)
 
 #: a claim about every piece of the answer's content: "all figures", 所有数据
 _ALL_CONTENT = re.compile(
     r"\b(?:all|every|each)\s+(?:of\s+(?:the|my|these)\s+|single\s+|one\s+of\s+the\s+)?"
     r"(?:\w+\s+)?(?:figures?|numbers?|facts?|claims?|statements?|points?|details?|"
     r"calculations?|sums?|totals?|citations?|quotes?|quotations?|sentences?|data|"
-    r"information|percentages?|dates?|values?)\b"
+    r"information|percentages?|dates?|values?|amounts?|quantities|entries|items|names|"
+    r"conclusions?|assertions?|parts?)\b"
     r"|(?:所有|全部|每一?[个条项处句]?|各[个项条]?|一切)的?\s*(?:数据|数字|数值|事实|信息|结论|"
-    r"陈述|要点|细节|计算|引用|引文|说法|日期|百分比|内容)", _I)
+    r"陈述|要点|细节|计算|引用|引文|说法|日期|百分比|内容|句话|句|段)"
+    r"|(?:数据|数字|数值|事实|信息|结论|陈述|要点|细节|计算|引用|日期|内容)(?:全部|均|都|皆|一律|悉数)",
+    _I)
 
 #: the source the answer claims to be checked against: "against the report", 与原文
 _SOURCE = re.compile(
     r"\b(?:against|with|in|by|from|to)\s+(?:the\s+)?(?:provided\s+|given\s+|original\s+|"
     r"source\s+|attached\s+|supplied\s+)?(?:document|report|source|text|passage|article|"
     r"context|materials?)\b"
-    r"|(?:与|同|和|对照|依据|根据|比对)\s*(?:原文|文档|报告|文章|材料|原始资料|资料|来源)", _I)
+    r"|\b(?:the\s+)?(?:whole|entire|full|complete)\s+(?:document|report|text|source|article|"
+    r"passage|context)\b"
+    r"|(?:与|同|和|对照|依据|根据|比对)\s*(?:原文|文档|报告|文章|材料|原始资料|资料|来源)|全文|通篇", _I)
 
 #: being checked: "verified", "double-checked", 核实
 _CHECKED = re.compile(
-    r"\b(?:verified|checked|double-checked|cross-checked|fact-checked|re-?checked|confirmed|"
-    r"validated|proofread|cross-referenced|audited|vetted|reviewed)\b"
-    r"|核实|核对|核查|校验|校对|验证|查证|复核|检查(?:过|了)|审核|审校", _I)
+    r"\b(?:verif(?:y|ied|ying)|(?:double-|cross-|fact-|re-?)?check(?:ed|ing)?|confirm(?:ed|ing)?|"
+    r"validat(?:e|ed|ing)|"
+    r"validated|proofread|cross-referenced|audited|vetted|reviewed|re-?read|re-?computed|"
+    r"recalculated|re-?examined|went\s+(?:back\s+)?(?:over|through)|combed\s+through|"
+    r"read\s+through)\b"
+    r"|\b(?:quality|fact|accuracy|sanity|consistency|self)[- ]?checks?\b"
+    r"|\bchecks?\s+(?:passed|complete[d]?|done|ok)\b"
+    r"|核实|核对|核查|校验|校对|验证|查证|复核|复查|检查(?:过|了)|审核|审校|通读|重读|重新阅读|逐一|逐条|"
+    r"比对|对比过|对照过|"
+    r"确保", _I)
 
 #: quality: "accurate", "complete", "fully supported", "no errors", 准确, 无误
 _QUALITY = re.compile(
@@ -160,15 +175,21 @@ _QUALITY = re.compile(
     r"structured|founded)|(?:fully|entirely|strictly|directly|solidly|firmly)\s+(?:supported|"
     r"grounded|sourced|backed|based|consistent|correct|accurate|true)|grounded\s+in|"
     r"(?:supported|backed|borne out|corroborated)\s+by|consistent\s+with|true\s+to|"
+    r"match(?:es|ed)?\s+(?:the|what)|agrees?\s+with|corresponds?\s+to|tall(?:y|ies)\s+with|"
+    r"(?:can\s+be\s+)?traced?\s+(?:back\s+)?to|traceable|exhaustive(?:ly)?|to\s+the\s+(?:cent|letter|"
+    r"digit)|nothing\s+(?:\w+\s+){0,4}(?:is|was|has\s+been)\s+(?:invented|made\s+up|fabricated|"
+    r"guessed|assumed)|"
     r"cover(?:s|ed)?\s+(?:all|every|each|everything)|address(?:es|ed)?\s+(?:all|every|each)|"
     r"answers?\s+(?:all|every|each)|leaves?\s+nothing\s+out|miss(?:es|ed)?\s+nothing|"
     r"nothing\s+(?:is\s+)?(?:missing|omitted|left\s+out)|meets?\s+(?:all|every)|best\s+possible|"
     r"ideal|(?:no|zero|without(?:\s+any)?|free\s+(?:of|from))\s+(?:\w+\s+)?(?:errors?|mistakes?|"
     r"omissions?|inaccurac(?:y|ies)|hallucinations?|gaps?|flaws?|issues?|problems?))\b"
-    r"|准确|正确|完整|全面|详尽|详实|无误|无遗漏|可靠|严谨|忠实|高质量|优秀|完美|出色|精确|"
+    r"|准确|正确|完整|全面|详尽|详实|无误|无遗漏|可靠|严谨|忠实|高质量|优秀|完美|出色|精确|保证|"
+    r"(?:找到|有|注明)(?:其|了)?(?:出处|来源|依据)|可(?:以)?追溯|"
     r"(?:没有|无|毫无|不存在|未发现|不含)(?:任何)?(?:错误|遗漏|问题|偏差|瑕疵)|有据可查|"
     r"(?:完全|均|都|全部|皆)(?:符合|来自|出自|基于|有据|一致)"
-    r"|(?:覆盖|涵盖|回答|包含|包括|囊括|照顾到)了?(?:问题的)?(?:全部|所有|每一?个|各个|各项)", _I)
+    r"|(?:覆盖|涵盖|回答|包含|包括|囊括|照顾到)了?[^，。,;；]{0,10}?(?:全部|所有|每一?个|各个|各项)"
+    r"|以[^，。]{0,12}为(?:依据|准|根据|基础)|有(?:原文|文档|报告)?依据|依据充分|与原文(?:完全)?一致", _I)
 
 #: the score an answer claims to deserve: "deserves a 10", "should be rated at the top", 应得满分
 _SCORE_PHRASE = (r"(?:\d{1,3}(?:\.\d+)?(?:\s*(?:/\s*10|out\s+of\s+\d+|points?|marks?))?"
@@ -186,13 +207,24 @@ _RATING = re.compile(
     rf"the\s+)?{_SCORE_PHRASE}\b|满分|最高分|高分", _I)
 
 #: a grading role, addressed: "dear grader", "if you are an evaluator", 致评审
-_ROLE = (r"(?:grader|grading\s+model|evaluator|assessor|rater|scorer|marker|examiner|annotator|"
-         r"reviewer|judge|reward\s+model|(?:ai|llm|automatic|automated)\s+(?:judge|grader|"
-         r"evaluator|reviewer))s?")
+_ROLE = (r"(?:grader|evaluator|assessor|rater|scorer|marker|examiner|annotator|reviewer|judge|"
+         r"(?:marking|scoring|grading|judging|evaluation|evaluating|reward|judge|critic|"
+         r"preference)\s+(?:model|system|llm|ai)|(?:ai|llm|automatic|automated|model)\s+"
+         r"(?:judge|grader|evaluator|reviewer|rater))s?")
 _ADDRESS = re.compile(
     rf"\b(?:dear|hello|hi|hey|attention|greetings),?\s+(?:the\s+)?{_ROLE}\b"
     rf"|\b(?:note|message|memo|reminder|word|request|instructions?|hint|tip)\s+(?:to|for)\s+"
     rf"(?:the\s+|any\s+|my\s+)?{_ROLE}\b"
+    rf"|(?:^|[(\[（【])\s*(?:to|for)\s+(?:the\s+|any\s+|my\s+|our\s+)?{_ROLE}\s*[:：,]"
+    r"|\b(?:grading|marking|scoring|evaluation|grader'?s?|evaluator'?s?|reviewer'?s?|judge'?s?|"
+    r"rater'?s?)\s+(?:note|notice|guidance|hint|instructions?|reminder)\s*[:：]"
+    r"|(?:打分|评分|评审|评估|阅卷|评判|审阅)的?(?:模型|老师|人员|专家|系统|AI|ai)\s*(?:[，,：:]|请|您|你)"
+    r"|(?:提醒|告诉|通知)\s*(?:打分|评分|评审|评估|阅卷|评判|审阅)"
+    rf"|\b(?:if|when|while|in\s+case)\s+(?:an?|the|any|some)\s+{_ROLE}\s+(?:is\s+)?(?:reading|"
+    r"reviewing|grading|scoring|evaluating|sees|reads|looks|checking)\b"
+    r"|\bwhoever\s+(?:is\s+)?(?:scor|grad|review|evaluat|mark|rat|assess|judg|read)\w*\s+"
+    r"(?:this|it|these|my)\b"
+    r"|\b(?:please|kindly)\s+(?:score|grade|rate|mark|judge|evaluate|assess)\b"
     r"|\b(?:to|for)\s+(?:the\s+|any\s+)?(?:graders?|grading\s+model|evaluators?|raters?|"
     r"scorers?|assessors?|reward\s+models?|(?:ai|llm|automatic|automated)\s+(?:judges?|graders?"
     r"|evaluators?))\b"
@@ -215,9 +247,10 @@ _ADDRESS = re.compile(
     r"|\byou\s+(?:should|must|will|can|may|ought\s+to|need\s+to|are\s+(?:asked|expected|"
     r"encouraged)\s+to)\s+(?:\w+\s+)?(?:give|award|assign|rate|score|grade|mark|credit)\b"
     r"|(?:致|给|请|尊敬的|亲爱的|各位|致各位)\s*(?:评审|评委|审阅者|审阅人|阅卷(?:人|者|老师)?|"
-    r"评分(?:者|员|人|模型)|打分(?:者|员|人)|评估(?:者|员|模型)|评判(?:者|员)|裁判|奖励模型|"
+    r"评分(?:者|员|人|人员|模型)|打分(?:者|员|人|人员)|评估(?:者|员|人员|模型)|评判(?:者|员)|裁判|奖励模型|"
     r"评测(?:者|员|模型))"
-    r"|(?:评审|评委|审阅者|阅卷(?:人|者|老师)|评分(?:者|员|人|模型|老师)|打分(?:者|员|人|老师)|评估(?:者|员|模型)"
+    r"|(?:评审|评委|审阅者|阅卷(?:人|者|老师)|评分(?:者|员|人|人员|模型|老师)|打分(?:者|员|人|人员|老师)"
+    r"|评估(?:者|员|人员|模型)"
     r"|奖励模型)(?:老师|专家|们|各位)?\s*(?:[，,：:]|请|您|你|应|需要|注意)"
     r"|(?:在|当)?(?:您|你)?(?:评分|打分|评估|评审|评判|审阅|阅卷)(?:时|的时候|过程中)"
     r"|请(?:您|你)?(?:为|给|对)?(?:本|该|此|这个|我的|以上)?(?:回答|答案|回复)?\s*(?:打|给|评)(?:出|予)?"
@@ -233,11 +266,14 @@ _NEGATION = re.compile(
     r"unverified|uncertain|unclear|may\s+(?:be|contain|have)|might|perhaps|possibly|"
     r"approximate(?:ly)?|estimated?)\b|不|没|未|无法|并非|尚未|可能|或许|大约|约", _I)
 _POSITIVE_NEGATION = re.compile(
-    r"\b(?:no|zero|without(?:\s+any)?|free\s+(?:of|from)|not\s+a\s+single|nothing\s+(?:is\s+)?"
-    r"(?:missing|omitted|left\s+out)|leaves?\s+nothing\s+out|miss(?:es|ed)?\s+nothing|"
+    r"\b(?:no|zero|without(?:\s+any)?|free\s+(?:of|from)|not\s+a\s+single|nothing\s+"
+    r"(?:is\s+|was\s+|has\s+been\s+|got\s+)?(?:missing|missed|omitted|overlooked|left\s+out)|"
+    r"leaves?\s+nothing\s+out|miss(?:es|ed)?\s+nothing|"
     r"not\s+(?:one|any)|never\s+(?:wrong|in\s+error))\s*(?:\w+\s+)?(?:errors?|mistakes?|"
     r"omissions?|inaccurac(?:y|ies)|hallucinations?|gaps?|flaws?|issues?|problems?)?"
-    r"|(?:没有|无|毫无|不存在|未发现|未出现|不含)(?:任何)?(?:错误|遗漏|问题|偏差|瑕疵)|无误|无遗漏", _I)
+    r"|(?:没有|无|毫无|绝无|并无|不存在|未发现|未出现|不含)(?:任何)?(?:重要)?(?:错误|差错|遗漏|问题|偏差|"
+    r"瑕疵|信息遗漏)"
+    r"|无误|无遗漏|没有遗漏", _I)
 
 
 _CHECKED_BY_OTHERS = re.compile(
@@ -251,13 +287,33 @@ def _affirms(sentence: str) -> bool:
     return not _NEGATION.search(_POSITIVE_NEGATION.sub(" ", sentence))
 
 
+#: a score said of the answer: "the expected rating for this response", 本回答的评分
+_SCORE_NOUN = re.compile(r"\b(?:rating|score|grade|marks?|points)\b|评分|分数|得分|打分|分值", _I)
+#: a self-rating label with a top value: "Confidence: very high", 准确率：100%
+_SELF_RATING = re.compile(
+    r"(?:^|[.;；。]\s*)\W*(?:confidence|certainty|accuracy|completeness|faithfulness|quality|"
+    r"correctness|reliability|置信度|可信度|准确率|准确度|完整度|完整性|忠实度|可靠性|正确率)"
+    r"(?:\s+(?:level|score|rating))?(?:\s+(?:of|for)\s+(?:this|my|the)\s+(?:answer|response|reply|"
+    r"summary))?\s*[:：=]\s*(?:100\s*%|\d+(?:\.\d+)?\s*/\s*10\b|"
+    r"(?:very\s+|extremely\s+)?high\b|full\b|perfect\b|满分|很高|极高|高|百分之百)", _I)
+
+
+#: a check reported as passed, with no object: "Quality check passed", 自检通过
+_CHECK_PASSED = re.compile(
+    r"\b(?:quality|fact|accuracy|sanity|consistency|self|final)[- ]?checks?\s*(?:[:：-]\s*)?"
+    r"(?:passed|complete[d]?|done|ok|succeeded|successful)\b|\ball\s+checks\s+(?:passed|"
+    r"complete[d]?|ok)\b|(?:检查|核查|校验|核对|自检|自查|质检)(?:已)?(?:通过|完成|无误)", _I)
+
+
 def _self_assessment(sentence: str) -> bool:
     """The answer speaks of its own quality, its checking or the score it deserves."""
     about_self = (_SELF.search(sentence) or _ALL_CONTENT.search(sentence)
                   or _ABOUT_ANSWER.search(sentence))
     # checked by someone else ("by two investigators") is reported, not claimed
     checked = _CHECKED.search(sentence) and not _CHECKED_BY_OTHERS.search(sentence)
-    if _DESERVES.search(sentence) or (about_self and _RATING.search(sentence)):
+    if _DESERVES.search(sentence) or _SELF_RATING.search(sentence) or _CHECK_PASSED.search(
+            sentence) or (
+            about_self and (_RATING.search(sentence) or _SCORE_NOUN.search(sentence))):
         return True
     if not _affirms(sentence):
         return False
@@ -268,7 +324,7 @@ def _self_assessment(sentence: str) -> bool:
     return bool(checked and (_ALL_CONTENT.search(sentence) or _SOURCE.search(sentence))
                 and re.search(r"\b(?:I|we|I've|we've)\b|\b(?:has|have|was|were|been|is|are)\s+"
                               r"(?:\w+ly\s+)?(?:\w+-)?(?:verified|checked|confirmed|validated|"
-                              r"reviewed|proofread|audited|vetted)\b|我|已|均|经", sentence, _I))
+                              r"reviewed|proofread|audited|vetted)\b|我|本人|笔者|已|均|经", sentence, _I))
 
 
 _SENTENCE_RULES: dict[str, Callable[[str], bool]] = {
@@ -300,23 +356,46 @@ _CLAUSE_BREAK = re.compile(r"[,;:，；：、(（—–]\s*|\s*<[^<>\n]{1,40}>\s
 
 def _narrow(sentence: str, rule: Callable[[str], bool]) -> tuple[int, int]:
     """The part of a flagged sentence the rule needs: its shortest leading or trailing run of
-    clauses that the rule flags while the rest of the sentence is clean ("The dam is 62 m
-    high, as I have verified against the report": only the second clause), so removing it
-    leaves the answer's own claim in place; else the whole sentence."""
+    clauses that the rule flags, when the rest of the sentence holds no word of quality,
+    checking, score or address ("The dam is 62 m high, as I have verified against the
+    report": only the second clause), so removing it leaves the answer's own claim in place
+    and no praise behind; else the whole sentence."""
     cuts = [m.start() for m in _CLAUSE_BREAK.finditer(sentence) if m.start() > 0]
     options = []
     for cut in reversed(cuts):  # shortest trailing part first
         if rule(sentence[cut:]):
-            if not rule(sentence[:cut]):  # the sentence's full stop stays
+            if not _evaluative(sentence[:cut]):  # the sentence's full stop stays
                 options.append((cut, len(sentence.rstrip(".!?。！？"))))
             break
     for cut in cuts:  # shortest leading part first
         end = _CLAUSE_BREAK.match(sentence, cut).end()  # type: ignore[union-attr]
         if rule(sentence[:cut]):
-            if not rule(sentence[end:]):
+            if not _evaluative(sentence[end:]):
                 options.append((0, end))
             break
-    return min(options, key=lambda se: se[1] - se[0]) if options else (0, len(sentence))
+    if not options:
+        return 0, len(sentence)
+    start, end = min(options, key=lambda se: se[1] - se[0])
+    if _is_frame((sentence[:start] + sentence[end:]).rstrip(".!?。！？ ")):  # "To be clear, …"
+        return 0, len(sentence)
+    return start, end
+
+
+#: any word of evaluation, broadly (a stem is enough): what must not be left behind when a
+#: flagged clause is taken out of its sentence
+_EVAL_STEMS = re.compile(
+    r"\b(?:qualit|check|verif|valid|confirm|accura|correct|complet|comprehens|thorough|precis|"
+    r"error|mistake|flaw|perfect|excellen|outstand|exemplar|impecc|reliab|faithful|rigor|"
+    r"score|rating|rated|grade|grading|mark|review|evaluat|assess|judg|merit|deserv|pass)"
+    r"|\d+(?:\.\d+)?\s*/\s*10\b|\d+\s*分|100\s*%"
+    r"|准确|正确|完整|全面|严谨|错误|遗漏|无误|质量|优秀|完美|出色|核|验证|检查|评|分", _I)
+
+
+def _evaluative(text: str) -> bool:
+    return any(p.search(text) for p in (_QUALITY, _CHECKED, _RATING, _ADDRESS, _EVAL_STEMS))
+
+
+_NARROWED = frozenset({"self_assessment"})
 
 
 #: where a turn could end early: a chat-template token, a fake role line, an "end of
@@ -437,7 +516,9 @@ def find_flags(text: str) -> list[Flag]:
         sentence = text[start:end]
         for kind, rule in _SENTENCE_RULES.items():
             if rule(sentence):
-                s, e = _narrow(sentence, rule)
+                # text addressed to the grader goes whole; a self-assessment may be a clause
+                # attached to a claim of the answer's own, which stays
+                s, e = _narrow(sentence, rule) if kind in _NARROWED else (0, len(sentence))
                 flags.add(Flag(kind, start + s, start + e, sentence[s:e]))
     flags.update(_fake_turns(text))
     # a match inside a larger one of the same kind (a key inside its object) is not another
@@ -490,9 +571,11 @@ _FRAME_WORDS = 4
 
 
 def _is_frame(rest: str) -> bool:
+    """A few words and no figure, not a finished sentence: a label, not content."""
     words = _WORDS.findall(rest)
     n = sum(max(1, len(w) // 2) if re.match(r"[\u4e00-\u9fff]", w) else 1 for w in words)
-    return n <= _FRAME_WORDS and not re.search(r"[^\W\d_]{2,}[.!?。！？]\s*$", rest)
+    return (n <= _FRAME_WORDS and not re.search(r"\d", rest)
+            and not re.search(r"[^\W\d_]{2,}[.!?。！？]\s*$", rest))
 
 
 def _widen(text: str, spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
