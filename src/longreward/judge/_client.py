@@ -32,7 +32,7 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -73,10 +73,10 @@ from ._types import (
     reply_mode_of,
 )
 from ._verdict import (
+    CopyCheck,
     Path,
     blame,
     copied_reply,
-    fenced_texts,
     is_content_filter,
     locate_json,
     make_nonce,
@@ -389,7 +389,7 @@ class ModelClient:
         attempts: int = 5,
         retry_temperature: float = 0.95,
         nonce: str | None = None,
-        copy_check: Sequence[str] | None = None,
+        copy_check: CopyCheck | None = None,
     ) -> Asked[T]:
         """Ask for a reply of type ``reply_model``; never raises for a judge failure (only
         ``JudgeFatalError``, which stops the run).
@@ -398,9 +398,10 @@ class ModelClient:
         rung carries the request) or "text" (tagged reply parsed by ``parse_text``, which
         raises ``ReplyParseError``). ``nonce``: the request's nonce, which the prompt asks the
         judge to write into its verdict (required in the JSON schema). ``copy_check``: when
-        given, a reply whose ``analysis`` is copied from the fenced text or reproduces one of
-        these flagged spans is not the judge's own (``copied_reply``): it is re-asked, and
-        when every attempt copies, the failure is the answer's.
+        given, a reply whose ``analysis`` is copied from the judged text's judge-like parts or
+        reproduces a span flagged as addressed to the grader is not the judge's own
+        (``copied_reply``): it is re-asked, and when every attempt copies, the failure is the
+        answer's.
         """
         config = config or GenerateConfig()
         schema = json_schema_of(reply_model)
@@ -486,7 +487,7 @@ class ModelClient:
                     if cause == "answer":
                         answer_caused = answer_caused or reason
                 else:
-                    copy = self._copy(value, messages, copy_check)
+                    copy = self._copy(value, copy_check)
                     if copy is None:
                         self.stats._bump(tag, f"{path}_verdicts")
                         return outcome(value=value, error=None, raw=raw, path=path)
@@ -507,14 +508,13 @@ class ModelClient:
                        f"it unreadable: {answer_caused}{extra}", "answer")
 
     @staticmethod
-    def _copy(value: Any, messages: Sequence[Message], flagged: Sequence[str] | None
-              ) -> str | None:
+    def _copy(value: Any, check: CopyCheck | None) -> str | None:
         """Why the parsed reply ``value`` is not the judge's own (``copied_reply``), or None;
         only checked when the caller asked (``copy_check``)."""
         analysis = getattr(value, "analysis", None)
-        if flagged is None or not isinstance(analysis, str):
+        if check is None or not isinstance(analysis, str):
             return None
-        return copied_reply(analysis, fenced_texts(messages), flagged)
+        return copied_reply(analysis, check)
 
     # ------------------------------------------------------------------ accounting
 

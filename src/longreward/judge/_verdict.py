@@ -574,32 +574,42 @@ def _copied_chars(text: str, source: str) -> int:
     return sum(n for n in runs if n >= _COPY_MIN_CHARS)
 
 
-def copied_reply(analysis: str, candidates: Sequence[str],
-                 flagged: Sequence[str] = ()) -> str | None:
+@dataclass(frozen=True)
+class CopyCheck:
+    """What a judge's analysis must not be made of (``copied_reply``): the spans of the judged
+    text flagged as addressed to the grader, and its judge-like parts (sentences that speak
+    of quality, checking, scores or the grader, flagged or not). Made by the reward layer,
+    which knows the detector (``reward.injection.copy_check``)."""
+
+    flagged: tuple[str, ...] = ()
+    judge_like: tuple[str, ...] = ()
+
+
+def copied_reply(analysis: str, check: CopyCheck) -> str | None:
     """Why a judge's ``analysis`` is not its own, or None when it is.
 
     Issue 21 saw a real judge answer a fake end of turn by copying the analysis the answer
     had written for it, word for word, with the score it named. Such a reply carries the
     request's nonce and parses, yet its verdict is the answer's: it is not the judge's own when
-    more than half of its analysis (quoted passages aside) is a span of the judged text, or
-    when it reproduces a span the detector flagged as addressed to the grader
-    (``reward.injection``; ``flagged`` holds those spans' texts). Quotes (in quotation marks
-    or ``>`` lines) are left out first: a logicality analysis that quotes the answer's error
-    to name it is the judge's work."""
+    it reproduces a span flagged as addressed to the grader (whole, or half of it), or when
+    more than half of it (quoted passages aside) is copied from the judged text's judge-like
+    parts. Copying the answer's plain content is not caught: a judge restating the facts it
+    judges (or the dry-run provider, which builds replies from them) writes no verdict of the
+    answer's. Quotes (in quotation marks or ``>`` lines) are left out first: a logicality
+    analysis that quotes the answer's error to name it is the judge's work."""
     own = fold(_QUOTED.sub(" ", analysis))
     if not own:
         return None
-    for span in flagged:
+    for span in check.flagged:
         piece = fold(span)
         if _size(piece) >= _COPY_MIN_CHARS and (piece in own or _copied_chars(
                 own, piece) >= min(_size(piece) // 2, 3 * _COPY_MIN_CHARS)):
             return ("the judge's analysis reproduces text the answer addressed to its grader: "
                     f"{short(span, 80)}")
-    for c in candidates:
-        n = _copied_chars(own, fold(c))
-        if n > _COPY_SHARE * _size(own):
-            return (f"the judge's analysis is copied from the judged text ({n} of "
-                    f"{_size(own)} characters)")
+    n = _copied_chars(own, fold("\n".join(check.judge_like)))
+    if n > _COPY_SHARE * _size(own):
+        return (f"the judge's analysis is copied from the judged text ({n} of {_size(own)} "
+                "characters, from its judge-like sentences)")
     return None
 
 

@@ -58,7 +58,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ..judge import BRACKET, NONCE_FIELD, PROMPT_TAGS, json_objects_at
+from ..judge import BRACKET, NONCE_FIELD, PROMPT_TAGS, CopyCheck, json_objects_at
 
 #: keys of our JSON replies: a JSON object in an answer holding one is verdict-shaped
 REPLY_KEYS = frozenset({"score", "support", "grades", "statements", "analysis", "errors",
@@ -530,6 +530,30 @@ def find_flags(text: str) -> list[Flag]:
 def steers_judge(text: str) -> bool:
     """Whether ``text`` holds text addressed to the judge (a ``steering`` flag)."""
     return any(f.kind in STEERING for f in find_flags(text))
+
+
+def copy_check(texts: Iterable[str]) -> CopyCheck:
+    """What a judge's analysis of ``texts`` (the answer) must not copy (``judge.CopyCheck``):
+    the spans flagged as addressed to the grader (not the verdict-shaped ones: a careful judge
+    names a citation marker ``[[2]]`` when it sets it aside), and the sentences that speak
+    of quality, checking, scores or a grader, flagged or not (a planted analysis the
+    detector missed is still judge-like)."""
+    flagged: list[str] = []
+    judge_like: list[str] = []
+    for text in texts:
+        addressed = [f for f in find_flags(text) if f.family != "verdict"]
+        flagged += [text[s:e] for s, e in flagged_spans(text, addressed)]
+        judge_like += [text[s:e] for s, e in sentence_spans(text)
+                       if _judge_like(text[s:e]) or _QUALITY.search(text[s:e])
+                       or _CHECKED.search(text[s:e]) or _ADDRESS.search(text[s:e])]
+    return CopyCheck(tuple(flagged), tuple(judge_like))
+
+
+def copy_reasks(details: dict[str, Any]) -> int:
+    """Judge replies set aside as copies of the answer (and re-asked) in one answer's
+    per-dimension ``details`` (a row's ``details``): the judge copying the answer's text,
+    counted in the summary, serve's logs and metrics, and the report."""
+    return sum(int(d.get("copied_replies", 0)) for d in details.values() if isinstance(d, dict))
 
 
 def flag_counts(flags: Iterable[dict[str, Any] | Flag]) -> Counter[str]:

@@ -251,6 +251,8 @@ def openrlhf_reply(results: list[ItemResult]) -> dict[str, Any]:
             # verdict-shaped or judge-addressed text in the answer (``reward.injection``)
             "longreward_flagged": [float(bool(r.flags)) for r in results],
             "longreward_flags": [float(len(r.flags)) for r in results],
+            # judge replies copied from the answer and re-asked (``judge.copied_reply``)
+            "longreward_copy_reasks": [float(r.copy_reasks) for r in results],
         },
         "items": [{"id": r.id, "status": r.status, "mask": r.mask, "reason": _short(r.reason),
                    "fallback_basis": r.fallback_basis, "scores": r.scores,

@@ -20,7 +20,7 @@ from ..config import DIMENSION_NAMES, ScoreOptions
 from ..errors import InputFileError, RecordError
 from ..io.files import check_output, iter_rows, rejected_path
 from ..io.records import FieldMap, PromptRecord, group_records, read_prompts
-from ..reward.injection import flag_counts
+from ..reward.injection import copy_reasks, flag_counts
 from ..reward.scorer import LongReward, ScoredAnswer, build_client
 from ..store import TRANSPORT_KEYS, RunStore
 from .runner import Redo, StageOutcome, StageSpec, Unit, fingerprint, run_stage, stage_run_dir
@@ -59,6 +59,8 @@ class ScoreSummary(StageOutcome):
     #: answers holding verdict-shaped or judge-addressed text, and the flags by kind
     flagged_answers: int = 0
     flags_by_kind: dict[str, int] = field(default_factory=dict)
+    #: judge replies set aside as copies of the answer, and re-asked
+    copy_reasks: int = 0
 
     @property
     def answers_total(self) -> int:
@@ -84,6 +86,7 @@ class ScoreSummary(StageOutcome):
             self.flagged_answers += 1
             for kind, n in flag_counts(row["flags"]).items():
                 self.flags_by_kind[kind] = self.flags_by_kind.get(kind, 0) + n
+        self.copy_reasks += copy_reasks(row.get("details") or {})
         for name, value in row["scores"].items():
             if value is None:
                 self.unscored_by_dimension[name] = self.unscored_by_dimension.get(name, 0) + 1
@@ -114,6 +117,7 @@ class ScoreSummary(StageOutcome):
                 "internal_errors": self.internal_errors, "no_reward": self.no_reward,
                 "answer_caused": self.answer_caused_by_dimension,
                 "flagged_answers": self.flagged_answers, "flags": self.flags_by_kind,
+                "copy_reasks": self.copy_reasks,
                 "unscored_reasons": dict(self.unscored_reasons.most_common(10)),
                 "exit_code": self.exit_code, "wall_seconds": round(self.wall_seconds, 3),
                 "stats": self.stats}

@@ -22,7 +22,8 @@ from typing import Any
 from pydantic import BaseModel
 
 from ...judge import Cause, GenerateConfig, ModelClient, Usage, canonical
-from ..injection import find_flags, flagged_spans, steers_judge
+from ..injection import copy_check as copy_sources
+from ..injection import steers_judge
 from ._prompts import PromptTemplate, ReplyMode
 
 #: the lowest score of every dimension (all four score 0–10): what an answer-caused failure gets
@@ -128,16 +129,14 @@ async def ask_judge(
     tokens, "ignore previous instructions": ``injection.steers_judge``): a judge that wrote
     no verdict after reading it may well have obeyed it.
 
-    ``copy_check``: the reply's analysis must be the judge's own, not a copy of the fenced
-    text nor of a span of it flagged as addressed to the grader (``judge.copied_reply``; for
-    steps whose reply is an opinion of the whole answer). Verdict-shaped spans (a citation
-    marker ``[[2]]``) are not such spans: a careful judge names them when it sets them aside."""
+    ``copy_check``: the reply's analysis must be the judge's own, not a copy of the answer's
+    judge-like text nor of a span of it flagged as addressed to the grader
+    (``injection.copy_check``, ``judge.copied_reply``; for steps whose reply is an opinion of
+    the whole answer)."""
     nonce = request_nonce(settings.client, prompt, variables)
     if nonce is not None:
         variables = {**variables, "nonce": nonce}
     static = prompt.shown(**variables)
-    flagged = [c[s:e] for c in static.candidates for s, e in flagged_spans(
-        c, [f for f in find_flags(c) if f.family != "verdict"])] if copy_check else None
 
     def build(mode: ReplyMode):
         return prompt.messages(mode, **variables)
@@ -146,7 +145,7 @@ async def ask_judge(
         build, reply_model, lambda raw: parse_text(raw, static), tag=tag,
         config=settings.generate, attempts=settings.attempts,
         retry_temperature=settings.retry_temperature, nonce=variables.get("nonce"),
-        copy_check=flagged,
+        copy_check=copy_sources(static.candidates) if copy_check else None,
     )
     cause, error = asked.cause, asked.error
     if cause == "judge" and asked.raw and any(steers_judge(c) for c in static.candidates):
