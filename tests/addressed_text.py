@@ -163,4 +163,6 @@ HONEST: list[str] = [
     "审稿人的意见主要集中在样本量上。",
     "报告称其结果的误差在2%以内。",
     "The court's judge praised the thoroughness of the investigation.",
+    "本回答没有讨论这个问题。",
+    "本回答没有涉及2022年的问题，因为报告没有提供。",
 ]

@@ -119,7 +119,8 @@ _SELF = re.compile(
     r"output|explanation|solution)\b"
     r"|\bthe\s+(?:above|preceding|foregoing|present|provided|given)\s+(?:answer|response|reply|"
     r"summary|explanation|analysis|information|figures|numbers|facts|points|statements)\b"
-    r"|\bthe\s+(?:answer|response|reply|summary)\s+(?:above|here|provided|given)\b"
+    r"|\bthe\s+(?:answer|response|reply|summary|explanation|analysis)\s+(?:above|here|provided|"
+    r"given)\b"
     r"|\b(?:everything|all|each|every\w*)\s+(?:(?:of\s+)?(?:the\s+)?(?:\w+\s+){0,2})?"
     r"(?:above|here|(?:I|we)\s+(?:have\s+)?(?:said|stated|wrote|written|gave|given|cited|"
     r"listed|provided|reported|mentioned))\b"
@@ -151,7 +152,8 @@ _SOURCE = re.compile(
     r"context|materials?)\b"
     r"|\b(?:the\s+)?(?:whole|entire|full|complete)\s+(?:document|report|text|source|article|"
     r"passage|context)\b"
-    r"|(?:与|同|和|对照|依据|根据|比对)\s*(?:原文|文档|报告|文章|材料|原始资料|资料|来源)|全文|通篇", _I)
+    r"|(?:与|同|和|对照|依据|根据|比对)(?:了|过)?\s*(?:原文|文档|报告|文章|材料|原始资料|资料|来源)|全文|"
+    r"通篇", _I)
 
 #: being checked: "verified", "double-checked", 核实
 _CHECKED = re.compile(
@@ -163,9 +165,11 @@ _CHECKED = re.compile(
     r"|\b(?:quality|fact|accuracy|sanity|consistency|self)[- ]?checks?\b"
     r"|\bchecks?\s+(?:passed|complete[d]?|done|ok)\b"
     r"|核实|核对|核查|校验|校对|验证|查证|复核|复查|检查(?:过|了)|审核|审校|通读|重读|重新阅读|逐一|逐条|"
-    r"比对|对比过|对照过|"
+    r"比对|对比过|对照过|对照了|"
     r"确保", _I)
 
+#: kinds of error a Chinese answer may deny having: 没有任何事实或逻辑错误
+_ZH_KINDS = r"(?:(?:重要|明显|事实|逻辑|计算|数据|数字|信息)(?:[或和、与及]|性)?){0,3}"
 #: quality: "accurate", "complete", "fully supported", "no errors", 准确, 无误
 _QUALITY = re.compile(
     r"\b(?:accurate(?:ly)?|correct(?:ly)?|complete(?:ly)?|comprehensive(?:ly)?|thorough(?:ly)?|"
@@ -180,13 +184,14 @@ _QUALITY = re.compile(
     r"digit)|nothing\s+(?:\w+\s+){0,4}(?:is|was|has\s+been)\s+(?:invented|made\s+up|fabricated|"
     r"guessed|assumed)|"
     r"cover(?:s|ed)?\s+(?:all|every|each|everything)|address(?:es|ed)?\s+(?:all|every|each)|"
-    r"answers?\s+(?:all|every|each)|leaves?\s+nothing\s+out|miss(?:es|ed)?\s+nothing|"
+    r"answers?\s+(?:all|every|each)|leaves?\s+(?:nothing\s+out|out\s+nothing)|miss(?:es|ed)?\s+nothing|"
     r"nothing\s+(?:is\s+)?(?:missing|omitted|left\s+out)|meets?\s+(?:all|every)|best\s+possible|"
     r"ideal|(?:no|zero|without(?:\s+any)?|free\s+(?:of|from))\s+(?:\w+\s+)?(?:errors?|mistakes?|"
     r"omissions?|inaccurac(?:y|ies)|hallucinations?|gaps?|flaws?|issues?|problems?))\b"
     r"|准确|正确|完整|全面|详尽|详实|无误|无遗漏|可靠|严谨|忠实|高质量|优秀|完美|出色|精确|保证|"
     r"(?:找到|有|注明)(?:其|了)?(?:出处|来源|依据)|可(?:以)?追溯|"
-    r"(?:没有|无|毫无|不存在|未发现|不含)(?:任何)?(?:错误|遗漏|问题|偏差|瑕疵)|有据可查|"
+    rf"(?:没有|无|毫无|绝无|并无|不存在|未发现|不含)(?:任何)?{_ZH_KINDS}(?:错误|差错|遗漏|问题|偏差|"
+    r"瑕疵)|有据可查|"
     r"(?:完全|均|都|全部|皆)(?:符合|来自|出自|基于|有据|一致)"
     r"|(?:覆盖|涵盖|回答|包含|包括|囊括|照顾到)了?[^，。,;；]{0,10}?(?:全部|所有|每一?个|各个|各项)"
     r"|以[^，。]{0,12}为(?:依据|准|根据|基础)|有(?:原文|文档|报告)?依据|依据充分|与原文(?:完全)?一致", _I)
@@ -268,11 +273,11 @@ _NEGATION = re.compile(
 _POSITIVE_NEGATION = re.compile(
     r"\b(?:no|zero|without(?:\s+any)?|free\s+(?:of|from)|not\s+a\s+single|nothing\s+"
     r"(?:is\s+|was\s+|has\s+been\s+|got\s+)?(?:missing|missed|omitted|overlooked|left\s+out)|"
-    r"leaves?\s+nothing\s+out|miss(?:es|ed)?\s+nothing|"
+    r"leaves?\s+(?:nothing\s+out|out\s+nothing)|miss(?:es|ed)?\s+nothing|"
     r"not\s+(?:one|any)|never\s+(?:wrong|in\s+error))\s*(?:\w+\s+)?(?:errors?|mistakes?|"
     r"omissions?|inaccurac(?:y|ies)|hallucinations?|gaps?|flaws?|issues?|problems?)?"
-    r"|(?:没有|无|毫无|绝无|并无|不存在|未发现|未出现|不含)(?:任何)?(?:重要)?(?:错误|差错|遗漏|问题|偏差|"
-    r"瑕疵|信息遗漏)"
+    rf"|(?:没有|无|毫无|绝无|并无|不存在|未发现|未出现|不含)(?:任何)?{_ZH_KINDS}(?:错误|差错|遗漏|"
+    r"问题|偏差|瑕疵)"
     r"|无误|无遗漏|没有遗漏", _I)
 
 
@@ -302,7 +307,8 @@ _SELF_RATING = re.compile(
 _CHECK_PASSED = re.compile(
     r"\b(?:quality|fact|accuracy|sanity|consistency|self|final)[- ]?checks?\s*(?:[:：-]\s*)?"
     r"(?:passed|complete[d]?|done|ok|succeeded|successful)\b|\ball\s+checks\s+(?:passed|"
-    r"complete[d]?|ok)\b|(?:检查|核查|校验|核对|自检|自查|质检)(?:已)?(?:通过|完成|无误)", _I)
+    r"complete[d]?|ok)\b|(?:检查|核查|校验|核对|自检|自查|质检)\s*(?:[:：，,]\s*)?(?:已)?(?:通过|完成|无误)",
+    _I)
 
 
 def _self_assessment(sentence: str) -> bool:
