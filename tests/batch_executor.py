@@ -16,6 +16,8 @@ from longreward.io.files import default_run_dir
 from longreward.judge.batch import BatchOptions, BatchPending, BatchRun, ingest_results
 from longreward.stages.score import ScoreSummary, score_file
 
+from judge_double import use_verdict_secret
+
 
 def doc(tag: str, n: int = 60) -> str:
     return "\n\n".join(f"Part {i} of {tag}: the {tag} committee approved budget line {i} worth "
@@ -44,8 +46,11 @@ def options(double: Any, **judge: Any) -> ScoreOptions:
 
 def score(inp: Path, out: Path, opts: ScoreOptions, batch: BatchRun | None = None, *,
           run_dir: Path | None = None, **kw: Any) -> ScoreSummary:
-    return asyncio.run(score_file(inp, out, opts, run_dir=run_dir or default_run_dir(out),
-                                  batch=batch, **kw))
+    """Score ``inp``; every run directory of these tests gets the same verdict secret, so an
+    online run and a batch run send byte-equal requests."""
+    run_dir = run_dir or default_run_dir(out)
+    use_verdict_secret(run_dir)
+    return asyncio.run(score_file(inp, out, opts, run_dir=run_dir, batch=batch, **kw))
 
 
 def api_run(**settings: Any) -> BatchRun:

@@ -927,3 +927,24 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+#: the verdict secret ``use_verdict_secret`` gives run stores by default (tests only)
+TEST_VERDICT_SECRET = "5e" * 32
+
+
+def use_verdict_secret(*run_dirs: Any, secret: str | None = None,
+                       like: Any = None) -> None:
+    """Give these run directories' stores one verdict secret (``like``'s, else ``secret``,
+    else ``TEST_VERDICT_SECRET``). A store makes its own random secret on first use, so two
+    runs that must send byte-equal requests (online against batch, a killed run against its
+    reference) need the same one: the double's replies are a function of the request, and
+    the request carries the verdict code derived from the secret."""
+    from longreward.store import RunStore
+
+    if like is not None:
+        with RunStore(like) as ref:
+            secret = ref.verdict_secret().hex()
+    for run_dir in run_dirs:
+        with RunStore(run_dir) as store:
+            store.set_meta("secret:verdict_nonce", secret or TEST_VERDICT_SECRET, scrub=False)

@@ -312,10 +312,15 @@ def test_a_judge_answering_500_until_the_run_stops_ends_in_one_message(
     judge_double.fail_with = (500, "internal server error")
     rows = [row(f"{p}{k}", f"Answer {k}.", pid=p) for p in "abc" for k in range(4)]
     inp = write_jsonl(tmp_path / "in.jsonl", rows)
-    code, text = run("score", inp, "-o", tmp_path / "out.jsonl", "--no-progress", "--model",
-                     "m", "--base-url", judge_double.base_url, "--max-retries", "1",
-                     "--structured-output", "text")
-    assert code == 2 and "failed 5 calls in a row" in text
+    # as a user sees it: a real process, its log lines and its error message together
+    proc = subprocess.run(
+        [sys.executable, "-m", "longreward", "score", str(inp), "-o", str(tmp_path / "out.jsonl"),
+         "--no-progress", "--model", "m", "--base-url", judge_double.base_url,
+         "--max-retries", "1", "--structured-output", "text"],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "NO_COLOR": "1", "COLUMNS": "200"})
+    code, text = proc.returncode, " ".join((proc.stderr + proc.stdout).split())
+    assert code == 2 and text.count("failed 5 calls in a row") == 1, text
     for noise in ("Traceback", "client has been closed", "internal error"):
         assert noise not in text
 

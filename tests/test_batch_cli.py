@@ -4,6 +4,7 @@ user runs them (typer's runner in this process, real HTTP to the judge double)."
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 
@@ -13,10 +14,14 @@ from batch_executor import assert_same_rows, execute_shard, options, rows, score
 from longreward.cli import app
 from longreward.io.files import default_run_dir
 
+from judge_double import use_verdict_secret
+
 
 def _cli(*args: str):
     result = CliRunner().invoke(app, list(args))
-    result.text = " ".join(result.output.split())  # rich wraps long lines
+    # rich wraps long lines and table cells: the text without line breaks and cell borders
+    # reads a wrapped cell's phrase whole
+    result.text = " ".join(re.sub("[│┃]", " ", result.output).split())
     return result
 
 
@@ -34,6 +39,7 @@ def test_score_file_mode_round_by_round_with_ingest(judge_double, tmp_path):
 
     out = tmp_path / "scored.jsonl"
     run_dir = default_run_dir(out)
+    use_verdict_secret(run_dir)  # the online run's, so both send the same requests
     r = _cli("score", str(inp), "-o", str(out), *_judge(judge_double), "--batch", "files",
              "--batch-option", "max_requests=8")
     assert r.exit_code == 3, r.output

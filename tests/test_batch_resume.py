@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from batch_executor import api_run, assert_same_rows, judge_bodies, options, score, write_input
+from longreward.io.files import default_run_dir
 
-from judge_double import JudgeDouble
+from judge_double import JudgeDouble, use_verdict_secret
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,7 @@ def test_killed_at_each_batch_state_resumes_the_same_batch(double, reference, tm
     knob, value, reached = STATES[state]
     setattr(double, knob, value)
     out = tmp_path / "batch.jsonl"
+    use_verdict_secret(default_run_dir(out))  # the reference's, so both send the same requests
     env = {**os.environ, "NO_COLOR": "1", "PYTHONPATH": os.pathsep.join(
         [str(Path(__file__).resolve().parents[1] / "src"), os.environ.get("PYTHONPATH", "")])}
     proc = subprocess.Popen(

@@ -211,9 +211,11 @@ def test_error_file_lines_retry_or_end_unscored_with_the_reason(judge_double, tm
     out = tmp_path / "batch.jsonl"
     run = api_run()
     summary = score(inp, out, options(judge_double), run)
-    assert summary.exit_code == 0  # the other dimensions are scored
+    # the other dimensions are scored, but a dimension the judge's endpoint left unscored
+    # makes the reward unknown (issue 14: never a mean over fewer), so the exit code says so
+    assert summary.exit_code == 1 and summary.no_reward == 2
     for row in rows(out).values():
-        assert row["scores"]["logicality"] is None
+        assert row["scores"]["logicality"] is None and row["reward"] is None
         assert "logicality is not allowed here" in row["unscored"]["logicality"]
         assert "permanent error" in row["unscored"]["logicality"]
         assert all(row["scores"][d] is not None for d in ("helpfulness", "faithfulness",
@@ -300,7 +302,8 @@ def test_retry_unscored_sends_failed_lines_again(judge_double, tmp_path):
     out = tmp_path / "b.jsonl"
     first = score(inp, out, options(judge_double), api_run(reissues=1))
     row = rows(out)["q0-0"]
-    assert first.exit_code == 0 and row["scores"]["logicality"] is None
+    assert first.exit_code == 1 and row["scores"]["logicality"] is None
+    assert row["reward"] is None
     assert "overloaded" in row["unscored"]["logicality"]
     # Rerun as it was: the failed lines are replayed, nothing is sent.
     judge_double.batch_line_error = None
@@ -310,6 +313,7 @@ def test_retry_unscored_sends_failed_lines_again(judge_double, tmp_path):
     # --retry-unscored: the failed calls go out again and the answer is complete.
     score(inp, out, options(judge_double), api_run(reissues=1), redo="unscored")
     assert rows(out)["q0-0"]["scores"]["logicality"] is not None
+    assert rows(out)["q0-0"]["reward"] is not None
 
 
 class _SlowRetriever:

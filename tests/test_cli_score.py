@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from judge_double import use_verdict_secret
+
 KEY = "sk-test-SECRET-0123456789abcdef"
 
 
@@ -75,10 +77,7 @@ def test_sigkill_midway_then_rerun_loses_nothing_and_repeats_no_call(judge_doubl
     # The verdict nonces come from a secret made once per run store: give the killed run the
     # reference run's, so that both send the same requests (the double's replies, and so the
     # number of statements to grade, are a function of the request).
-    from longreward.store import RunStore
-
-    with RunStore(tmp_path / "ref.jsonl.run") as ref, RunStore(tmp_path / "out.jsonl.run") as new:
-        new.set_meta("secret:verdict_nonce", ref.get_meta("secret:verdict_nonce"))
+    use_verdict_secret(tmp_path / "out.jsonl.run", like=tmp_path / "ref.jsonl.run")
 
     # Killed run: slow judge, SIGKILL once some answers are written.
     judge_double.reset()

@@ -392,7 +392,9 @@ def test_self_consistency_and_diagnostics_in_the_result(judge_double, tmp_path):
     # position bias from the pairwise baseline's two orders: p2 and p5 contradict themselves
     pb = result.diagnostic("position_bias")
     assert pb.details["methods"]["pairwise"]["flips"] == 1 and pb.n == 5
-    assert result.diagnostic("injection").status == "not_recorded"
+    # every scored row records its flags (issue 14); none of these answers has any
+    inj = result.diagnostic("injection")
+    assert inj.status == "ok" and inj.value == 0.0
     # a rerun makes no call: the rescorings are cached under their seeds
     before = judge_double.count()
     again = asyncio.run(evaluate_agreement(data, out, options(judge_double), agreement))

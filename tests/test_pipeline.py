@@ -20,6 +20,8 @@ import yaml
 
 from longreward.stages.run import load_run_config, run_pipeline
 
+from judge_double import use_verdict_secret
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 DOCS = [
@@ -135,12 +137,9 @@ def test_killed_run_resumes_to_the_same_pairs_without_repeating_calls(judge_doub
     cfg = write_setup(tmp_path / "killed", judge_double.base_url)
     # The judge's verdict codes come from a secret made once per run store: give this run
     # the reference run's, so that both send the same requests.
-    from longreward.store import RunStore
-
     (ref_store,) = (tmp_path / "ref").rglob("longreward.sqlite")
-    with RunStore(ref_store) as ref, RunStore(
-            tmp_path / "killed" / ref_store.relative_to(tmp_path / "ref")) as new:
-        new.set_meta("secret:verdict_nonce", ref.get_meta("secret:verdict_nonce"))
+    use_verdict_secret(tmp_path / "killed" / ref_store.relative_to(tmp_path / "ref"),
+                       like=ref_store)
     proc = cli(cfg)
     deadline = time.monotonic() + 120
     target = len(ref_requests) // 2

@@ -77,7 +77,7 @@ def test_report_holds_every_section_and_loads_nothing(inputs, tmp_path):
     diag = page[page.index('<section id="diagnostics">'):page.index('<section id="facts">')]
     assert "changes its verdict in 20% of pairs" in diag
     assert "self-consistency" in diag and "--self-consistency N" in diag
-    assert "not recorded" in diag  # no injection flags in these rows
+    assert "no answer of 12 holds text aimed at the judge" in diag  # rows carry their flags
     # the slowest calls that the eval timed
     slow = page[page.index('<section id="slowest">'):page.index('<section id="prompts">')]
     assert "faithfulness.grade" in slow or "helpfulness" in slow
@@ -140,3 +140,25 @@ def test_report_in_headless_chromium_has_no_console_error(inputs, tmp_path):
     dom, log = _chromium(broken, tmp_path)
     assert "data-lr-errors" in re.search(r"<html[^>]*>", dom).group(0)
     assert _console_errors(log)
+
+
+def test_a_scored_file_finds_its_run_dir_given_by_run_dir(tmp_path):
+    """Scored with ``--run-dir`` elsewhere: the report still finds the run's summary and
+    documents, through the output's manifest, as the other stages do."""
+    from typer.testing import CliRunner
+
+    from longreward.cli import app
+    from longreward.report._load import load_inputs
+
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps({"id": "a", "context": "The mill opened in 1901. " * 40,
+                               "query": "When did the mill open?",
+                               "response": "In 1901."}) + "\n")
+    out, elsewhere = tmp_path / "out" / "scored.jsonl", tmp_path / "runs" / "first"
+    r = CliRunner().invoke(app, ["score", str(src), "-o", str(out), "--dry-run",
+                                 "--run-dir", str(elsewhere), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "out" / "scored.jsonl.run").exists()
+    (scored,) = load_inputs([out]).scored
+    assert scored.run_dir is not None and scored.run_dir.resolve() == elsewhere.resolve()
+    assert scored.summary is not None and scored.summary["answers"] == 1

@@ -260,7 +260,8 @@ def test_the_suite_shows_each_persuadable_judges_weakness(judge_double, tmp_path
     for cls in classes:
         figures = by_class(result)[cls]
         assert figures.win_rate >= BEFORE[(name, cls)], (cls, figures.win_rate)
-        assert figures.mean_positive_gain > 0.25
+        if cls != "master_key":  # a master key's measure is its share of the original's
+            assert figures.mean_positive_gain > 0.25
     if judge is AnalysisCopying:
         assert j.copied > 0
     if judge is EmptyRating:  # issue 21: a lone ":" got 6.5 of 10 from a real judge

@@ -365,3 +365,39 @@ def test_one_scorer_serves_two_files_without_a_closed_store(judge_double, tmp_pa
         row = json.loads((tmp_path / name).read_text())
         assert row["dimensions"] and not row["unscored"], row["unscored"]
     assert not later.all_unscored
+
+
+def test_a_fatal_error_in_one_dimension_cancels_the_others():
+    """Once the run is stopping, no sibling dimension keeps sending requests to the judge."""
+    from longreward.judge import JudgeFatalError
+    from longreward.judge.providers.dry_run import DryRunAPI
+
+    cancelled: list[str] = []
+
+    class StopsTheRun(DryRunAPI):
+        async def generate(self, messages, config, json_schema=None):
+            if "logical" in messages[0].content.lower():
+                await asyncio.sleep(0.05)  # the siblings are waiting on the judge by now
+                raise JudgeFatalError("the judge refuses every request")
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                cancelled.append(messages[0].content[:40])
+                raise
+            raise AssertionError("not reached")
+
+    scorer = LongReward(ModelClient(StopsTheRun()),
+                        options=ScoreOptions(dimensions=["helpfulness", "logicality"]),
+                        retriever=BM25Retriever())
+    record = PromptRecord("p", make_document(10), "What happened?",
+                          [Candidate("a", "An answer."), Candidate("b", "Another answer.")])
+
+    async def main():
+        with pytest.raises(JudgeFatalError, match="refuses every request"):
+            await asyncio.wait_for(scorer.score_prompt(record), timeout=60)
+        # both answers' helpfulness calls were waiting on the judge, and were stopped before
+        # the error reached the caller (not later, when the event loop shuts down)
+        assert len(cancelled) == 2
+        await scorer.aclose()
+
+    run(main())

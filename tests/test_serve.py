@@ -651,3 +651,27 @@ def test_cli_takes_scores_judge_and_scoring_flags(judge_double, tmp_path):
     finally:
         proc.send_signal(signal.SIGINT)
         proc.communicate(timeout=30)
+
+
+def test_a_document_given_as_a_list_of_strings_is_one_text(judge_double, tmp_path):
+    """As the file stages take it: a list of sentences or paragraphs is the same document,
+    joined the same way, so it registers as the same text and scores the same."""
+    text = document("harbour")
+    paragraphs = text.split("\n\n")
+    assert len(paragraphs) > 1
+    with serving(judge_double, tmp_path) as (client, _):
+        as_list = client.post("/documents", json={"documents": [
+            {"id": "p1", "context": paragraphs, "query": "What was approved?"}]})
+        assert as_list.status_code == 200
+        again = register(client, "p1", "harbour", query="What was approved?")
+        assert again["documents"][0]["status"] == "unchanged"  # the same text
+        item = {"response": "Line 3 was approved.", "query": "What was approved?"}
+        by_list = client.post("/score", json={"items": [{**item, "context": paragraphs}]})
+        by_text = client.post("/score", json={"items": [{**item, "context": text}]})
+        assert by_list.status_code == by_text.status_code == 200
+        a, b = by_list.json()["items"][0], by_text.json()["items"][0]
+        assert a["status"] == "scored" and a["reward"] == b["reward"]
+        assert a["document"] == b["document"]
+        # an element that is not a string: a 422 naming it, not a 500
+        bad = client.post("/score", json={"items": [{**item, "context": ["ok", 3]}]})
+        assert bad.status_code == 422 and "context[1]" in bad.text

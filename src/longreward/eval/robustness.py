@@ -45,7 +45,7 @@ from ..config import ScoreOptions
 from ..errors import InputFileError, RecordError
 from ..io.files import default_run_dir, iter_rows, read_rows, write_rejected, write_rows
 from ..io.records import Candidate, FieldMap, PromptRecord, group_records, read_prompts
-from ..reward.scorer import LongReward, build_client
+from ..reward.scorer import LongReward, ScoredAnswer, build_client
 from ..stages.runner import fingerprint
 from ..stages.score import SCORE_STAGE, score_file, score_output_settings
 from ..store import STORE_FILENAME, RunLock, RunStore
@@ -66,8 +66,7 @@ GATE_EXIT_CODE = 3
 #: the fields of a scored row that are results, not inputs: left out when a scored file is
 #: given as the answers to attack (``document``, the hash, stays: with ``--prompts`` it is
 #: checked against the document joined)
-_RESULT_FIELDS = ("reward", "scores", "unscored", "dimensions", "weights", "language",
-                  "details", "judge", "meta")
+_RESULT_FIELDS = ScoredAnswer.RESULT_FIELDS
 
 
 class RobustnessOptions(BaseModel):

@@ -366,6 +366,7 @@ def note_run_dir(output_path: str | Path, run_dir: str | Path) -> None:
         except ValueError:  # another drive (Windows)
             names.append(str(d.resolve()))
     manifest = runs_manifest_path(output_path)
+    manifest.parent.mkdir(parents=True, exist_ok=True)  # the output's folder may be new
     tmp = manifest.with_name(manifest.name + ".tmp")
     tmp.write_text(json.dumps({"run_dirs": names}, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, manifest)

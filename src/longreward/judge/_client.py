@@ -437,10 +437,14 @@ class ModelClient:
             if reply_mode_of(wire) != mode:  # another ask stepped the ladder down meanwhile
                 mode = reply_mode_of(wire)
                 messages = build_messages(mode)
+            # A re-ask samples (T=retry_temperature) with a seed fixed by the attempt (offset
+            # from the caller's seed, if any): where the server honours seeds, the same
+            # request gets the same re-ask reply on every run, online or in batch mode.
             settings = (
                 config
                 if attempt == 0
-                else config.model_copy(update={"temperature": retry_temperature})
+                else config.model_copy(update={"temperature": retry_temperature,
+                                               "seed": (config.seed or 0) + attempt})
             )
             try:
                 out = await self.generate(messages, settings, None if wire == "text" else schema,

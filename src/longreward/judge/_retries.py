@@ -231,6 +231,7 @@ class FailFast:
                     f"stops. {hint}")
 
     def _fatal(self, message: str) -> None:
+        # Not logged: the error travels up to whoever runs the judge (the CLI prints it once,
+        # serve gives it as the items' reason); a log line here printed it twice.
         self.error = JudgeFatalError(message)
-        logger.error("%s", message)
         raise self.error

@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..eval import AGREEMENT_KIND, AgreementResult
-from ..io.files import default_run_dir, read_rows
+from ..io.files import read_rows, run_dirs_of
 from ..store import STORE_FILENAME, RunStore
 
 EVAL_KINDS = (AGREEMENT_KIND, "longreward.eval.facts", "longreward.eval.reference",
@@ -69,8 +69,13 @@ def _read_summary(run_dir: Path) -> dict[str, Any] | None:
 
 
 def _scored(path: Path, rows: list[dict[str, Any]], run_dir: Path | None) -> ScoredFile:
-    run_dir = run_dir or default_run_dir(path)
-    if not run_dir.is_dir():
+    """The scored file with its run directory: the one given, else the first of the places
+    the stages keep one (``OUTPUT.run/``, or a ``--run-dir`` the output's manifest lists)
+    that holds a run store or a summary."""
+    if run_dir is None:
+        run_dir = next((d for d in run_dirs_of(path) if (d / STORE_FILENAME).is_file()
+                        or (d / "summary.json").is_file()), None)
+    if run_dir is None or not run_dir.is_dir():
         return ScoredFile(path, rows)
     return ScoredFile(path, rows, run_dir, _read_summary(run_dir))
 

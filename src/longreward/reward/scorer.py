@@ -14,8 +14,9 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
+from .._util.aio import gather_or_cancel
 from ..config import ScoreOptions
 from ..errors import LongRewardError, RecordError, UsageError
 from ..io.records import Candidate, PromptRecord
@@ -70,6 +71,12 @@ class ScoredAnswer:
     def answer_caused(self) -> dict[str, str]:
         """Dimensions at their minimum because of the answer's text, with the reason."""
         return {n: r.reason or "" for n, r in self.results.items() if r.cause == "answer"}
+
+    #: the keys ``to_row`` adds that are results, not inputs: what a reader of a scored file
+    #: drops to use it as answers again (``eval robustness`` attacks a scored file)
+    RESULT_FIELDS: ClassVar[tuple[str, ...]] = (
+        "reward", "scores", "unscored", "answer_caused", "dimensions", "flags", "weights",
+        "language", "details", "judge", "meta")
 
     def to_row(self, *, judge: dict[str, Any] | None = None, weights: dict[str, float] | None = None,
                context: str | None = None) -> dict[str, Any]:
@@ -216,7 +223,7 @@ class LongReward:
         clean_inp = None if clean == judged else DimensionInput(
             work, record.query, clean, self.settings, self.options)
         names = self.options.dimensions
-        done = await asyncio.gather(*(self._dimension(n, inp, clean_inp, record, cand)
+        done = await gather_or_cancel(*(self._dimension(n, inp, clean_inp, record, cand)
                                       for n in names))
         results = dict(zip(names, done, strict=True))
         reward, used = combine_reward(results, self.options.weights,
@@ -238,8 +245,8 @@ class LongReward:
         score = registered()[name].score
         if clean is None:
             return await self._guarded(name, score(inp), record, cand)
-        both = await asyncio.gather(self._guarded(name, score(inp), record, cand),
-                                    self._guarded(name, score(clean), record, cand))
+        both = await gather_or_cancel(self._guarded(name, score(inp), record, cand),
+                                      self._guarded(name, score(clean), record, cand))
         return lower_of(*both)
 
     async def _guarded(self, name: str, job: Any, record: PromptRecord,
@@ -284,7 +291,7 @@ class LongReward:
                 on_result(ans)
             return ans
 
-        return list(await asyncio.gather(*(one(c) for c in record.candidates)))
+        return await gather_or_cancel(*(one(c) for c in record.candidates))
 
     def check_record(self, record: PromptRecord) -> None:
         limit = self.options.max_document_tokens
@@ -317,7 +324,7 @@ class LongReward:
             async with sem:
                 return await self._score_prompt(rec, on_result)
 
-        nested = await asyncio.gather(*(run(r) for r in records))
+        nested = await gather_or_cancel(*(run(r) for r in records))
         return [a for group in nested for a in group]
 
     # -- event loops -------------------------------------------------------------------

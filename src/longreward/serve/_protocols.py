@@ -17,11 +17,12 @@ with ``prompt_id`` and optionally ``query``/``context``.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from ..errors import LongRewardError
+from ..errors import LongRewardError, RecordError
+from ..io.records import document_text
 from ._service import Fill, ItemResult, ScoreItem
 
 #: longest reason text copied into an OpenRLHF/slime reply (the native reply has it whole)
@@ -34,12 +35,28 @@ _MIN_HEAD_CHARS = 32
 _REPLACEMENT = "\ufffd"
 
 
+def _one_text(value: Any) -> Any:
+    """A document given as a list of strings (sentences, paragraphs: as the file stages take
+    it) is joined the way the file stages join it, so the same document is the same text,
+    and the same registration, whichever way it came."""
+    if not isinstance(value, list):
+        return value
+    try:
+        return document_text(value, "document", "context")
+    except RecordError as exc:  # a 422 that says which element, not a 500
+        raise ValueError(f"{exc.field}: {exc.reason}") from None
+
+
+#: a document: a string, or a list of strings joined as the file stages join them
+DocumentText = Annotated[str, BeforeValidator(_one_text)]
+
+
 class NativeItem(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str | None = None
     prompt_id: str | None = None
-    context: str | None = None
+    context: DocumentText | None = None
     query: str | None = None
     response: str
     #: set by a client that already knows the item cannot be scored (why): it comes back
@@ -62,7 +79,7 @@ class DocumentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     id: str = Field(min_length=1)
-    context: str = Field(min_length=1)
+    context: DocumentText = Field(min_length=1)
     query: str | None = None
 
 
