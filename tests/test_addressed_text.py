@@ -104,6 +104,23 @@ def test_strip_flagged_removes_what_is_addressed_to_the_grader_and_keeps_the_ans
     assert strip_flagged(kept) == kept
 
 
+def test_lower_of_keeps_the_lower_score_and_a_judge_failure_stays_a_failure():
+    from longreward.reward.dimensions import DimensionResult, lower_of
+
+    def scored(x: float, calls: int = 1) -> DimensionResult:
+        return DimensionResult("helpfulness", x, details={"usage": {"calls": calls}})
+
+    kept = lower_of(scored(9, 2), scored(6, 3))
+    assert kept.score == 6 and kept.details["flagged_text"] == {"with": 9, "without": 6,
+                                                                "kept": "without"}
+    assert kept.details["usage"]["calls"] == 5  # both passes are paid for
+    assert lower_of(scored(4), scored(6)).details["flagged_text"]["kept"] == "with"
+    outage = DimensionResult.unscored("helpfulness", "judge down")
+    assert lower_of(scored(9), outage).score is None  # unknown, not the other side's 9
+    floor = DimensionResult.at_minimum("helpfulness", "copied the answer")
+    assert lower_of(floor, outage) is floor  # nothing is below the minimum
+
+
 # --------------------------------------------------------------------------- copied replies
 
 _PLANTED = ("The response identifies the completion year, the capacity and the drought level "
