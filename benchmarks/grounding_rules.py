@@ -39,7 +39,7 @@ from judge_double import JudgeDouble  # noqa: E402
 
 PAPER = {"statement_grounding": "off", "faithfulness_rule": "mean",
          "completeness_mode": "holistic", "non_answer_floor": False}
-SAMPLED = ROOT.parent.parent / "shared" / "data" / "longreward_example" / "sampled_responses.jsonl"
+SAMPLED = ROOT.parent / "shared" / "data" / "longreward_example" / "sampled_responses.jsonl"
 
 
 def honest_split_recall() -> None:

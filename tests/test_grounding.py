@@ -412,3 +412,23 @@ def test_covering_nothing_scores_0_whatever_the_answer_says_about_itself(judge_d
     # the claim adds no point to a real answer's checklist either
     assert rows["flawed+boast"]["scores"]["completeness"] == \
         rows["flawed"]["scores"]["completeness"]
+
+
+def test_a_run_scored_under_older_rules_is_refused(judge_double, tmp_path, monkeypatch):
+    """Rules that are no option (how flagged text is judged, a copied reply) change rows too:
+    their version is a setting, so older rows are never mixed with new ones."""
+    import longreward.stages.score as stage
+    from longreward.stages.score import score_file
+    from longreward.store import StaleRunError
+
+    judge_double.responder = Honest()
+    inp = tmp_path / "in.jsonl"
+    inp.write_text("".join(json.dumps(r) + "\n" for r in world_rows(("en",))), encoding="utf-8")
+    out = tmp_path / "scored.jsonl"
+    monkeypatch.setattr(stage, "REWARD_RULES_VERSION", stage.REWARD_RULES_VERSION - 1)
+    assert asyncio.run(score_file(inp, out, options(judge_double))).exit_code == 0
+    rows = out.read_text(encoding="utf-8")
+    monkeypatch.undo()
+    with pytest.raises(StaleRunError, match="reward_rules"):
+        asyncio.run(score_file(inp, out, options(judge_double)))
+    assert out.read_text(encoding="utf-8") == rows

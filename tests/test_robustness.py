@@ -51,6 +51,7 @@ from persuadable_judges import (
     LayoutSensitive,
     SelfPraising,
     StatementInventing,
+    Verbose,
     world_rows,
 )
 from test_report import CHROMIUM, _chromium, _console_errors
@@ -60,10 +61,9 @@ EXAMPLES = Path(__file__).resolve().parents[1] / "src" / "longreward" / "example
 #: what the suite shows on each persuadable judge today, before the defences of issue 21:
 #: (judge, class) -> the least win rate it must report. A defence that closes a weakness
 #: turns its line into an upper bound (and the issue's targets: win rate ≤ 10%, gain ≤ 0.25).
+#: Self-praise, notes to the grader and fake turn ends (0.99 before) are closed: see
+#: tests/test_addressed_text.py, which runs the suite with those judges for the gate's targets.
 BEFORE = {
-    ("self_praising", "self_praise"): 0.99,
-    ("self_praising", "grader_note"): 0.99,
-    ("analysis_copying", "fake_turn"): 0.99,
     ("empty_rating", "master_key"): 0.49,  # the flawed answers' master keys beat them
 }
 
@@ -255,8 +255,6 @@ def test_a_layout_sensitive_judge_moves_only_when_it_sees_the_raw_layout(judge_d
 
 
 @pytest.mark.parametrize(("judge", "classes"), [
-    (SelfPraising, ["self_praise", "grader_note"]),
-    (AnalysisCopying, ["fake_turn"]),
     (EmptyRating, ["master_key"]),
 ])
 def test_the_suite_shows_each_persuadable_judges_weakness(judge_double, tmp_path, judge,
@@ -320,16 +318,16 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def test_cli_gate_exit_codes_and_a_free_rerun(judge_double, tmp_path):
-    judge_double.responder = SelfPraising()
+    judge_double.responder = Verbose()  # padding wins on it, whatever the flags
     answers = write_answers(tmp_path / "answers.jsonl", ("en",))
     base = [str(answers), "-o", "r.json", "--base-url", judge_double.base_url, "--model",
-            "judge-double", "--max-retries", "0", "--classes", "self_praise,layout",
+            "judge-double", "--max-retries", "0", "--classes", "padding,layout",
             "--variants-per-class", "2", "--no-progress", "--bootstrap", "100"]
     r = _cli(*base, "--max-win-rate", "0.5", cwd=tmp_path)
     assert r.returncode == GATE_EXIT_CODE, r.stderr
-    assert "gate:" in r.stderr and "self_praise: win rate 100.0% > 50.0%" in r.stderr
+    assert "gate:" in r.stderr and "padding: win rate 100.0% > 50.0%" in r.stderr
     result = RobustnessResult.read(tmp_path / "r.json")
-    assert list(result.failed) == ["self_praise"] and result.exit_code == GATE_EXIT_CODE
+    assert list(result.failed) == ["padding"] and result.exit_code == GATE_EXIT_CODE
     # the same run with the gate open: no judge call at all, the same figures, exit 0
     sent = judge_double.count()
     r = _cli(*base, "--max-win-rate", "1", "--max-gain", "10", cwd=tmp_path)
@@ -424,14 +422,14 @@ def test_a_scored_file_is_attacked_with_its_documents_from_its_run(judge_double,
 
 
 def test_report_shows_the_robustness_section(judge_double, tmp_path):
-    result = run_suite(judge_double, tmp_path, SelfPraising(), ["self_praise", "layout"],
+    result = run_suite(judge_double, tmp_path, Verbose(), ["padding", "layout"],
                        languages=("en",), max_win_rate=0.1)
     out = tmp_path / "report.html"
     build_report([tmp_path / "r.json"], out)
     page = out.read_text(encoding="utf-8")
     section = page[page.index('<section id="robustness">'):]
     section = section[:section.index("</section>")]
-    for text in ("self_praise", "layout", "win rate", "FAIL", "max_win_rate"):
+    for text in ("padding", "layout", "win rate", "FAIL", "max_win_rate"):
         assert text in section, text
     assert "<svg" in section
     assert result.variant_details[0].attack in section

@@ -67,6 +67,8 @@ class TagStats:
     #: asks that ended with no value because of the judged answer's text (ambiguity it made,
     #: a refusal it provoked): the dimension scores its minimum, not null
     answer_caused: int = 0
+    #: replies set aside as copies of the judged text (``copied_reply``), each re-asked
+    copied: int = 0
     usage: Usage = field(default_factory=Usage)
 
     def as_dict(self) -> dict[str, int]:
@@ -81,6 +83,7 @@ class TagStats:
             "nonce_verdicts": self.nonce_verdicts,
             "fallback_verdicts": self.fallback_verdicts,
             "answer_caused": self.answer_caused,
+            "copied": self.copied,
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
             "cached_tokens": self.usage.cached_tokens,

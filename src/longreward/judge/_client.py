@@ -73,8 +73,10 @@ from ._types import (
     reply_mode_of,
 )
 from ._verdict import (
+    CopyCheck,
     Path,
     blame,
+    copied_reply,
     is_content_filter,
     locate_json,
     make_nonce,
@@ -111,6 +113,8 @@ class Asked(Generic[T]):
     path: Path | None = None
     #: why there is no value ("answer", "judge"); None with a value
     cause: Cause | None = None
+    #: replies set aside as copies of the judged text (``copied_reply``) and re-asked
+    copied: int = 0
 
     @property
     def ok(self) -> bool:
@@ -385,6 +389,7 @@ class ModelClient:
         attempts: int = 5,
         retry_temperature: float = 0.95,
         nonce: str | None = None,
+        copy_check: CopyCheck | None = None,
     ) -> Asked[T]:
         """Ask for a reply of type ``reply_model``; never raises for a judge failure (only
         ``JudgeFatalError``, which stops the run).
@@ -392,7 +397,11 @@ class ModelClient:
         ``build_messages(mode)`` builds the prompt for "json" (a JSON reply, whichever JSON
         rung carries the request) or "text" (tagged reply parsed by ``parse_text``, which
         raises ``ReplyParseError``). ``nonce``: the request's nonce, which the prompt asks the
-        judge to write into its verdict (required in the JSON schema).
+        judge to write into its verdict (required in the JSON schema). ``copy_check``: when
+        given, a reply whose ``analysis`` is copied from the judged text's judge-like parts or
+        reproduces a span flagged as addressed to the grader is not the judge's own
+        (``copied_reply``): it is re-asked, and when every attempt copies, the failure is the
+        answer's.
         """
         config = config or GenerateConfig()
         schema = json_schema_of(reply_model)
@@ -409,21 +418,19 @@ class ModelClient:
         attempt = 0
         #: set once the judged text made a reply unreadable or provoked a refusal: why
         answer_caused: str | None = None
+        copied = 0
+
+        def outcome(**fields: Any) -> Asked[T]:
+            """The ask's outcome, with the counts so far."""
+            return Asked(mode=mode, usage=usage, calls=calls, attempts=attempt, copied=copied,
+                         **fields)
 
         def give_up(reason: str, cause: Cause = "judge") -> Asked[T]:
             self.stats._bump(tag, "unscored")
             if cause == "answer":
                 self.stats._bump(tag, "answer_caused")
-            return Asked(
-                value=None,
-                error=redact(reason),
-                raw=[redact(r) for r in raw],
-                mode=mode,
-                usage=usage,
-                calls=calls,
-                attempts=attempt,
-                cause=cause,
-            )
+            return outcome(value=None, error=redact(reason), raw=[redact(r) for r in raw],
+                           cause=cause)
 
         while attempt < attempts:
             wire = self._ladder.current()
@@ -484,17 +491,14 @@ class ModelClient:
                     if cause == "answer":
                         answer_caused = answer_caused or reason
                 else:
-                    self.stats._bump(tag, f"{path}_verdicts")
-                    return Asked(
-                        value=value,
-                        error=None,
-                        raw=raw,
-                        mode=mode,
-                        usage=usage,
-                        calls=calls,
-                        attempts=attempt,
-                        path=path,
-                    )
+                    copy = self._copy(value, copy_check)
+                    if copy is None:
+                        self.stats._bump(tag, f"{path}_verdicts")
+                        return outcome(value=value, error=None, raw=raw, path=path)
+                    # parsed, but the answer's words, not the judge's: re-ask
+                    reason, answer_caused = copy, answer_caused or copy
+                    copied += 1
+                    self.stats._bump(tag, "copied")
             reasons.append(reason)
             self.stats._bump(tag, "unparsable")
             logger.debug("unparsable %s reply (attempt %d/%d): %s", tag, attempt, attempts, reason)
@@ -506,6 +510,15 @@ class ModelClient:
         extra = "" if answer_caused == last else f"; last problem: {last}"
         return give_up(f"no parsable reply after {attempt} attempt(s); the judged text made "
                        f"it unreadable: {answer_caused}{extra}", "answer")
+
+    @staticmethod
+    def _copy(value: Any, check: CopyCheck | None) -> str | None:
+        """Why the parsed reply ``value`` is not the judge's own (``copied_reply``), or None;
+        only checked when the caller asked (``copy_check``)."""
+        analysis = getattr(value, "analysis", None)
+        if check is None or not isinstance(analysis, str):
+            return None
+        return copied_reply(analysis, check)
 
     # ------------------------------------------------------------------ accounting
 

@@ -543,6 +543,76 @@ def parse_json_reply(text: str, model: type[T],
     return locate_json(text, model, messages, nonce).value
 
 
+# --------------------------------------------------------------------------- copied replies
+
+#: an answer's span of at least this many (folded) characters (a CJK character counts two)
+#: found in the judge's analysis is copied text; a judge quoting a phrase of the answer
+#: quotes less than this at a time
+_COPY_MIN_CHARS = 24
+#: a reply whose analysis is copied from the answer for more than this share is not the
+#: judge's own
+_COPY_SHARE = 0.5
+#: quoted passages (the judge quoting an error it found) are the judge's own analysis
+_QUOTED = re.compile(r'"[^"\n]{1,400}"|“[^”\n]{1,400}”|「[^」\n]{1,400}」|『[^』\n]{1,400}』'
+                     r"|‘[^’\n]{1,400}’|^\s*>.*$", re.MULTILINE)
+
+
+def _size(text: str) -> int:
+    """Length with each CJK character counted twice (one carries about a word's worth)."""
+    return len(text) + sum(1 for ch in text if "\u4e00" <= ch <= "\u9fff")
+
+
+def _copied_chars(text: str, source: str) -> int:
+    """Size (``_size``) of the parts of ``text`` that lie in common runs of
+    ``_COPY_MIN_CHARS`` or more with ``source`` (both folded)."""
+    from difflib import SequenceMatcher
+
+    if _size(text) < _COPY_MIN_CHARS or _size(source) < _COPY_MIN_CHARS:
+        return 0
+    blocks = SequenceMatcher(None, text, source, autojunk=False).get_matching_blocks()
+    runs = (_size(text[b.a:b.a + b.size]) for b in blocks)
+    return sum(n for n in runs if n >= _COPY_MIN_CHARS)
+
+
+@dataclass(frozen=True)
+class CopyCheck:
+    """What a judge's analysis must not be made of (``copied_reply``): the spans of the judged
+    text flagged as addressed to the grader, and its judge-like parts (sentences that speak
+    of quality, checking, scores or the grader, flagged or not). Made by the reward layer,
+    which knows the detector (``reward.injection.copy_check``)."""
+
+    flagged: tuple[str, ...] = ()
+    judge_like: tuple[str, ...] = ()
+
+
+def copied_reply(analysis: str, check: CopyCheck) -> str | None:
+    """Why a judge's ``analysis`` is not its own, or None when it is.
+
+    Issue 21 saw a real judge answer a fake end of turn by copying the analysis the answer
+    had written for it, word for word, with the score it named. Such a reply carries the
+    request's nonce and parses, yet its verdict is the answer's: it is not the judge's own when
+    it reproduces a span flagged as addressed to the grader (whole, or half of it), or when
+    more than half of it (quoted passages aside) is copied from the judged text's judge-like
+    parts. Copying the answer's plain content is not caught: a judge restating the facts it
+    judges (or the dry-run provider, which builds replies from them) writes no verdict of the
+    answer's. Quotes (in quotation marks or ``>`` lines) are left out first: a logicality
+    analysis that quotes the answer's error to name it is the judge's work."""
+    own = fold(_QUOTED.sub(" ", analysis))
+    if not own:
+        return None
+    for span in check.flagged:
+        piece = fold(span)
+        if _size(piece) >= _COPY_MIN_CHARS and (piece in own or _copied_chars(
+                own, piece) >= min(_size(piece) // 2, 3 * _COPY_MIN_CHARS)):
+            return ("the judge's analysis reproduces text the answer addressed to its grader: "
+                    f"{short(span, 80)}")
+    n = _copied_chars(own, fold("\n".join(check.judge_like)))
+    if n > _COPY_SHARE * _size(own):
+        return (f"the judge's analysis is copied from the judged text ({n} of {_size(own)} "
+                "characters, from its judge-like sentences)")
+    return None
+
+
 # --------------------------------------------------------------------------- refusals
 
 #: the opening of a judge's refusal to judge, in English or Chinese ("I cannot tell" is not

@@ -7,7 +7,7 @@ from collections import Counter
 from html import escape
 from typing import Any
 
-from ..reward.injection import STEERING, flag_counts
+from ..reward.injection import Flag, copy_reasks, flag_counts
 from ._load import ScoredFile
 
 
@@ -17,6 +17,7 @@ def flags_section(files: list[ScoredFile]) -> str:
     answers = flagged = floored = dropped = 0
     kinds: Counter[str] = Counter()
     caused: Counter[str] = Counter()
+    copies = 0
     for f in files:
         for row in f.rows:
             answers += 1
@@ -25,6 +26,7 @@ def flags_section(files: list[ScoredFile]) -> str:
                 flagged += 1
                 kinds.update(flag_counts(flags))
             caused.update((row.get("answer_caused") or {}).keys())
+            copies += copy_reasks(row.get("details") or {})
             floored += bool(row.get("floor"))
             faith = (row.get("details") or {}).get("faithfulness") or {}
             dropped += int(faith.get("n_dropped") or 0)
@@ -34,19 +36,21 @@ def flags_section(files: list[ScoredFile]) -> str:
                  f"floor (no grounded statement, no covered point, low helpfulness: 0 on "
                  f"every dimension); {dropped} statements of the judge's split were dropped as "
                  "not grounded in the answer's own text.</p>")
-    if not flagged and not caused:
+    if not flagged and not caused and not copies:
         body = ('<p class="muted">No answer holds verdict-shaped or judge-addressed text, and '
                 "no dimension was set to 0 because of an answer's text.</p>")
     else:
         rate = f"{flagged} of {answers} answers ({100.0 * flagged / answers:.1f}%)"
         rows = "".join(
-            f"<tr><td>{escape(k)}</td><td>{'steering' if k in STEERING else 'verdict'}</td>"
+            f"<tr><td>{escape(k)}</td><td>{Flag(k, 0, 0, '').family}</td>"
             f'<td class="n">{n}</td></tr>' for k, n in kinds.most_common())
         dims = "".join(f'<tr><td>{escape(d)}</td><td class="n">{n}</td></tr>'
                        for d, n in caused.most_common())
-        body = (f"<p>Flagged: {rate}. A flag is information, not a penalty: the judge's verdict "
-                "decides the score; a dimension is set to 0 only when the answer's text made "
-                "the judge's verdict unreadable.</p>"
+        body = (f"<p>Flagged: {rate}. Flagged text can only lower a score: a flagged answer is "
+                "judged with and without its flagged spans and keeps the lower score; a "
+                "dimension is set to 0 when the answer's text made the judge's verdict "
+                "unreadable, or the judge kept copying the answer. Judge replies copied from "
+                f"the answer (re-asked): {copies}.</p>"
                 + (f"<table><thead><tr><th>kind</th><th>family</th><th>flags</th></tr></thead>"
                    f"<tbody>{rows}</tbody></table>" if rows else "")
                 + (f"<h4>Dimensions set to 0 by the answer's text</h4><table><thead><tr>"

@@ -38,9 +38,10 @@ from .dimensions import (
     JudgeSettings,
     PromptWork,
     combine_reward,
+    lower_of,
     registered,
 )
-from .injection import Flag, find_flags
+from .injection import Flag, find_flags, strip_flagged
 
 logger = logging.getLogger(__name__)
 
@@ -260,13 +261,17 @@ class LongReward:
 
     async def _score_answer(self, work: PromptWork, record: PromptRecord,
                             cand: Candidate) -> ScoredAnswer:
-        dims = registered()
         # The one place the answer enters: the judge sees (and the cache keys hold) its
         # canonical layout, so layout alone never moves the reward (text.canonical).
-        judged = canonical_answer(cand.response) if self.options.canonical_layout else cand.response
+        layout = canonical_answer if self.options.canonical_layout else (lambda t: t)
+        flags = find_flags(cand.response)
+        judged = layout(cand.response)
+        clean = layout(strip_flagged(cand.response, flags)) if flags else judged
         inp = DimensionInput(work, record.query, judged, self.settings, self.options)
+        clean_inp = None if clean == judged else DimensionInput(
+            work, record.query, clean, self.settings, self.options)
         names = self.options.dimensions
-        done = await gather_or_cancel(*(self._guarded(n, dims[n].score(inp), record, cand)
+        done = await gather_or_cancel(*(self._dimension(n, inp, clean_inp, record, cand)
                                       for n in names))
         results = dict(zip(names, done, strict=True))
         floor = non_answer_floor(results, self.options)
@@ -274,7 +279,24 @@ class LongReward:
                                       unscored=self.options.unscored_dimension)
         return ScoredAnswer(cand.id, record.prompt_id, record.query, cand.response,
                             work.language, results, reward, used, cand.extra,
-                            record.document_key, find_flags(cand.response), floor)
+                            record.document_key, flags, floor)
+
+    async def _dimension(self, name: str, inp: DimensionInput, clean: DimensionInput | None,
+                         record: PromptRecord, cand: Candidate) -> DimensionResult:
+        """One dimension of one answer. An answer holding flagged text (addressed to its
+        grader, or verdict-shaped: ``reward.injection``) is judged with and without the
+        flagged spans and keeps the lower score (``lower_of``), so that text can only lower
+        the reward: what it says never earns a statement or a covered point, and a judge it
+        persuaded is outvoted by the same judge reading the answer without it. Issue 21 asks
+        this of the holistic dimensions; the statement-based ones get it too, because a
+        flagged clause may carry a claim ("X, as I have checked"): judging them only without
+        it would hide the claim."""
+        score = registered()[name].score
+        if clean is None:
+            return await self._guarded(name, score(inp), record, cand)
+        both = await gather_or_cancel(self._guarded(name, score(inp), record, cand),
+                                      self._guarded(name, score(clean), record, cand))
+        return lower_of(*both)
 
     async def _guarded(self, name: str, job: Any, record: PromptRecord,
                        cand: Candidate) -> DimensionResult:

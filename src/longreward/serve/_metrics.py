@@ -76,7 +76,9 @@ class _ServiceCollector:
                                ("cache_hits", "Judge calls answered from the cache (run store "
                                 "or an identical call in flight)"),
                                ("retries", "Judge requests retried"),
-                               ("failures", "Judge calls that failed after retries")):
+                               ("failures", "Judge calls that failed after retries"),
+                               ("copied", "Judge replies set aside as copies of the answer "
+                                "(re-asked)")):
             fam = CounterMetricFamily(f"longreward_judge_{key}", help_text, labels=["step"])
             for tag, counters in by_tag.items():
                 fam.add_metric([tag or "other"], counters.get(key, 0))

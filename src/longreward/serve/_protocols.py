@@ -271,6 +271,8 @@ def openrlhf_reply(results: list[ItemResult]) -> dict[str, Any]:
             # the non-answer floor, and statements dropped as not grounded in the answer
             "longreward_floor": [float(r.floor is not None) for r in results],
             "longreward_dropped_statements": [float(r.dropped_statements) for r in results],
+            # judge replies copied from the answer and re-asked (``judge.copied_reply``)
+            "longreward_copy_reasks": [float(r.copy_reasks) for r in results],
         },
         "items": [{"id": r.id, "status": r.status, "mask": r.mask, "reason": _short(r.reason),
                    "fallback_basis": r.fallback_basis, "scores": r.scores,

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from ..errors import LongRewardError
 from ..io.records import Candidate, PromptRecord, document_key, read_prompts
-from ..reward.injection import flag_counts
+from ..reward.injection import copy_reasks, flag_counts
 from ..reward.scorer import LongReward, ScoredAnswer, build_client
 from ..store import MEMORY, PROMPT_META_PREFIX, RunStore, ServiceLock
 from ._neutral import Neutral, NeutralRewards
@@ -98,6 +98,8 @@ class ItemResult:
     floor: str | None = None
     #: statements of the split dropped as not grounded in the answer
     dropped_statements: int = 0
+    #: judge replies set aside as copies of the answer, and re-asked
+    copy_reasks: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "status": self.status, "reward": self.reward, "mask": self.mask,
@@ -106,7 +108,8 @@ class ItemResult:
                 "unscored": self.unscored, "dimensions": self.dimensions,
                 "prompt_id": self.prompt_id, "document": self.document,
                 "prompt_seen": self.prompt_seen, "flags": self.flags, "floor": self.floor,
-                "dropped_statements": self.dropped_statements}
+                "dropped_statements": self.dropped_statements,
+                "copy_reasks": self.copy_reasks}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ItemResult:
@@ -453,11 +456,12 @@ class RewardService:
         unscored = {n: r.unscored_reason or "unscored" for n, r in ans.results.items()
                     if r.score is None}
         flags = [f.to_dict() for f in ans.flags]
+        copies = copy_reasks({n: r.details for n, r in ans.results.items()})
         if ans.reward is not None:
             return ItemResult(item_id, "scored", ans.reward, 1, None, scores, unscored,
                               ans.dimensions, prompt_id=item.prompt_id, document=ans.document,
                               prompt_seen=item.prompt_seen, flags=flags, floor=ans.floor,
-                              dropped_statements=ans.dropped_statements)
+                              dropped_statements=ans.dropped_statements, copy_reasks=copies)
         # No reward: a dimension the judge left unscored (one the answer made unreadable
         # scores its minimum and has a reward), so mask 0, never a mean over fewer dimensions.
         reasons = list(dict.fromkeys(unscored.values()))
@@ -468,7 +472,7 @@ class RewardService:
         return ItemResult(item_id, "unscored", None, 0, reason, scores, unscored, [],
                           prompt_id=item.prompt_id, document=ans.document,
                           prompt_seen=item.prompt_seen, flags=flags,
-                          dropped_statements=ans.dropped_statements)
+                          dropped_statements=ans.dropped_statements, copy_reasks=copies)
 
     async def _fill(self, results: list[ItemResult], groups: list[str | None], fill: Fill,
                     time_left: float) -> None:

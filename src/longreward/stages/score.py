@@ -20,7 +20,7 @@ from ..config import DIMENSION_NAMES, ScoreOptions
 from ..errors import InputFileError, RecordError
 from ..io.files import check_output, iter_rows, rejected_path
 from ..io.records import FieldMap, PromptRecord, group_records, read_prompts
-from ..reward.injection import flag_counts
+from ..reward.injection import copy_reasks, flag_counts
 from ..reward.scorer import LongReward, ScoredAnswer, build_client
 from ..store import TRANSPORT_KEYS, RunStore
 from .runner import Redo, StageOutcome, StageSpec, Unit, fingerprint, run_stage, stage_run_dir
@@ -62,6 +62,8 @@ class ScoreSummary(StageOutcome):
     #: answers given the non-answer floor, and statements dropped as not grounded in the answer
     floored_answers: int = 0
     dropped_statements: int = 0
+    #: judge replies set aside as copies of the answer, and re-asked
+    copy_reasks: int = 0
 
     @property
     def answers_total(self) -> int:
@@ -90,6 +92,7 @@ class ScoreSummary(StageOutcome):
             self.flagged_answers += 1
             for kind, n in flag_counts(row["flags"]).items():
                 self.flags_by_kind[kind] = self.flags_by_kind.get(kind, 0) + n
+        self.copy_reasks += copy_reasks(row.get("details") or {})
         for name, value in row["scores"].items():
             if value is None:
                 self.unscored_by_dimension[name] = self.unscored_by_dimension.get(name, 0) + 1
@@ -122,12 +125,18 @@ class ScoreSummary(StageOutcome):
                 "flagged_answers": self.flagged_answers, "flags": self.flags_by_kind,
                 "floored_answers": self.floored_answers,
                 "dropped_statements": self.dropped_statements,
+                "copy_reasks": self.copy_reasks,
                 "unscored_reasons": dict(self.unscored_reasons.most_common(10)),
                 "exit_code": self.exit_code, "wall_seconds": round(self.wall_seconds, 3),
                 "stats": self.stats}
 
 
 _DIGITS = re.compile(r"\d+(\.\d+)?")
+
+
+#: the version of the reward's rules that are not options; raise it when such a rule changes
+#: what a row holds (3: issue 21's grounding, checklist, floor and flagged-text rules)
+REWARD_RULES_VERSION = 3
 
 
 def score_output_settings(options: ScoreOptions) -> dict[str, Any]:
@@ -139,6 +148,10 @@ def score_output_settings(options: ScoreOptions) -> dict[str, Any]:
         data["judge"].pop(key, None)
     for key in ("base_url", "api_key_env"):
         data["retrieval"].pop(key, None)
+    # rules that are not options (how flagged text is judged, what counts as a copied
+    # reply...) change rows too: their version is a setting, so a run directory scored
+    # under older rules is refused instead of mixing rows made both ways
+    data["reward_rules"] = REWARD_RULES_VERSION
     return data
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ._base import DimensionResult, JudgeSettings, ask_judge, judge_score, usage_dict
+from ._base import DimensionResult, JudgeSettings, ask_judge, judge_score, lower_of, usage_dict
 from ._parse import parse_choice, parse_score
 from ._prompts import MissingVariablesError, PromptTemplate, load_prompt
 from ._registry import Dimension, DimensionInput, registered
@@ -60,7 +60,7 @@ def combine_reward(results: dict[str, DimensionResult],
 __all__ = [
     "DIMENSIONS", "Dimension", "DimensionInput", "DimensionResult", "DocumentWork", "JudgeSettings", "MissingVariablesError",
     "PromptTemplate", "PromptWork", "UNSCORED_RULES", "combine_reward", "extract_points", "faithfulness_score",
-    "load_prompt", "score_completeness", "score_faithfulness", "score_helpfulness",
+    "load_prompt", "lower_of", "score_completeness", "score_faithfulness", "score_helpfulness",
     "registered", "score_logicality",
     # the judge-call helpers the dimensions share, for other judged scores (eval's baselines)
     "ask_judge", "judge_score", "parse_choice", "parse_score", "usage_dict",

@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field, create_model
 
 from ...judge import Cause, GenerateConfig, ModelClient, Usage, canonical
+from ..injection import copy_check as copy_sources
 from ..injection import steers_judge
 from ._prompts import PromptTemplate, ReplyMode
 
@@ -94,6 +95,8 @@ class Answered:
     path: str | None = None
     #: "answer" or "judge" when there is no value
     cause: Cause | None = None
+    #: replies set aside as copies of the answer and re-asked (``judge.copied_reply``)
+    copied: int = 0
 
 
 def request_nonce(client: ModelClient, prompt: PromptTemplate,
@@ -113,6 +116,7 @@ async def ask_judge(
     parse_text: Callable[[str, str], BaseModel],
     *,
     tag: str,
+    copy_check: bool = False,
 ) -> Answered:
     """Fill ``prompt`` and ask the judge through the client's single retry/parse path.
     ``parse_text(reply, shown)`` reads a tagged-text reply; ``shown`` is the prompt's fixed
@@ -124,7 +128,12 @@ async def ask_judge(
     says (so the answer in it cannot know it). A failure with no verdict at all is blamed on
     the answer when the answer holds text that tries to steer the judge (a fake turn, chat
     tokens, "ignore previous instructions": ``injection.steers_judge``): a judge that wrote
-    no verdict after reading it may well have obeyed it."""
+    no verdict after reading it may well have obeyed it.
+
+    ``copy_check``: the reply's analysis must be the judge's own, not a copy of the answer's
+    judge-like text nor of a span of it flagged as addressed to the grader
+    (``injection.copy_check``, ``judge.copied_reply``; for steps whose reply is an opinion of
+    the whole answer)."""
     nonce = request_nonce(settings.client, prompt, variables)
     if nonce is not None:
         variables = {**variables, "nonce": nonce}
@@ -137,13 +146,14 @@ async def ask_judge(
         build, reply_model, lambda raw: parse_text(raw, static), tag=tag,
         config=settings.generate, attempts=settings.attempts,
         retry_temperature=settings.retry_temperature, nonce=variables.get("nonce"),
+        copy_check=copy_sources(static.candidates) if copy_check else None,
     )
     cause, error = asked.cause, asked.error
     if cause == "judge" and asked.raw and any(steers_judge(c) for c in static.candidates):
         cause, error = "answer", (f"{error}; the answer holds text addressed to the judge "
                                   "(flagged), which it may have obeyed")
     return Answered(value=asked.value, error=error, raw=list(asked.raw), usage=asked.usage,
-                    calls=asked.calls, path=asked.path, cause=cause)
+                    calls=asked.calls, path=asked.path, cause=cause, copied=asked.copied)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -177,9 +187,14 @@ async def judge_score(
     """A dimension (or final step) that is one judge call ending in a 0–10 ``score``: the
     reply's other fields and ``details`` go into the result's details, with the path that
     found the verdict (``verdict_paths``); a failed ask makes the dimension unscored (or, when
-    the answer caused it, its minimum) with the reason and the raw replies."""
-    ans = await ask_judge(settings, prompt, variables, reply_model, parse_text, tag=tag or name)
+    the answer caused it, its minimum) with the reason and the raw replies. Its reply is an
+    opinion of the whole answer, so it must be the judge's own: a copy of the answer is
+    re-asked, then blamed on the answer (``copied_replies`` in the details counts them)."""
+    ans = await ask_judge(settings, prompt, variables, reply_model, parse_text, tag=tag or name,
+                          copy_check=True)
     usage = usage_dict(ans.usage, ans.calls)
+    if ans.copied:
+        details = {**details, "copied_replies": ans.copied}
     if ans.value is None:
         return DimensionResult.unscored(name, ans.error or "no reply", cause=ans.cause or "judge",
                                         raw=ans.raw, usage=usage, **details)
@@ -187,3 +202,29 @@ async def judge_score(
     score = float(fields.pop("score"))
     return DimensionResult(name, score, details={**fields, **details, "usage": usage,
                                                  "verdict_paths": {ans.path: 1}})
+
+
+def lower_of(with_text: DimensionResult, without_text: DimensionResult) -> DimensionResult:
+    """The result of a holistic dimension for an answer holding text addressed to its grader
+    (``reward.injection``): judged with and without that text, the lower score is kept, so
+    such text can only lower the reward (issue 21). A side the judge left unscored leaves the
+    dimension unscored (the reward is then null, as for any judge failure), unless the other
+    side is at the minimum already, which no score is below. The kept result's details say
+    both scores (``flagged_text``) and count both sides' calls."""
+    sides = (with_text, without_text)
+    unscored = [r for r in sides if r.score is None]
+    if unscored:
+        floor = [r for r in sides if r.score is not None and r.score <= MINIMUM]
+        return floor[0] if floor else unscored[0]
+    keep_with = float(with_text.score) <= float(without_text.score)  # type: ignore[arg-type]
+    kept, other = (with_text, without_text) if keep_with else (without_text, with_text)
+    usage = dict(kept.details.get("usage") or {})
+    for k, v in (other.details.get("usage") or {}).items():
+        usage[k] = usage.get(k, 0) + v
+    details = {**kept.details, "usage": usage,
+               "flagged_text": {"with": with_text.score, "without": without_text.score,
+                                "kept": "with" if keep_with else "without"}}
+    copies = sum(int(r.details.get("copied_replies", 0)) for r in (with_text, without_text))
+    if copies:
+        details["copied_replies"] = copies
+    return DimensionResult(kept.name, kept.score, kept.unscored_reason, details, kept.cause)
