@@ -6,10 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
+from pydantic import ValidationError
 
+from longreward import ScoreOptions
+from longreward.errors import UsageError
 from longreward.judge import GenerateConfig, ModelClient, create_apis
 from longreward.preference.listwise import (
     LISTWISE_TAG,
@@ -17,7 +22,10 @@ from longreward.preference.listwise import (
     reply_model,
     select_listwise,
 )
+from longreward.preference.pairs import PairOptions
 from longreward.reward.dimensions import JudgeSettings, load_prompt
+from longreward.stages.pairs import build_pairs
+from longreward.stages.run import load_run_config, run_pipeline
 
 SHOWN = re.compile(r"Answer ([A-Z]):\n<answer_([a-z])_([a-z]{16})>\n(.*?)\n</answer_\2_\3>",
                    re.S)
@@ -40,8 +48,9 @@ class ListJudge:
     JSON with the schema's verdict code, or in text ending ``CODE [[X/Y]]``."""
 
     def __init__(self, bias: str | None = None, garbage: bool = False,
-                 text_prefix: str = "") -> None:
+                 text_prefix: str = "", key: Any = quality) -> None:
         self.bias, self.garbage, self.text_prefix = bias, garbage, text_prefix
+        self.key = key
         self.requests: list[dict[str, Any]] = []
 
     def __call__(self, body: dict[str, Any]) -> str | None:
@@ -54,7 +63,7 @@ class ListJudge:
         if self.bias == "position":
             best, worst = answers[0][0], answers[-1][0]
         else:
-            ranked = sorted(answers, key=lambda a: quality(a[1]))
+            ranked = sorted(answers, key=lambda a: self.key(a[1]))
             best, worst = ranked[-1][0], ranked[0][0]
         code = NONCE.search(body["messages"][-1]["content"].rstrip()).group(1)
         if body.get("response_format"):
@@ -202,3 +211,84 @@ def test_listwise_prompts_have_the_same_variables(language):
     p = load_prompt("listwise", language, "longreward.preference")
     assert p.variables == {"document", "query", "answers", "labels", "nonce"}
     assert p.takes_nonce
+
+
+# --------------------------------------------------------------------------- pairs and run
+
+
+def judge_options(double) -> ScoreOptions:
+    return ScoreOptions.model_validate({"judge": {
+        "provider": "openai_compatible", "model": "judge-double", "base_urls": [double.base_url],
+        "max_retries": 1, "timeout": 2.0, "attempts": 2}})
+
+
+def write_candidates(path: Path, groups: dict[str, list[str]]) -> None:
+    with open(path, "w", encoding="utf-8") as fh:
+        for pid, answers in groups.items():
+            for i, text in enumerate(answers):
+                fh.write(json.dumps({"id": f"{pid}-{i}", "prompt_id": pid, "sample_index": i,
+                                     "response": text, "query": f"What about {pid}?",
+                                     "context": f"A short document about {pid}."}) + "\n")
+
+
+def test_pairs_from_unscored_answers_with_listwise_selection(judge_double, tmp_path):
+    judge = ListJudge()
+    judge_double.responder = judge
+    cands = tmp_path / "candidates.jsonl"
+    write_candidates(cands, {"p1": ["Fair. Q=5", "Best. Q=9", "Worst. Q=1", "Good. Q=7"],
+                             "p2": ["Alone. Q=3"]})
+    options = PairOptions(selection="listwise", min_candidates=2, write_parquet=False)
+    out = tmp_path / "pairs.jsonl"
+    summary = build_pairs(cands, out, options, judge=judge_options(judge_double))
+    assert summary.pairs == 1 and summary.skipped == {"too_few_candidates": 1}
+    (row,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert (row["chosen_id"], row["rejected_id"]) == ("p1-1", "p1-2")
+    assert row["chosen"][-1]["content"] == "Best. Q=9" and row["margin"] is None
+    assert row["selection"]["mode"] == "listwise" and row["selection"]["orders_agreed"] == 2
+    assert summary.stats["listwise"]["requests"] == 2
+    assert "listwise" in Path(summary.card).read_text()
+    # a rerun asks nothing: the calls come from the output's run store
+    sent = len(judge.requests)
+    again = build_pairs(cands, out, options, judge=judge_options(judge_double))
+    assert len(judge.requests) == sent and again.stats["listwise"]["requests"] == 0
+    assert [json.loads(line) for line in out.read_text().splitlines()] == [row]
+
+
+def test_listwise_pairs_without_a_judge_or_with_reward_rules_are_refused(tmp_path):
+    cands = tmp_path / "c.jsonl"
+    write_candidates(cands, {"p": ["a", "b"]})
+    with pytest.raises(UsageError, match="asks a judge"):
+        build_pairs(cands, tmp_path / "o.jsonl", PairOptions(selection="listwise",
+                                                             min_candidates=2))
+    with pytest.raises(ValidationError, match="listwise selection does not give"):
+        PairOptions(selection="listwise", min_margin=1.0)
+
+
+def test_run_with_listwise_selection_skips_scoring_and_resumes_without_calls(judge_double,
+                                                                            tmp_path):
+    from test_pipeline import write_setup
+
+    # any order-independent preference will do: the text itself, compared as a string
+    judge_double.responder = ListJudge(key=lambda text: text)
+    path = write_setup(tmp_path, judge_double.base_url, bad_row=False)
+    config = yaml.safe_load(path.read_text())
+    config["pairs"] = {"format": "trl", "min_candidates": 3, "selection": "listwise",
+                       "listwise": {"group_size": 3}}
+    path.write_text(yaml.safe_dump(config))
+    cfg = load_run_config(path)
+    s = asyncio.run(run_pipeline(cfg))
+    assert s.score is None and not Path(cfg.outputs.scored).exists()
+    assert s.pairs.pairs == 3 and s.exit_code == 0
+    # 5 answers in groups of 3: two groups, then a winners' and a losers' round of two
+    assert s.model_calls["pairs"] == 3 * 8
+    answers: dict[str, list[str]] = {}
+    for line in Path(cfg.outputs.candidates).read_text().splitlines():
+        c = json.loads(line)
+        answers.setdefault(c["prompt_id"], []).append(c["response"])
+    for row in map(json.loads, Path(cfg.outputs.pairs).read_text().splitlines()):
+        texts = answers[row["prompt_id"]]
+        assert row["chosen"][-1]["content"] == max(texts)
+        assert row["rejected"][-1]["content"] == min(texts)
+    n = judge_double.count()
+    again = asyncio.run(run_pipeline(cfg))
+    assert judge_double.count() == n and again.model_calls == {"sample": 0, "pairs": 0}

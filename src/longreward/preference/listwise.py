@@ -58,7 +58,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, create_model, model_validator
 
-from ..judge import Cause, PromptText, fence, fold, neutralise
+from ..judge import Cause, GenerateConfig, ModelClient, PromptText, fence, fold, neutralise
 from ..judge._verdict import locate_verdict
 from ..retrieval import BM25Retriever
 from ..reward.dimensions import JudgeSettings, load_prompt, usage_dict
@@ -72,6 +72,7 @@ __all__ = [
     "GroupVerdict",
     "ListwiseOptions",
     "ListwiseSelection",
+    "judge_settings",
     "reply_model",
     "select_listwise",
 ]
@@ -391,6 +392,15 @@ class _Selector:
 class _Unjudged(Exception):
     def __init__(self, ballot: Ballot) -> None:
         self.ballot = ballot
+
+
+def judge_settings(client: ModelClient, options: Any) -> JudgeSettings:
+    """How listwise calls ask ``client``: the judge section (``JudgeOptions``) of ``options``
+    (a ``ScoreOptions``), the same temperature, length and re-asks the dimensions use."""
+    j = options.judge
+    return JudgeSettings(client=client, generate=GenerateConfig(temperature=j.temperature,
+                                                                max_tokens=j.max_tokens),
+                         attempts=j.attempts, retry_temperature=j.retry_temperature)
 
 
 async def select_listwise(settings: JudgeSettings, *, context: str, query: str,
