@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +30,7 @@ from longreward.reward.dimensions import JudgeSettings, load_prompt
 from longreward.stages.pairs import build_pairs
 from longreward.stages.run import load_run_config, run_pipeline
 
+SRC = Path(__file__).resolve().parents[1] / "src"
 SHOWN = re.compile(r"Answer ([A-Z]):\n<answer_([a-z])_([a-z]{16})>\n(.*?)\n</answer_\2_\3>",
                    re.S)
 NONCE = re.compile(r"(?:Verdict code of this request:|本次请求的判定码：)\s*([A-Z0-9]+)\s*$")
@@ -196,6 +200,19 @@ def test_chinese_questions_get_the_chinese_prompt(judge_double):
     assert "最差" in judge.requests[0]["messages"][0]["content"]
 
 
+def test_groups_are_balanced_and_never_leave_an_answer_alone():
+    from longreward.preference.listwise import _split
+
+    for k in range(3, 8):
+        for n in range(k + 1, 40):
+            groups = _split(list(range(n)), k)
+            sizes = [len(g) for g in groups]
+            assert sum(groups, []) == list(range(n))
+            assert max(sizes) <= k and min(sizes) >= 2 and max(sizes) - min(sizes) <= 1
+    with pytest.raises(ValidationError):
+        ListwiseOptions(group_size=2)
+
+
 def test_reply_model_names_only_shown_answers_and_two_different_ones():
     model = reply_model(3)
     assert model.model_json_schema()["properties"]["best"]["enum"] == ["A", "B", "C"]
@@ -292,3 +309,26 @@ def test_run_with_listwise_selection_skips_scoring_and_resumes_without_calls(jud
     n = judge_double.count()
     again = asyncio.run(run_pipeline(cfg))
     assert judge_double.count() == n and again.model_calls == {"sample": 0, "pairs": 0}
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "longreward", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_cli_pairs_with_listwise_selection(judge_double, tmp_path):
+    judge_double.responder = ListJudge()
+    write_candidates(tmp_path / "c.jsonl", {"p1": ["Fair. Q=5", "Best. Q=9", "Worst. Q=1"]})
+    done = _cli("pairs", "c.jsonl", "-o", "pairs.jsonl", "--selection", "listwise",
+                "--min-candidates", "2", "--group-size", "3", "--base-url",
+                judge_double.base_url, "--model", "judge-double", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    (row,) = map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())
+    assert (row["chosen_id"], row["rejected_id"]) == ("p1-1", "p1-2")
+    assert "both orders agreed" in done.stderr
+    # judge flags without listwise selection are a usage error, not silently ignored
+    wrong = _cli("pairs", "c.jsonl", "-o", "other.jsonl", "--model", "judge-double",
+                 cwd=tmp_path)
+    assert wrong.returncode == 2 and "--selection listwise" in wrong.stderr

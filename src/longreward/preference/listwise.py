@@ -93,7 +93,10 @@ class ListwiseOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    group_size: int = Field(4, ge=2, le=len(LABELS),
+    #: at least 3: balanced groups of at most k then never leave an answer alone in a group
+    #: (k = 2 with an odd count would; a group of one cannot name a best and a different
+    #: worst). Two answers in all are still one group of 2.
+    group_size: int = Field(4, ge=3, le=len(LABELS),
                             description="answers one judge call compares (tournaments above)")
     max_prompt_tokens: int | None = Field(
         None, ge=1024, description="a request longer than this shows evidence excerpts "
@@ -241,8 +244,8 @@ class ListwiseSelection:
 
 
 def _split(members: list[int], k: int) -> list[list[int]]:
-    """Balanced groups of at most ``k`` (so none has a single answer when there are more
-    than k): sizes differ by at most one."""
+    """Balanced groups of at most ``k``: sizes differ by at most one, so with k ≥ 3 and more
+    than k answers every group has at least two."""
     groups = -(-len(members) // k)
     size, extra = divmod(len(members), groups)
     out, at = [], 0

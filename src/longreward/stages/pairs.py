@@ -123,9 +123,9 @@ class PairsSummary:
             "dimension_rule": "the --not-worse-on rule removed them: relax it",
             "identical_answers": "the highest and lowest answers are identical: sample at a "
                                  "higher temperature",
-            "unjudged": "the judge gave no readable listwise verdict (see the reasons with "
-                        "--verbose; is the endpoint up, and is its context long enough? "
-                        "set listwise.max_prompt_tokens to show evidence instead)",
+            "unjudged": "the judge gave no readable listwise verdict (the reasons are in the "
+                        "dataset card, under listwise; is the endpoint up, and is its context "
+                        "long enough? set listwise.max_prompt_tokens to show evidence instead)",
             "orders_disagree": "the judge named different answers in the two orders (position "
                                "bias): use a stronger judge, smaller groups "
                                "(listwise.group_size), or pointwise scoring",
@@ -504,9 +504,10 @@ def _listwise_stats(outcomes: Iterable[ListwiseSelection]) -> dict[str, Any]:
     usage: Counter[str] = Counter()
     for o in outcomes:
         usage.update(o.usage)
+    reasons = list(dict.fromkeys(o.reason for o in outcomes if o.skip == "unjudged"))
     return {"prompts_judged": len(outcomes), "orders_agreed": agreed, "orders_asked": asked,
             "position_consistency": round(agreed / asked, 4) if asked else None,
-            **dict(usage)}
+            "unjudged_reasons": reasons[:5], **dict(usage)}
 
 
 def card_path_for(output_path: str | Path) -> Path:
