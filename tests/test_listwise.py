@@ -332,3 +332,39 @@ def test_cli_pairs_with_listwise_selection(judge_double, tmp_path):
     wrong = _cli("pairs", "c.jsonl", "-o", "other.jsonl", "--model", "judge-double",
                  cwd=tmp_path)
     assert wrong.returncode == 2 and "--selection listwise" in wrong.stderr
+
+
+# --------------------------------------------------------------------------- eval agreement
+
+
+def test_eval_agreement_has_a_listwise_mode_row_with_its_cost(judge_double, tmp_path):
+    from eval_judge import EvalJudge, mark
+    from longreward.eval.agreement import AgreementOptions, evaluate_agreement
+    from test_eval_agreement import options as eval_options
+    from test_eval_agreement import write_pairwise
+
+    scorer_judge = EvalJudge()
+    # listwise prefers the higher P= mark, as the double's pairwise baseline does
+    listwise_judge = ListJudge(key=lambda text: mark(text, "P") or 0)
+    judge_double.responder = lambda body: listwise_judge(body) or scorer_judge(body)
+    data = tmp_path / "pairs.jsonl"
+    write_pairwise(data)
+    agreement = AgreementOptions(baselines=["pairwise"], bootstrap=0,
+                                 listwise=ListwiseOptions())
+    result = asyncio.run(evaluate_agreement(data, tmp_path / "r.json",
+                                            eval_options(judge_double, dims=("helpfulness",)),
+                                            agreement))
+    rows = {m.name: m for m in result.methods}
+    lw = rows["listwise"]
+    assert lw.group == "mode" and [m.name for m in result.methods][:2] == ["reward", "listwise"]
+    # p1 a, p3 b right; p4 b wrong; p2 and p5 (equal or no marks) split by order: ties
+    assert (lw.agree, lw.disagree, lw.ties, lw.abstained) == (2, 1, 2, 0)
+    assert lw.accuracy == pytest.approx(0.6)
+    assert lw.cost.calls == 10 and lw.cost.prompt_tokens > 0  # 2 per prompt, 5 prompts
+    assert [p.verdicts["listwise"] for p in result.pair_details] == \
+        [p.verdicts["pairwise"] for p in result.pair_details]
+    bias = next(d for d in result.diagnostics if d.name == "position_bias")
+    assert "listwise" in json.dumps(bias.model_dump())
+    # the file reads back with the row
+    again = type(result).read(tmp_path / "r.json")
+    assert {m.name: m.group for m in again.methods}["listwise"] == "mode"

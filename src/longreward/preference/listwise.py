@@ -225,15 +225,34 @@ class ListwiseSelection:
                     agreed += (g.best is not None) + (g.worst is not None)
         return agreed, asked
 
-    def ranks(self, n: int) -> list[int]:
-        """A coarse order of the ``n`` answers for pair verdicts: 1 chosen, −1 rejected,
-        0 any other (an answer is neither better nor worse than another in the middle)."""
-        out = [0] * n
-        if self.chosen is not None:
-            out[self.chosen] = 1
-        if self.rejected is not None:
-            out[self.rejected] = -1
-        return out
+    def verdict(self, a: int, b: int) -> Literal["a", "b", "tie"] | None:
+        """Which of answers ``a`` and ``b`` the selection prefers: the chosen one beats every
+        other, the rejected one loses to every other, two others tie (so do all when the
+        orders disagreed, as the pairwise baseline counts a split verdict); None when the
+        judge gave no verdict."""
+        if self.skip in ("unjudged", "too_few_candidates"):
+            return None
+        return _compare(_rank(a, self.chosen, self.rejected), _rank(b, self.chosen, self.rejected))
+
+    def orders(self, a: int, b: int) -> list[str] | None:
+        """The verdict on ``a`` against ``b`` of each order of the first-round group that
+        showed both, the order that showed ``a`` before ``b`` first (as the pairwise
+        baseline's straight and swapped calls, for the position-bias diagnostic); None when
+        no group showed both or a call failed."""
+        for g in self.rounds[0] if self.rounds else []:
+            if a in g.members and b in g.members and g.failed is None:
+                ballots = sorted(g.ballots, key=lambda x: x.order.index(a) > x.order.index(b))
+                return [_compare(_rank(a, x.best, x.worst), _rank(b, x.best, x.worst))
+                        for x in ballots]
+        return None
+
+
+def _rank(i: int, best: int | None, worst: int | None) -> int:
+    return 1 if i == best else -1 if i == worst else 0
+
+
+def _compare(x: int, y: int) -> Literal["a", "b", "tie"]:
+    return "a" if x > y else "b" if y > x else "tie"
 
     def to_dict(self) -> dict[str, Any]:
         agreed, asked = self.position_consistency
