@@ -368,3 +368,30 @@ def test_eval_agreement_has_a_listwise_mode_row_with_its_cost(judge_double, tmp_
     # the file reads back with the row
     again = type(result).read(tmp_path / "r.json")
     assert {m.name: m.group for m in again.methods}["listwise"] == "mode"
+
+
+# --------------------------------------------------------------------------- serve
+
+
+def test_serve_listwise_route_names_the_best_and_worst_of_a_group(judge_double, tmp_path):
+    pytest.importorskip("fastapi")
+    from test_serve import register, serving
+
+    judge = ListJudge()
+    judge_double.responder = judge
+    with serving(judge_double, tmp_path) as (client, _svc):
+        register(client, "ledger", "harbour")
+        r = client.post("/listwise", json={
+            "prompt_id": "ledger", "ids": ["s0", "s1", "s2", "s3", "s4"],
+            "responses": ["Lines 1-3. Q=4", "All lines. Q=9", "Nothing. Q=0", "Q=5 some",
+                          "Most lines. Q=7"], "group_size": 3})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert (body["best_id"], body["worst_id"], body["skip"]) == ("s1", "s2", None)
+        assert body["orders_agreed"] == body["orders_asked"] and body["usage"]["calls"] == 8
+        # the registered document reached the judge
+        assert "harbour ledger" in judge.requests[0]["messages"][-1]["content"]
+        bad = client.post("/listwise", json={"prompt_id": "nope", "responses": ["a", "b"]})
+        assert bad.status_code == 422 and "unknown prompt id" in bad.json()["reason"]
+        short = client.post("/listwise", json={"context": "d", "query": "q", "responses": ["a"]})
+        assert short.status_code == 422
