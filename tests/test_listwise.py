@@ -395,3 +395,33 @@ def test_serve_listwise_route_names_the_best_and_worst_of_a_group(judge_double, 
         assert bad.status_code == 422 and "unknown prompt id" in bad.json()["reason"]
         short = client.post("/listwise", json={"context": "d", "query": "q", "responses": ["a"]})
         assert short.status_code == 422
+
+
+def test_cli_eval_agreement_listwise_row_on_the_shipped_example(tmp_path):
+    example = SRC.parent / "examples" / "longeval_pubmed" / "faithfulness_human.jsonl"
+    out = tmp_path / "agreement.json"
+    done = _cli("eval", "agreement", str(example), "--label-field", "human_faithfulness",
+                "--limit", "3", "-o", str(out), "--dry-run", "--dimensions", "helpfulness",
+                "--baselines", "none", "--listwise", "--listwise-group-size", "3",
+                "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(out.read_text())
+    row = next(m for m in result["methods"] if m["name"] == "listwise")
+    assert row["group"] == "mode" and row["n"] == result["pairs"] == 2  # article_1 ties
+    assert row["cost"]["calls"] >= 4  # 2 prompts with a counted pair: 2 orders each, + re-asks
+    assert result["options"]["agreement"]["listwise"]["group_size"] == 3
+    assert "listwise" in done.stderr
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_text_mode_in_both_languages_keeps_the_nonce(judge_double, language):
+    judge = ListJudge()
+    judge_double.responder = judge
+    query = "How many ships?" if language == "en" else "有多少艘船？"
+    sel, client = select(judge_double, ["Forty. Q=8", "None. Q=1", "Some. Q=4"], query=query,
+                         context="The port handled 40 ships.", structured_output="text",
+                         language=language)
+    assert (sel.chosen, sel.rejected) == (0, 1) and client.reply_mode == "text"
+    assert {b.path for b in sel.rounds[0][0].ballots} == {"nonce"}
+    system = judge.requests[0]["messages"][0]["content"]
+    assert ("VERDICT_CODE [[X/Y]]" in system) and (("最差" in system) == (language == "zh"))
