@@ -232,7 +232,8 @@ class ListwiseSelection:
         judge gave no verdict."""
         if self.skip in ("unjudged", "too_few_candidates"):
             return None
-        return _compare(_rank(a, self.chosen, self.rejected), _rank(b, self.chosen, self.rejected))
+        return _compare(_rank(a, self.chosen, self.rejected),
+                        _rank(b, self.chosen, self.rejected))
 
     def orders(self, a: int, b: int) -> list[str] | None:
         """The verdict on ``a`` against ``b`` of each order of the first-round group that
@@ -246,6 +247,13 @@ class ListwiseSelection:
                         for x in ballots]
         return None
 
+    def to_dict(self) -> dict[str, Any]:
+        agreed, asked = self.position_consistency
+        return {"chosen": self.chosen, "rejected": self.rejected, "skip": self.skip,
+                "reason": self.reason, "cause": self.cause, "language": self.language,
+                "usage": self.usage, "orders_agreed": agreed, "orders_asked": asked,
+                "rounds": [[g.to_dict() for g in r] for r in self.rounds]}
+
 
 def _rank(i: int, best: int | None, worst: int | None) -> int:
     return 1 if i == best else -1 if i == worst else 0
@@ -253,13 +261,6 @@ def _rank(i: int, best: int | None, worst: int | None) -> int:
 
 def _compare(x: int, y: int) -> Literal["a", "b", "tie"]:
     return "a" if x > y else "b" if y > x else "tie"
-
-    def to_dict(self) -> dict[str, Any]:
-        agreed, asked = self.position_consistency
-        return {"chosen": self.chosen, "rejected": self.rejected, "skip": self.skip,
-                "reason": self.reason, "cause": self.cause, "language": self.language,
-                "usage": self.usage, "orders_agreed": agreed, "orders_asked": asked,
-                "rounds": [[g.to_dict() for g in r] for r in self.rounds]}
 
 
 def _split(members: list[int], k: int) -> list[list[int]]:
