@@ -38,7 +38,11 @@ How a prompt's answers are judged (``select_listwise``):
   completeness findings. Which view each group saw is recorded.
 - **Failures have a reason.** A judge failure (after ``ask``'s bounded re-asks) leaves the
   group unjudged and the prompt without a pair ("unjudged", with the judge's reason and
-  cause); never a guess.
+  cause); never a guess. When an answer's own text made the verdict unreadable (the cause is
+  "answer": the reply only copied a verdict the answer wrote, or the judge obeyed text
+  addressed to it), the answers of the group that hold such text (``reward.injection``
+  flags) lose: the first is the group's worst, and the others are judged again without them,
+  the listwise form of "an answer-caused failure scores the minimum".
 
 The judge is asked one overall question (faithfulness, completeness, helpfulness, logic, in
 that order of weight, in the prompt). Per-dimension listwise rounds would cost one more pair
@@ -63,6 +67,7 @@ from ..judge._verdict import locate_verdict
 from ..retrieval import BM25Retriever
 from ..reward.dimensions import JudgeSettings, load_prompt, usage_dict
 from ..reward.dimensions._base import request_nonce
+from ..reward.injection import find_flags, steers_judge
 from ..text import chunk_text, detect_language, get_tokenizer, position_label
 
 __all__ = [
@@ -180,6 +185,10 @@ class GroupVerdict:
     view: str
     best: int | None = None
     worst: int | None = None
+    #: answers set aside because their text made the verdict unreadable (the first is the
+    #: worst), and why; the ballots are then those of the others, judged without them
+    excluded: list[int] = field(default_factory=list)
+    excluded_reason: str | None = None
 
     @property
     def failed(self) -> Ballot | None:
@@ -187,7 +196,9 @@ class GroupVerdict:
 
     def to_dict(self) -> dict[str, Any]:
         return {"members": self.members, "best": self.best, "worst": self.worst,
-                "view": self.view, "ballots": [b.to_dict() for b in self.ballots]}
+                "view": self.view, "excluded": self.excluded,
+                "excluded_reason": self.excluded_reason,
+                "ballots": [b.to_dict() for b in self.ballots]}
 
 
 @dataclass
@@ -220,7 +231,12 @@ class ListwiseSelection:
         agreed = asked = 0
         for groups in self.rounds:
             for g in groups:
-                if g.failed is None:
+                if g.failed is not None or not g.ballots:
+                    continue
+                if g.excluded:  # the worst was the flagged answer, not the orders' choice
+                    asked += 1
+                    agreed += g.best is not None
+                else:
                     asked += 2
                     agreed += (g.best is not None) + (g.worst is not None)
         return agreed, asked
@@ -241,7 +257,8 @@ class ListwiseSelection:
         baseline's straight and swapped calls, for the position-bias diagnostic); None when
         no group showed both or a call failed."""
         for g in self.rounds[0] if self.rounds else []:
-            if a in g.members and b in g.members and g.failed is None:
+            shown = g.ballots and all(a in x.order and b in x.order for x in g.ballots)
+            if shown and g.failed is None:  # (an excluded answer is in no ballot)
                 ballots = sorted(g.ballots, key=lambda x: x.order.index(a) > x.order.index(b))
                 return [_compare(_rank(a, x.best, x.worst), _rank(b, x.best, x.worst))
                         for x in ballots]
@@ -370,6 +387,12 @@ class _Selector:
                         path=asked.path)
         if asked.value is None:
             ballot.error, ballot.cause = asked.error or "no reply", asked.cause or "judge"
+            if ballot.cause == "judge" and asked.raw and any(steers_judge(t) for t in texts):
+                # as for every dimension (``ask_judge``): a judge that wrote no verdict after
+                # reading text addressed to it may well have obeyed it
+                ballot.cause = "answer"
+                ballot.error += ("; an answer holds text addressed to the judge (flagged), "
+                                 "which it may have obeyed")
         else:
             ballot.best = order[labels.index(asked.value.best)]
             ballot.worst = order[labels.index(asked.value.worst)]
@@ -382,11 +405,34 @@ class _Selector:
         ballots = list(await asyncio.gather(self._ask(first, document),
                                             self._ask(first[::-1], document)))
         g = GroupVerdict(members=list(members), ballots=ballots, view=view)
-        if g.failed is None:
+        failed = g.failed
+        if failed is None:
             a, b = ballots
             g.best = a.best if a.best == b.best else None
             g.worst = a.worst if a.worst == b.worst else None
+        elif failed.cause == "answer":
+            return await self._without_flagged(g, failed)
         return g
+
+    async def _without_flagged(self, g: GroupVerdict, failed: Ballot) -> GroupVerdict:
+        """An answer's text made the group's verdict unreadable. The answers holding
+        verdict-shaped or judge-addressed text (``reward.injection``) are the ones that can
+        have done it: they lose (the first is the group's worst), as an answer-caused failure
+        scores a dimension's minimum, so no answer gains by breaking the verdict; the others
+        are judged again without them. With no flagged answer the group stays unjudged."""
+        flagged = [i for i in g.members if find_flags(self.answers[i])]
+        rest = [i for i in g.members if i not in flagged]
+        if not flagged or not rest:
+            return g
+        out = GroupVerdict(members=g.members, ballots=[], view=g.view, worst=flagged[0],
+                           excluded=flagged, excluded_reason=failed.error)
+        if len(rest) == 1:
+            out.best = rest[0]
+            return out
+        inner = await self.group(rest)
+        out.ballots, out.view, out.best = inner.ballots, inner.view, inner.best
+        out.excluded += inner.excluded
+        return out
 
     async def side(self, members: list[int], which: str) -> int | None:
         """The best (or worst) of ``members``: itself when alone, else the agreed choice of
