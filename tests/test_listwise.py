@@ -328,6 +328,19 @@ def test_cli_pairs_with_listwise_selection(judge_double, tmp_path):
     (row,) = map(json.loads, (tmp_path / "pairs.jsonl").read_text().splitlines())
     assert (row["chosen_id"], row["rejected_id"]) == ("p1-1", "p1-2")
     assert "both orders agreed" in done.stderr
+    # a pairs-only config file (keys at the top) with the judge given by flags
+    (tmp_path / "pairs.yaml").write_text("selection: listwise\nmin_candidates: 2\n")
+    flat = _cli("pairs", "c.jsonl", "-o", "flat.jsonl", "-c", "pairs.yaml", "--base-url",
+                judge_double.base_url, "--model", "judge-double", cwd=tmp_path)
+    assert flat.returncode == 0, flat.stderr
+    # a run config: the judge from its score: section
+    (tmp_path / "run.yaml").write_text(yaml.safe_dump({
+        "score": {"judge": {"model": "judge-double", "base_urls": [judge_double.base_url]}},
+        "pairs": {"selection": "listwise", "min_candidates": 2}}))
+    sectioned = _cli("pairs", "c.jsonl", "-o", "run_pairs.jsonl", "-c", "run.yaml",
+                     cwd=tmp_path)
+    assert sectioned.returncode == 0, sectioned.stderr
+    assert (tmp_path / "run_pairs.jsonl").read_text() == (tmp_path / "pairs.jsonl").read_text()
     # judge flags without listwise selection are a usage error, not silently ignored
     wrong = _cli("pairs", "c.jsonl", "-o", "other.jsonl", "--model", "judge-double",
                  cwd=tmp_path)

@@ -238,7 +238,13 @@ def pairs_command(
     judge_flags = score_overrides(borrowed or {})
     judge = None
     if options.selection == "listwise":
-        judge = build_score_options(config, judge_flags, "score")
+        from ..config import load_config_file
+
+        # the judge comes from the config's score: section only: a pairs-only file (its
+        # keys at the top) holds no judge options
+        has_score = config is not None and isinstance(load_config_file(config).get("score"),
+                                                      dict)
+        judge = build_score_options(config if has_score else None, judge_flags, "score")
         dry_run_banner(judge.judge.provider, console=err)
     elif judge_flags:
         raise UsageError(f"judge flags ({', '.join(sorted(judge_flags))}) are for "
