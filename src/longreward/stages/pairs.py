@@ -326,6 +326,10 @@ async def _listwise_selections(build: _PairsBuild, options: PairOptions, judge: 
 
     client = build_client(judge)
     settings = judge_settings(client, judge)
+    listwise = options.listwise
+    if listwise.language == "auto" and judge.language in ("en", "zh"):
+        # the judge's language, as set for scoring (score --language), unless listwise sets one
+        listwise = listwise.model_copy(update={"language": judge.language})
     run_dir.mkdir(parents=True, exist_ok=True)
     if on_start:
         on_start(len(build.order))
@@ -341,7 +345,7 @@ async def _listwise_selections(build: _PairsBuild, options: PairOptions, judge: 
                 return Selection(pid, skip="missing_prompt")
             got = await select_listwise(settings, context=context, query=query,
                                         answers=[c.response for c in group],
-                                        options=options.listwise)
+                                        options=listwise)
             build.listwise[pid] = got
             if got.skip is not None:
                 return Selection(pid, skip=got.skip, detail=got.reason or "")
