@@ -94,7 +94,7 @@ LABELS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 class ListwiseOptions(BaseModel):
     """How listwise selection asks the judge (``pairs --selection listwise``, the ``pairs:``
-    section of a run config, ``eval agreement --baseline listwise``, serve's group route)."""
+    section of a run config, ``eval agreement --listwise``, serve's ``/listwise`` route)."""
 
     model_config = ConfigDict(extra="forbid")
 
