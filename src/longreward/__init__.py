@@ -10,6 +10,12 @@ from .config import JudgeOptions, RetrievalOptions, ScoreOptions
 from .errors import LongRewardError, MissingDependencyError, RecordError
 from .io.records import Candidate, FieldMap, PromptRecord
 from .judge import GenerateConfig, ModelClient, create_apis
+from .preference.listwise import (
+    ListwiseOptions,
+    ListwiseSelection,
+    judge_settings,
+    select_listwise,
+)
 from .reward.dimensions import DIMENSIONS, DimensionResult, combine_reward
 from .reward.scorer import LongReward, ScoredAnswer
 from .stages.score import ScoreSummary, score_file
@@ -18,7 +24,8 @@ __version__ = "0.2.0"
 
 __all__ = [
     "DIMENSIONS", "Candidate", "DimensionResult", "FieldMap", "GenerateConfig", "JudgeOptions",
-    "LongReward", "LongRewardError", "MissingDependencyError", "ModelClient", "PromptRecord",
+    "ListwiseOptions", "ListwiseSelection", "LongReward", "LongRewardError", "MissingDependencyError", "ModelClient", "PromptRecord",
     "RecordError", "RetrievalOptions", "ScoreOptions", "ScoreSummary", "ScoredAnswer",
-    "combine_reward", "create_apis", "score_file", "__version__",
+    "combine_reward", "create_apis", "judge_settings", "score_file", "select_listwise",
+    "__version__",
 ]

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from rich.markup import escape
 
 from .._progress import stage_progress, summary_table
+from ..errors import UsageError
 from ..preference.formats import PAIR_FORMATS
 from . import batch as batch_mode
 from ._app import app
@@ -22,7 +23,13 @@ from ._common import (
     option_values,
     report_errors,
     validate_options,
+    with_flags_of,
 )
+from .score import JUDGE_FLAGS, build_score_options, score_command, score_overrides
+
+#: score's flags that name the judge of ``pairs --selection listwise`` (``--config`` is the
+#: pairs command's own: its ``score:`` section names the judge, as in a run config)
+PAIRS_JUDGE_FLAGS = tuple(f for f in JUDGE_FLAGS if f != "config")
 
 
 def _calls(s: Any) -> str:
@@ -65,6 +72,13 @@ def _pairs_table(s: Any) -> Any:
     margin = (s.stats or {}).get("margin")
     if margin:
         rows.append(("margin mean (min–max)", f"{margin['mean']:.2f} ({margin['min']:.2f}–{margin['max']:.2f})"))
+    listwise = (s.stats or {}).get("listwise")
+    if listwise:
+        rows.append(("listwise: both orders agreed",
+                     f"{listwise['orders_agreed']} of {listwise['orders_asked']} choices"))
+        rows.append(("listwise: judge requests",
+                     f"{listwise.get('requests', 0)} sent, {listwise.get('cache_hits', 0)} "
+                     "from the cache"))
     rows += [("outputs", ", ".join(s.outputs)), ("dataset card", s.card)]
     return summary_table("longreward pairs", rows)
 
@@ -178,6 +192,7 @@ def run_sample(prompts: Path, output: Path, options: Any, *, run_dir: Path | Non
 
 
 @app.command("pairs")
+@with_flags_of(score_command, PAIRS_JUDGE_FLAGS)
 def pairs_command(
     scored: Annotated[Path, typer.Argument(help="Scored answers (output of `longreward score`).", exists=True, dir_okay=False)],
     output: Annotated[Path, typer.Option("-o", "--output", help="Pairs file; writes STEM.jsonl, STEM.parquet and the card STEM.md.")],
@@ -199,8 +214,12 @@ def pairs_command(
     field_id: Annotated[str | None, typer.Option(help="Prompts file: id field.")] = None,
     field_context: Annotated[str | None, typer.Option(help="Prompts file: document field.")] = None,
     field_query: Annotated[str | None, typer.Option(help="Prompts file: question field.")] = None,
+    selection: Annotated[str | None, typer.Option(help="pointwise: highest reward chosen, lowest rejected (needs scored answers). listwise: a judge sees all of a prompt's answers at once, in two orders, and names the best and the worst (answers need no scores; give the judge with --base-url/--model or the config's score: section). See docs/listwise.md.")] = None,
+    group_size: Annotated[int | None, typer.Option(help="Listwise: answers per judge call; more run as a tournament.")] = None,
+    max_prompt_tokens: Annotated[int | None, typer.Option(help="Listwise: a request longer than this shows evidence excerpts instead of the whole document.")] = None,
+    borrowed: dict[str, Any] | None = None,
 ) -> None:
-    """Turn scored answers into DPO pairs: highest reward chosen, lowest rejected. The documents come from the scored rows, --prompts, or the score run's store (found by itself)."""
+    """Turn scored answers into DPO pairs: highest reward chosen, lowest rejected (or, with --selection listwise, the judge's best and worst of each prompt's answers). The documents come from the scored rows, --prompts, or the score run's store (found by itself)."""
     from ..io.files import rejected_path
     from ..preference.pairs import PairOptions
     from ..stages.pairs import build_pairs
@@ -212,11 +231,27 @@ def pairs_command(
         "prompt_key": prompt_key, "chosen_key": chosen_key, "rejected_key": rejected_key,
         "write_parquet": parquet,
         "fields.id": field_id, "fields.context": field_context, "fields.query": field_query,
+        "selection": selection, "listwise.group_size": group_size,
+        "listwise.max_prompt_tokens": max_prompt_tokens,
     })
     options = validate_options(PairOptions, config, flags, "pairs")
+    judge_flags = score_overrides(borrowed or {})
+    judge = None
+    if options.selection == "listwise":
+        from ..config import load_config_file
+
+        # the judge comes from the config's score: section only: a pairs-only file (its
+        # keys at the top) holds no judge options
+        has_score = config is not None and isinstance(load_config_file(config).get("score"),
+                                                      dict)
+        judge = build_score_options(config if has_score else None, judge_flags, "score")
+        dry_run_banner(judge.judge.provider, console=err)
+    elif judge_flags:
+        raise UsageError(f"judge flags ({', '.join(sorted(judge_flags))}) are for "
+                         "--selection listwise; pointwise pairs use the scores in the file")
     summary = build_pairs(scored, output, options, prompts_path=prompts,
                           prompt_fields=options.fields, run_dirs=run_dir or None,
-                          push_to_hub=push_to_hub, private=private)
+                          push_to_hub=push_to_hub, private=private, judge=judge)
     report_errors(summary.errors, rejected_path(output))
     err.print(_pairs_table(summary))
     problem = summary.problem

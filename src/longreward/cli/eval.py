@@ -123,6 +123,9 @@ def agreement_command(
     self_consistency: Annotated[int, typer.Option(help="Diagnostic: rescore this many answers (those of the first pairs) at --self-consistency-temperature and report the reward's spread. Costs the reward's calls for them, times the repeats. 0: off.", min=0)] = 0,
     self_consistency_repeats: Annotated[int, typer.Option(help="Rescorings per answer for --self-consistency.", min=2)] = 3,
     self_consistency_temperature: Annotated[float, typer.Option(help="Judge temperature of the rescorings.")] = 0.7,
+    listwise: Annotated[bool, typer.Option("--listwise", help="Also run listwise selection as a mode on the same pairs: the judge sees each prompt's answers at once, in two orders, and names the best and the worst (2 calls per group of answers). See docs/listwise.md.")] = False,
+    listwise_group_size: Annotated[int | None, typer.Option(help="Listwise: answers per judge call; more run as a tournament.", min=3)] = None,
+    listwise_max_prompt_tokens: Annotated[int | None, typer.Option(help="Listwise: a request longer than this shows evidence excerpts instead of the whole document.")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     borrowed: dict[str, Any] | None = None,
 ) -> None:
@@ -141,7 +144,10 @@ def agreement_command(
         [p.strip() for p in prompts.split(",") if p.strip()],
         "limit": limit, "self_consistency": self_consistency,
         "self_consistency_repeats": self_consistency_repeats,
-        "self_consistency_temperature": self_consistency_temperature})
+        "self_consistency_temperature": self_consistency_temperature,
+        "listwise": {k: v for k, v in {"group_size": listwise_group_size,
+                                       "max_prompt_tokens": listwise_max_prompt_tokens}.items()
+                     if v is not None} if listwise else None})
     result = _run_scoring("eval: scoring", options, progress, functools.partial(
         evaluate_agreement, data, output, options, agreement, run_dir=run_dir))
     _report_rejected(output)

@@ -1,36 +1,16 @@
-"""What the eval commands share: the run store as the judge's call cache (so a rerun repeats no
-call), the per-method accounting, and writing a result file. (The slowest calls come from the
-judge client's own snapshot.)"""
+"""What the eval commands share: the per-method accounting and writing a result file. (The run
+store as the judge's call cache is ``store.cached_calls``, which listwise pair selection uses
+too; the slowest calls come from the judge client's own snapshot.)"""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from ..io.files import dumps
-from ..judge import ModelClient
-from ..store import RunLock, RunStore
 
 #: where eval prompts live (``prompts/`` beside these modules), for ``load_prompt(package=)``
 PROMPTS_PACKAGE = "longreward.eval"
-
-
-@contextmanager
-def cached_calls(client: ModelClient, run_dir: str | Path) -> Iterator[RunStore]:
-    """Hold the run directory's lock and use its store as ``client``'s call cache, so the
-    calls made inside come back from the store on a rerun. A client that already has a cache
-    keeps it."""
-    with RunLock(Path(run_dir)), RunStore(Path(run_dir)) as store:
-        attached = client.cache is None
-        if attached:
-            client.cache = store
-        try:
-            yield store
-        finally:
-            if attached:
-                client.cache = None
 
 
 _COUNTERS = ("requests", "cache_hits", "prompt_tokens", "completion_tokens", "cached_tokens",

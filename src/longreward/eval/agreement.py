@@ -40,10 +40,12 @@ from ..config import ScoreOptions
 from ..errors import RecordError, UsageError
 from ..io.files import default_run_dir, iter_rows, read_rows, write_rejected, write_rows
 from ..io.records import FieldMap, PromptRecord, group_records
+from ..preference.listwise import LISTWISE_TAG, ListwiseOptions, select_listwise
 from ..reward.dimensions import DimensionResult, combine_reward
 from ..reward.scorer import LongReward, build_client
 from ..stages.runner import fingerprint
 from ..stages.score import ScoreSummary, score_file, usage_by_dimension
+from ..store import cached_calls
 from . import baselines as bl
 from . import diagnostics as diag
 from ._result import (
@@ -56,7 +58,7 @@ from ._result import (
     ScoringSummary,
     Subset,
 )
-from ._run import cached_calls, counters, tag_costs
+from ._run import counters, tag_costs
 from ._stats import TIE_RULES, Bootstrap, TieRule, Verdict, accuracy, verdict_from_scores
 from .diagnostics import mean_abs_gap, self_consistency
 
@@ -91,6 +93,9 @@ class AgreementOptions(BaseModel):
     self_consistency: int = Field(0, ge=0)
     self_consistency_repeats: int = Field(3, ge=2)
     self_consistency_temperature: float = Field(0.7, gt=0)
+    #: listwise selection as a mode beside the reward (None: not run): the judge sees each
+    #: prompt's answers at once and names the best and the worst (``preference.listwise``)
+    listwise: ListwiseOptions | None = None
 
     @field_validator("baselines")
     @classmethod
@@ -290,8 +295,9 @@ def method_costs(store: Any, key: str, by_tag: dict[str, dict[str, int]], dims: 
     per_dim = usage_by_dimension(by_tag)  # the score stage's own grouping of tags
     now = {d: counters(per_dim.get(d, {})) for d in dims}
     now["reward"] = counters(*now.values())
+    tags = {**bl.TAGS, "listwise": LISTWISE_TAG}
     for b in baselines:
-        now[b] = tag_costs(by_tag, [bl.TAGS[b]]) if b in bl.TAGS else counters()
+        now[b] = tag_costs(by_tag, [tags[b]]) if b in tags else counters()
     kept = store.get_meta(key) or {}
     paid = ("requests", "prompt_tokens", "completion_tokens", "cached_tokens")
     total = {name: {k: c[k] + int((kept.get(name) or {}).get(k, 0)) for k in paid}
@@ -334,6 +340,38 @@ async def _judged_baselines(which: list[str], scorer: LongReward, data: Agreemen
         verdicts["pairwise"] = [x["verdict"] for x in asked]
         details["pairwise"] = {p.id: {k: v for k, v in x.items() if k != "usage"}
                                for p, x in zip(counted, asked, strict=True)}
+    return verdicts, details
+
+
+async def _listwise_mode(scorer: LongReward, data: AgreementData, counted: list[HumanPair],
+                         rows: dict[str, dict[str, Any]], options: ListwiseOptions,
+                         ) -> tuple[list[Verdict], dict[str, Any]]:
+    """Listwise selection once per prompt over all its answers; a pair's verdict is read
+    from the prompt's chosen and rejected (``ListwiseSelection.verdict``), with each order's
+    own verdict kept for the position-bias diagnostic."""
+    import asyncio
+
+    wanted = list(dict.fromkeys(p.prompt_id for p in counted))
+    records = {r.prompt_id: r for r in data.records}
+
+    async def one(pid: str) -> Any:
+        rec = records[pid]
+        language = (rows.get(rec.candidates[0].id) or {}).get("language")
+        opts = (options.model_copy(update={"language": language})
+                if options.language == "auto" and language in ("en", "zh") else options)
+        return await select_listwise(scorer.settings, context=rec.context, query=rec.query,
+                                     answers=[c.response for c in rec.candidates], options=opts)
+
+    got = dict(zip(wanted, await asyncio.gather(*(one(pid) for pid in wanted)), strict=True))
+    verdicts: list[Verdict] = []
+    details: dict[str, Any] = {}
+    for p in counted:
+        sel = got[p.prompt_id]
+        ids = [c.id for c in records[p.prompt_id].candidates]
+        a, b = ids.index(p.a), ids.index(p.b)
+        verdicts.append(sel.verdict(a, b))
+        details[p.id] = {"verdict": verdicts[-1], "orders": sel.orders(a, b), "skip": sel.skip,
+                         "reason": sel.reason}
     return verdicts, details
 
 
@@ -473,6 +511,8 @@ class _Judged:
     scored: dict[str, list[Verdict]]
     ablation: dict[str, list[Verdict]]
     baseline: dict[str, list[Verdict]]
+    #: other scoring modes on the same pairs (listwise selection)
+    modes: dict[str, list[Verdict]]
     baseline_details: dict[str, Any]
     notes: list[str]
     costs: dict[str, dict[str, int]]
@@ -517,15 +557,19 @@ async def _judge(data: AgreementData, counted: list[HumanPair], options: ScoreOp
         if judged and counted:
             got, details = await _judged_baselines(judged, scorer, data, rows, counted)
             baseline.update(got)
+        modes: dict[str, list[Verdict]] = {}
+        if agreement.listwise is not None and counted:
+            modes["listwise"], details["listwise"] = await _listwise_mode(
+                scorer, data, counted, rows, agreement.listwise)
         stats = scorer.client.snapshot()
         costs = method_costs(store, _cost_key(data), stats.get("by_tag", {}), dims,
-                             list(baseline))
+                             [*baseline, *modes])
         # after the costs: the rescorings are not the reward's cost
         consistency = (await _self_consistency(scorer, options, data, counted, agreement, rows)
                        if agreement.self_consistency and counted else
                        diag.self_consistency_not_run())
     return _Judged(rows=rows, summary=summary, scored=_score_verdicts(rows, counted, dims),
-                   ablation=ablation, baseline=baseline, baseline_details=details, notes=notes,
+                   ablation=ablation, baseline=baseline, modes=modes, baseline_details=details, notes=notes,
                    costs=costs, stats=stats, consistency=consistency,
                    ablation_seconds=ablation_seconds, ablation_requests=ablation_requests)
 
@@ -548,6 +592,7 @@ def _count(j: _Judged, counted: list[HumanPair], dims: list[str], agreement: Agr
                               cost=MethodCost(**cost) if cost is not None else None)
 
     methods = [acc("reward", j.scored["reward"], "reward"),
+               *(acc(m, v, "mode") for m, v in j.modes.items()),
                *(acc(d, j.scored[d], "dimension") for d in dims),
                *(acc(b, v, "baseline") for b, v in j.baseline.items())]
     reward_acc = methods[0].accuracy
@@ -561,7 +606,7 @@ def _count(j: _Judged, counted: list[HumanPair], dims: list[str], agreement: Agr
     def reward_of(aid: str) -> float | None:
         return (j.rows.get(aid) or {}).get("reward")
 
-    every = {**j.scored, **j.ablation, **j.baseline}
+    every = {**j.scored, **j.modes, **j.ablation, **j.baseline}
     pairs = [PairVerdicts(id=p.id, prompt_id=p.prompt_id, a=p.a, b=p.b,
                           label=p.label,  # type: ignore[arg-type]
                           gap=p.gap, reward_a=reward_of(p.a), reward_b=reward_of(p.b),

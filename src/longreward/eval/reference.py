@@ -36,8 +36,9 @@ from ..reward.dimensions import (
     parse_score,
 )
 from ..reward.scorer import LongReward, build_client
+from ..store import cached_calls
 from ..text import detect_language
-from ._run import PROMPTS_PACKAGE, cached_calls, tag_costs, write_result
+from ._run import PROMPTS_PACKAGE, tag_costs, write_result
 
 RESULT_KIND = "longreward.eval.reference"
 TAG = "reference"

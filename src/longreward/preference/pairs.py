@@ -43,9 +43,9 @@ import json
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..errors import RecordError
 from ..io.records import FieldMap, document_text
@@ -57,6 +57,7 @@ from .formats import (
     check_pair_format,
     check_prompt_template,
 )
+from .listwise import LISTWISE_SKIPS, ListwiseOptions
 
 __all__ = [
     "SKIP_REASONS",
@@ -77,6 +78,7 @@ SKIP_REASONS: tuple[str, ...] = (
     "dimension_rule",
     "identical_answers",
     "missing_prompt",
+    *(s for s in LISTWISE_SKIPS if s not in ("too_few_candidates", "identical_answers")),
 )
 
 #: metadata columns every output row carries, whatever the format
@@ -113,6 +115,22 @@ class PairOptions(BaseModel):
     chosen_key: str = "chosen"
     rejected_key: str = "rejected"
     write_parquet: bool = Field(True, description="also write <output stem>.parquet")
+    #: how chosen and rejected are found: "pointwise" (highest and lowest reward of the
+    #: scored answers, the paper's way) or "listwise" (a judge sees all of a prompt's answers
+    #: at once and names the best and the worst: ``preference.listwise``; needs a judge, not
+    #: scores)
+    selection: Literal["pointwise", "listwise"] = "pointwise"
+    listwise: ListwiseOptions = Field(default_factory=ListwiseOptions)
+
+    @model_validator(mode="after")
+    def _rules_need_rewards(self) -> PairOptions:
+        # Listwise selection gives no reward and no per-dimension score: a margin or a
+        # not-worse-on rule would skip every prompt, so it is refused up front.
+        if self.selection == "listwise" and (self.min_margin or self.not_worse_on):
+            raise ValueError("min_margin and not_worse_on compare rewards and dimension "
+                             "scores, which listwise selection does not give; drop them or "
+                             "use selection: pointwise")
+        return self
 
     @field_validator("format")
     @classmethod
@@ -176,7 +194,8 @@ class Selection:
     def margin(self) -> float | None:
         if self.chosen is None or self.rejected is None:
             return None
-        assert self.chosen.reward is not None and self.rejected.reward is not None
+        if self.chosen.reward is None or self.rejected.reward is None:
+            return None  # listwise selection: no rewards (or not for both)
         return self.chosen.reward - self.rejected.reward
 
 

@@ -30,6 +30,7 @@ from ._metrics import Metrics
 from ._options import ServeOptions
 from ._protocols import (
     DocumentsRequest,
+    ListwiseRequest,
     NativeRequest,
     OpenRLHFRequest,
     ProtocolError,
@@ -44,7 +45,7 @@ from ._protocols import (
 from ._service import RewardService
 
 #: routes the guard counts against ``max_concurrent_requests``
-_LIMITED = {"/score", "/get_reward", "/slime", "/documents"}
+_LIMITED = {"/score", "/get_reward", "/slime", "/documents", "/listwise"}
 _OPEN = {"/health"}
 _KNOWN = _LIMITED | _OPEN | {"/metrics"}
 
@@ -292,6 +293,15 @@ def create_app(service: RewardService) -> Any:
                                   timeout=deadlines.slime, fill="neutral")
         scored(request, out.scoring_seconds)
         return slime_reply(out.results[0], plain=format == "number")
+
+    @app.post("/listwise", response_model=None)
+    async def listwise(req: ListwiseRequest, request: Request) -> Any:
+        started = time.perf_counter()
+        body = await service.listwise(req.responses, prompt_id=req.prompt_id,
+                                      context=req.context, query=req.query, ids=req.ids,
+                                      group_size=req.group_size, timeout=req.deadline)
+        scored(request, time.perf_counter() - started)
+        return JSONResponse(body, status_code=422 if body["skip"] == "invalid" else 200)
 
     @app.post("/documents", response_model=None)
     async def documents(req: DocumentsRequest) -> Any:

@@ -6,6 +6,8 @@
   tokens included); the answer is the query minus its prompt — or minus the part of it the
   policy saw, when OpenRLHF cut a long prompt (``split_query``). OpenRLHF turns every
   ``rewards`` and ``extra_logs`` value into a tensor, so those are numbers only: never null.
+- listwise ``POST /listwise``: ``{prompt_id | context, query?, responses: [...], ids?}`` →
+  the best and the worst answer of the group (``preference.listwise``), no reward
 - slime ``POST /slime``: ``{"prompt", "response", "label"}`` per sample → a dict with a
   ``reward`` key (slime ``--reward-key reward``), or a bare number with ``?format=number``;
   the reward is a number (slime's group normalisation runs ``torch.tensor`` on it).
@@ -72,6 +74,23 @@ class NativeRequest(BaseModel):
     #: number) the neutral reward
     fill: Fill = "null"
     #: seconds, at most the server's ``request_timeout`` (the default)
+    deadline: float | None = Field(default=None, gt=0)
+
+
+class ListwiseRequest(BaseModel):
+    """``POST /listwise``: one prompt's answers (a group, as GRPO-style trainers sample
+    them), judged together; the reply names the best and the worst (no reward)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    prompt_id: str | None = None
+    context: str | None = None
+    query: str | None = None
+    responses: list[str] = Field(min_length=2)
+    #: the answers' ids, echoed in the reply (default: their positions, "0", "1", …)
+    ids: list[str] | None = None
+    #: answers per judge call (more: a tournament); default the service's
+    group_size: int | None = Field(default=None, ge=3)
     deadline: float | None = Field(default=None, gt=0)
 
 

@@ -337,6 +337,47 @@ class RewardService:
             return "no question: give query (or register the prompt with its query)"
         return document_key(context), context, query
 
+    async def listwise(self, responses: list[str], *, prompt_id: str | None = None,
+                       context: str | None = None, query: str | None = None,
+                       ids: list[str] | None = None, group_size: int | None = None,
+                       timeout: float | None = None) -> dict[str, Any]:
+        """The best and the worst of one prompt's ``responses`` by listwise selection
+        (``preference.listwise``; the judge, its call cache and the registered documents are
+        the service's). The document and question resolve as for a scored item. The reply
+        names both by index and id, or says why there is none (``skip``, ``reason``:
+        "invalid" for a request that cannot be judged, "deadline" when time ran out)."""
+        from ..preference.listwise import ListwiseOptions, select_listwise
+
+        self.open()
+        ids = ids if ids is not None else [str(i) for i in range(len(responses))]
+        problem = None
+        if len(ids) != len(responses):
+            problem = f"{len(ids)} ids for {len(responses)} responses"
+        elif any(not r.strip() for r in responses):
+            problem = "an empty response: there is no answer to judge"
+        resolved = problem or self._resolve(ScoreItem(responses[0], prompt_id=prompt_id,
+                                                      context=context, query=query))
+        if isinstance(resolved, str):
+            return {"best": None, "worst": None, "skip": "invalid", "reason": resolved}
+        _key, text, question = resolved
+        options = ListwiseOptions() if group_size is None else ListwiseOptions(
+            group_size=group_size)
+        cap = self.options.request_timeout
+        try:
+            sel = await asyncio.wait_for(
+                select_listwise(self.scorer.settings, context=text, query=question,
+                                answers=responses, options=options),
+                cap if timeout is None else min(timeout, cap))
+        except asyncio.TimeoutError:
+            return {"best": None, "worst": None, "skip": "deadline",
+                    "reason": "the listwise verdict did not come within the deadline"}
+        agreed, asked = sel.position_consistency
+        return {"best": sel.chosen, "worst": sel.rejected,
+                "best_id": None if sel.chosen is None else ids[sel.chosen],
+                "worst_id": None if sel.rejected is None else ids[sel.rejected],
+                "skip": sel.skip, "reason": sel.reason, "orders_agreed": agreed,
+                "orders_asked": asked, "usage": sel.usage}
+
     async def score(self, items: list[ScoreItem], *, timeout: float | None = None,
                     fill: Fill = "null") -> ScoreOutcome:
         """Score ``items``; results in the same order. Items of the same (document,

@@ -33,7 +33,7 @@ from ..preference.pairs import PairOptions
 from ..preference.sampling import SampleOptions
 from ..store import RunLock, check_stage_settings
 from ..train.config import TrainConfig
-from .pairs import PairsSummary, build_pairs
+from .pairs import PairsSummary, build_pairs, build_pairs_async
 from .sample import SampleSummary, sample_file
 from .score import ScoreSummary, score_output_settings
 
@@ -226,12 +226,16 @@ async def _run_pipeline(config: RunConfig, stage_bar: StageBar | None,
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     summary = RunSummary()
+    # Listwise selection asks the judge to pick the pairs from the sampled answers: there
+    # is no score stage (the score section only names the judge).
+    listwise = config.pairs.selection == "listwise"
     with RunStore(run_dir) as store:
         # Both model stages are checked before either runs, so a changed judge is reported
         # before any new sampling is paid for.
         check_stage_settings(store, "sample", config.sample.output_settings(), where=str(run_dir))
-        check_stage_settings(store, SCORE_STAGE, score_output_settings(config.score),
-                             where=str(run_dir))
+        if not listwise:
+            check_stage_settings(store, SCORE_STAGE, score_output_settings(config.score),
+                                 where=str(run_dir))
         # Kept so a later look at the run dir says how it was made (no secrets: keys are
         # given by environment variable name only).
         store.set_meta("run_config", config.model_dump(mode="json"))
@@ -252,6 +256,21 @@ async def _run_pipeline(config: RunConfig, stage_bar: StageBar | None,
     summary.model_calls["sample"] = summary.sample.requests
     if on_stage_done:
         on_stage_done("sample", summary.sample)
+
+    if listwise:
+        t0 = time.perf_counter()
+        with bar_for("pairs", None) as bar:
+            summary.pairs = await build_pairs_async(
+                out.candidates, out.pairs, config.pairs, prompts_path=config.prompts,
+                prompt_fields=config.fields, run_dirs=[run_dir], push_to_hub=config.push_to_hub,
+                judge=config.score, run_dir=run_dir, on_start=lambda total: bar.start(total),
+                on_prompt=lambda _pid: bar.advance())
+        summary.seconds["pairs"] = time.perf_counter() - t0
+        summary.model_calls["pairs"] = int(summary.pairs.stats.get("listwise", {})
+                                           .get("requests", 0))
+        if on_stage_done:
+            on_stage_done("pairs", summary.pairs)
+        return await _train(config, summary, on_stage_done)
 
     # -- score
     t0 = time.perf_counter()
@@ -281,9 +300,13 @@ async def _run_pipeline(config: RunConfig, stage_bar: StageBar | None,
     summary.model_calls["pairs"] = 0
     if on_stage_done:
         on_stage_done("pairs", summary.pairs)
+    return await _train(config, summary, on_stage_done)
 
+
+async def _train(config: RunConfig, summary: RunSummary,
+                 on_stage_done: Callable[[str, Any], None] | None) -> RunSummary:
     # -- train (optional)
-    if config.train is not None and summary.pairs.pairs:
+    if config.train is not None and summary.pairs is not None and summary.pairs.pairs:
         from ..train import train
 
         t0 = time.perf_counter()

@@ -9,7 +9,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from ._base import DimensionResult, JudgeSettings, ask_judge, judge_score, lower_of, usage_dict
+from ._base import (
+    DimensionResult,
+    JudgeSettings,
+    ask_judge,
+    judge_score,
+    lower_of,
+    request_nonce,
+    usage_dict,
+)
 from ._parse import parse_choice, parse_score
 from ._prompts import MissingVariablesError, PromptTemplate, load_prompt
 from ._registry import Dimension, DimensionInput, registered
@@ -58,6 +66,7 @@ def combine_reward(results: dict[str, DimensionResult],
 
 
 __all__ = [
+    "request_nonce",
     "DIMENSIONS", "Dimension", "DimensionInput", "DimensionResult", "DocumentWork", "JudgeSettings", "MissingVariablesError",
     "PromptTemplate", "PromptWork", "UNSCORED_RULES", "combine_reward", "extract_points", "faithfulness_score",
     "load_prompt", "lower_of", "score_completeness", "score_faithfulness", "score_helpfulness",
