@@ -169,6 +169,11 @@ class ScoreOptions(BaseModel):
     #: markers dropped, code fences kept), so that layout alone cannot move the reward and a
     #: layout-only variant costs no judge call. False sends the answer as written (the paper).
     canonical_layout: bool = True
+    #: how a verdict becomes a number: "integer" (the value the judge wrote, the paper) or
+    #: "expected" (the expected value over the judge's token probabilities at the verdict,
+    #: G-Eval's idea; asks the endpoint for log-probabilities and falls back to the integer,
+    #: recorded per verdict, where it gives none). See docs/verdicts.md.
+    verdicts: Literal["integer", "expected"] = "integer"
 
     @model_validator(mode="before")
     @classmethod

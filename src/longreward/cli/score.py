@@ -57,7 +57,7 @@ def score_overrides(flags: dict[str, Any]) -> dict[str, Any]:
         "grade_batch_size": v["grade_batch_size"],
         "max_document_tokens": v["max_document_tokens"],
         "prompt_concurrency": v["prompt_concurrency"], "keep_context": v["keep_context"],
-        "canonical_layout": v["canonical_layout"],
+        "canonical_layout": v["canonical_layout"], "verdicts": v["verdicts"],
         "fields.id": v["field_id"], "fields.prompt_id": v["field_prompt_id"],
         "fields.context": v["field_context"], "fields.query": v["field_query"],
         "fields.response": v["field_response"], "fields.candidates": v["field_candidates"],
@@ -71,8 +71,8 @@ JUDGE_FLAGS = ("config", "provider", "model", "base_url", "dry_run", "api_key_en
 #: score's flags that decide how answers are scored and how the data's fields are named
 SCORE_FLAGS = (*JUDGE_FLAGS, "dimensions", "weight", "tokenizer", "retrieval",
                "retrieval_model", "top_k", "chunk_tokens", "completeness_chunk_tokens",
-               "grade_batch_size", "max_document_tokens", "prompt_concurrency", "canonical_layout", "field_id",
-               "field_prompt_id", "field_context", "field_query", "field_response")
+               "grade_batch_size", "max_document_tokens", "prompt_concurrency", "canonical_layout", "verdicts",
+               "field_id", "field_prompt_id", "field_context", "field_query", "field_response")
 
 
 @app.command("score")
@@ -112,6 +112,7 @@ def score_command(
     prompt_concurrency: Annotated[int | None, typer.Option(help="Prompts scored at once.")] = None,
     keep_context: Annotated[bool | None, typer.Option("--keep-context/--no-keep-context", help="Copy the document into each output row.")] = None,
     canonical_layout: Annotated[bool | None, typer.Option("--canonical-layout/--raw-layout", help="The judge sees the answer in a canonical layout (default), so layout alone cannot move the reward; --raw-layout sends it as written.")] = None,
+    verdicts: Annotated[str | None, typer.Option(help="integer (the value the judge wrote; default) or expected (the expected value over the judge's token probabilities at the verdict, where the endpoint gives log-probabilities; else the integer, recorded per verdict).")] = None,
     field_id: Annotated[str | None, typer.Option(help="Input field holding the id.")] = None,
     field_prompt_id: Annotated[str | None, typer.Option(help="Input field holding the prompt id (flat rows).")] = None,
     field_context: Annotated[str | None, typer.Option(help="Input field holding the document.")] = None,

@@ -16,7 +16,8 @@ from .score import JUDGE_FLAGS, score_command, score_overrides
 #: own file, and the data's field names are the protocols' business)
 SERVE_SCORE_FLAGS = (*(f for f in JUDGE_FLAGS if f != "config"), "dimensions", "weight",
                      "tokenizer", "retrieval", "retrieval_model", "top_k", "chunk_tokens",
-                     "completeness_chunk_tokens", "grade_batch_size", "max_document_tokens")
+                     "completeness_chunk_tokens", "grade_batch_size", "max_document_tokens",
+                     "verdicts")
 
 
 @app.command("serve")

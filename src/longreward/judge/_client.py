@@ -69,6 +69,7 @@ from ._types import (
     SchemaUnsupportedError,
     StructuredMode,
     StructuredOutput,
+    TokenLogprob,
     Usage,
     reply_mode_of,
 )
@@ -111,6 +112,11 @@ class Asked(Generic[T]):
     path: Path | None = None
     #: why there is no value ("answer", "judge"); None with a value
     cause: Cause | None = None
+    #: the token log-probabilities of the reply that parsed (when asked for and given)
+    tokens: list[TokenLogprob] | None = None
+    #: JSON replies: where the verdict object is in that reply (text replies: None; the
+    #: dimension's parser knows where its verdict line is)
+    span: tuple[int, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -470,9 +476,10 @@ class ModelClient:
                 reason = "empty reply"
             else:
                 try:
+                    span = None
                     if mode == "json":
                         found = locate_json(text, reply_model, messages, nonce)
-                        value, path = found.value, found.path
+                        value, path, span = found.value, found.path, found.span
                     else:
                         value, path = parse_text(text), text_path(text, nonce)
                 except (ReplyParseError, ValidationError) as exc:
@@ -490,6 +497,8 @@ class ModelClient:
                         calls=calls,
                         attempts=attempt,
                         path=path,
+                        tokens=out.logprobs[0] if out.logprobs else None,
+                        span=span,
                     )
             reasons.append(reason)
             self.stats._bump(tag, "unparsable")

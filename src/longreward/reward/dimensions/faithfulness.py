@@ -45,14 +45,16 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ...judge import ModelError, ReplyParseError
-from ._base import MINIMUM, DimensionResult, JudgeSettings, ask_judge, usage_dict
-from ._parse import parse_choice, parse_keyed_choices, parse_tagged_list
+from ._base import MINIMUM, DimensionResult, JudgeSettings, ask_judge, usage_dict, weigh
+from ._parse import choice_span, parse_choice, parse_keyed_choices, parse_tagged_list, word_values
 from ._prompts import load_prompt
 from ._registry import DimensionInput, dimension
 from ._shared import PromptWork
 
 NAME = "faithfulness"
 SUPPORT_VALUE = {"fully": 1.0, "partially": 0.5, "not": 0.0}
+#: the forms a grade is written in (JSON's labels, the text words, Chinese included), valued
+SUPPORT_FORMS = word_values(SUPPORT_VALUE)
 
 
 class StatementsReply(BaseModel):
@@ -113,6 +115,13 @@ def faithfulness_score(supports: list[str]) -> float:
     return 10.0 * sum(SUPPORT_VALUE[s] for s in supports) / len(supports)
 
 
+def support_of(row: dict[str, Any]) -> float:
+    """A graded statement's support a: the expected support when it was weighed
+    (``verdicts: expected``), else its grade's value."""
+    expected = row.get("expected_support")
+    return float(expected) if expected is not None else SUPPORT_VALUE[row["support"]]
+
+
 def _normalise_statement(s: str) -> str:
     return " ".join(s.split())
 
@@ -154,6 +163,9 @@ async def _grade(work: PromptWork, statement: str, *, settings: JudgeSettings,
     else:
         assert isinstance(ans.value, GradeReply)
         out.update(support=ans.value.support, analysis=ans.value.analysis, path=ans.path)
+        expected, verdict = weigh(settings, ans, "support", SUPPORT_FORMS, choice_span)
+        if verdict:
+            out.update(expected_support=expected, verdict=verdict)
     return out
 
 
@@ -193,6 +205,9 @@ async def _grade_batch(work: PromptWork, statements: list[str], *, settings: Jud
             out[s] = {"statement": s, "evidence": _evidence_rows(work, hs), "support": g.support,
                       "analysis": g.analysis, "path": ans.path, "batch_usage": usage,
                       "batch_size": len(statements)}
+            if settings.verdicts == "expected":  # not weighed: see docs/verdicts.md
+                out[s]["verdict"] = {"used": "integer",
+                                     "reason": "grades of a batch are read as labels"}
     # The batch failed (no valid reply after the re-asks): grade each on its own, concurrently.
     skipped = [s for s in statements if s not in out]
     singles = await asyncio.gather(*(_grade(work, s, settings=settings, top_k=top_k)
@@ -272,7 +287,14 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
             cause="answer" if by_answer else "judge", **details)
     supports = [r["support"] for r in rows]
     details["counts"] = {k: supports.count(k) for k in SUPPORT_VALUE}
-    return DimensionResult(NAME, faithfulness_score(supports), details=details)
+    score = faithfulness_score(supports)
+    if settings.verdicts == "expected":
+        used = [str((r.get("verdict") or {}).get("used", "integer")) for r in rows]
+        details["verdict"] = {"integer": score, "used": used[0] if len(set(used)) == 1
+                              else "mixed", "expected_statements": used.count("expected"),
+                              "integer_statements": used.count("integer")}
+        score = 10.0 * sum(support_of(r) for r in rows) / len(rows)
+    return DimensionResult(NAME, score, details=details)
 
 
 @dimension(NAME, order=2, uses_document=True,
