@@ -79,12 +79,19 @@ def test_expected_support_of_a_grade_word_after_a_shared_quote():
 
 def test_no_expected_value_when_it_would_not_be_the_judges_verdict():
     text = "[[7]]"
-    spelled = tokens(("[[", {}), ("7", {"7": 0.3, "I": 0.7}), ("]]", {}))
-    assert "only 30%" in expected_value(spelled, text, (2, 3), SCORE_VALUES)
+    spelled = tokens(("[[", {}), ("7", {"7": 0.05, "I": 0.95}), ("]]", {}))
+    assert "only 5%" in expected_value(spelled, text, (2, 3), SCORE_VALUES)
     assert "no token log-probabilities" in expected_value(None, text, (2, 3), SCORE_VALUES)
     assert "do not spell" in expected_value(tokens(("[[8]]", {})), text, (2, 3), SCORE_VALUES)
-    assert "not one of the values" in expected_value(tokens(("[[7.5]]", {})), "[[7.5]]",
-                                                     (2, 5), SCORE_VALUES)
+    assert "not one of the values" in expected_value(tokens(("[[x]]", {})), "[[x]]",
+                                                     (2, 3), SCORE_VALUES)
+
+
+def test_a_fraction_is_read_at_its_first_token():
+    # "7.5": the written token 7 stands for 7.5, its alternatives for themselves
+    text = "[[7.5]]"
+    toks = tokens(("[[", {}), ("7", {"7": 0.5, "6": 0.5}), (".", {}), ("5", {}), ("]]", {}))
+    assert expected_value(toks, text, (2, 5), SCORE_VALUES).value == pytest.approx(6.75)
 
 
 def test_tokens_aligned_by_their_bytes_when_a_token_holds_part_of_a_character():
