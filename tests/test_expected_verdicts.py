@@ -234,3 +234,45 @@ def test_openai_format_logprobs_are_read():
     api = OpenAICompatibleAPI("m", base_url="http://127.0.0.1:9/v1")
     assert api._sampling_body(GenerateConfig(logprobs=5))["top_logprobs"] == 5
     assert "logprobs" not in api._sampling_body(GenerateConfig())
+
+
+def test_serve_passes_the_option_through(judge_double, tmp_path):
+    # the trainer's reward is the expected verdict; serve's CLI takes the flag as score does
+    from typer.testing import CliRunner
+
+    from longreward.cli import app
+    from test_serve import serving
+
+    judge_double.responder = hand_script()
+    judge_double.token_probs = probs
+    with serving(judge_double, tmp_path,
+                 score={"verdicts": "expected", "dimensions": ["helpfulness"]}) as (client, _):
+        r = client.post("/score", json={"items": [
+            {"id": "s", "context": make_document(5), "query": "Q?", "response": "A."}]})
+    assert r.status_code == 200, r.text
+    assert r.json()["items"][0]["reward"] == pytest.approx((0.6 * 7 + 0.3 * 8) / 0.9)
+    assert "--verdicts" in CliRunner().invoke(app, ["serve", "--help"],
+                                              env={"COLUMNS": "200"}).output
+
+
+def test_score_cli_flag(judge_double, tmp_path):
+    from typer.testing import CliRunner
+
+    from longreward.cli import app
+
+    judge_double.responder = hand_script()
+    judge_double.token_probs = probs
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_text(json.dumps({"id": "a", "context": make_document(5), "query": "Q?",
+                               "response": "A."}) + "\n")
+    r = CliRunner().invoke(app, ["score", str(inp), "-o", str(out), "--base-url",
+                                 judge_double.base_url, "--model", "judge-double",
+                                 "--dimensions", "helpfulness", "--verdicts", "expected",
+                                 "--no-progress"])
+    assert r.exit_code == 0, r.output
+    row = json.loads(out.read_text())
+    assert row["details"]["helpfulness"]["verdict"]["used"] == "expected"
+    assert row["reward"] == pytest.approx((0.6 * 7 + 0.3 * 8) / 0.9)
+    bad = CliRunner().invoke(app, ["score", str(inp), "-o", str(tmp_path / "x.jsonl"),
+                                   "--dry-run", "--verdicts", "weighted"])
+    assert bad.exit_code == 2 and "verdicts" in bad.output
