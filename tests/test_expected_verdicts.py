@@ -19,7 +19,7 @@ from longreward.stages.score import score_output_settings
 from test_scorer import GRADES, hand_script, make_document, make_scorer
 
 from judge_double import TOKEN, _requested_schema
-from scripted_judge import Script
+from scripted_judge import Script, user_text
 
 
 def tokens(*items: tuple[str, dict[str, float]]) -> list[TokenLogprob]:
@@ -276,3 +276,38 @@ def test_score_cli_flag(judge_double, tmp_path):
     bad = CliRunner().invoke(app, ["score", str(inp), "-o", str(tmp_path / "x.jsonl"),
                                    "--dry-run", "--verdicts", "weighted"])
     assert bad.exit_code == 2 and "verdicts" in bad.output
+
+
+def test_eval_agreement_compares_expected_and_integer_verdicts_in_one_table(judge_double,
+                                                                           tmp_path):
+    # both answers get a written 7; the judge leans to 8 on the better one: integer verdicts
+    # tie (no pair), expected verdicts agree with the people, from the same replies
+    from longreward.eval import AgreementOptions, evaluate_agreement
+
+    judge_double.responder = Script(helpfulness=lambda b: {
+        "analysis": "high" if "HIGH" in user_text(b) else "low", "score": 7})
+    judge_double.token_probs = lambda before, token: (
+        ({"7": 0.5, "8": 0.5} if '"high"' in before else {"7": 1.0})
+        if before.endswith('"score": ') else None)
+    rows = [{"id": "x1", "prompt_id": "X", "human": 9, "response": "HIGH answer."},
+            {"id": "x2", "prompt_id": "X", "human": 2, "response": "LOW answer."}]
+    data = tmp_path / "points.jsonl"
+    data.write_text("".join(json.dumps({**r, "context": make_document(3), "query": "Q?"}) + "\n"
+                            for r in rows))
+    opts = ScoreOptions(judge={"model": "judge-double", "base_urls": [judge_double.base_url],
+                               "max_retries": 0}, dimensions=["helpfulness"],
+                        verdicts="expected")
+    result = asyncio.run(evaluate_agreement(data, tmp_path / "out.json", opts, AgreementOptions(
+        label_field="human", baselines=[], bootstrap=0)))
+    methods = {m.name: m for m in result.methods}
+    assert methods["reward"].accuracy == 1.0
+    integer = methods["integer verdicts"]
+    assert integer.group == "mode" and integer.ties == 1 and integer.agree == 0
+    ties = {d.name: d for d in result.diagnostics}
+    assert ties["ties"].value == 0.0 and ties["ties (integer verdicts)"].value == 1.0
+    assert result.pair_details[0].verdicts["integer verdicts"] == "tie"
+    # the same data scored with integer verdicts has no mode row
+    plain = asyncio.run(evaluate_agreement(
+        data, tmp_path / "plain.json", opts.model_copy(update={"verdicts": "integer"}),
+        AgreementOptions(label_field="human", baselines=[], bootstrap=0)))
+    assert [m.group for m in plain.methods] == ["reward", "dimension"]

@@ -280,6 +280,33 @@ def _ablation(rows: dict[str, dict[str, Any]], dims: list[str],
     return out, time.perf_counter() - start
 
 
+#: the mode row of an evaluation scored with ``verdicts: expected``
+INTEGER_MODE = "integer verdicts"
+
+
+def integer_rows(rows: dict[str, dict[str, Any]], dims: list[str],
+                 weights: dict[str, float] | None, unscored: str = "no_reward",
+                 ) -> dict[str, dict[str, Any]] | None:
+    """The rows as integer verdicts would have scored them, from the same replies: each
+    weighed dimension's integer (``details.<dim>.verdict.integer``), the reward recombined by
+    ``combine_reward``; no judge call. None when no row was weighed (``verdicts: integer``),
+    so the mode row appears only where it compares something."""
+    if not any(((row.get("details") or {}).get(d) or {}).get("verdict")
+               for row in rows.values() for d in dims):
+        return None
+    out = {}
+    for aid, row in rows.items():
+        scores = dict(row.get("scores") or {})
+        for d in dims:
+            verdict = ((row.get("details") or {}).get(d) or {}).get("verdict") or {}
+            if scores.get(d) is not None and verdict.get("integer") is not None:
+                scores[d] = float(verdict["integer"])
+        kept = {n: DimensionResult(n, scores.get(n)) for n in dims}
+        reward = combine_reward(kept, weights, unscored=unscored)[0]
+        out[aid] = {**row, "scores": scores, "reward": reward}
+    return out
+
+
 def method_costs(store: Any, key: str, by_tag: dict[str, dict[str, int]], dims: list[str],
                  baselines: list[str]) -> dict[str, dict[str, int]]:
     """What each method cost: judge requests sent and their tokens, summed over the runs of
@@ -476,6 +503,9 @@ class _Judged:
     baseline_details: dict[str, Any]
     notes: list[str]
     costs: dict[str, dict[str, int]]
+    #: other scoring modes on the same pairs (their verdicts), and their rows
+    modes: dict[str, list[Verdict]]
+    mode_rows: dict[str, dict[str, dict[str, Any]]]
     stats: dict[str, Any]
     consistency: Diagnostic
     ablation_seconds: float
@@ -509,8 +539,17 @@ async def _judge(data: AgreementData, counted: list[HumanPair], options: ScoreOp
     ablation = {f"without {d}": [verdict_from_scores(ablated[d].get(p.a), ablated[d].get(p.b))
                                  for p in counted] for d in dims} if len(dims) > 1 else {}
 
+    as_integers = integer_rows(rows, dims, options.weights, options.unscored_dimension)
+    mode_rows = {} if as_integers is None else {INTEGER_MODE: as_integers}
+    modes = {name: [verdict_from_scores((m.get(p.a) or {}).get("reward"),
+                                        (m.get(p.b) or {}).get("reward")) for p in counted]
+             for name, m in mode_rows.items()}
     baseline, notes = _free_baselines(agreement.baselines, data, counted,
                                       agreement.consensus_pool, fields)
+    if mode_rows:
+        notes.append(f"the reward weighs each verdict by the judge's token probabilities "
+                     f"(verdicts: expected); '{INTEGER_MODE}' reads the same replies' "
+                     "written verdicts (no extra judge call)")
     details: dict[str, Any] = {}
     judged = [b for b in agreement.baselines if b in bl.JUDGED]
     with cached_calls(scorer.client, run_dir) as store:
@@ -526,6 +565,7 @@ async def _judge(data: AgreementData, counted: list[HumanPair], options: ScoreOp
                        diag.self_consistency_not_run())
     return _Judged(rows=rows, summary=summary, scored=_score_verdicts(rows, counted, dims),
                    ablation=ablation, baseline=baseline, baseline_details=details, notes=notes,
+                   modes=modes, mode_rows=mode_rows,
                    costs=costs, stats=stats, consistency=consistency,
                    ablation_seconds=ablation_seconds, ablation_requests=ablation_requests)
 
@@ -548,6 +588,7 @@ def _count(j: _Judged, counted: list[HumanPair], dims: list[str], agreement: Agr
                               cost=MethodCost(**cost) if cost is not None else None)
 
     methods = [acc("reward", j.scored["reward"], "reward"),
+               *(acc(m, v, "mode") for m, v in j.modes.items()),
                *(acc(d, j.scored[d], "dimension") for d in dims),
                *(acc(b, v, "baseline") for b, v in j.baseline.items())]
     reward_acc = methods[0].accuracy
@@ -561,7 +602,7 @@ def _count(j: _Judged, counted: list[HumanPair], dims: list[str], agreement: Agr
     def reward_of(aid: str) -> float | None:
         return (j.rows.get(aid) or {}).get("reward")
 
-    every = {**j.scored, **j.ablation, **j.baseline}
+    every = {**j.scored, **j.modes, **j.ablation, **j.baseline}
     pairs = [PairVerdicts(id=p.id, prompt_id=p.prompt_id, a=p.a, b=p.b,
                           label=p.label,  # type: ignore[arg-type]
                           gap=p.gap, reward_a=reward_of(p.a), reward_b=reward_of(p.b),
@@ -569,6 +610,8 @@ def _count(j: _Judged, counted: list[HumanPair], dims: list[str], agreement: Agr
              for i, p in enumerate(counted)]
     length, ties, correlations, injection = diag.diagnose_rows(list(j.rows.values()), dims)
     diagnostics = [diag.position_bias(_orders(j.baseline_details, counted)), length, ties,
+                   *(diag.tie_rate(list(m.values()), mode=name)
+                     for name, m in j.mode_rows.items()),
                    j.consistency, correlations, injection]
     return methods, ablation, pairs, diagnostics, boot
 
