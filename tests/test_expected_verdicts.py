@@ -306,6 +306,7 @@ def test_eval_agreement_compares_expected_and_integer_verdicts_in_one_table(judg
     ties = {d.name: d for d in result.diagnostics}
     assert ties["ties"].value == 0.0 and ties["ties (integer verdicts)"].value == 1.0
     assert result.pair_details[0].verdicts["integer verdicts"] == "tie"
+    assert any("2 of 2 dimension verdicts weighed" in n for n in result.notes)
     # the same data scored with integer verdicts has no mode row
     plain = asyncio.run(evaluate_agreement(
         data, tmp_path / "plain.json", opts.model_copy(update={"verdicts": "integer"}),

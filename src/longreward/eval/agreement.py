@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -547,9 +548,17 @@ async def _judge(data: AgreementData, counted: list[HumanPair], options: ScoreOp
     baseline, notes = _free_baselines(agreement.baselines, data, counted,
                                       agreement.consensus_pool, fields)
     if mode_rows:
-        notes.append(f"the reward weighs each verdict by the judge's token probabilities "
-                     f"(verdicts: expected); '{INTEGER_MODE}' reads the same replies' "
-                     "written verdicts (no extra judge call)")
+        used = Counter(str(v.get("used")) for row in rows.values() for d in dims
+                       if (v := ((row.get("details") or {}).get(d) or {}).get("verdict")))
+        reasons = Counter(str(v["reason"]) for row in rows.values() for d in dims
+                          if (v := ((row.get("details") or {}).get(d) or {}).get("verdict"))
+                          and v.get("reason"))
+        kept = f"; most common reason for an integer: {reasons.most_common(1)[0][0]}" \
+            if reasons else ""
+        notes.append(f"verdicts: expected: {used['expected']} of {sum(used.values())} "
+                     f"dimension verdicts weighed by the judge's token probabilities{kept}; "
+                     f"'{INTEGER_MODE}' reads the same replies' written verdicts (no extra "
+                     "judge call)")
     details: dict[str, Any] = {}
     judged = [b for b in agreement.baselines if b in bl.JUDGED]
     with cached_calls(scorer.client, run_dir) as store:
@@ -588,8 +597,8 @@ def _count(j: _Judged, counted: list[HumanPair], dims: list[str], agreement: Agr
                               cost=MethodCost(**cost) if cost is not None else None)
 
     methods = [acc("reward", j.scored["reward"], "reward"),
-               *(acc(m, v, "mode") for m, v in j.modes.items()),
                *(acc(d, j.scored[d], "dimension") for d in dims),
+               *(acc(m, v, "mode") for m, v in j.modes.items()),
                *(acc(b, v, "baseline") for b, v in j.baseline.items())]
     reward_acc = methods[0].accuracy
     ablation = []
