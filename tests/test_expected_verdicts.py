@@ -94,6 +94,13 @@ def test_a_fraction_is_read_at_its_first_token():
     assert expected_value(toks, text, (2, 5), SCORE_VALUES).value == pytest.approx(6.75)
 
 
+def test_a_reply_stripped_of_its_leading_space_still_aligns():
+    # some servers strip the message content; the first token keeps its space
+    toks = tokens((" 8", {" 8": 0.5, " 9": 0.5}), (" points", {}))
+    got = expected_value(toks, "8 points", (0, 1), SCORE_VALUES)
+    assert got.value == pytest.approx(8.5)
+
+
 def test_tokens_aligned_by_their_bytes_when_a_token_holds_part_of_a_character():
     text = "评分：[[6]]"
     raw = text.encode()

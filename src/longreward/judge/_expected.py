@@ -179,7 +179,9 @@ def expected_value(tokens: Sequence[TokenLogprob] | None, text: str, span: tuple
     i = max((k for k, s in enumerate(starts) if s <= lo), default=None)
     if i is None or starts[i] + len(tokens[i].token) <= lo:
         return "no token covers the verdict"
-    prefix = text[starts[i]:lo] if starts[i] >= 0 else ""
+    # the verdict token's text before the value (a quote, a space, "[["); a token that starts
+    # before the reply (a server that strips its leading space) has its own text for it
+    prefix = text[starts[i]:lo] if starts[i] >= 0 else tokens[i].token[:lo - starts[i]]
     alternatives = _alternatives(tokens[i])
     nxt = tokens[i + 1] if i + 1 < len(tokens) else None
     by_value: dict[float, float] = {}
@@ -200,8 +202,7 @@ def expected_value(tokens: Sequence[TokenLogprob] | None, text: str, span: tuple
     if mass < MIN_MASS:
         return (f"only {mass:.0%} of the probability at the verdict token names a value "
                 f"(at least {MIN_MASS:.0%} needed)")
-    weight = sum(by_value.values())
-    dist = {v: q / weight for v, q in by_value.items()}
+    dist = {v: q / mass for v, q in by_value.items()}
     return Expected(sum(v * q for v, q in dist.items()), mass, dist)
 
 
