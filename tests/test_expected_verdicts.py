@@ -319,3 +319,31 @@ def test_eval_agreement_compares_expected_and_integer_verdicts_in_one_table(judg
         data, tmp_path / "plain.json", opts.model_copy(update={"verdicts": "integer"}),
         AgreementOptions(label_field="human", baselines=[], bootstrap=0)))
     assert [m.group for m in plain.methods] == ["reward", "dimension"]
+
+
+def test_the_run_store_keeps_only_the_alternatives_read_and_a_rerun_reads_the_same(
+        judge_double, tmp_path):
+    from longreward.store import RunStore
+
+    judge_double.responder = hand_script()
+    judge_double.token_probs = lambda before, token: {token: 0.6, "x": 0.4} if token.isalpha() \
+        else probs(before, token)
+
+    def once() -> tuple[float, list[dict]]:
+        with RunStore(tmp_path) as store:
+            scorer = make_scorer(judge_double, verdicts="expected",
+                                 dimensions=["helpfulness"])
+            scorer.client.cache = store
+            ans = asyncio.run(scorer.score(make_document(5), "Q?", "A."))
+            (cached,) = [json.loads(o) for (o,) in
+                         store.db.execute("select output_json from calls")]
+        return ans.results["helpfulness"].score, cached["logprobs"][0]
+
+    first, tokens = once()
+    # every token had two alternatives; only the verdict token and the next keep them
+    kept = [t for t in tokens if t["top"]]
+    assert [t["token"] for t in kept] == ["7", "}"]
+    asked = judge_double.count()
+    again, _ = once()
+    assert judge_double.count() == asked  # from the cache
+    assert again == pytest.approx(first) == pytest.approx((0.6 * 7 + 0.3 * 8) / 0.9)

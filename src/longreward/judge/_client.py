@@ -42,6 +42,7 @@ from .._util.redact import install_log_filter, redact
 from .._util.text import short as _short
 from ._accounting import ClientStats, Price, TagStats, estimate_tokens
 from ._cache import CachedCalls, CacheKeys, CallCache, canonical
+from ._expected import trim
 from ._ladder import (
     PROBE_AGAIN_S,
     PROBE_CONFIG,
@@ -117,6 +118,9 @@ class Asked(Generic[T]):
     #: JSON replies: where the verdict object is in that reply (text replies: None; the
     #: dimension's parser knows where its verdict line is)
     span: tuple[int, int] | None = None
+    #: the call-cache key of that reply, when it is cached with log-probabilities (for
+    #: ``ModelClient.keep_logprobs``)
+    key: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -499,6 +503,9 @@ class ModelClient:
                         path=path,
                         tokens=out.logprobs[0] if out.logprobs else None,
                         span=span,
+                        key=self._keys.key(messages, settings, None if wire == "text" else
+                                           schema, attempt - 1, wire)
+                        if self.cache is not None and out.logprobs else None,
                     )
             reasons.append(reason)
             self.stats._bump(tag, "unparsable")
@@ -511,6 +518,24 @@ class ModelClient:
         extra = "" if answer_caused == last else f"; last problem: {last}"
         return give_up(f"no parsable reply after {attempt} attempt(s); the judged text made "
                        f"it unreadable: {answer_caused}{extra}", "answer")
+
+    def keep_logprobs(self, key: str | None, window: tuple[int, int] | None) -> None:
+        """Keep, in the cached reply under ``key``, the alternatives of the tokens in
+        ``window`` (token indices, end excluded; None: none) and drop the others': a reply's
+        log-probabilities with 10 alternatives per token cost ~70 times its text in the run
+        store, and a verdict needs two tokens' worth (``_expected.trim``). The tokens' own
+        strings and log-probabilities stay, so the reply still aligns on a rerun."""
+        replace = getattr(self.cache, "replace_call", None)
+        if key is None or replace is None:
+            return  # a cache that can only add (the run store can replace)
+        hit = self.cache.get_call(key)
+        if not hit or not hit.get("logprobs"):
+            return
+        out = ModelOutput.model_validate(hit)
+        lists = out.logprobs or []
+        out.logprobs = [trim(t, out.texts[i], window) if i == 0 and t else t
+                        for i, t in enumerate(lists)]
+        replace(key, out.model_dump())
 
     # ------------------------------------------------------------------ accounting
 

@@ -75,11 +75,17 @@ _CORE = re.compile(r"[^\W_]+(?:\.\d+)?")
 class Expected:
     """An expected verdict: ``value`` over the values' renormalised probabilities
     (``distribution``, value → probability), which held ``mass`` of the probability at the
-    verdict token."""
+    verdict token (token ``at`` of the reply)."""
 
     value: float
     mass: float
     distribution: dict[float, float] = field(default_factory=dict)
+    at: int = 0
+
+    @property
+    def window(self) -> tuple[int, int]:
+        """The tokens whose alternatives it read: the verdict token and the next one."""
+        return self.at, self.at + 2
 
     def to_dict(self) -> dict[str, object]:
         return {"expected": round(self.value, 4), "mass": round(self.mass, 4),
@@ -203,7 +209,19 @@ def expected_value(tokens: Sequence[TokenLogprob] | None, text: str, span: tuple
         return (f"only {mass:.0%} of the probability at the verdict token names a value "
                 f"(at least {MIN_MASS:.0%} needed)")
     dist = {v: q / mass for v, q in by_value.items()}
-    return Expected(sum(v * q for v, q in dist.items()), mass, dist)
+    return Expected(sum(v * q for v, q in dist.items()), mass, dist, i)
+
+
+def trim(tokens: list[TokenLogprob], text: str, window: tuple[int, int] | None
+         ) -> list[TokenLogprob]:
+    """``tokens`` with the alternatives kept only in ``window`` (None: nowhere), and the
+    bytes only where the strings do not spell ``text``: what is kept of a reply's
+    log-probabilities once its verdict was weighed (``ModelClient.keep_logprobs``)."""
+    spelled = token_starts([t.model_copy(update={"bytes": None}) for t in tokens],
+                           text) is not None
+    lo, hi = window or (0, 0)
+    return [t if lo <= k < hi else t.model_copy(update={
+        "top": [], "bytes": None if spelled else t.bytes}) for k, t in enumerate(tokens)]
 
 
 def _read(rest: str | None, p: float, forms: _Forms, alternatives: Mapping[str, float],

@@ -116,6 +116,8 @@ class Answered:
     tokens: list[TokenLogprob] | None = None
     span: tuple[int, int] | None = None
     shown: str = ""
+    #: its call-cache key (where its log-probabilities are kept)
+    key: str | None = None
 
 
 def request_nonce(client: ModelClient, prompt: PromptTemplate,
@@ -166,7 +168,7 @@ async def ask_judge(
                                   "(flagged), which it may have obeyed")
     return Answered(value=asked.value, error=error, raw=list(asked.raw), usage=asked.usage,
                     calls=asked.calls, path=asked.path, cause=cause, tokens=asked.tokens,
-                    span=asked.span, shown=static)
+                    span=asked.span, shown=static, key=asked.key)
 
 
 def weigh(settings: JudgeSettings, ans: Answered, field: str, values: dict[str, float],
@@ -189,6 +191,8 @@ def weigh(settings: JudgeSettings, ans: Answered, field: str, values: dict[str, 
                            else expected_value(ans.tokens, reply, span, values))
     if isinstance(got, str):
         return None, {"used": "integer", "reason": got}
+    # the run store keeps only the alternatives read (a rerun reads the same value)
+    settings.client.keep_logprobs(ans.key, got.window)
     return got.value, {"used": "expected", **got.to_dict()}
 
 
