@@ -32,6 +32,14 @@ Knobs (thread-safe to set from the test while the server runs):
 - ``ignore_n``: answer one choice whatever ``n`` asks (as llama.cpp's server does)
 - ``probe_delay``: seconds to hold the format probe before anything else (a probe that
   times out on a busy server)
+- ``give_logprobs``: whether a request with ``logprobs: true`` gets token log-probabilities
+  in OpenAI's format (``choices[i].logprobs.content``: token, logprob, bytes, top_logprobs,
+  at most ``top_logprobs`` of them); False plays an endpoint that ignores the parameter.
+  Replies are cut into tokens with digits one by one (as Llama's and Qwen's tokenizers do, so
+  "10" is "1", "0"), runs of letters, runs of spaces, and single other characters
+- ``token_probs``: ``callable(before, token) -> {token: probability} | None``: the
+  distribution at the position of ``token`` (``before``: the reply's text before it); None
+  (or no callable) means the token written had probability 1
 - ``keep_nonce``: whether default text replies label their verdict line with the request's
   verdict code (``nonce_of``), as the prompts ask (True); False plays a judge that drops it.
   JSON replies follow the schema, whose ``const`` holds the code.
@@ -185,6 +193,8 @@ class JudgeDouble:
         self.probe_delay = 0.0
         self.ignore_n = False
         self.keep_nonce = True
+        self.give_logprobs = True
+        self.token_probs: Callable[[str, str], dict[str, float] | None] | None = None
         self._fault_rng = random.Random(0)
         self._fault_source: Faults | None = None
         self._queued: list[str] = []
@@ -277,6 +287,8 @@ class JudgeDouble:
             self.probe_delay = 0.0
             self.ignore_n = False
             self.keep_nonce = True
+            self.give_logprobs = True
+            self.token_probs = None
             self._fault_source = None
             self._queued.clear()
             self._batch_defaults()
@@ -482,7 +494,7 @@ class JudgeDouble:
                     "index": i,
                     "message": {"role": "assistant", "content": text},
                     "finish_reason": "stop",
-                    "logprobs": None,
+                    "logprobs": self._logprobs(text, body),
                 }
                 for i, text in enumerate(replies)
             ]
@@ -508,6 +520,23 @@ class JudgeDouble:
                 "usage": usage,
             }
         return payload
+
+    def _logprobs(self, text: str, body: dict[str, Any]) -> dict[str, Any] | None:
+        """OpenAI's ``logprobs`` object for ``text``, when asked for and ``give_logprobs``."""
+        if not body.get("logprobs") or not self.give_logprobs:
+            return None
+        k = int(body.get("top_logprobs") or 0)
+        content, before = [], ""
+        for token in TOKEN.findall(text):
+            dist = (self.token_probs(before, token) if self.token_probs else None) or {token: 1.0}
+            dist.setdefault(token, 0.0)
+            top = sorted(dist.items(), key=lambda kv: -kv[1])[:k]
+            content.append({
+                "token": token, "logprob": _log(dist[token]), "bytes": list(token.encode()),
+                "top_logprobs": [{"token": t, "logprob": _log(p), "bytes": list(t.encode())}
+                                 for t, p in top]})
+            before += token
+        return {"content": content, "refusal": None}
 
     def _build_app(self) -> FastAPI:
         app = FastAPI(title="longreward judge double")
@@ -842,6 +871,14 @@ _VERDICTS = ("fully", "partially", "not")
 #: the verdict code longreward's prompts end with (English and Chinese), read by the double
 #: from the request itself, as a judge reads it
 _NONCE_LINE = re.compile(r"(?:Verdict code of this request:|本次请求的判定码：)\s*([A-Z0-9]+)\s*$")
+
+
+#: how the double cuts a reply into tokens (see ``give_logprobs``)
+TOKEN = re.compile(r"\d|[^\W\d_]+|\s+|[^\w\s]|_")
+
+
+def _log(p: float) -> float:
+    return math.log(p) if p > 0 else -9999.0
 
 
 def nonce_of(body: dict[str, Any]) -> str | None:

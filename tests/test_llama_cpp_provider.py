@@ -196,3 +196,23 @@ def test_sample_cli_fits_a_long_document_into_the_llama_cpp_window(tmp_path):
     assert cut["limit_tokens"] < 512 and cut["original_tokens"] > 2000
     assert cut["tokenizer"] == str(GGUF) and cut["approximate"] is False
     assert row["response"]
+
+
+@needs_model
+def test_token_logprobs_in_process_need_logits_all(api):
+    """``verdicts: expected`` in process: with ``logits_all`` the reply's token
+    log-probabilities come back in the same shape as a server's and spell the reply; without
+    it none come back (the verdict is then read as an integer, and the row says why)."""
+    from longreward.judge._expected import token_starts
+
+    config = GenerateConfig(temperature=0.0, max_tokens=24, logprobs=5)
+    plain = asyncio.run(api.generate(_ask_messages(), config))
+    assert plain.logprobs == [None]
+    (made,) = create_apis("llama_cpp", str(GGUF), n_ctx=512, n_threads=2, logits_all=True)
+    try:
+        out = asyncio.run(made.generate(_ask_messages(), config))
+    finally:
+        asyncio.run(made.aclose())
+    tokens = out.logprobs[0]
+    assert tokens and token_starts(tokens, out.text) is not None
+    assert all(1 <= len(t.top) <= 6 and t.logprob <= 0 for t in tokens)

@@ -149,3 +149,29 @@ def test_probe_a_real_llama_cpp_server(llama_server: str) -> None:
     assert "--structured-output json_object_schema" in suggested
     assert "--n-per-request 1" in suggested
     print(f"\nprobe: {took:.0f} s")
+
+
+def test_a_real_servers_logprobs_weigh_a_score(llama_server: str, tmp_path: Path) -> None:
+    """Probability-weighted verdicts on llama.cpp's server, from the CLI: its OpenAI-format
+    logprobs spell the reply, and the score located by its verdict code is weighed over the
+    verdict token's alternatives (one helpfulness call)."""
+    inp = tmp_path / "in.jsonl"
+    inp.write_text(json.dumps({"id": "library", "context": DOCUMENT, "query": QUESTION,
+                               "response": ANSWERS[0]}) + "\n")
+    out = tmp_path / "scored.jsonl"
+    r = _cli("score", str(inp), "-o", str(out), "--base-url", llama_server, "--model",
+             "smollm2", "--no-progress", "--dimensions", "helpfulness", "--max-tokens", "160",
+             "--verdicts", "expected", timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    row = json.loads(out.read_text())
+    details = row["details"]["helpfulness"]
+    verdict = details["verdict"]
+    print(f"\nSmolLM2 helpfulness {verdict}")
+    assert details["verdict_paths"] == {"nonce": 1}  # the schema's const, written by the grammar
+    # llama.cpp reports the model's probabilities before its grammar; at a number a 135M
+    # model still puts most of them on digits, so the score is weighed
+    assert verdict["used"] == "expected", verdict
+    assert row["scores"]["helpfulness"] == pytest.approx(verdict["expected"], abs=1e-4)
+    assert verdict["mass"] >= 0.1 and len(verdict["distribution"]) > 1
+    assert min(map(float, verdict["distribution"])) <= verdict["expected"] <= max(
+        map(float, verdict["distribution"]))

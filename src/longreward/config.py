@@ -188,6 +188,11 @@ class ScoreOptions(BaseModel):
     #: or below ``non_answer_helpfulness`` gets 0 on every dimension (``reward.scorer``)
     non_answer_floor: bool = True
     non_answer_helpfulness: float = Field(default=6.0, ge=0, le=10)
+    #: how a verdict becomes a number: "integer" (the value the judge wrote, the paper) or
+    #: "expected" (the expected value over the judge's token probabilities at the verdict,
+    #: G-Eval's idea; asks the endpoint for log-probabilities and falls back to the integer,
+    #: recorded per verdict, where it gives none). See docs/verdicts.md.
+    verdicts: Literal["integer", "expected"] = "integer"
 
     @model_validator(mode="before")
     @classmethod

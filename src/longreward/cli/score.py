@@ -63,6 +63,7 @@ def score_overrides(flags: dict[str, Any]) -> dict[str, Any]:
         "faithfulness_rule": v["faithfulness_rule"],
         "completeness_mode": v["completeness_mode"],
         "non_answer_floor": v["non_answer_floor"],
+        "verdicts": v["verdicts"],
         "fields.id": v["field_id"], "fields.prompt_id": v["field_prompt_id"],
         "fields.context": v["field_context"], "fields.query": v["field_query"],
         "fields.response": v["field_response"], "fields.candidates": v["field_candidates"],
@@ -76,7 +77,7 @@ JUDGE_FLAGS = ("config", "provider", "model", "base_url", "dry_run", "api_key_en
 #: score's flags that choose the reward's rules (docs/reward_rules.md): every command that
 #: scores takes them
 RULE_FLAGS = ("canonical_layout", "unscored_dimension", "statement_grounding",
-              "faithfulness_rule", "completeness_mode", "non_answer_floor")
+              "faithfulness_rule", "completeness_mode", "non_answer_floor", "verdicts")
 #: score's flags that decide how answers are scored and how the data's fields are named
 SCORE_FLAGS = (*JUDGE_FLAGS, "dimensions", "weight", "tokenizer", "retrieval",
                "retrieval_model", "top_k", "chunk_tokens", "completeness_chunk_tokens",
@@ -127,6 +128,7 @@ def score_command(
     faithfulness_rule: Annotated[str | None, typer.Option(help="fixed_cost (default: 10 minus a fixed cost per unsupported statement, so true padding cannot dilute a false claim) or mean (the paper's 10·Σa/n).")] = None,
     completeness_mode: Annotated[str | None, typer.Option(help="checklist (default: the extracted points marked covered/partly/not, 10·Σ/n) or holistic (the paper's 0-10 rating).")] = None,
     non_answer_floor: Annotated[bool | None, typer.Option("--non-answer-floor/--no-non-answer-floor", help="An answer with no grounded statement, no covered point and a low helpfulness gets 0 on every dimension (default on).")] = None,
+    verdicts: Annotated[str | None, typer.Option(help="integer (the value the judge wrote; default) or expected (the expected value over the judge's token probabilities at the verdict, where the endpoint gives log-probabilities; else the integer, recorded per verdict).")] = None,
     field_id: Annotated[str | None, typer.Option(help="Input field holding the id.")] = None,
     field_prompt_id: Annotated[str | None, typer.Option(help="Input field holding the prompt id (flat rows).")] = None,
     field_context: Annotated[str | None, typer.Option(help="Input field holding the document.")] = None,

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -285,6 +286,33 @@ def _ablation(rows: dict[str, dict[str, Any]], dims: list[str],
     return out, time.perf_counter() - start
 
 
+#: the mode row of an evaluation scored with ``verdicts: expected``
+INTEGER_MODE = "integer verdicts"
+
+
+def integer_rows(rows: dict[str, dict[str, Any]], dims: list[str],
+                 weights: dict[str, float] | None, unscored: str = "no_reward",
+                 ) -> dict[str, dict[str, Any]] | None:
+    """The rows as integer verdicts would have scored them, from the same replies: each
+    weighed dimension's integer (``details.<dim>.verdict.integer``), the reward recombined by
+    ``combine_reward``; no judge call. None when no row was weighed (``verdicts: integer``),
+    so the mode row appears only where it compares something."""
+    if not any(((row.get("details") or {}).get(d) or {}).get("verdict")
+               for row in rows.values() for d in dims):
+        return None
+    out = {}
+    for aid, row in rows.items():
+        scores = dict(row.get("scores") or {})
+        for d in dims:
+            verdict = ((row.get("details") or {}).get(d) or {}).get("verdict") or {}
+            if scores.get(d) is not None and verdict.get("integer") is not None:
+                scores[d] = float(verdict["integer"])
+        kept = {n: DimensionResult(n, scores.get(n)) for n in dims}
+        reward = combine_reward(kept, weights, unscored=unscored)[0]
+        out[aid] = {**row, "scores": scores, "reward": reward}
+    return out
+
+
 def method_costs(store: Any, key: str, by_tag: dict[str, dict[str, int]], dims: list[str],
                  baselines: list[str]) -> dict[str, dict[str, int]]:
     """What each method cost: judge requests sent and their tokens, summed over the runs of
@@ -511,11 +539,13 @@ class _Judged:
     scored: dict[str, list[Verdict]]
     ablation: dict[str, list[Verdict]]
     baseline: dict[str, list[Verdict]]
-    #: other scoring modes on the same pairs (listwise selection)
-    modes: dict[str, list[Verdict]]
     baseline_details: dict[str, Any]
     notes: list[str]
     costs: dict[str, dict[str, int]]
+    #: other scoring modes on the same pairs (integer verdicts, listwise selection): their
+    #: verdicts, and the rows of those read from the same replies
+    modes: dict[str, list[Verdict]]
+    mode_rows: dict[str, dict[str, dict[str, Any]]]
     stats: dict[str, Any]
     consistency: Diagnostic
     ablation_seconds: float
@@ -549,15 +579,31 @@ async def _judge(data: AgreementData, counted: list[HumanPair], options: ScoreOp
     ablation = {f"without {d}": [verdict_from_scores(ablated[d].get(p.a), ablated[d].get(p.b))
                                  for p in counted] for d in dims} if len(dims) > 1 else {}
 
+    as_integers = integer_rows(rows, dims, options.weights, options.unscored_dimension)
+    mode_rows = {} if as_integers is None else {INTEGER_MODE: as_integers}
+    modes = {name: [verdict_from_scores((m.get(p.a) or {}).get("reward"),
+                                        (m.get(p.b) or {}).get("reward")) for p in counted]
+             for name, m in mode_rows.items()}
     baseline, notes = _free_baselines(agreement.baselines, data, counted,
                                       agreement.consensus_pool, fields)
+    if mode_rows:
+        used = Counter(str(v.get("used")) for row in rows.values() for d in dims
+                       if (v := ((row.get("details") or {}).get(d) or {}).get("verdict")))
+        reasons = Counter(str(v["reason"]) for row in rows.values() for d in dims
+                          if (v := ((row.get("details") or {}).get(d) or {}).get("verdict"))
+                          and v.get("reason"))
+        kept = f"; most common reason for an integer: {reasons.most_common(1)[0][0]}" \
+            if reasons else ""
+        notes.append(f"verdicts: expected: {used['expected']} of {sum(used.values())} "
+                     f"dimension verdicts weighed by the judge's token probabilities{kept}; "
+                     f"'{INTEGER_MODE}' reads the same replies' written verdicts (no extra "
+                     "judge call)")
     details: dict[str, Any] = {}
     judged = [b for b in agreement.baselines if b in bl.JUDGED]
     with cached_calls(scorer.client, run_dir) as store:
         if judged and counted:
             got, details = await _judged_baselines(judged, scorer, data, rows, counted)
             baseline.update(got)
-        modes: dict[str, list[Verdict]] = {}
         if agreement.listwise is not None and counted:
             modes["listwise"], details["listwise"] = await _listwise_mode(
                 scorer, data, counted, rows, agreement.listwise)
@@ -569,7 +615,8 @@ async def _judge(data: AgreementData, counted: list[HumanPair], options: ScoreOp
                        if agreement.self_consistency and counted else
                        diag.self_consistency_not_run())
     return _Judged(rows=rows, summary=summary, scored=_score_verdicts(rows, counted, dims),
-                   ablation=ablation, baseline=baseline, modes=modes, baseline_details=details, notes=notes,
+                   ablation=ablation, baseline=baseline, baseline_details=details, notes=notes,
+                   modes=modes, mode_rows=mode_rows,
                    costs=costs, stats=stats, consistency=consistency,
                    ablation_seconds=ablation_seconds, ablation_requests=ablation_requests)
 
@@ -614,6 +661,8 @@ def _count(j: _Judged, counted: list[HumanPair], dims: list[str], agreement: Agr
              for i, p in enumerate(counted)]
     length, ties, correlations, injection = diag.diagnose_rows(list(j.rows.values()), dims)
     diagnostics = [diag.position_bias(_orders(j.baseline_details, counted)), length, ties,
+                   *(diag.tie_rate(list(m.values()), mode=name)
+                     for name, m in j.mode_rows.items()),
                    j.consistency, correlations, injection]
     return methods, ablation, pairs, diagnostics, boot
 

@@ -145,10 +145,15 @@ def length_bias(rows: Sequence[Row]) -> Diagnostic:
 # --------------------------------------------------------------------------- ties
 
 
-def tie_rate(rows: Sequence[Row]) -> Diagnostic:
+def tie_rate(rows: Sequence[Row], mode: str | None = None) -> Diagnostic:
     """Among prompts with at least two scored answers: the share whose best and worst rewards
-    tie (no pair can be chosen), and the share of tied within-prompt pairs."""
+    tie (no pair can be chosen), and the share of tied within-prompt pairs. ``mode`` names
+    another scoring mode of the same answers (e.g. "integer verdicts"), measured beside the
+    reward's own: the diagnostic is then ``ties (MODE)``."""
     title = "ties (best and worst answer of a prompt tie)"
+    name = "ties"
+    if mode:
+        title, name = f"ties with {mode} (best and worst tie)", f"ties ({mode})"
     prompts = tied = pairs = tied_pairs = 0
     for group in _by_prompt(rows).values():
         rewards = [x for x in (_reward(r) for r in group) if x is not None]
@@ -162,7 +167,7 @@ def tie_rate(rows: Sequence[Row]) -> Diagnostic:
     details = {"prompts": prompts, "tied_prompts": tied, "pairs": pairs,
                "tied_pairs": tied_pairs, "pair_tie_rate": tied_pairs / pairs if pairs else None}
     if not prompts:
-        return Diagnostic(name="ties", title=title, value=None, status="not_measured",
+        return Diagnostic(name=name, title=title, value=None, status="not_measured",
                           details=details,
                           reading="not measured: no prompt has two scored answers")
     rate = tied / prompts
@@ -175,7 +180,7 @@ def tie_rate(rows: Sequence[Row]) -> Diagnostic:
         reading = f"{_pct(rate)} of prompts give no pair (best and worst tie){pair_note}"
     else:
         reading = f"no prompt's best and worst answers tie{pair_note}"
-    return Diagnostic(name="ties", title=title, value=rate, n=prompts,
+    return Diagnostic(name=name, title=title, value=rate, n=prompts,
                       status="warn" if rate >= 0.2 else "ok", reading=reading, details=details)
 
 

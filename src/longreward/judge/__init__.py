@@ -7,6 +7,7 @@ from .._util.redact import redact
 from ._accounting import ClientStats, Price, TagStats
 from ._cache import CallCache, canonical
 from ._client import Asked, ModelClient, json_schema_of, parse_json_reply
+from ._expected import SCORE_VALUES, TOP_LOGPROBS, Expected, Verdicts, expected_value
 from ._probe import probe_endpoint
 from ._provider import ModelAPI
 from ._registry import (
@@ -36,6 +37,7 @@ from ._types import (
     SchemaUnsupportedError,
     StructuredMode,
     StructuredOutput,
+    TokenLogprob,
     Usage,
 )
 from ._verdict import (
@@ -48,6 +50,7 @@ from ._verdict import (
     claimed,
     copied_reply,
     fence,
+    field_span,
     fold,
     json_objects_at,
     locate_verdict,
@@ -65,6 +68,14 @@ from .providers.openai_compatible import OpenAICompatibleAPI
 from .providers.transformers_local import TransformersAPI
 
 __all__ = [
+    "SCORE_VALUES",
+    "TOP_LOGPROBS",
+    "Expected",
+    "TokenLogprob",
+    "Verdicts",
+    "expected_value",
+    "field_span",
+    "locate_verdict",
     "BRACKET",
     "NONCE_FIELD",
     "PROMPT_TAGS",

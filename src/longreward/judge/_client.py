@@ -42,6 +42,7 @@ from .._util.redact import install_log_filter, redact
 from .._util.text import short as _short
 from ._accounting import ClientStats, Price, TagStats, estimate_tokens
 from ._cache import CachedCalls, CacheKeys, CallCache, canonical
+from ._expected import trim
 from ._ladder import (
     PROBE_AGAIN_S,
     PROBE_CONFIG,
@@ -69,6 +70,7 @@ from ._types import (
     SchemaUnsupportedError,
     StructuredMode,
     StructuredOutput,
+    TokenLogprob,
     Usage,
     reply_mode_of,
 )
@@ -115,6 +117,14 @@ class Asked(Generic[T]):
     cause: Cause | None = None
     #: replies set aside as copies of the judged text (``copied_reply``) and re-asked
     copied: int = 0
+    #: the token log-probabilities of the reply that parsed (when asked for and given)
+    tokens: list[TokenLogprob] | None = None
+    #: JSON replies: where the verdict object is in that reply (text replies: None; the
+    #: dimension's parser knows where its verdict line is)
+    span: tuple[int, int] | None = None
+    #: the call-cache key of that reply, when it is cached with log-probabilities (for
+    #: ``ModelClient.keep_logprobs``)
+    key: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -481,9 +491,10 @@ class ModelClient:
                 reason = "empty reply"
             else:
                 try:
+                    span = None
                     if mode == "json":
                         found = locate_json(text, reply_model, messages, nonce)
-                        value, path = found.value, found.path
+                        value, path, span = found.value, found.path, found.span
                     else:
                         value, path = parse_text(text), text_path(text, nonce)
                 except (ReplyParseError, ValidationError) as exc:
@@ -494,7 +505,13 @@ class ModelClient:
                     copy = self._copy(value, copy_check)
                     if copy is None:
                         self.stats._bump(tag, f"{path}_verdicts")
-                        return outcome(value=value, error=None, raw=raw, path=path)
+                        return outcome(
+                            value=value, error=None, raw=raw, path=path,
+                            tokens=out.logprobs[0] if out.logprobs else None, span=span,
+                            key=self._keys.key(messages, settings,
+                                               None if wire == "text" else schema,
+                                               attempt - 1, wire)
+                            if self.cache is not None and out.logprobs else None)
                     # parsed, but the answer's words, not the judge's: re-ask
                     reason, answer_caused = copy, answer_caused or copy
                     copied += 1
@@ -519,6 +536,24 @@ class ModelClient:
         if check is None or not isinstance(analysis, str):
             return None
         return copied_reply(analysis, check)
+
+    def keep_logprobs(self, key: str | None, window: tuple[int, int] | None) -> None:
+        """Keep, in the cached reply under ``key``, the alternatives of the tokens in
+        ``window`` (token indices, end excluded; None: none) and drop the others': a reply's
+        log-probabilities with 10 alternatives per token cost ~70 times its text in the run
+        store, and a verdict needs two tokens' worth (``_expected.trim``). The tokens' own
+        strings and log-probabilities stay, so the reply still aligns on a rerun."""
+        replace = getattr(self.cache, "replace_call", None)
+        if key is None or replace is None:
+            return  # a cache that can only add (the run store can replace)
+        hit = self.cache.get_call(key)
+        if not hit or not hit.get("logprobs"):
+            return
+        out = ModelOutput.model_validate(hit)
+        lists = out.logprobs or []
+        out.logprobs = [trim(t, out.texts[i], window) if i == 0 and t else t
+                        for i, t in enumerate(lists)]
+        replace(key, out.model_dump())
 
     # ------------------------------------------------------------------ accounting
 

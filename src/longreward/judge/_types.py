@@ -53,6 +53,9 @@ class GenerateConfig(BaseModel):
     n: int = Field(default=1, ge=1)
     seed: int | None = None
     stop: list[str] | None = None
+    #: ask for the log-probabilities of each reply token and of this many alternatives at
+    #: each position (OpenAI's ``logprobs: true, top_logprobs: k``); None: not asked
+    logprobs: int | None = Field(default=None, ge=1, le=20)
 
 
 class Usage(BaseModel):
@@ -74,12 +77,27 @@ class Usage(BaseModel):
         return self.prompt_tokens + self.completion_tokens
 
 
+class TokenLogprob(BaseModel):
+    """One reply token as the endpoint reported it: its text, its log-probability, its
+    UTF-8 bytes when given (a token may hold part of a character), and the most likely
+    tokens at its position with theirs (``top``, the chosen one usually among them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    token: str
+    logprob: float
+    bytes: list[int] | None = None
+    top: list[tuple[str, float]] = Field(default_factory=list)
+
+
 class ModelOutput(BaseModel):
-    """What one model call returned: one text per choice (``n`` choices)."""
+    """What one model call returned: one text per choice (``n`` choices), and per choice
+    the token log-probabilities when they were asked for and the endpoint gave them."""
 
     model_config = ConfigDict(extra="forbid")
 
     texts: list[str]
+    logprobs: list[list[TokenLogprob] | None] | None = None
     usage: Usage = Field(default_factory=Usage)
     model: str = ""
     finish_reasons: list[str | None] = Field(default_factory=list)

@@ -351,7 +351,9 @@ def nonce_verdicts(reply: str, nonce: str | None) -> list[tuple[str, tuple[int, 
             text = line[lo:hi]
             cut = text.casefold().find(key)
             rest = (text[:cut] + text[cut + len(nonce):]).strip(_NONCE_SEPARATORS)
-            found.append((rest, (start + lo, start + hi)))
+            at = text.find(rest, cut + len(nonce)) if rest else -1
+            at = text.find(rest) if at < 0 else at  # the span is the verdict's, not the code's
+            found.append((rest, (start + lo + at, start + lo + at + len(rest))))
         elif after or before:
             m = after[0] if after else before[-1]
             found.append((bracket_content(m), _content_span(m, start)))
@@ -534,6 +536,35 @@ def _one_verdict(objects: list[tuple[str, int]], model: type[T], path: Path,
         raise ReplyParseError(f"reply is not a valid {model.__name__}: "
                               f"{short(str(first_error))}")
     raise _NoVerdict(first_error)
+
+
+def field_span(text: str, span: tuple[int, int], name: str) -> tuple[int, int] | None:
+    """Where the value of top-level field ``name`` of the JSON object at ``span`` is written
+    (a string's characters without its quotes; the last one when the key repeats, as a
+    parser reads it), or None: where a reader of token probabilities finds the verdict."""
+    src, found = text[span[0]:span[1]], None
+    decoder = json.JSONDecoder()
+    try:
+        i = _WS.match(src, 1).end()
+        while src[i:i + 1] == '"':
+            key, i = json.decoder.scanstring(src, i + 1)
+            i = _WS.match(src, i).end()
+            if src[i:i + 1] != ":":
+                return None
+            i = _WS.match(src, i + 1).end()
+            value, end = decoder.raw_decode(src, i)
+            if key == name:
+                found = (i + 1, end - 1) if isinstance(value, str) else (i, end)
+            i = _WS.match(src, end).end()
+            if src[i:i + 1] != ",":
+                break
+            i = _WS.match(src, i + 1).end()
+    except (ValueError, IndexError):
+        return None
+    return None if found is None else (span[0] + found[0], span[0] + found[1])
+
+
+_WS = re.compile(r"\s*")
 
 
 def parse_json_reply(text: str, model: type[T],

@@ -21,6 +21,7 @@ from ..config import ScoreOptions
 from ..errors import LongRewardError, RecordError, UsageError
 from ..io.records import Candidate, PromptRecord
 from ..judge import (
+    TOP_LOGPROBS,
     GenerateConfig,
     ModelAPI,
     ModelClient,
@@ -210,10 +211,13 @@ class LongReward:
             # faithfulness and completeness on every answer of the run.
             self.tokenizer.count("tokenizer check")
         j = self.options.judge
+        expected = self.options.verdicts == "expected"
         self.settings = JudgeSettings(
             client=self.client,
-            generate=GenerateConfig(temperature=j.temperature, max_tokens=j.max_tokens),
-            attempts=j.attempts, retry_temperature=j.retry_temperature)
+            generate=GenerateConfig(temperature=j.temperature, max_tokens=j.max_tokens,
+                                    logprobs=TOP_LOGPROBS if expected else None),
+            attempts=j.attempts, retry_temperature=j.retry_temperature,
+            verdicts=self.options.verdicts)
         self._docs: OrderedDict[str, DocumentWork] = OrderedDict()
         self._prompts: OrderedDict[tuple[str, str], PromptWork] = OrderedDict()
         self._max_docs = max_cached_documents

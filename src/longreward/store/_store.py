@@ -150,6 +150,13 @@ class RunStore:
                 self.db.execute("DELETE FROM call_claims WHERE key = ? AND owner = ?",
                                 (key, self._owner))
 
+    def replace_call(self, key: str, value: dict[str, Any]) -> None:
+        """Rewrite a cached output with a smaller one of the same reply (the judge client
+        drops the token alternatives a weighed verdict did not read); a no-op without it."""
+        with self._lock:
+            self.db.execute("UPDATE calls SET output_json = ? WHERE key = ?",
+                            (dumps(value), key))
+
     def claim_call(self, key: str) -> bool:
         """Whether this store object may make the judge call ``key`` now: no other process
         holds a live claim on it (this one takes it), or ``claims`` is off. A claim dies

@@ -19,6 +19,12 @@ For a judge or a policy on a laptop or a CPU-only machine, offline: ``--provider
   cache between draws and between calls that share a prefix (the judge's instructions and
   document); with a seed the prompt is evaluated afresh for each draw, because a cached prefix
   gives slightly different floats and the same seed would not give the same text.
+- **Token log-probabilities** (``verdicts: expected``): llama.cpp computes them only for a model
+  loaded with ``logits_all`` (provider option ``logits_all=true``), which keeps a float per
+  vocabulary entry for every position of the window (n_ctx × vocabulary × 4 bytes: 0.2 GB for
+  SmolLM2 at n_ctx 1024, 5 GB for a 150k-vocabulary model at 8192). Without it, a request for
+  them gets none, and the verdict is read as an integer (and the row says why). As on llama.cpp's
+  server, they are the model's probabilities before the grammar.
 - **Sampling.** llama-cpp-python's defaults add top-k 40, top-p 0.95 and min-p 0.05 on top of
   the temperature; we turn them off (unless ``top_p`` is asked for) so that "T = 1.0" means
   sampling from the model's distribution, as it does on the OpenAI-compatible servers.
@@ -32,8 +38,9 @@ from typing import Any
 
 from ...errors import UsageError
 from .._registry import LLAMA_CPP_DEFAULT_N_CTX, import_requirement
-from .._types import GenerateConfig, JsonSchema, ModelOutput, PermanentError, Usage
+from .._types import GenerateConfig, JsonSchema, ModelOutput, PermanentError, TokenLogprob, Usage
 from ._local import DEFAULT_MAX_NEW_TOKENS, LocalModelAPI
+from .openai_compatible import token_logprobs
 
 
 class LlamaCppAPI(LocalModelAPI):
@@ -43,7 +50,8 @@ class LlamaCppAPI(LocalModelAPI):
     the window the model was trained with), ``n_threads`` (CPU threads; default: llama.cpp's
     choice), ``n_gpu_layers`` (layers offloaded to a GPU; -1 = all, 0 = CPU only),
     ``chat_format`` (override the chat template stored in the GGUF), ``seed`` (for calls that
-    give none), ``verbose`` (llama.cpp's own logging).
+    give none), ``logits_all`` (keep every position's logits: needed for token
+    log-probabilities, see the module docstring), ``verbose`` (llama.cpp's own logging).
     """
 
     provider = "llama_cpp"
@@ -64,6 +72,7 @@ class LlamaCppAPI(LocalModelAPI):
         n_batch: int = 512,
         chat_format: str | None = None,
         seed: int | None = None,
+        logits_all: bool = False,
         verbose: bool = False,
     ) -> None:
         super().__init__(model)
@@ -82,6 +91,7 @@ class LlamaCppAPI(LocalModelAPI):
             "n_gpu_layers": n_gpu_layers,
             "n_batch": n_batch,
             "chat_format": chat_format,
+            "logits_all": logits_all,
             "verbose": verbose,
         }
         if seed is not None:
@@ -136,6 +146,8 @@ class LlamaCppAPI(LocalModelAPI):
         kwargs = self._sampling(config)
         if json_schema is not None:
             kwargs["grammar"] = self._grammar(json_schema)
+        if config.logprobs and self.llama_args["logits_all"]:
+            kwargs.update(logprobs=True, top_logprobs=config.logprobs)
         return self._draws(engine, config, lambda seed: engine.create_chat_completion(
             messages, seed=seed, **kwargs), lambda choice: choice["message"].get("content"))
 
@@ -148,6 +160,7 @@ class LlamaCppAPI(LocalModelAPI):
         # Greedy decoding gives n identical texts: compute one, copy it.
         draws = config.n if config.temperature > 0 else 1
         texts: list[str] = []
+        logprobs: list[list[TokenLogprob] | None] = []
         reasons: list[str | None] = []
         usage = Usage()
         for i in range(draws):
@@ -160,6 +173,7 @@ class LlamaCppAPI(LocalModelAPI):
             reply = create(seed)
             choice = reply["choices"][0]
             texts.append(text_of(choice) or "")
+            logprobs.append(token_logprobs(choice.get("logprobs")))
             reasons.append(choice.get("finish_reason"))
             u = reply.get("usage") or {}
             # One request, one prompt: counted once, as a server counts an ``n`` request.
@@ -168,5 +182,6 @@ class LlamaCppAPI(LocalModelAPI):
                 completion_tokens=int(u.get("completion_tokens", 0)),
             )
         if draws < config.n:
-            texts, reasons = texts * config.n, reasons * config.n
-        return ModelOutput(texts=texts, usage=usage, model=self.model, finish_reasons=reasons)
+            texts, reasons, logprobs = texts * config.n, reasons * config.n, logprobs * config.n
+        return ModelOutput(texts=texts, usage=usage, model=self.model, finish_reasons=reasons,
+                           logprobs=logprobs if config.logprobs else None)

@@ -43,6 +43,7 @@ from .._types import (
     RetryableError,
     SchemaUnsupportedError,
     StructuredMode,
+    TokenLogprob,
     Usage,
 )
 
@@ -139,6 +140,9 @@ class OpenAICompatibleAPI(ModelAPI):
             body["seed"] = config.seed
         if config.stop:
             body["stop"] = config.stop
+        if config.logprobs:
+            body["logprobs"] = True
+            body["top_logprobs"] = config.logprobs
         return body
 
     async def _post(self, path: str, body: dict[str, Any], *, structured: bool = False
@@ -216,6 +220,8 @@ class OpenAICompatibleAPI(ModelAPI):
         choices = _choices(data)
         return ModelOutput(
             texts=[_content((c.get("message") or {}).get("content")) for c in choices],
+            logprobs=[token_logprobs(c.get("logprobs")) for c in choices]
+            if config.logprobs else None,
             usage=_usage(data.get("usage")),
             model=str(data.get("model") or self.model),
             finish_reasons=[c.get("finish_reason") for c in choices],
@@ -318,6 +324,35 @@ def _content(content: Any) -> str:
     if isinstance(content, list):  # content parts
         return "".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
     return "" if content is None else str(content)
+
+
+def token_logprobs(logprobs: Any) -> list[TokenLogprob] | None:
+    """A chat choice's ``logprobs`` in OpenAI's format (``{"content": [{"token", "logprob",
+    "bytes", "top_logprobs": [{"token", "logprob"}]}]}``: OpenAI, vLLM, SGLang, llama.cpp's
+    servers) as ``TokenLogprob``s; None when the endpoint gave none or a shape we do not know
+    (the verdict is then read as an integer, and the row says so)."""
+    content = logprobs.get("content") if isinstance(logprobs, dict) else None
+    if not isinstance(content, list) or not content:
+        return None
+    out = []
+    for item in content:
+        if not isinstance(item, dict) or not isinstance(item.get("token"), str):
+            return None
+        top = [(str(t["token"]), _logprob(t.get("logprob")))
+               for t in item.get("top_logprobs") or [] if isinstance(t, dict) and "token" in t]
+        raw = item.get("bytes")
+        out.append(TokenLogprob(token=item["token"], logprob=_logprob(item.get("logprob")),
+                                bytes=raw if isinstance(raw, list) else None, top=top))
+    return out
+
+
+def _logprob(value: Any) -> float:
+    # servers write -inf as null or a huge negative number; either is "never"
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return -9999.0
+    return -9999.0 if math.isnan(v) else min(0.0, max(v, -9999.0))
 
 
 def _usage(usage: Any) -> Usage:

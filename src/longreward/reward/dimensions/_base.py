@@ -22,9 +22,23 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, Field, create_model
 
-from ...judge import Cause, GenerateConfig, ModelClient, Usage, canonical
+from ...judge import (
+    SCORE_VALUES,
+    Cause,
+    Expected,
+    GenerateConfig,
+    ModelClient,
+    ReplyParseError,
+    TokenLogprob,
+    Usage,
+    Verdicts,
+    canonical,
+    expected_value,
+    field_span,
+)
 from ..injection import copy_check as copy_sources
 from ..injection import steers_judge
+from ._parse import score_span
 from ._prompts import PromptTemplate, ReplyMode
 
 #: the lowest score of every dimension (all four score 0–10): what an answer-caused failure gets
@@ -80,6 +94,10 @@ class JudgeSettings:
     generate: GenerateConfig
     attempts: int = 5
     retry_temperature: float = 0.95
+    #: "integer": a verdict is the value the judge wrote; "expected": the expected value over
+    #: its token probabilities where the endpoint gives them (``generate.logprobs`` set),
+    #: else the integer, recorded per verdict (``weigh``)
+    verdicts: Verdicts = "integer"
 
 
 @dataclass
@@ -97,6 +115,13 @@ class Answered:
     cause: Cause | None = None
     #: replies set aside as copies of the answer and re-asked (``judge.copied_reply``)
     copied: int = 0
+    #: the reply that parsed: its token log-probabilities, where its JSON verdict object is
+    #: (None for text), and the prompt's fixed text its parser read it against
+    tokens: list[TokenLogprob] | None = None
+    span: tuple[int, int] | None = None
+    shown: str = ""
+    #: its call-cache key (where its log-probabilities are kept)
+    key: str | None = None
 
 
 def request_nonce(client: ModelClient, prompt: PromptTemplate,
@@ -153,7 +178,8 @@ async def ask_judge(
         cause, error = "answer", (f"{error}; the answer holds text addressed to the judge "
                                   "(flagged), which it may have obeyed")
     return Answered(value=asked.value, error=error, raw=list(asked.raw), usage=asked.usage,
-                    calls=asked.calls, path=asked.path, cause=cause, copied=asked.copied)
+                    calls=asked.calls, path=asked.path, cause=cause, copied=asked.copied,
+                    tokens=asked.tokens, span=asked.span, shown=static, key=asked.key)
 
 
 M = TypeVar("M", bound=BaseModel)
@@ -166,6 +192,31 @@ def sized_reply_model(base: type[M], list_field: str, n: int) -> type[M]:
     annotation = base.model_fields[list_field].annotation
     return create_model(base.__name__, __base__=base,  # type: ignore[call-overload]
                         **{list_field: (annotation, Field(min_length=n, max_length=n))})
+
+
+def weigh(settings: JudgeSettings, ans: Answered, field: str, values: dict[str, float],
+          text_span: Callable[[str, str], tuple[int, int]]) -> tuple[float | None, dict[str, Any]]:
+    """The probability-weighted verdict of a parsed reply (``judge._expected``): the expected
+    value of its ``field`` (JSON) or of the verdict ``text_span`` locates (text) over the
+    judge's token probabilities, and what to record. ``values`` maps the verdict's forms to
+    numbers (``SCORE_VALUES``; ``word_values`` for grades). With ``verdicts: integer``:
+    (None, {}); when the reply gives no usable probabilities: (None, {"used": "integer",
+    "reason": ...}), and the caller keeps the integer verdict."""
+    if settings.verdicts != "expected" or ans.value is None or not ans.raw:
+        return None, {}
+    reply = ans.raw[-1]
+    try:
+        span = (field_span(reply, ans.span, field) if ans.span is not None
+                else text_span(reply, ans.shown))
+    except ReplyParseError:
+        span = None
+    got: Expected | str = ("the verdict's place in the reply was not found" if span is None
+                           else expected_value(ans.tokens, reply, span, values))
+    if isinstance(got, str):
+        return None, {"used": "integer", "reason": got}
+    # the run store keeps only the alternatives read (a rerun reads the same value)
+    settings.client.keep_logprobs(ans.key, got.window)
+    return got.value, {"used": "expected", **got.to_dict()}
 
 
 def usage_dict(usage: Usage, calls: int) -> dict[str, int]:
@@ -200,8 +251,12 @@ async def judge_score(
                                         raw=ans.raw, usage=usage, **details)
     fields = ans.value.model_dump()
     score = float(fields.pop("score"))
-    return DimensionResult(name, score, details={**fields, **details, "usage": usage,
-                                                 "verdict_paths": {ans.path: 1}})
+    expected, verdict = weigh(settings, ans, "score", SCORE_VALUES, score_span)
+    if verdict:
+        details = {**details, "verdict": {"integer": score, **verdict}}
+    return DimensionResult(name, score if expected is None else expected,
+                           details={**fields, **details, "usage": usage,
+                                    "verdict_paths": {ans.path: 1}})
 
 
 def lower_of(with_text: DimensionResult, without_text: DimensionResult) -> DimensionResult:

@@ -34,6 +34,7 @@ from ...judge import (
     candidates_of,
     claimed,
     fold,
+    locate_verdict,
     nonce_of,
     nonce_verdicts,
     read_verdict,
@@ -76,6 +77,28 @@ def parse_choice(reply: str, prompt_text: str, words: dict[str, str] | None = No
     words = words or _SUPPORT_WORDS
     form = f"[[{' / '.join(sorted(set(words.values())))}]]"
     return read_verdict(reply, prompt_text, lambda x: words.get(fold(x)), form)
+
+
+def score_span(reply: str, prompt_text: str) -> tuple[int, int]:
+    """Where ``parse_score``'s verdict is written in ``reply`` (for its token
+    probabilities)."""
+    return locate_verdict(reply, prompt_text, _number, "[[N]]", "score").span
+
+
+def choice_span(reply: str, prompt_text: str, words: dict[str, str] | None = None
+                ) -> tuple[int, int]:
+    """Where ``parse_choice``'s verdict is written in ``reply``."""
+    words = words or _SUPPORT_WORDS
+    return locate_verdict(reply, prompt_text, lambda x: words.get(fold(x)), "[[word]]").span
+
+
+def word_values(labels: dict[str, float], words: dict[str, str] | None = None
+                ) -> dict[str, float]:
+    """Every surface form of a choice (the labels, and the words that map to them, Chinese
+    included) with the number of its label: what the expected-value reader matches tokens
+    against."""
+    words = words or _SUPPORT_WORDS
+    return {**labels, **{w: labels[label] for w, label in words.items() if label in labels}}
 
 
 _KEYED = re.compile(r"^(\d+)\s*:\s*(.+)$")

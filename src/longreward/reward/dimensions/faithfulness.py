@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, Literal
 
@@ -66,14 +67,17 @@ from ._base import (
     ask_judge,
     sized_reply_model,
     usage_dict,
+    weigh,
 )
-from ._parse import parse_choice, parse_keyed_choices, parse_tagged_list
+from ._parse import choice_span, parse_choice, parse_keyed_choices, parse_tagged_list, word_values
 from ._prompts import load_prompt
 from ._registry import DimensionInput, dimension
 from ._shared import PromptWork
 
 NAME = "faithfulness"
 SUPPORT_VALUE = {"fully": 1.0, "partially": 0.5, "not": 0.0}
+#: the forms a grade is written in (JSON's labels, the text words, Chinese included), valued
+SUPPORT_FORMS = word_values(SUPPORT_VALUE)
 
 
 class StatementsReply(BaseModel):
@@ -127,17 +131,26 @@ def parse_batch_grade_text(reply: str, prompt_text: str, n: int) -> BatchGradeRe
 RULES = ("fixed_cost", "mean")
 
 
-def faithfulness_score(supports: list[str], rule: str = "mean",
+def faithfulness_score(supports: Sequence[str | float], rule: str = "mean",
                        unsupported_cost: float = 2.5) -> float:
-    """The score of the grades (n > 0): ``"mean"``, the paper's 10 · Σa / n; ``"fixed_cost"``,
-    10 − cost · Σ(1 − a), at least 0, where a fully supported statement costs nothing, so
-    true sentences added to an answer cannot dilute its unsupported ones (see the module
-    docstring)."""
+    """The score of the grades (n > 0), each a label (fully / partially / not) or a support
+    a in [0, 1] (an expected support, ``verdicts: expected``): ``"mean"``, the paper's
+    10 · Σa / n; ``"fixed_cost"``, 10 − cost · Σ(1 − a), at least 0, where a fully supported
+    statement costs nothing, so true sentences added to an answer cannot dilute its
+    unsupported ones (see the module docstring)."""
+    a = [SUPPORT_VALUE[s] if isinstance(s, str) else float(s) for s in supports]
     if rule == "mean":
-        return 10.0 * sum(SUPPORT_VALUE[s] for s in supports) / len(supports)
+        return 10.0 * sum(a) / len(a)
     if rule != "fixed_cost":
         raise ValueError(f"rule must be one of {RULES}, not {rule!r}")
-    return max(0.0, 10.0 - unsupported_cost * sum(1.0 - SUPPORT_VALUE[s] for s in supports))
+    return max(0.0, 10.0 - unsupported_cost * sum(1.0 - x for x in a))
+
+
+def support_of(row: dict[str, Any]) -> float:
+    """A graded statement's support a: the expected support when it was weighed
+    (``verdicts: expected``), else its grade's value."""
+    expected = row.get("expected_support")
+    return float(expected) if expected is not None else SUPPORT_VALUE[row["support"]]
 
 
 def _normalise_statement(s: str) -> str:
@@ -181,6 +194,9 @@ async def _grade(work: PromptWork, statement: str, *, settings: JudgeSettings,
     else:
         assert isinstance(ans.value, GradeReply)
         out.update(support=ans.value.support, analysis=ans.value.analysis, path=ans.path)
+        expected, verdict = weigh(settings, ans, "support", SUPPORT_FORMS, choice_span)
+        if verdict:
+            out.update(expected_support=expected, verdict=verdict)
     return out
 
 
@@ -220,6 +236,9 @@ async def _grade_batch(work: PromptWork, statements: list[str], *, settings: Jud
             out[s] = {"statement": s, "evidence": _evidence_rows(work, hs), "support": g.support,
                       "analysis": g.analysis, "path": ans.path, "batch_usage": usage,
                       "batch_size": len(statements)}
+            if settings.verdicts == "expected":  # not weighed: see docs/verdicts.md
+                out[s]["verdict"] = {"used": "integer",
+                                     "reason": "grades of a batch are read as labels"}
     # The batch failed (no valid reply after the re-asks): grade each on its own, concurrently.
     skipped = [s for s in statements if s not in out]
     singles = await asyncio.gather(*(_grade(work, s, settings=settings, top_k=top_k)
@@ -367,11 +386,20 @@ async def score_faithfulness(work: PromptWork, response: str, *, settings: Judge
     details["counts"] = {k: supports.count(k) for k in SUPPORT_VALUE}
     details["rule"] = rule
     score = faithfulness_score(supports, rule, unsupported_cost)
+    values: list[float | str] = list(supports)
+    if settings.verdicts == "expected":
+        used = [str((r.get("verdict") or {}).get("used", "integer")) for r in rows]
+        details["verdict"] = {"integer": score, "used": used[0] if len(set(used)) == 1
+                              else "mixed", "expected_statements": used.count("expected"),
+                              "integer_statements": used.count("integer")}
+        values = [support_of(r) for r in rows]
+        score = faithfulness_score(values, rule, unsupported_cost)
     if dropped_rows:
         # dropping can only lower the score: the lower of the scores without and with the
         # dropped statements (under the fixed cost, that is their unsupported ones' cost)
-        with_dropped = faithfulness_score(supports + [r["support"] for r in dropped_rows],
-                                          rule, unsupported_cost)
+        extra = [support_of(r) if settings.verdicts == "expected" else r["support"]
+                 for r in dropped_rows]
+        with_dropped = faithfulness_score(values + extra, rule, unsupported_cost)
         if with_dropped < score:
             details["dropped_cost"] = round(score - with_dropped, 6)
             score = with_dropped
