@@ -432,3 +432,28 @@ def test_a_run_scored_under_older_rules_is_refused(judge_double, tmp_path, monke
     with pytest.raises(StaleRunError, match="reward_rules"):
         asyncio.run(score_file(inp, out, options(judge_double)))
     assert out.read_text(encoding="utf-8") == rows
+
+
+class MarksEverythingCovered(EmptyRating):
+    """Rates an empty answer 6 and marks every checklist point covered, whatever the answer
+    says: what the real 1.5B judge did for answers that were only "?" or "Thought process:"
+    (3 and 7 of 9 points covered)."""
+
+    def mark(self, world, point, answer):
+        return "covered"
+
+
+@pytest.mark.parametrize("language", ["en", "zh"])
+def test_a_judge_that_marks_points_covered_by_nothing_gives_a_master_key_nothing(
+        judge_double, language):
+    w = WORLDS[language]
+    rows = score_world(judge_double, MarksEverythingCovered(), language,
+                       {"good": w.answers["good"], "key": "?", "opener": "Thought process:"})
+    for key in ("key", "opener"):
+        comp = rows[key]["details"]["completeness"]
+        assert comp["n_covered"] == 0 and comp["n_ungrounded_marks"] == comp["n_points"] > 0
+        assert rows[key]["floor"] and rows[key]["reward"] == 0.0
+    # the honest answer's points share its words: its marks stand
+    good = rows["good"]["details"]["completeness"]
+    assert good["n_covered"] > 0 and rows["good"]["reward"] > 0
+    assert chosen_and_rejected(rows)[0] == "good"

@@ -135,8 +135,9 @@ _DIGITS = re.compile(r"\d+(\.\d+)?")
 
 
 #: the version of the reward's rules that are not options; raise it when such a rule changes
-#: what a row holds (3: issue 21's grounding, checklist, floor and flagged-text rules)
-REWARD_RULES_VERSION = 3
+#: what a row holds (3: issue 21's grounding, checklist, floor and flagged-text rules; 4: checklist
+#: marks grounded in the answer)
+REWARD_RULES_VERSION = 4
 
 
 def score_output_settings(options: ScoreOptions) -> dict[str, Any]:

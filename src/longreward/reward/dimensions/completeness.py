@@ -195,8 +195,13 @@ async def _mark_batch(work: PromptWork, response: str, points: list[dict[str, st
 
 
 async def score_checklist(work: PromptWork, response: str, *, settings: JudgeSettings,
-                          batch_size: int = 20) -> DimensionResult:
-    """Completeness as a checklist (see the module docstring)."""
+                          batch_size: int = 20, grounded: bool = True) -> DimensionResult:
+    """Completeness as a checklist (see the module docstring). ``grounded``: a point the
+    judge marks covered or partly covered must share a content term (a word stem, a Chinese
+    character bigram or a number: ``text.grounding.content_terms``) with the answer, else
+    the mark counts as "not" (``ungrounded`` in the mark). Found with the real 1.5B judge,
+    which marked 3 and 7 of 9 points covered by answers that were only "?" and
+    "Thought process:": nothing the answer does not say ever covers a point."""
     findings = await extract_points(work, settings=settings)
     failed = _extraction_failed(findings)
     if failed is not None:
@@ -226,6 +231,11 @@ async def score_checklist(work: PromptWork, response: str, *, settings: JudgeSet
             f"{first.error}", cause="answer" if by_answer else "judge", raw=first.raw,
             usage=usage_dict(usage, calls), mode="checklist", n_points=len(points))
     marks: list[dict[str, Any]] = [m for rows, _ in done for m in rows or []]
+    if grounded:
+        said = content_terms(response)
+        for m in marks:
+            if m["coverage"] != "not" and not (content_terms(str(m.get("point", ""))) & said):
+                m["judged_coverage"], m["coverage"], m["ungrounded"] = m["coverage"], "not", True
     paths: dict[str, int] = {}
     for _, ans in done:
         paths[str(ans.path)] = paths.get(str(ans.path), 0) + 1
@@ -235,6 +245,7 @@ async def score_checklist(work: PromptWork, response: str, *, settings: JudgeSet
         "n_points_extracted": n_found,
         "n_covered": sum(1 for m in marks if m["coverage"] != "not"),
         "counts": {k: sum(1 for m in marks if m["coverage"] == k) for k in COVERAGE_VALUE},
+        "n_ungrounded_marks": sum(1 for m in marks if m.get("ungrounded")),
         "n_chunks": len(findings), "usage": usage_dict(usage, calls), "verdict_paths": paths})
 
 
@@ -280,4 +291,5 @@ async def _score(inp: DimensionInput) -> DimensionResult:
     if inp.options.completeness_mode == "holistic":
         return await score_completeness(inp.work, inp.response, settings=inp.settings)
     return await score_checklist(inp.work, inp.response, settings=inp.settings,
-                                 batch_size=inp.options.checklist_batch_size)
+                                 batch_size=inp.options.checklist_batch_size,
+                                 grounded=inp.options.statement_grounding == "answer")
