@@ -14,14 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from batch_executor import doc as _doc
+
 from judge_double import use_verdict_secret
 
 KEY = "sk-test-SECRET-0123456789abcdef"
 
 
-def _doc(tag: str, n: int = 60) -> str:
-    return "\n\n".join(f"Part {i} of {tag}: the {tag} committee approved budget line {i} worth "
-                       f"{i * 1000 + 7} coins on day {i % 28 + 1}." for i in range(n))
 
 
 def write_flat(path: Path, n_prompts: int = 3, n_cands: int = 4) -> list[str]:
