@@ -58,8 +58,9 @@ score_stage() {
 }
 stage score score_stage
 
-# 4 answers per prompt: at least 3 scored ones make a pair (the paper's code wants 5 of 10).
-stage pairs longreward pairs "$OUT/scored.jsonl" -o "$OUT/pairs.jsonl" --min-candidates 3 --no-parquet
+# 4 answers per prompt: 2 scored ones make a pair, half of them as the paper's code wants
+# 5 of 10.
+stage pairs longreward pairs "$OUT/scored.jsonl" -o "$OUT/pairs.jsonl" --min-candidates 2 --no-parquet
 
 TRAIN=(--max-steps "$STEPS" --lr 1e-5 --warmup-ratio 0 --max-length 1024 --no-gradient-checkpointing --log-every 1)
 stage train_lora longreward train "$OUT/pairs.jsonl" --model "$GGUF" -o "$OUT/lora" --lora "${TRAIN[@]}"

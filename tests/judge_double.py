@@ -40,6 +40,8 @@ Knobs (thread-safe to set from the test while the server runs):
 - ``token_probs``: ``callable(before, token) -> {token: probability} | None``: the
   distribution at the position of ``token`` (``before``: the reply's text before it); None
   (or no callable) means the token written had probability 1
+- ``honour_max_tokens``: cut each reply at the request's ``max_tokens`` (≈4 characters a
+  token) with ``finish_reason: "length"``, as a real server does (False: replies are whole)
 - ``keep_nonce``: whether default text replies label their verdict line with the request's
   verdict code (``nonce_of``), as the prompts ask (True); False plays a judge that drops it.
   JSON replies follow the schema, whose ``const`` holds the code.
@@ -194,6 +196,8 @@ class JudgeDouble:
         self.ignore_n = False
         self.keep_nonce = True
         self.give_logprobs = True
+        self.honour_max_tokens = False
+        self.owned_by = "judge-double"
         self.token_probs: Callable[[str, str], dict[str, float] | None] | None = None
         self._fault_rng = random.Random(0)
         self._fault_source: Faults | None = None
@@ -288,6 +292,8 @@ class JudgeDouble:
             self.ignore_n = False
             self.keep_nonce = True
             self.give_logprobs = True
+            self.honour_max_tokens = False
+            self.owned_by = "judge-double"
             self.token_probs = None
             self._fault_source = None
             self._queued.clear()
@@ -311,9 +317,11 @@ class JudgeDouble:
     # ------------------------------------------------------------------ behaviour
 
     def like_llama_cpp(self) -> None:
-        """Structured output as llama.cpp's server does it (see ``formats``)."""
+        """Structured output as llama.cpp's server does it (see ``formats``), and its model
+        listing (``owned_by: "me"``)."""
         self.formats = {"json_object_schema", "json_object"}
         self.format_refusal = LLAMA_CPP_REFUSAL
+        self.owned_by = "me"
 
     def queue_faults(self, *kinds: str) -> None:
         """Fail the next completion requests with ``kinds`` (e.g. "429", "500"), in order."""
@@ -486,6 +494,11 @@ class JudgeDouble:
     def _payload(self, body: dict[str, Any], chat: bool, replies: list[str]) -> dict[str, Any]:
         """A completion object holding ``replies``."""
         created = int(time.time())
+        finish = ["stop"] * len(replies)
+        limit = body.get("max_tokens")
+        if self.honour_max_tokens and limit:  # cut where a real server's budget ends
+            finish = ["length" if _tokens(r) > limit else "stop" for r in replies]
+            replies = [r[:4 * limit] for r in replies]
         usage = self._usage(body, replies)
         model = body.get("model") or self.model
         if chat:
@@ -493,7 +506,7 @@ class JudgeDouble:
                 {
                     "index": i,
                     "message": {"role": "assistant", "content": text},
-                    "finish_reason": "stop",
+                    "finish_reason": finish[i],
                     "logprobs": self._logprobs(text, body),
                 }
                 for i, text in enumerate(replies)
@@ -508,7 +521,7 @@ class JudgeDouble:
             }
         else:
             choices = [
-                {"index": i, "text": text, "finish_reason": "stop", "logprobs": None}
+                {"index": i, "text": text, "finish_reason": finish[i], "logprobs": None}
                 for i, text in enumerate(replies)
             ]
             payload = {
@@ -588,7 +601,7 @@ class JudgeDouble:
                 {
                     "object": "list",
                     "data": [
-                        {"id": name, "object": "model", "created": 0, "owned_by": "judge-double"}
+                        {"id": name, "object": "model", "created": 0, "owned_by": self.owned_by}
                         for name in names
                     ],
                 }

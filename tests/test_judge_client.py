@@ -146,6 +146,28 @@ def test_cache_hit_makes_no_request(judge_double: JudgeDouble, tmp_path: Path) -
     assert judge_double.count("/chat/completions") == 3  # only the ask was new
 
 
+def test_a_reply_made_under_other_extra_body_fields_is_not_reused(
+        judge_double: JudgeDouble, tmp_path: Path) -> None:
+    """extra_body changes what the server does (sampling fields, server options), so it is
+    part of the cache key; no extra_body keeps the key it always had."""
+    def once(extra: dict[str, Any] | None) -> bool:
+        api = OpenAICompatibleAPI(MODEL, base_url=judge_double.base_url, api_key=SECRET,
+                                  extra_body=extra)
+
+        async def go() -> bool:
+            with RunStore(tmp_path) as store:
+                async with ModelClient(api, cache=store, structured_output="json_schema",
+                                       timeout=5.0) as client:
+                    return (await client.generate(messages(), GenerateConfig(), tag="a")).cached
+
+        return run(go())
+
+    assert not once(None) and once(None)
+    assert not once({"repeat_penalty": 1.0}) and once({"repeat_penalty": 1.0})
+    assert not once({"repeat_penalty": 1.1})
+    assert judge_double.count("/chat/completions") == 3
+
+
 # ---------------------------------------------------------------------- retries
 
 
@@ -304,6 +326,53 @@ def test_unparsable_replies_are_reasked_then_unscored(judge_double: JudgeDouble)
     # each sampled re-ask carries its own fixed seed: a server that honours seeds gives the
     # same re-ask reply on every run (online and batch runs agree with a real model too)
     assert [r["body"].get("seed") for r in judge_double.requests] == [None, 1, 2, 3, 4]
+
+
+def test_a_reply_cut_before_its_verdict_is_reasked_with_a_larger_budget(
+        judge_double: JudgeDouble) -> None:
+    """A judge that analyses at length before its verdict: at max_tokens=40 the reply is cut
+    before the score (a real server's finish_reason "length"), and a re-ask at the same
+    budget would be cut again. The re-asks double the budget, up to 4x the configured one."""
+    analysis = "The answer is supported by the document. " * 12  # ≈125 tokens
+    judge_double.responder = lambda body: f"{analysis} Score: [[8]]"
+    judge_double.honour_max_tokens = True
+
+    async def go(max_tokens: int, attempts: int) -> Asked[Verdict]:
+        async with client_for(judge_double, structured_output="text") as client:
+            asked = await ask(client, config=GenerateConfig(temperature=0.0,
+                                                            max_tokens=max_tokens),
+                              attempts=attempts)
+            assert client.stats.total.cut == asked.attempts - (1 if asked.ok else 0)
+            return asked
+
+    asked = run(go(40, 5))
+    assert asked.ok and asked.value is not None and asked.value.score == 8
+    assert [r["body"]["max_tokens"] for r in judge_double.requests] == [40, 80, 160]
+
+    judge_double.reset()
+    judge_double.responder = lambda body: f"{analysis * 4} Score: [[8]]"  # ≈500 tokens
+    judge_double.honour_max_tokens = True
+    asked = run(go(40, 5))
+    assert asked.value is None
+    # never past 4x the configured budget, and the reason says what to raise
+    assert [r["body"]["max_tokens"] for r in judge_double.requests] == [40, 80, 160, 160, 160]
+    assert "cut at max_tokens=160 before its verdict" in (asked.error or "")
+    assert "raise --max-tokens" in (asked.error or "")
+
+
+def test_a_reply_not_cut_is_reasked_with_the_same_budget(judge_double: JudgeDouble) -> None:
+    judge_double.responder = lambda body: "no score"
+    judge_double.honour_max_tokens = True
+
+    async def go() -> None:
+        async with client_for(judge_double, structured_output="text") as client:
+            asked = await ask(client, config=GenerateConfig(temperature=0.0, max_tokens=40),
+                              attempts=3)
+            assert asked.value is None and "cut" not in (asked.error or "")
+            assert client.stats.total.cut == 0
+
+    run(go())
+    assert [r["body"]["max_tokens"] for r in judge_double.requests] == [40, 40, 40]
 
 
 def test_bad_json_then_fenced_json_is_accepted(judge_double: JudgeDouble) -> None:

@@ -37,6 +37,8 @@ from longreward.judge._registry import _PROVIDERS
 from longreward.judge._schema_instance import schema_instance
 from longreward.judge.providers.openai_compatible import parse_retry_after
 
+from judge_double import JudgeDouble
+
 
 class Statement(BaseModel):
     text: str = Field(min_length=3)
@@ -365,3 +367,37 @@ def test_transformers_provider_generates(tiny_model_dir: Path) -> None:
             assert asked.mode == "text" and asked.value is None and len(asked.raw) == 2
 
     run(go())
+
+
+# ------------------------------------------------------------- the server's own sampling
+
+
+def _sent(double: JudgeDouble, **api_options: Any) -> list[dict[str, Any]]:
+    api = OpenAICompatibleAPI("judge-double", base_url=double.base_url, api_key="k",
+                              **api_options)
+
+    async def go() -> None:
+        for _ in range(2):
+            await api.generate([Message(role="user", content="Score it.")],
+                               GenerateConfig(temperature=0.0, max_tokens=16),
+                               response_format="text")
+        await api.aclose()
+
+    asyncio.run(go())
+    return [r["body"] for r in double.requests]
+
+
+def test_llama_cpp_pythons_server_is_told_not_to_penalise_repeats(judge_double):
+    """llama-cpp-python's server applies repeat_penalty 1.1 unless told otherwise, so a judge
+    at temperature 0 writes a verdict pushed away from numbers it just wrote; its requests
+    carry repeat_penalty 1.0 (found from its model listing: owned_by "me")."""
+    judge_double.like_llama_cpp()
+    assert [b.get("repeat_penalty") for b in _sent(judge_double)] == [1.0, 1.0]
+
+
+def test_other_servers_get_no_extra_sampling_field_and_extra_body_wins(judge_double):
+    assert all("repeat_penalty" not in b for b in _sent(judge_double))  # e.g. OpenAI's API
+    judge_double.reset()
+    judge_double.like_llama_cpp()
+    sent = _sent(judge_double, extra_body={"repeat_penalty": 1.3})
+    assert [b["repeat_penalty"] for b in sent] == [1.3, 1.3]

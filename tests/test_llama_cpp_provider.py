@@ -68,6 +68,9 @@ def test_missing_extra_names_the_fix(monkeypatch):
     from longreward.judge import _registry
 
     real = importlib.util.find_spec
+    # another test in this worker may have imported llama_cpp already: forget it, so the
+    # check has to look for the package (and find none)
+    monkeypatch.delitem(sys.modules, "llama_cpp", raising=False)
     monkeypatch.setattr(_registry.importlib.util, "find_spec",
                         lambda name, *a: None if name == "llama_cpp" else real(name, *a))
     with pytest.raises(MissingDependencyError, match=r"pip install 'longreward\[gguf\]'"):

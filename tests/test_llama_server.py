@@ -11,9 +11,11 @@ Timing on the project's 2-core CI machine: see benchmarks/RESULTS.md.
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -144,6 +146,8 @@ def test_probe_a_real_llama_cpp_server(llama_server: str) -> None:
     report = json.loads(r.stdout)
     assert report["works"] and report["structured_mode"] == "json_object_schema"
     assert report["n_supported"] is False  # llama.cpp's server answers one choice
+    checks = {c["name"]: c["detail"] for c in report["checks"]}
+    assert "'repeat_penalty': 1.0" in checks["sampling as asked"]  # its default is 1.1
     assert report["context_window"] == 8192  # read from the error
     suggested = "\n".join(report["suggestions"])
     assert "--structured-output json_object_schema" in suggested
@@ -151,10 +155,11 @@ def test_probe_a_real_llama_cpp_server(llama_server: str) -> None:
     print(f"\nprobe: {took:.0f} s")
 
 
-def test_a_real_servers_logprobs_weigh_a_score(llama_server: str, tmp_path: Path) -> None:
+def test_a_real_servers_logprobs_weigh_a_score(llama_server: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """Probability-weighted verdicts on llama.cpp's server, from the CLI: its OpenAI-format
-    logprobs spell the reply, and the score located by its verdict code is weighed over the
-    verdict token's alternatives (one helpfulness call)."""
+    logprobs spell the reply, the verdict token located by its verdict code is read, and the
+    score is weighed over that token's alternatives (one helpfulness call)."""
     inp = tmp_path / "in.jsonl"
     inp.write_text(json.dumps({"id": "library", "context": DOCUMENT, "query": QUESTION,
                                "response": ANSWERS[0]}) + "\n")
@@ -168,10 +173,53 @@ def test_a_real_servers_logprobs_weigh_a_score(llama_server: str, tmp_path: Path
     verdict = details["verdict"]
     print(f"\nSmolLM2 helpfulness {verdict}")
     assert details["verdict_paths"] == {"nonce": 1}  # the schema's const, written by the grammar
-    # llama.cpp reports the model's probabilities before its grammar; at a number a 135M
-    # model still puts most of them on digits, so the score is weighed
-    assert verdict["used"] == "expected", verdict
-    assert row["scores"]["helpfulness"] == pytest.approx(verdict["expected"], abs=1e-4)
-    assert verdict["mass"] >= 0.1 and len(verdict["distribution"]) > 1
-    assert min(map(float, verdict["distribution"])) <= verdict["expected"] <= max(
-        map(float, verdict["distribution"]))
+    # llama.cpp reports the model's probabilities before its grammar, so how much of them a
+    # 135M model puts on digits at the verdict depends on the machine's arithmetic: over 10%
+    # on one 2-core machine, 6% on another (CI). Either way the verdict token was found in
+    # the server's tokens and read; below MIN_MASS the integer is kept with that share.
+    if verdict["used"] == "expected":
+        _check_weighed(verdict, row["scores"]["helpfulness"])
+    else:
+        assert re.fullmatch(r"only \d+% of the probability at the verdict token names a value "
+                            r"\(at least 10% needed\)", verdict["reason"]), verdict
+        assert row["scores"]["helpfulness"] == verdict["integer"]
+
+    # The weighing itself on the server's real alternatives, whatever their share: the same
+    # request in process with the threshold at 0.
+    from longreward import ScoreOptions, create_apis
+    from longreward.judge import ModelClient, _expected
+    from longreward.reward.scorer import LongReward
+
+    monkeypatch.setattr(_expected, "MIN_MASS", 0.0)
+    options = ScoreOptions.model_validate({
+        "judge": {"model": "smollm2", "base_urls": [llama_server], "max_tokens": 512},
+        "dimensions": ["helpfulness"], "verdicts": "expected"})
+    client = ModelClient(create_apis("openai_compatible", "smollm2", base_urls=[llama_server]),
+                         structured_output=options.judge.structured_output)
+    scored = asyncio.run(LongReward(client, options=options).score(DOCUMENT, QUESTION,
+                                                                  ANSWERS[0]))
+    result = scored.results["helpfulness"]
+    weighed = result.details["verdict"]
+    print(f"SmolLM2 helpfulness, any share: {weighed}")
+    assert weighed["used"] == "expected", weighed
+    _check_weighed(weighed, result.score)
+    # At temperature 0 the judge writes its most probable value: the first digit written
+    # leads the distribution read at it. (The server's default repeat_penalty of 1.1 broke
+    # this: 4 written where 0 had 0.55 and 4 had 0.05; requests now carry 1.0.) A re-ask
+    # (the first reply cut by its budget) samples at 0.95, so only a first reply shows it.
+    if result.details["usage"]["calls"] == 1:
+        by_first: dict[str, float] = {}
+        for value, p in weighed["distribution"].items():
+            by_first[value[0]] = by_first.get(value[0], 0.0) + p
+        assert by_first[f"{weighed['integer']:g}"[0]] == max(by_first.values()), weighed
+
+
+def _check_weighed(verdict: dict, score: float | None) -> None:
+    """A weighed verdict: the score is the expected value over the values read, which lie
+    on the 0–10 scale, with their probabilities renormalised."""
+    assert score == pytest.approx(verdict["expected"], abs=1e-4)
+    assert 0 < verdict["mass"] <= 1 + 1e-9
+    dist = {float(v): p for v, p in verdict["distribution"].items()}
+    assert all(0 <= v <= 10 for v in dist) and sum(dist.values()) == pytest.approx(1, abs=1e-3)
+    assert verdict["expected"] == pytest.approx(sum(v * p for v, p in dist.items()), abs=1e-3)
+    assert min(dist) <= verdict["expected"] <= max(dist)

@@ -69,6 +69,8 @@ class TagStats:
     answer_caused: int = 0
     #: replies set aside as copies of the judged text (``copied_reply``), each re-asked
     copied: int = 0
+    #: replies cut by the token budget before their verdict, each re-asked with a larger one
+    cut: int = 0
     usage: Usage = field(default_factory=Usage)
 
     def as_dict(self) -> dict[str, int]:
@@ -84,6 +86,7 @@ class TagStats:
             "fallback_verdicts": self.fallback_verdicts,
             "answer_caused": self.answer_caused,
             "copied": self.copied,
+            "cut": self.cut,
             "prompt_tokens": self.usage.prompt_tokens,
             "completion_tokens": self.usage.completion_tokens,
             "cached_tokens": self.usage.cached_tokens,

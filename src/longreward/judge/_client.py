@@ -131,6 +131,24 @@ class Asked(Generic[T]):
         return self.value is not None
 
 
+#: how far re-asks may grow the token budget of a reply that was cut before its verdict
+CUT_BUDGET_GROWTH = 4
+
+
+def cut_reply(used: int | None, configured: int | None) -> tuple[str, int | None]:
+    """Why a reply cut at the token budget ``used`` is unread, and the budget of the re-ask:
+    twice ``used``, at most ``CUT_BUDGET_GROWTH`` times the ``configured`` one. (The paper's
+    code re-asks at the same length; a reply that ran out of tokens before its verdict mostly
+    runs out again.) With no budget of ours, the server's own limit cut it and stays."""
+    if used is None or configured is None:
+        return ("the reply was cut by the server's token limit before its verdict; set "
+                "max_tokens (--max-tokens)", used)
+    grown = min(2 * used, CUT_BUDGET_GROWTH * configured)
+    then = (f"re-asked with {grown}" if grown > used else
+            f"already {CUT_BUDGET_GROWTH}x max_tokens; raise --max-tokens")
+    return f"the reply was cut at max_tokens={used} before its verdict ({then})", grown
+
+
 @functools.lru_cache(maxsize=256)
 def json_schema_of(model: type[BaseModel]) -> JsonSchema:
     """The reply model's JSON schema, built once per model (pydantic rebuilds it on every
@@ -429,6 +447,8 @@ class ModelClient:
         #: set once the judged text made a reply unreadable or provoked a refusal: why
         answer_caused: str | None = None
         copied = 0
+        #: the re-asks' token budget: grown after a reply the budget cut before its verdict
+        budget = config.max_tokens
 
         def outcome(**fields: Any) -> Asked[T]:
             """The ask's outcome, with the counts so far."""
@@ -454,7 +474,8 @@ class ModelClient:
                 config
                 if attempt == 0
                 else config.model_copy(update={"temperature": retry_temperature,
-                                               "seed": (config.seed or 0) + attempt})
+                                               "seed": (config.seed or 0) + attempt,
+                                               "max_tokens": budget})
             )
             try:
                 out = await self.generate(messages, settings, None if wire == "text" else schema,
@@ -501,6 +522,11 @@ class ModelClient:
                     reason, cause = blame(text, exc, messages)
                     if cause == "answer":
                         answer_caused = answer_caused or reason
+                    elif finish == "length":
+                        # Cut by the token budget before its verdict: the same budget would
+                        # most likely cut the re-ask too, so it gets a larger one.
+                        reason, budget = cut_reply(settings.max_tokens, config.max_tokens)
+                        self.stats._bump(tag, "cut")
                 else:
                     copy = self._copy(value, copy_check)
                     if copy is None:

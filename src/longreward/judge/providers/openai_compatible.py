@@ -17,9 +17,11 @@ one.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import functools
 import json
+import logging
 import math
 import os
 import re
@@ -65,6 +67,18 @@ _SCHEMA_PATTERNS = re.compile(
 )
 #: statuses whose meaning does not depend on the body: never read as a schema refusal
 _NOT_A_REFUSAL = (401, 403, 404, 408, 429)
+
+#: Fields a server needs before it samples as OpenAI's parameters say, by the ``owned_by`` of
+#: its model listing. llama-cpp-python's server ("me") applies repeat_penalty 1.1 unless told
+#: otherwise: at temperature 0 a judge then does not write its most probable verdict but one
+#: pushed away from the numbers of the last 64 tokens (its own analysis, the scale, the
+#: answer). Seen with SmolLM2: the verdict 4 written where 0 had 0.55 and 4 had 0.05.
+#: (llama.cpp's own llama-server has defaulted to 1.0 since 2024.)
+SERVER_SAMPLING: dict[str, dict[str, Any]] = {"me": {"repeat_penalty": 1.0}}
+#: how long the model listing that ``server_sampling`` reads may take
+LISTING_TIMEOUT_S = 10.0
+
+logger = logging.getLogger(__name__)
 
 
 def resolve_api_key(api_key: str | None) -> str:
@@ -119,12 +133,24 @@ class OpenAICompatibleAPI(ModelAPI):
         ]
         self._load = [0] * shards
         self._closed = False
+        #: sampling fields this server needs to sample as OpenAI's parameters say (None: not
+        #: looked up yet; ``server_sampling``)
+        self._neutral: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleAPI(model={self.model!r}, base_url={redact(self.base_url)!r})"
 
     def max_connections(self) -> int:
         return self._max_connections
+
+    def cache_identity(self) -> dict[str, Any]:
+        # extra_body changes the replies (sampling fields, server options): a cached reply
+        # made under other fields is not this request's. (Without one, the key is as before,
+        # so existing run stores stay valid.)
+        identity = super().cache_identity()
+        if self.extra_body:
+            identity["extra_body"] = self.extra_body
+        return identity
 
     # ------------------------------------------------------------------ requests
 
@@ -145,8 +171,29 @@ class OpenAICompatibleAPI(ModelAPI):
             body["top_logprobs"] = config.logprobs
         return body
 
+    async def server_sampling(self) -> dict[str, Any]:
+        """The fields that make this server sample as OpenAI's parameters say, looked up once
+        from its model listing (``SERVER_SAMPLING``); the caller's ``extra_body`` wins."""
+        if self._neutral is None:
+            try:
+                models = await asyncio.wait_for(self.list_models(), LISTING_TIMEOUT_S)
+            except EndpointUnreachableError:
+                return {}  # not up yet: look again at the next request
+            except (ModelError, asyncio.TimeoutError):
+                models = []  # no listing: nothing known to add
+            found: dict[str, Any] = {}
+            for owner in {str(m.get("owned_by")) for m in models}:
+                found.update(SERVER_SAMPLING.get(owner, {}))
+            if found and self._neutral is None:
+                logger.info("%s: its default sampling departs from OpenAI's; requests carry %s",
+                            redact(self.base_url), found)
+            self._neutral = found
+        return self._neutral
+
     async def _post(self, path: str, body: dict[str, Any], *, structured: bool = False
                     ) -> dict[str, Any]:
+        if path != "/embeddings":
+            body = {**body, **(await self.server_sampling())}
         if self.extra_body:
             body = {**body, **self.extra_body}
         self._check_open()
