@@ -333,7 +333,7 @@ def test_a_reply_cut_before_its_verdict_is_reasked_with_a_larger_budget(
     """A judge that analyses at length before its verdict: at max_tokens=40 the reply is cut
     before the score (a real server's finish_reason "length"), and a re-ask at the same
     budget would be cut again. The re-asks double the budget, up to 4x the configured one."""
-    analysis = "The answer is supported by the document. " * 12  # ≈125 tokens
+    analysis = " ".join(f"Claim {i} of the answer is in paragraph {i + 2}." for i in range(12))
     judge_double.responder = lambda body: f"{analysis} Score: [[8]]"
     judge_double.honour_max_tokens = True
 
@@ -350,7 +350,8 @@ def test_a_reply_cut_before_its_verdict_is_reasked_with_a_larger_budget(
     assert [r["body"]["max_tokens"] for r in judge_double.requests] == [40, 80, 160]
 
     judge_double.reset()
-    judge_double.responder = lambda body: f"{analysis * 4} Score: [[8]]"  # ≈500 tokens
+    judge_double.responder = lambda body: f"{analysis} {analysis.upper()} {analysis.lower()} " \
+        f"{analysis.swapcase()} Score: [[8]]"  # ≈500 tokens, no loop
     judge_double.honour_max_tokens = True
     asked = run(go(40, 5))
     assert asked.value is None
@@ -358,6 +359,40 @@ def test_a_reply_cut_before_its_verdict_is_reasked_with_a_larger_budget(
     assert [r["body"]["max_tokens"] for r in judge_double.requests] == [40, 80, 160, 160, 160]
     assert "cut at max_tokens=160 before its verdict" in (asked.error or "")
     assert "raise --max-tokens" in (asked.error or "")
+
+
+def test_cut_replies_grow_their_budget_to_4x_and_not_past_the_default():
+    from longreward.judge._client import cut_reply
+
+    def budgets(configured: int, asks: int = 6) -> list[int]:
+        out, used = [configured], configured
+        for _ in range(asks - 1):
+            _, used = cut_reply(used, configured)
+            out.append(used)
+        return out
+
+    assert budgets(40) == [40, 80, 160, 160, 160, 160]
+    assert budgets(1000) == [1000, 2000, 2048, 2048, 2048, 2048]
+    assert budgets(2048) == [2048] * 6  # the default: a reply cut there is a loop
+    assert budgets(4096) == [4096] * 6
+    reason, budget = cut_reply(None, None)  # the server's own limit: nothing to grow
+    assert budget is None and "--max-tokens" in reason
+
+
+def test_a_reply_that_loops_until_it_is_cut_keeps_its_budget(judge_double: JudgeDouble) -> None:
+    """A small judge at temperature 0 can loop ("1.1.1.1…") until max_tokens ends it: more
+    tokens would make a longer loop, so the re-asks (sampled) keep the budget."""
+    judge_double.responder = lambda body: '{"analysis": "10.' + "1." * 400
+    judge_double.honour_max_tokens = True
+
+    async def go() -> Asked[Verdict]:
+        async with client_for(judge_double) as client:
+            return await ask(client, config=GenerateConfig(temperature=0.0, max_tokens=100),
+                             attempts=3)
+
+    asked = run(go())
+    assert asked.value is None and "looped ('.1.1.1" in (asked.error or "")
+    assert [r["body"]["max_tokens"] for r in judge_double.requests] == [100, 100, 100]
 
 
 def test_a_reply_not_cut_is_reasked_with_the_same_budget(judge_double: JudgeDouble) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -131,21 +132,45 @@ class Asked(Generic[T]):
         return self.value is not None
 
 
-#: how far re-asks may grow the token budget of a reply that was cut before its verdict
+#: how far re-asks may grow the token budget of a reply that was cut before its verdict:
+#: up to 4x the configured budget, never past 2048 tokens (the default budget) unless the
+#: configured one is larger. A judge reply cut at 2048 tokens is far more often a loop than
+#: an analysis still going, and more tokens would only make it a longer loop.
 CUT_BUDGET_GROWTH = 4
+CUT_BUDGET_MAX = 2048
+#: a reply whose end repeats one piece of text (up to 200 characters) 4 times or more has
+#: looped: "1.1.1.1…", the same list item again and again. More tokens would not end it.
+_LOOP = re.compile(r"(.{1,200}?)\1{3,}", re.DOTALL)
 
 
-def cut_reply(used: int | None, configured: int | None) -> tuple[str, int | None]:
+def looped(text: str) -> str | None:
+    """The repeated piece when ``text`` ends in a loop (see ``_LOOP``), else None."""
+    tail = text[-2000:]
+    for m in _LOOP.finditer(tail):
+        # the loop must run to the end (the last repeat may be cut partway)
+        if len(tail) - m.end() < len(m.group(1)) and m.end() - m.start() >= 24:
+            return m.group(1)
+    return None
+
+
+def cut_reply(used: int | None, configured: int | None, text: str = ""
+              ) -> tuple[str, int | None]:
     """Why a reply cut at the token budget ``used`` is unread, and the budget of the re-ask:
-    twice ``used``, at most ``CUT_BUDGET_GROWTH`` times the ``configured`` one. (The paper's
+    twice ``used`` within the limits above, unless the reply ``text`` ended in a loop (the
+    re-ask, sampled, may not loop; a larger budget would not help if it did). (The paper's
     code re-asks at the same length; a reply that ran out of tokens before its verdict mostly
     runs out again.) With no budget of ours, the server's own limit cut it and stays."""
+    loop = looped(text)
+    if loop is not None:
+        return (f"the reply looped ({_short(loop * 3, 40)!r}…) until max_tokens={used}, "
+                "before its verdict", used)
     if used is None or configured is None:
         return ("the reply was cut by the server's token limit before its verdict; set "
                 "max_tokens (--max-tokens)", used)
-    grown = min(2 * used, CUT_BUDGET_GROWTH * configured)
+    ceiling = max(configured, min(CUT_BUDGET_GROWTH * configured, CUT_BUDGET_MAX))
+    grown = min(2 * used, ceiling)
     then = (f"re-asked with {grown}" if grown > used else
-            f"already {CUT_BUDGET_GROWTH}x max_tokens; raise --max-tokens")
+            "the largest budget re-asks get; raise --max-tokens if the judge was not looping")
     return f"the reply was cut at max_tokens={used} before its verdict ({then})", grown
 
 
@@ -525,7 +550,8 @@ class ModelClient:
                     elif finish == "length":
                         # Cut by the token budget before its verdict: the same budget would
                         # most likely cut the re-ask too, so it gets a larger one.
-                        reason, budget = cut_reply(settings.max_tokens, config.max_tokens)
+                        reason, budget = cut_reply(settings.max_tokens, config.max_tokens,
+                                                   text)
                         self.stats._bump(tag, "cut")
                 else:
                     copy = self._copy(value, copy_check)

@@ -60,9 +60,11 @@ from typing import Any
 
 from ..judge import BRACKET, NONCE_FIELD, PROMPT_TAGS, CopyCheck, json_objects_at
 
-#: keys of our JSON replies: a JSON object in an answer holding one is verdict-shaped
-REPLY_KEYS = frozenset({"score", "support", "grades", "statements", "analysis", "errors",
-                        "points", "relevant", "winner", "verdict", NONCE_FIELD})
+#: keys of our JSON replies, nested ones included (every ``*Reply`` model's fields: a test
+#: keeps the two in step): a JSON object in an answer holding one is verdict-shaped
+REPLY_KEYS = frozenset({"score", "support", "grades", "statement", "statements", "analysis",
+                        "errors", "points", "relevant", "winner", "verdict", "marks",
+                        "coverage", "best", "worst", NONCE_FIELD})
 
 _SCORE_WORDS = r"(?:score|rating|grade|verdict|mark|评分|分数|得分|打分|评级|判定|等级)"
 _NUMBER = r"\d{1,3}(?:\.\d+)?(?:\s*(?:/|out of|分?满分)\s*10)?"
