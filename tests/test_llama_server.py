@@ -123,7 +123,7 @@ def test_score_with_default_options_on_a_real_llama_cpp_server(
     # now carry 1.0) SmolLM2 at temperature 0 can loop ("1.1.1.1…") until the budget ends,
     # and 2048 looping tokens cost CI minutes each.
     r = _cli("score", str(inp), "-o", str(out), "--base-url", llama_server, "--model",
-             "smollm2", "--no-progress", "--max-tokens", "512", timeout=2300)
+             "smollm2", "--no-progress", "--max-tokens", "256", timeout=2300)
     took = time.monotonic() - started
     assert r.returncode in (0, 1), r.stderr[-3000:]  # 1: an answer unscored everywhere
     rows = [json.loads(x) for x in out.read_text().splitlines()]
