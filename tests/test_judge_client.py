@@ -379,6 +379,26 @@ def test_cut_replies_grow_their_budget_to_4x_and_not_past_the_default():
     assert budget is None and "--max-tokens" in reason
 
 
+def test_loops_are_told_from_long_analyses():
+    from longreward.judge._client import looped
+
+    # the real 1.5B judge's loop: two sentences (215 characters) over and over, cut mid-way
+    pair = ("The surplus fell because of the completion of the lighting replacement programme, "
+            "which reduced costs by £0.9 million compared with the previous year. This is a "
+            "valid reason for the fall, but it is not the only reason. ")
+
+    def loops_on(text: str, unit: str) -> bool:  # the piece found may start anywhere in it
+        found = looped(text)
+        return found is not None and len(found) == len(unit) and found in unit * 2
+
+    assert loops_on('{"analysis": "The statement is supported. ' + pair * 8 + pair[:90], pair)
+    assert loops_on('{"analysis": "10.' + "1." * 900, "1.")
+    assert loops_on('{"errors": [' + '"10", ' * 300, '"10", ')
+    # a long analysis that moves on is not a loop, nor is a short repeat
+    assert looped(" ".join(f"Claim {i} of the answer is in paragraph {i + 2}." for i in range(200))) is None
+    assert looped("The answer is 10.10.10") is None
+
+
 def test_a_reply_that_loops_until_it_is_cut_keeps_its_budget(judge_double: JudgeDouble) -> None:
     """A small judge at temperature 0 can loop ("1.1.1.1…") until max_tokens ends it: more
     tokens would make a longer loop, so the re-asks (sampled) keep the budget."""

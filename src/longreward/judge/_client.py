@@ -138,14 +138,16 @@ class Asked(Generic[T]):
 #: an analysis still going, and more tokens would only make it a longer loop.
 CUT_BUDGET_GROWTH = 4
 CUT_BUDGET_MAX = 2048
-#: a reply whose end repeats one piece of text (up to 200 characters) 4 times or more has
-#: looped: "1.1.1.1…", the same list item again and again. More tokens would not end it.
-_LOOP = re.compile(r"(.{1,200}?)\1{3,}", re.DOTALL)
+#: a reply whose end repeats one piece of text (up to 500 characters) 3 times or more has
+#: looped: SmolLM2's "1.1.1.1…", the same list item again and again; the 1.5B judge's
+#: 215-character pair of sentences, over and over to its 2048th token. More tokens would
+#: not end it.
+_LOOP = re.compile(r"(.{1,500}?)\1{2,}", re.DOTALL)
 
 
 def looped(text: str) -> str | None:
     """The repeated piece when ``text`` ends in a loop (see ``_LOOP``), else None."""
-    tail = text[-2000:]
+    tail = text[-3000:]
     for m in _LOOP.finditer(tail):
         # the loop must run to the end (the last repeat may be cut partway)
         if len(tail) - m.end() < len(m.group(1)) and m.end() - m.start() >= 24:
