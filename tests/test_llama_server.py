@@ -189,29 +189,35 @@ def test_a_real_servers_logprobs_weigh_a_score(llama_server: str, tmp_path: Path
         assert row["scores"]["helpfulness"] == verdict["integer"]
 
     # The weighing itself on the server's real alternatives, whatever their share: the same
-    # request in process with the threshold at 0.
+    # request in process, through the CLI's run store (its secret, so the same verdict code,
+    # and its cached reply, so the same tokens), with the threshold at 0.
     from longreward import ScoreOptions, create_apis
     from longreward.judge import ModelClient, _expected
     from longreward.reward.scorer import LongReward
+    from longreward.store import RunStore
 
     monkeypatch.setattr(_expected, "MIN_MASS", 0.0)
     options = ScoreOptions.model_validate({
-        "judge": {"model": "smollm2", "base_urls": [llama_server], "max_tokens": 512},
+        "judge": {"model": "smollm2", "base_urls": [llama_server], "max_tokens": 160},
         "dimensions": ["helpfulness"], "verdicts": "expected"})
-    client = ModelClient(create_apis("openai_compatible", "smollm2", base_urls=[llama_server]),
-                         structured_output=options.judge.structured_output)
-    scored = asyncio.run(LongReward(client, options=options).score(DOCUMENT, QUESTION,
-                                                                  ANSWERS[0]))
+    with RunStore(tmp_path / "scored.jsonl.run") as store:
+        client = ModelClient(create_apis("openai_compatible", "smollm2",
+                                         base_urls=[llama_server]),
+                             structured_output=options.judge.structured_output, cache=store)
+        scored = asyncio.run(LongReward(client, options=options).score(DOCUMENT, QUESTION,
+                                                                      ANSWERS[0]))
+        assert client.stats.by_tag["helpfulness"].cache_hits >= 1  # the CLI's own reply
     result = scored.results["helpfulness"]
     weighed = result.details["verdict"]
     print(f"SmolLM2 helpfulness, any share: {weighed}")
     assert weighed["used"] == "expected", weighed
     _check_weighed(weighed, result.score)
+    assert weighed["integer"] == verdict["integer"]  # the same reply
     # At temperature 0 the judge writes its most probable value: the first digit written
     # leads the distribution read at it. (The server's default repeat_penalty of 1.1 broke
     # this: 4 written where 0 had 0.55 and 4 had 0.05; requests now carry 1.0.) A re-ask
     # (the first reply cut by its budget) samples at 0.95, so only a first reply shows it.
-    if result.details["usage"]["calls"] == 1:
+    if details["usage"]["calls"] == 1:
         by_first: dict[str, float] = {}
         for value, p in weighed["distribution"].items():
             by_first[value[0]] = by_first.get(value[0], 0.0) + p
