@@ -21,8 +21,6 @@ from judge_double import use_verdict_secret
 KEY = "sk-test-SECRET-0123456789abcdef"
 
 
-
-
 def write_flat(path: Path, n_prompts: int = 3, n_cands: int = 4) -> list[str]:
     ids = []
     with open(path, "w", encoding="utf-8") as fh:

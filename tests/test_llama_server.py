@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -200,13 +201,18 @@ def test_a_real_servers_logprobs_weigh_a_score(llama_server: str, tmp_path: Path
     options = ScoreOptions.model_validate({
         "judge": {"model": "smollm2", "base_urls": [llama_server], "max_tokens": 160},
         "dimensions": ["helpfulness"], "verdicts": "expected"})
+    async def rescore(store: RunStore) -> Any:
+        async with ModelClient(create_apis("openai_compatible", "smollm2",
+                                           base_urls=[llama_server]),
+                               structured_output=options.judge.structured_output,
+                               cache=store) as client:
+            scored = await LongReward(client, options=options).score(DOCUMENT, QUESTION,
+                                                                     ANSWERS[0])
+            assert client.stats.by_tag["helpfulness"].cache_hits >= 1  # the CLI's own reply
+            return scored
+
     with RunStore(tmp_path / "scored.jsonl.run") as store:
-        client = ModelClient(create_apis("openai_compatible", "smollm2",
-                                         base_urls=[llama_server]),
-                             structured_output=options.judge.structured_output, cache=store)
-        scored = asyncio.run(LongReward(client, options=options).score(DOCUMENT, QUESTION,
-                                                                      ANSWERS[0]))
-        assert client.stats.by_tag["helpfulness"].cache_hits >= 1  # the CLI's own reply
+        scored = asyncio.run(rescore(store))
     result = scored.results["helpfulness"]
     weighed = result.details["verdict"]
     print(f"SmolLM2 helpfulness, any share: {weighed}")

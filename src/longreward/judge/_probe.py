@@ -136,7 +136,7 @@ async def _run_checks(client: ModelClient, api: Any, report: ProbeReport,
     else:
         report.add("model listed", None, "the server lists no models")
     report.context_window = window_from_models(entries, report.model)
-    own = await api.server_sampling() if hasattr(api, "server_sampling") else {}
+    own = await api.server_sampling()  # read from the listing above: no second request
     if own:  # llama-cpp-python's server penalises repeats unless told otherwise
         report.add("sampling as asked", True, "its default sampling departs from OpenAI's; "
                    f"every request carries {own}")

@@ -133,9 +133,9 @@ class OpenAICompatibleAPI(ModelAPI):
         ]
         self._load = [0] * shards
         self._closed = False
-        #: sampling fields this server needs to sample as OpenAI's parameters say (None: not
-        #: looked up yet; ``server_sampling``)
-        self._neutral: dict[str, Any] | None = None
+        #: sampling fields this server needs to sample as OpenAI's parameters say, read from
+        #: its model listing (None: not listed yet; ``server_sampling``)
+        self._sampling_fields: dict[str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"OpenAICompatibleAPI(model={self.model!r}, base_url={redact(self.base_url)!r})"
@@ -172,28 +172,22 @@ class OpenAICompatibleAPI(ModelAPI):
         return body
 
     async def server_sampling(self) -> dict[str, Any]:
-        """The fields that make this server sample as OpenAI's parameters say, looked up once
-        from its model listing (``SERVER_SAMPLING``); the caller's ``extra_body`` wins."""
-        if self._neutral is None:
+        """The fields that make this server sample as OpenAI's parameters say, read once from
+        its model listing (``list_models`` records them; ``SERVER_SAMPLING``); the caller's
+        ``extra_body`` wins."""
+        if self._sampling_fields is None:
             try:
-                models = await asyncio.wait_for(self.list_models(), LISTING_TIMEOUT_S)
+                await asyncio.wait_for(self.list_models(), LISTING_TIMEOUT_S)
             except EndpointUnreachableError:
                 return {}  # not up yet: look again at the next request
             except (ModelError, asyncio.TimeoutError):
-                models = []  # no listing: nothing known to add
-            found: dict[str, Any] = {}
-            for owner in {str(m.get("owned_by")) for m in models}:
-                found.update(SERVER_SAMPLING.get(owner, {}))
-            if found and self._neutral is None:
-                logger.info("%s: its default sampling departs from OpenAI's; requests carry %s",
-                            redact(self.base_url), found)
-            self._neutral = found
-        return self._neutral
+                self._sampling_fields = {}  # no listing: nothing known to add
+        return self._sampling_fields or {}
 
     async def _post(self, path: str, body: dict[str, Any], *, structured: bool = False
                     ) -> dict[str, Any]:
-        if path != "/embeddings":
-            body = {**body, **(await self.server_sampling())}
+        if path != "/embeddings" and (own := await self.server_sampling()):
+            body = {**body, **own}
         if self.extra_body:
             body = {**body, **self.extra_body}
         self._check_open()
@@ -301,7 +295,8 @@ class OpenAICompatibleAPI(ModelAPI):
         return [[float(x) for x in d.get("embedding") or []] for d in items]
 
     async def list_models(self) -> list[dict[str, Any]]:
-        """``GET /models``: the served models as the server describes them."""
+        """``GET /models``: the served models as the server describes them. The first
+        listing also tells which sampling fields this server needs (``server_sampling``)."""
         self._check_open()
         i = min(range(len(self._shards)), key=self._load.__getitem__)
         try:
@@ -310,7 +305,16 @@ class OpenAICompatibleAPI(ModelAPI):
             raise self._transport_error(exc) from None
         data = self._read(response, structured=False)
         items = data.get("data")
-        return [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
+        models = [d for d in items if isinstance(d, dict)] if isinstance(items, list) else []
+        if self._sampling_fields is None:
+            found: dict[str, Any] = {}
+            for owner in sorted({str(m.get("owned_by")) for m in models}):
+                found.update(SERVER_SAMPLING.get(owner, {}))
+            if found:
+                logger.info("%s: its default sampling departs from OpenAI's; requests carry %s",
+                            redact(self.base_url), found)
+            self._sampling_fields = found
+        return models
 
     async def aclose(self) -> None:
         self._closed = True
